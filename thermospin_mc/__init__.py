@@ -1,0 +1,32 @@
+"""thermospin_mc: quantum-jump trajectories and exact block solvers for open
+Heisenberg chains whose couplings are set by a temperature profile.
+
+Physics conventions: ``MODEL.md`` (units hbar = m = k_B = 1, temperatures in
+eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
+"""
+
+__version__ = "0.1.0"
+
+from .ensemble import mcsolve  # noqa: E402
+from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
+from .model import (  # noqa: E402
+    BondCouplings,
+    BondTemperatures,
+    ChainModel,
+    LinearProfile,
+    Magnons,
+    StateVector,
+    StepProfile,
+    UniformProfile,
+    magnons,
+    paper_model,
+)
+from .results import Result  # noqa: E402
+from .sectors import SectorSpace  # noqa: E402
+from .thermal import alpha_ratio  # noqa: E402
+
+__all__ = [
+    "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",
+    "BondTemperatures", "BondCouplings", "Magnons", "magnons", "StateVector", "paper_model",
+    "SectorSpace", "Result", "mcsolve", "mesolve", "sesolve", "steadystate", "exit_probabilities",
+]

@@ -1,0 +1,438 @@
+"""Trajectory ensembles: sector packing, seeds, batches, streamed statistics.
+
+Reproducibility: trajectory ``k`` always draws from the random stream derived
+from ``(seed, k)``; trajectories are folded into Welford accumulators in
+fixed blocks of ``BLOCK`` consecutive indices, and blocks are merged (Chan's
+formula) strictly in block order. Neither ``n_jobs``, nor ``batch_size``, nor
+the backend changes a single bit of the result.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from . import _validate as v
+from . import kernels as K
+from .model import ChainModel
+from .results import Result, expect_table
+from .sectors import SectorSpace
+
+__all__ = ["mcsolve", "SectorPack", "BLOCK", "Accumulator"]
+
+#: Trajectories per statistics block (the unit of the fixed reduction order).
+BLOCK = 64
+#: Sectors up to this dimension are diagonalised (eigen mode); larger ones use
+#: the sparse Taylor propagator, which is cheaper per step beyond a few hundred
+#: states (cost ~ nnz * terms instead of dim^2) and needs no dense storage.
+DENSE_MAX = 400
+#: Eigenvector condition number above which a sector falls back to Taylor mode.
+COND_LIMIT = 1e8
+
+
+# --------------------------------------------------------------------------- packing
+class SectorPack:
+    """Flat arrays of the sectors a run has visited so far (grown on demand)."""
+
+    def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX):
+        self.model = model
+        self.space = SectorSpace(model)
+        self.N = model.N
+        self.channels = model.channels
+        nch = len(self.channels)
+        self.dense_max = dense_max
+        self.stab = np.zeros((self.N + 1, K.NCOL), dtype=np.int64)
+        self.jtab = np.zeros((max(nch, 1), self.N + 1, 2), dtype=np.int64)
+        self.hnorms = np.zeros(self.N + 1)
+        self._cpx, self._ints, self._reals = [], [], []
+        self._ncpx = self._nints = self._nreals = 0
+        self._arrays = None
+        d = np.diff(times)
+        self.dt = float(d[0]) if (times.size > 1 and d[0] > 0 and
+                                  np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
+            else 0.0
+        self.ch_rate = np.array([c.rate for c in self.channels] or [0.0])
+        self.ch_site = np.array([c.site for c in self.channels] or [0], dtype=np.int64)
+        self.ch_dm = np.array([c.dm for c in self.channels] or [0], dtype=np.int64)
+        self.modes = {}
+
+    def _add(self, kind: str, arr) -> int:
+        if kind == "c":
+            off = self._ncpx
+            self._cpx.append(np.ascontiguousarray(arr, dtype=np.complex128).ravel())
+            self._ncpx += self._cpx[-1].size
+        elif kind == "i":
+            off = self._nints
+            self._ints.append(np.ascontiguousarray(arr, dtype=np.int64).ravel())
+            self._nints += self._ints[-1].size
+        else:
+            off = self._nreals
+            self._reals.append(np.ascontiguousarray(arr, dtype=np.float64).ravel())
+            self._nreals += self._reals[-1].size
+        return off
+
+    def ensure(self, m: int) -> None:
+        """Build sector ``m`` (eigen or Taylor mode) and its outgoing jump maps."""
+        if self.stab[m, K.BUILT]:
+            return
+        sec = self.space.sector(m)
+        a = self.space.a
+        d = sec.dim
+        row = self.stab[m]
+        row[K.DIM] = d
+        H = sec.heff_sparse(a)
+        mode = K.MODE_TAYLOR
+        if d <= self.dense_max:
+            Hd = H.toarray()
+            lam, V = np.linalg.eig(Hd)
+            try:
+                Vinv = np.linalg.inv(V)
+                cond = np.linalg.norm(V, 2) * np.linalg.norm(Vinv, 2)
+                resid = np.linalg.norm(V @ (lam[:, None] * Vinv) - Hd) / max(
+                    np.linalg.norm(Hd), 1e-300)
+            except np.linalg.LinAlgError:
+                cond, resid = np.inf, np.inf
+            if cond < COND_LIMIT and resid < 1e-11:
+                mode = K.MODE_EIGEN
+                row[K.OFF_V] = self._add("c", V)
+                row[K.OFF_VINV] = self._add("c", Vinv)
+                row[K.OFF_LAM] = self._add("c", lam)
+                row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
+        if mode == K.MODE_TAYLOR:
+            Hc = H.tocsr()
+            Hc.sort_indices()
+            row[K.OFF_INDPTR] = self._add("i", Hc.indptr)
+            row[K.OFF_INDICES] = self._add("i", Hc.indices)
+            row[K.OFF_DATA] = self._add("c", Hc.data)
+            row[K.NNZ] = Hc.nnz
+            self.hnorms[m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+        row[K.MODE] = mode
+        self.modes[m] = "eigen" if mode == K.MODE_EIGEN else "taylor"
+        row[K.OFF_SITES] = self._add("i", sec.sites)
+        row[K.OFF_HOP] = self._add("i", np.concatenate([sec.hop_bond, sec.hop_to,
+                                                       sec.hop_from]))
+        row[K.NHOP] = sec.hop_bond.size
+        row[K.OFF_DECAY] = self._add("r", sec.decay)
+        for k, ch in enumerate(self.channels):
+            if 0 <= m + ch.dm <= self.N:
+                src, dst = self.space.jump_map(ch, m)
+                self.jtab[k, m, 0] = self._add("i", np.concatenate([src, dst]))
+                self.jtab[k, m, 1] = src.size
+        row[K.BUILT] = 1
+        self._arrays = None
+
+    def arrays(self):
+        if self._arrays is None:
+            def cat(chunks, dtype):
+                return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
+            self._arrays = (cat(self._cpx, np.complex128), cat(self._ints, np.int64),
+                            cat(self._reals, np.float64))
+        return self._arrays
+
+    @property
+    def maxdim(self) -> int:
+        return int(max(self.stab[:, K.DIM].max(), 1))
+
+
+# --------------------------------------------------------------------------- components
+def _layout(N: int, names: tuple[str, ...]):
+    """Kernel flags and column slices of each observable in the kernel rows."""
+    want_j = "j" in names
+    want_jb = "j_bond" in names or "flow" in names
+    want_n = "n" in names
+    flags = np.array([want_j, want_jb, want_n], dtype=np.int64)
+    cols, pos = {}, 0
+    if want_j:
+        cols["j"] = slice(pos, pos + 1)
+        pos += 1
+    if want_jb:
+        cols["j_bond"] = slice(pos, pos + N - 1)
+        pos += N - 1
+    cols["m"] = slice(pos, pos + 1)
+    pos += 1
+    if want_n:
+        cols["n"] = slice(pos, pos + N)
+        pos += N
+    return flags, cols, pos
+
+
+# --------------------------------------------------------------------------- statistics
+class Accumulator:
+    """Per-(time, component) count, mean and sum of squared deviations.
+
+    Merging is Chan's pairwise formula; merging in a fixed order gives
+    bit-identical results however the blocks were computed.
+    """
+
+    def __init__(self, nt: int, ncomp: int):
+        self.cnt = np.zeros(nt, dtype=np.int64)
+        self.mean = np.zeros((nt, ncomp))
+        self.m2 = np.zeros((nt, ncomp))
+
+    def merge(self, cnt, mean, m2) -> None:
+        na = self.cnt[:, None].astype(float)
+        nb = cnt[:, None].astype(float)
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = mean - self.mean
+            fb = np.where(n > 0, nb / n, 0.0)
+            self.mean = self.mean + delta * fb
+            self.m2 = self.m2 + m2 + delta * delta * na * fb
+        self.cnt = self.cnt + cnt
+
+    def sem(self) -> np.ndarray:
+        n = self.cnt[:, None].astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(n > 1, self.m2 / np.maximum(n - 1, 1), np.nan)
+            return np.sqrt(var / n)
+
+    def state(self) -> dict:
+        return {"cnt": self.cnt.copy(), "mean": self.mean.copy(), "m2": self.m2.copy()}
+
+
+# --------------------------------------------------------------------------- worker side
+_PACKS: dict = {}
+
+
+def _get_pack(model: ChainModel, times: np.ndarray, dense_max: int) -> SectorPack:
+    key = (model.fingerprint(), times.tobytes(), dense_max)
+    pack = _PACKS.get(key)
+    if pack is None:
+        if len(_PACKS) > 8:
+            _PACKS.clear()
+        pack = SectorPack(model, times, dense_max)
+        _PACKS[key] = pack
+    return pack
+
+
+def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
+              names: tuple, record_jumps: bool, keep: bool, max_magnons: int,
+              dense_max: int = DENSE_MAX):
+    """Run whole statistics blocks; returns one entry per block (in order)."""
+    pack = _get_pack(model, times, dense_max)
+    space = pack.space
+    m0, psi0 = space.initial_state()
+    pack.ensure(m0)
+    N = model.N
+    flags, _, ncomp = _layout(N, names)
+    nt = times.size
+    out = []
+    path = None
+    jump_cap = 4096
+    for b in block_ids:
+        t0 = b * BLOCK
+        nb = min(BLOCK, ntraj - t0)
+        while True:
+            cpx, ints, reals = pack.arrays()
+            if path is None:
+                path_cur = np.zeros((nt, pack.stab[m0, K.DIM]), dtype=np.complex128)
+                path_norm = np.zeros(nt)
+                path_obs = np.zeros((nt, ncomp))
+                K.initial_path(pack.stab, cpx, ints, reals, pack.hnorms, m0, psi0, times,
+                               pack.dt > 0, N, flags, ncomp, path_cur, path_norm, path_obs)
+                path = (path_cur, path_norm, path_obs)
+            cnt = np.zeros(nt, dtype=np.int64)
+            mean = np.zeros((nt, ncomp))
+            m2 = np.zeros((nt, ncomp))
+            jbuf = np.zeros((jump_cap if record_jumps else 1, 4))
+            kept = np.zeros((nb if keep else 1, nt, ncomp))
+            status, nj, ntrunc, need = K.run_block(
+                pack.stab, pack.jtab, cpx, ints, reals, pack.hnorms, pack.ch_rate,
+                pack.ch_site, pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
+                ncomp, max_magnons, path[0], path[1], path[2], cnt, mean, m2, jbuf,
+                record_jumps, keep, kept, pack.maxdim)
+            if status == K.STATUS_NEED_SECTOR:
+                pack.ensure(int(need))
+                continue
+            if status == K.STATUS_JUMP_BUFFER_FULL:
+                jump_cap *= 4
+                continue
+            break
+        out.append({"cnt": cnt, "mean": mean, "m2": m2, "ntrunc": int(ntrunc),
+                    "jumps": jbuf[:nj].copy() if record_jumps else None,
+                    "kept": kept if keep else None})
+    return out, dict(pack.modes)
+
+
+# --------------------------------------------------------------------------- driver
+def _root_key(seed) -> tuple[np.ndarray, list]:
+    ss = np.random.SeedSequence(seed)
+    return ss.generate_state(4, dtype=np.uint64), ss.entropy
+
+
+def _check_names(observables) -> tuple[str, ...]:
+    allowed = ("j", "j_bond", "flow", "m", "n")
+    if observables is None:
+        return allowed
+    if isinstance(observables, str):
+        observables = (observables,)
+    names = tuple(observables)
+    for o in names:
+        if o not in allowed:
+            raise ValueError(f"observable must be one of {allowed} for trajectories, got {o!r}")
+    if not names:
+        raise ValueError("observables must name at least one observable")
+    return names
+
+
+def _want_progress(progress, ntraj) -> bool:
+    if progress is not None:
+        return bool(progress)
+    if os.environ.get("CI"):
+        return False
+    return sys.stderr.isatty() and ntraj >= 2000
+
+
+def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
+            batch_size: int | None = None, observables=None, record_jumps: bool = False,
+            keep_trajectories: bool = False, max_magnons: int | None = None,
+            progress: bool | None = None, dense_max: int = DENSE_MAX) -> Result:
+    """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
+
+    Parameters
+    ----------
+    model : ChainModel
+        The initial pure state is prepared at ``t = 0``.
+    times : array_like
+        Non-decreasing output times ``>= 0``.
+    ntraj : int
+        Number of trajectories (``>= 1``).
+    seed : int, sequence of int or None
+        Root seed (``numpy.random.SeedSequence`` entropy); ``None`` draws fresh
+        entropy, which is stored in ``result.metadata["seed"]``.
+    n_jobs : int
+        Worker processes (joblib/loky); ``-1`` uses every core, ``1`` runs here.
+    batch_size : int, optional
+        Trajectories per parallel task (rounded up to a multiple of ``BLOCK``).
+        Does not change the result.
+    observables : sequence of str, optional
+        Subset of ``j, j_bond, flow, m, n`` (default: all).
+    record_jumps : bool
+        Keep every jump: ``result.jumps`` has ``traj, t, channel, site, m_before``.
+    keep_trajectories : bool
+        Keep each trajectory's rows in ``result.trajectories`` (memory grows as ntraj).
+    max_magnons : int, optional
+        Cap on the magnon number. A trajectory whose next jump would exceed it
+        stops contributing from that time on; the discarded fraction is reported
+        in ``metadata["truncated_fraction"]`` and the ``ntraj`` column.
+    progress : bool, optional
+        Progress bar; default on for runs of >= 2000 trajectories on a terminal.
+    dense_max : int
+        Largest sector diagonalised densely; larger sectors use the sparse
+        Taylor propagator.
+
+    Returns
+    -------
+    Result
+        ``expect`` rows carry the mean, its standard error over trajectories
+        and the number of contributing trajectories.
+    """
+    if not isinstance(model, ChainModel):
+        raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
+    times = v.times(times)
+    ntraj = v.integer("ntraj", ntraj, lo=1)
+    n_jobs = v.integer("n_jobs", n_jobs)
+    if n_jobs == 0 or n_jobs < -1:
+        raise ValueError(f"n_jobs must be >= 1 or -1 (all cores), got {n_jobs}")
+    if n_jobs == -1:
+        n_jobs = os.cpu_count() or 1
+    names = _check_names(observables)
+    N = model.N
+    max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,
+                                                          lo=model.initial_sector, hi=N)
+    dense_max = v.integer("dense_max", dense_max, lo=1)
+    key, entropy = _root_key(seed)
+    nblocks = math.ceil(ntraj / BLOCK)
+    if batch_size is None:
+        per = max(1, min(64, nblocks // max(1, 4 * n_jobs)))
+    else:
+        per = math.ceil(v.integer("batch_size", batch_size, lo=1) / BLOCK)
+    batches = [list(range(i, min(i + per, nblocks))) for i in range(0, nblocks, per)]
+    flags, cols, ncomp = _layout(N, names)
+    nt = times.size
+    acc = Accumulator(nt, ncomp)
+    jumps, kept, ntrunc = [], [], 0
+    modes = {}
+    args = (model, times, key)
+    kw = dict(ntraj=ntraj, names=names, record_jumps=record_jumps, keep=keep_trajectories,
+              max_magnons=max_magnons, dense_max=dense_max)
+    start = time.perf_counter()
+    bar = None
+    if _want_progress(progress, ntraj):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=ntraj, unit="traj", desc="mcsolve")
+    if n_jobs == 1:
+        results = (run_batch(*args, block_ids=b, **kw) for b in batches)
+    else:
+        from joblib import Parallel, delayed
+
+        par = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
+        results = par(delayed(run_batch)(*args, block_ids=b, **kw) for b in batches)
+    for blocks, used in results:
+        modes.update(used)
+        for blk in blocks:
+            acc.merge(blk["cnt"], blk["mean"], blk["m2"])
+            ntrunc += blk["ntrunc"]
+            if record_jumps:
+                jumps.append(blk["jumps"])
+            if keep_trajectories:
+                kept.append(blk["kept"])
+            if bar is not None:
+                bar.update(int(blk["cnt"][0]) if blk["cnt"].size else 0)
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    return _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entropy,
+                     modes, elapsed, n_jobs, record_jumps)
+
+
+def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entropy, modes,
+              elapsed, n_jobs, record_jumps) -> Result:
+    from . import __version__
+
+    sem = acc.sem()
+    a = np.asarray(model.couplings)
+    means, sems = {}, {}
+    for name in names:
+        src = "j_bond" if name == "flow" else name
+        mu, se = acc.mean[:, cols[src]], sem[:, cols[src]]
+        if name == "flow":
+            mu, se = mu * (a / 2), se * (a / 2)
+        means[name], sems[name] = mu, se
+    df = expect_table(times, model.N, means, sems, ntraj=ntraj)
+    # per-row count of contributing trajectories (differs only under max_magnons)
+    counts = pd.Series(acc.cnt, index=times)
+    if np.any(acc.cnt != ntraj):
+        df["ntraj"] = counts.reindex(df["t"].to_numpy()).to_numpy().astype(np.int64)
+    meta = {
+        "solver": "mcsolve", "model": model.to_dict(), "alpha_method": model.alpha_method,
+        "seed": entropy if isinstance(entropy, int) else list(entropy),
+        "ntraj": ntraj, "version": __version__, "block": BLOCK,
+        "sector_modes": {str(k): val for k, val in sorted(modes.items())},
+        "truncated_fraction": ntrunc / ntraj, "elapsed_s": elapsed, "n_jobs": n_jobs,
+    }
+    jt = None
+    if record_jumps:
+        arr = np.concatenate(jumps) if jumps else np.zeros((0, 4))
+        chans = model.channels
+        names_ = np.array([c.name for c in chans] or ["none"])
+        sites_ = np.array([c.site + 1 for c in chans] or [0])
+        ch_idx = arr[:, 2].astype(np.int64)
+        jt = pd.DataFrame({
+            "traj": arr[:, 0].astype(np.int64), "t": arr[:, 1],
+            "channel": names_[ch_idx] if arr.size else np.array([], dtype=str),
+            "site": sites_[ch_idx] if arr.size else np.array([], dtype=np.int64),
+            "m_before": arr[:, 3].astype(np.int64),
+        })
+        jt["channel"] = jt["channel"].astype(str)
+    traj = None
+    if kept:
+        traj = {"rows": np.concatenate(kept)[:ntraj], "columns": {k: (s.start, s.stop)
+                                                                 for k, s in cols.items()}}
+    return Result(df, meta, jumps=jt, trajectories=traj)

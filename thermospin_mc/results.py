@@ -1,0 +1,164 @@
+"""The result type shared by the exact solvers and the trajectory engine.
+
+``Result.expect`` is a tidy table with columns ``t, observable, site, mean, sem,
+ntraj``. Observables (MODEL.md section 7, DESIGN.md):
+
+- ``j``: total spin current of Eq. 9 (site 0);
+- ``j_bond``: the terms of Eq. 9 per bond (site = bond index 1..N-1);
+- ``flow``: physical magnon flow ``F_l = (a_l / 2) j_l`` per bond;
+- ``m``: magnetisation ``N/2 - <number of magnons>`` (site 0);
+- ``n``: occupation ``<n_i>`` of down spins per site (1..N);
+- ``norm``: trace of the density matrix (exact solvers only).
+
+Exact results have ``sem = 0`` and ``ntraj = 0``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites"]
+
+#: Observable names, in table order.
+OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
+
+
+def observable_sites(name: str, N: int) -> np.ndarray:
+    """1-based site/bond labels of an observable (0 for whole-chain observables)."""
+    if name == "n":
+        return np.arange(1, N + 1)
+    if name in ("j_bond", "flow"):
+        return np.arange(1, N)
+    if name in ("j", "m", "norm"):
+        return np.zeros(1, dtype=int)
+    raise ValueError(f"unknown observable {name!r}; allowed: {OBSERVABLES}")
+
+
+def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = None,
+                 ntraj: int = 0) -> pd.DataFrame:
+    """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays."""
+    frames = []
+    times = np.asarray(times, dtype=float)
+    for name in OBSERVABLES:
+        if name not in means:
+            continue
+        mean = np.asarray(means[name], dtype=float).reshape(times.size, -1)
+        sem = (np.zeros_like(mean) if sems is None or name not in sems
+               else np.asarray(sems[name], dtype=float).reshape(mean.shape))
+        sites = observable_sites(name, N)
+        ncomp = sites.size
+        frames.append(pd.DataFrame({
+            "t": np.tile(times, ncomp),
+            "observable": name,
+            "site": np.repeat(sites, times.size),
+            "mean": mean.T.ravel(),
+            "sem": sem.T.ravel(),
+            "ntraj": np.int64(ntraj),
+        }))
+    df = pd.concat(frames, ignore_index=True)
+    df["observable"] = df["observable"].astype(str)
+    return df
+
+
+class Result:
+    """Expectation values (and optionally jump records) of one run.
+
+    Attributes
+    ----------
+    expect : pandas.DataFrame
+        Columns ``t, observable, site, mean, sem, ntraj``.
+    jumps : pandas.DataFrame or None
+        Columns ``traj, t, channel, site, m_before`` when jumps were recorded.
+    metadata : dict
+        Model parameters, couplings, a(T) method, solver, seed, ntraj, version.
+    """
+
+    def __init__(self, expect: pd.DataFrame, metadata: dict, jumps: pd.DataFrame | None = None,
+                 trajectories: dict | None = None):
+        self.expect = expect
+        self.jumps = jumps
+        self.metadata = dict(metadata)
+        self.trajectories = trajectories
+        self.expect.attrs = {"thermospin_mc": self.metadata}
+        if self.jumps is not None:
+            self.jumps.attrs = {"thermospin_mc": self.metadata}
+
+    # ---------------------------------------------------------------- access
+    @property
+    def times(self) -> np.ndarray:
+        return np.unique(self.expect["t"].to_numpy())
+
+    def get(self, observable: str, stat: str = "mean") -> np.ndarray:
+        """``(nt, ncomp)`` array of one observable (``stat`` is ``mean`` or ``sem``)."""
+        sub = self.expect[self.expect["observable"] == observable]
+        if sub.empty:
+            raise ValueError(f"observable {observable!r} not in this result; have "
+                             f"{sorted(self.expect['observable'].unique())}")
+        table = sub.pivot_table(index="t", columns="site", values=stat, sort=True)
+        return table.to_numpy()
+
+    def __repr__(self):
+        meta = self.metadata
+        return (f"Result(solver={meta.get('solver')!r}, N={meta.get('model', {}).get('N')}, "
+                f"ntraj={meta.get('ntraj')}, rows={len(self.expect)})")
+
+    # ---------------------------------------------------------------- comparison
+    def compare(self, other: Result) -> pd.DataFrame:
+        """Row-by-row z-scores ``(mean - other.mean) / sqrt(sem^2 + other.sem^2)``.
+
+        Rows are matched on ``(t, observable, site)``; rows present in only one
+        result are dropped. Where both errors are zero the z-score is 0 for equal
+        means and +-inf otherwise.
+        """
+        keys = ["t", "observable", "site"]
+        merged = self.expect.merge(other.expect, on=keys, suffixes=("", "_other"))
+        if merged.empty:
+            raise ValueError("the two results have no (t, observable, site) rows in common")
+        diff = merged["mean"] - merged["mean_other"]
+        err = np.sqrt(merged["sem"] ** 2 + merged["sem_other"] ** 2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(err > 0, diff / err, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+        return pd.DataFrame({
+            "t": merged["t"], "observable": merged["observable"], "site": merged["site"],
+            "mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
+            "sem": err, "z": z,
+        })
+
+    # ---------------------------------------------------------------- export
+    def to_parquet(self, directory: str | Path, prefix: str = "") -> list[Path]:
+        """Write ``expect`` (and ``jumps``) as parquet files with the metadata embedded."""
+        from .io import write_table
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        out = [write_table(self.expect, directory / f"{prefix}expect.parquet", self.metadata)]
+        if self.jumps is not None:
+            out.append(write_table(self.jumps, directory / f"{prefix}jumps.parquet",
+                                   self.metadata))
+        return out
+
+    def to_csv(self, directory: str | Path, prefix: str = "") -> list[Path]:
+        """Write ``expect`` (and ``jumps``) as CSV files with ``# key: value`` metadata lines."""
+        from .io import write_table
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        out = [write_table(self.expect, directory / f"{prefix}expect.csv", self.metadata)]
+        if self.jumps is not None:
+            out.append(write_table(self.jumps, directory / f"{prefix}jumps.csv", self.metadata))
+        return out
+
+    def metadata_json(self) -> str:
+        return json.dumps(self.metadata, sort_keys=True, default=_json_default)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
