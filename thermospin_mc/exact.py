@@ -203,7 +203,9 @@ def _evolve_grid(op, x0: np.ndarray, times: np.ndarray):
     """Yield ``expm(op t) x0`` at each of ``times`` (``op`` sparse, exact action)."""
     if times.size > 2 and _is_uniform(times) and times[-1] > times[0]:
         # one call on a uniform grid: expm_multiply returns exp(t_k op) x0
-        yield from spla.expm_multiply(op, x0, start=times[0], stop=times[-1],
+        # scipy gh-16363: start != 0 reuses the interval's scaling for exp(start op); go to
+        x0 = spla.expm_multiply(op * times[0], x0) if times[0] > 0 else x0  # times[0] first
+        yield from spla.expm_multiply(op, x0, start=0.0, stop=times[-1] - times[0],
                                       num=times.size, endpoint=True)
         return
     x, t_now = x0, 0.0

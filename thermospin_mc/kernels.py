@@ -49,6 +49,8 @@ STATUS_JUMP_BUFFER_FULL = -2
 FLAG_J, FLAG_JBOND, FLAG_N = 0, 1, 2
 
 _ROOT_TOL = 1e-10
+#: Taylor substeps satisfy ||H|| h <= TAYLOR_THETA (about 30 terms to 1e-17).
+TAYLOR_THETA = 3.0
 
 
 # --------------------------------------------------------------------------- RNG
@@ -109,7 +111,7 @@ def _taylor(indptr, indices, data, hnorm, x, tau, out, w1, w2, d):
         out[i] = x[i]
     if tau <= 0.0:
         return
-    nsub = int(np.ceil(hnorm * tau))
+    nsub = int(np.ceil(hnorm * tau / TAYLOR_THETA))
     if nsub < 1:
         nsub = 1
     h = tau / nsub
@@ -255,13 +257,16 @@ def _record(stab, ints, reals, m, psi, nrm, N, flags, row, couplings_unused):
 
 # --------------------------------------------------------------------------- shared start
 @njit(cache=True)
-def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, times, use_phase_grid, N, flags,
-                 ncomp, path_cur, path_norm, path_obs):
+def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_phase_grid,
+                 N, flags, ncomp, path_cur, path_norm, path_obs):
     """No-jump path from the initial state, shared by every trajectory.
 
-    Fills, for each output time k, the current representation ``path_cur[k]``,
-    the squared norm ``path_norm[k]`` and the normalised observables
-    ``path_obs[k]``.
+    ``fine_t`` is the output grid, refined in Taylor mode to about one
+    substep so that a trajectory starts its jump search at most one substep
+    before its jump; ``out_idx[k]`` is the fine index of output time ``k``.
+    Fills ``path_cur[f]`` (current representation) and ``path_norm[f]``
+    (squared norm) at every fine point and the normalised observables
+    ``path_obs[k]`` at every output time.
     """
     d = stab[m0, DIM]
     maxd = psi0.size if psi0.size > d else d
@@ -272,24 +277,27 @@ def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, times, use_phase_grid
     w2 = np.zeros(maxd, dtype=np.complex128)
     _set_state(stab, cpx, m0, psi0, cur)
     t_cur = 0.0
-    for k in range(times.size):
-        tau = times[k] - t_cur
-        ph = use_phase_grid and k > 0
+    k = 0
+    for f in range(fine_t.size):
+        tau = fine_t[f] - t_cur
+        ph = use_phase_grid and f > 0
         nrm = _eval_state(stab, cpx, ints, reals, hnorms, m0, cur, tau, ph, psi, coef, w1, w2)
         _accept(stab, m0, cur, psi, coef)
-        t_cur = times[k]
+        t_cur = fine_t[f]
         for a in range(d):
-            path_cur[k, a] = cur[a]
-        path_norm[k] = nrm
-        if nrm > 0.0:
-            _record(stab, ints, reals, m0, psi, nrm, N, flags, path_obs[k], reals)
+            path_cur[f, a] = cur[a]
+        path_norm[f] = nrm
+        while k < out_idx.size and out_idx[k] == f:
+            if nrm > 0.0:
+                _record(stab, ints, reals, m0, psi, nrm, N, flags, path_obs[k], reals)
+            k += 1
 
 
 # --------------------------------------------------------------------------- one block
 @njit(cache=True)
 def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
               key, traj0, ntraj, m0, psi0, times, use_phase_grid, N, flags, ncomp,
-              max_magnons, path_cur, path_norm, path_obs,
+              max_magnons, fine_t, out_idx, path_cur, path_norm, path_obs,
               cnt, mean, m2, jump_buf, record_jumps, keep, kept, maxdim):
     """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into
     Welford accumulators ``cnt[t]``, ``mean[t, c]``, ``m2[t, c]`` in index order.
@@ -301,6 +309,7 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
     means the block must be re-run (a sector to build, or a bigger jump buffer).
     """
     nt = times.size
+    nfine = fine_t.size
     nch = ch_rate.size
     state = np.zeros(4, dtype=np.uint64)
     cur = np.zeros(maxdim, dtype=np.complex128)
@@ -318,9 +327,19 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
         traj = traj0 + it
         seed_state(key, traj, state)
         r = next_uniform(state)
-        # ---- shared no-jump start: first grid point where the norm falls to r
+        # ---- shared no-jump start: first fine point where the norm falls to r
+        # (the norm never increases along a no-jump path)
+        lo_f = 0
+        hi_f = nfine
+        while lo_f < hi_f:
+            mid = (lo_f + hi_f) // 2
+            if path_norm[mid] > r:
+                lo_f = mid + 1
+            else:
+                hi_f = mid
+        f0 = lo_f
         k0 = 0
-        while k0 < nt and path_norm[k0] > r:
+        while k0 < nt and out_idx[k0] < f0:
             for c in range(ncomp):
                 X[k0, c] = path_obs[k0, c]
             k0 += 1
@@ -329,18 +348,18 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
         else:
             m = m0
             d0 = stab[m0, DIM]
-            if k0 == 0:
+            if f0 == 0:
                 _set_state(stab, cpx, m0, psi0, cur)
                 t_cur = 0.0
             else:
                 for a in range(d0):
-                    cur[a] = path_cur[k0 - 1, a]
-                t_cur = times[k0 - 1]
-            on_grid = k0 > 0
+                    cur[a] = path_cur[f0 - 1, a]
+                t_cur = fine_t[f0 - 1]
+            # the eigen-mode phase cache holds for steps between output times
+            on_grid = k0 > 0 and out_idx[k0 - 1] == f0 - 1
             k = k0
             valid = nt
             while k < nt:
-                d = stab[m, DIM]
                 tau = times[k] - t_cur
                 nrm = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, tau,
                                   use_phase_grid and on_grid, psi, coef, w1, w2)
@@ -352,9 +371,23 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
                     k += 1
                     continue
                 # ---- jump in (t_cur, times[k]]: safeguarded Newton on log-norm
+                logr = np.log(r)
+                if stab[m, MODE] == MODE_TAYLOR and hnorms[m] * tau > TAYLOR_THETA:
+                    # march in Taylor substeps until the crossing is bracketed by one
+                    # substep, so each root-finding evaluation costs at most one substep
+                    hs = TAYLOR_THETA / hnorms[m]
+                    while times[k] - t_cur > hs:
+                        ns = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, hs, False,
+                                         psi, coef, w1, w2)
+                        if ns <= r:
+                            nrm = ns
+                            break
+                        _accept(stab, m, cur, psi, coef)
+                        t_cur += hs
+                        on_grid = False
+                    tau = min(hs, times[k] - t_cur)
                 lo = 0.0
                 hi = tau
-                logr = np.log(r)
                 f_hi = np.log(nrm) - logr if nrm > 0.0 else -np.inf
                 n_lo = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, 0.0, False,
                                    psi, coef, w1, w2)

@@ -84,7 +84,7 @@ class LinearProfile:
         if N == 2:
             return np.array([(self.T1 + self.T2) / 2])
         l = np.arange(1, N)
-        return self.T1 + (self.T2 - self.T1) * (l - 1) / (N - 2)
+        return np.where(l == N - 1, self.T2, self.T1 + (self.T2 - self.T1) * (l - 1) / (N - 2))
 
     def to_dict(self) -> dict:
         return {"kind": "linear", "T1": self.T1, "T2": self.T2}

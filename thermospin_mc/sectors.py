@@ -19,7 +19,7 @@ from math import comb
 import numpy as np
 import scipy.sparse as sp
 
-from .model import Channel, ChainModel
+from .model import ChainModel, Channel
 
 __all__ = ["Sector", "SectorSpace", "MAX_SECTOR_DIM"]
 

@@ -1,0 +1,273 @@
+"""Command line: ``thermospin-mc run ...``.
+
+Bad input never shows a traceback: it prints one line ``thermospin-mc: error: ...``
+and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main", "build_model", "parse_times"]
+
+_SCENARIOS = ("pump", "loss", "closed")
+_PROFILES = ("linear", "step", "uniform")
+
+
+class CliError(ValueError):
+    pass
+
+
+def parse_times(spec: str) -> np.ndarray:
+    """``"start:stop:num"`` (inclusive linspace) or a comma list ``"0,1,2.5"``."""
+    try:
+        if ":" in spec:
+            start, stop, num = spec.split(":")
+            num = int(num)
+            if num < 1:
+                raise CliError(f"--times: number of points must be >= 1, got {num}")
+            return np.linspace(float(start), float(stop), num)
+        return np.array([float(x) for x in spec.split(",") if x.strip()])
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CliError):
+            raise
+        raise CliError(f"--times must be 'start:stop:num' or a comma list, got {spec!r}") \
+            from exc
+
+
+def _parse_sites(spec) -> tuple[int, ...] | str:
+    if spec in (None, "", "all_up"):
+        return "all_up"
+    if isinstance(spec, (list, tuple)):
+        return tuple(int(s) for s in spec)
+    try:
+        return tuple(int(s) for s in str(spec).split(",") if s.strip())
+    except ValueError as exc:
+        raise CliError(f"--initial must be 'all_up' or comma-separated sites, got {spec!r}") \
+            from exc
+
+
+def build_model(cfg: dict):
+    """A ChainModel from a flat config dict (CLI flags or a TOML ``[model]`` table)."""
+    import thermospin_mc as tsm
+
+    scenario = cfg.get("scenario", "pump")
+    if scenario not in _SCENARIOS:
+        raise CliError(f"scenario must be one of {_SCENARIOS}, got {scenario!r}")
+    N = cfg.get("N", 7)
+    delta_T = cfg.get("delta_T", 2.0)
+    base = tsm.paper_model(scenario, N=N, delta_T=delta_T,
+                           gamma=cfg.get("gamma", tsm.model.PAPER_GAMMA),
+                           gamma_pump=cfg.get("gamma_pump", tsm.model.PAPER_GAMMA_PUMP),
+                           alpha_method=cfg.get("alpha_method", "canonical"))
+    changes = {}
+    if "profile" in cfg:
+        kind = cfg["profile"]
+        T1 = cfg.get("T1", 0.0)
+        T2 = cfg.get("T2", T1 + delta_T)
+        if kind == "linear":
+            changes["profile"] = tsm.LinearProfile(T1, T2)
+        elif kind == "step":
+            changes["profile"] = tsm.StepProfile(T1, T2)
+        elif kind == "uniform":
+            changes["profile"] = tsm.UniformProfile(cfg.get("T", T1))
+        else:
+            raise CliError(f"profile must be one of {_PROFILES}, got {kind!r}")
+    if "couplings" in cfg:
+        changes["profile"] = tsm.BondCouplings(tuple(cfg["couplings"]))
+    if "bond_temperatures" in cfg:
+        changes["profile"] = tsm.BondTemperatures(tuple(cfg["bond_temperatures"]))
+    if scenario == "closed":
+        for k in ("gamma", "gamma_pump"):
+            if k in cfg:
+                changes[k] = cfg[k]
+    if "pump_site" in cfg:
+        changes["pump_site"] = cfg["pump_site"]
+    if "initial" in cfg:
+        changes["initial"] = _parse_sites(cfg["initial"])
+    if "anisotropy" in cfg:
+        changes["anisotropy"] = cfg["anisotropy"]
+    return base.with_(**changes) if changes else base
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run trajectories (or an exact solver) of one model",
+                       description="Run a quantum-jump ensemble (default) or an exact solver "
+                       "and write tidy tables. Defaults: the paper's pump + loss scenario "
+                       "(N = 7, linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102, "
+                       "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20].")
+    p.add_argument("--config", type=Path, help="TOML file with [model] and [run] tables")
+    p.add_argument("--scenario", choices=_SCENARIOS)
+    p.add_argument("--N", type=int)
+    p.add_argument("--delta-T", dest="delta_T", type=float, help="T2 - T1 in eps0 (T1 = 0)")
+    p.add_argument("--profile", choices=_PROFILES)
+    p.add_argument("--T1", type=float)
+    p.add_argument("--T2", type=float)
+    p.add_argument("--T", type=float, help="uniform temperature")
+    p.add_argument("--gamma", type=float, help="edge-loss rate (J0)")
+    p.add_argument("--gamma-pump", dest="gamma_pump", type=float, help="pump rate (J0)")
+    p.add_argument("--pump-site", dest="pump_site", type=int)
+    p.add_argument("--initial", help="'all_up' or comma-separated magnon sites (1-based)")
+    p.add_argument("--alpha-method", dest="alpha_method",
+                   choices=("canonical", "thermodynamic", "sommerfeld"))
+    p.add_argument("--times", help="'start:stop:num' or comma list (default 0:20:81)")
+    p.add_argument("--solver", choices=("mc", "exact", "steady"),
+                   help="mc (trajectories, default), exact (mesolve), steady (steadystate)")
+    p.add_argument("--ntraj", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="worker processes (-1: all)")
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--observables", help="comma list of j,j_bond,flow,m,n")
+    p.add_argument("--record-jumps", dest="record_jumps", action="store_true", default=None)
+    p.add_argument("--max-magnons", dest="max_magnons", type=int)
+    p.add_argument("--out", type=Path, help="output directory (default ./out)")
+    p.add_argument("--format", choices=("parquet", "csv", "both"))
+    p.add_argument("--no-compare", dest="compare", action="store_false", default=None,
+                   help="skip the exact reference printed next to trajectory results")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+
+
+_MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
+               "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
+               "anisotropy")
+_RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
+             "record_jumps", "max_magnons", "out", "format", "compare", "progress")
+
+
+def _load_config(path: Path | None) -> tuple[dict, dict]:
+    if path is None:
+        return {}, {}
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise CliError(f"config file not found: {str(path)!r}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    model, run = dict(data.get("model", {})), dict(data.get("run", {}))
+    for k in model:
+        if k not in _MODEL_KEYS:
+            raise CliError(f"unknown key [model].{k} in {str(path)!r}; allowed: {_MODEL_KEYS}")
+    for k in run:
+        if k not in _RUN_KEYS:
+            raise CliError(f"unknown key [run].{k} in {str(path)!r}; allowed: {_RUN_KEYS}")
+    return model, run
+
+
+def _cmd_run(args) -> int:
+    import thermospin_mc as tsm
+
+    mcfg, rcfg = _load_config(args.config)
+    for k in _MODEL_KEYS:
+        val = getattr(args, k, None)
+        if val is not None:
+            mcfg[k] = val
+    for k in _RUN_KEYS:
+        val = getattr(args, k, None)
+        if val is not None:
+            rcfg[k] = val
+    model = build_model(mcfg)
+    times = rcfg.get("times", "0:20:81")
+    times = parse_times(times) if isinstance(times, str) else np.asarray(times, dtype=float)
+    solver = rcfg.get("solver", "mc")
+    obs = rcfg.get("observables")
+    if isinstance(obs, str):
+        obs = tuple(o.strip() for o in obs.split(",") if o.strip())
+    out = Path(rcfg.get("out", "out"))
+    fmt = rcfg.get("format", "both")
+    ref = None
+    if solver == "mc":
+        res = tsm.mcsolve(model, times, ntraj=rcfg.get("ntraj", 20_000), seed=rcfg.get("seed", 1),
+                          n_jobs=rcfg.get("n_jobs", -1), batch_size=rcfg.get("batch_size"),
+                          observables=obs, record_jumps=bool(rcfg.get("record_jumps", False)),
+                          max_magnons=rcfg.get("max_magnons"), progress=rcfg.get("progress"))
+        if rcfg.get("compare", True) and _small_enough(model):
+            ref = tsm.mesolve(model, times, observables=("j", "m"))
+    elif solver == "exact":
+        res = tsm.mesolve(model, times, observables=obs)
+    else:
+        res = tsm.steadystate(model, observables=obs)
+    written = []
+    if fmt in ("parquet", "both"):
+        written += res.to_parquet(out)
+    if fmt in ("csv", "both"):
+        written += res.to_csv(out)
+    _print_summary(model, res, ref)
+    for p in written:
+        print(f"wrote {p}")
+    return 0
+
+
+def _small_enough(model) -> bool:
+    from math import comb
+
+    secs = model.reachable_sectors()
+    return sum(comb(model.N, m) ** 2 for m in secs) <= 100_000
+
+
+def _print_summary(model, res, ref) -> None:
+    meta = res.metadata
+    print(f"thermospin-mc {meta.get('version')}  solver={meta['solver']}  N={model.N}  "
+          f"profile={model.profile.to_dict()}  gamma={model.gamma}  "
+          f"gamma_pump={model.gamma_pump}  a(T)={model.alpha_method}")
+    print("couplings a_l = " + ", ".join(f"{x:.5f}" for x in model.couplings))
+    if meta["solver"] == "mcsolve":
+        print(f"ntraj={meta['ntraj']}  seed={meta['seed']}  elapsed={meta['elapsed_s']:.2f} s  "
+              f"({meta['ntraj'] / max(meta['elapsed_s'], 1e-9):.0f} traj/s, "
+              f"n_jobs={meta['n_jobs']})")
+        if meta.get("truncated_fraction"):
+            print(f"truncated fraction (max_magnons): {meta['truncated_fraction']:.4g}")
+    df = res.expect
+    times = np.unique(df["t"])
+    show = times if times.size <= 6 else times[np.linspace(0, times.size - 1, 6).astype(int)]
+    header = f"{'t':>8} {'observable':>10} {'mean':>12} {'sem':>10}"
+    if ref is not None:
+        header += f" {'exact':>12} {'z':>7}"
+    print(header)
+    for name in ("j", "m"):
+        sub = df[(df.observable == name) & (df.site == 0)]
+        for t in show:
+            row = sub[sub.t == t]
+            if row.empty:
+                continue
+            mu, se = float(row["mean"].iloc[0]), float(row["sem"].iloc[0])
+            line = f"{t:8.3f} {name:>10} {mu:12.6f} {se:10.2e}"
+            if ref is not None:
+                e = ref.expect
+                ex = e[(e.observable == name) & (e.t == t)]["mean"]
+                if not ex.empty:
+                    exv = float(ex.iloc[0])
+                    z = (mu - exv) / se if se > 0 else 0.0
+                    line += f" {exv:12.6f} {z:7.2f}"
+            print(line)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="thermospin-mc",
+        description="Quantum-jump trajectories and exact solvers for open Heisenberg chains "
+                    "with temperature-set couplings.")
+    sub = parser.add_subparsers(dest="command")
+    _add_run(sub)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) if hasattr(args, "func") else _cmd_run(args)
+    except KeyboardInterrupt:
+        print("thermospin-mc: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"thermospin-mc: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
