@@ -104,8 +104,11 @@ class SectorPack:
                 cond, resid = np.inf, np.inf
             if cond < COND_LIMIT and resid < 1e-11:
                 mode = K.MODE_EIGEN
-                row[K.OFF_V] = self._add("c", V)
-                row[K.OFF_VINV] = self._add("c", Vinv)
+                # transposed, real and imaginary parts apart (see kernels._matvec_split)
+                row[K.OFF_V] = self._add("r", np.concatenate([V.T.real.ravel(),
+                                                              V.T.imag.ravel()]))
+                row[K.OFF_VINV] = self._add("r", np.concatenate([Vinv.T.real.ravel(),
+                                                                 Vinv.T.imag.ravel()]))
                 row[K.OFF_LAM] = self._add("c", lam)
                 row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
         if mode == K.MODE_TAYLOR:
@@ -160,12 +163,13 @@ class SectorPack:
             nt = self.times.size
             path_cur = np.zeros((fine_t.size, self.stab[m0, K.DIM]), dtype=np.complex128)
             path_norm = np.zeros(fine_t.size)
+            path_decay = np.zeros(fine_t.size)
             path_obs = np.zeros((nt, ncomp))
             use_phase = self.dt > 0 and fine_t.size == nt
             K.initial_path(self.stab, cpx, ints, reals, self.hnorms, m0, psi0, fine_t,
                            out_idx, use_phase, self.N, flags, ncomp, path_cur, path_norm,
-                           path_obs)
-            self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_obs)
+                           path_decay, path_obs)
+            self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay, path_obs)
         return self._paths[key]
 
     def arrays(self):
@@ -270,7 +274,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
         nb = min(BLOCK, ntraj - t0)
         while True:
             cpx, ints, reals = pack.arrays()
-            fine_t, out_idx, path_cur, path_norm, path_obs = pack.initial_path(
+            fine_t, out_idx, path_cur, path_norm, path_decay, path_obs = pack.initial_path(
                 m0, psi0, flags, ncomp)
             cnt = np.zeros(nt, dtype=np.int64)
             mean = np.zeros((nt, ncomp))
@@ -280,7 +284,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
             status, nj, ntrunc, need = K.run_block(
                 pack.stab, pack.jtab, cpx, ints, reals, pack.hnorms, pack.ch_rate,
                 pack.ch_site, pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
-                ncomp, max_magnons, fine_t, out_idx, path_cur, path_norm, path_obs,
+                ncomp, max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
                 cnt, mean, m2, jbuf,
                 record_jumps, keep, kept, pack.maxdim)
             if status == K.STATUS_NEED_SECTOR:
