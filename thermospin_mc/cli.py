@@ -247,6 +247,178 @@ def _print_summary(model, res, ref) -> None:
             print(line)
 
 
+def _add_reproduce(sub):
+    p = sub.add_parser(
+        "reproduce", help="reproduce the source paper's figures (tables and PNGs)",
+        description="Compute the data of the paper's Figs. 2-6 with the exact solvers (and "
+                    "trajectories for Figs. 5 and 6a), write tidy tables (parquet and CSV, "
+                    "with metadata) and one PNG per panel. Defaults: the paper's sizes "
+                    "(N = 7), 20,000 trajectories per curve; minutes on 2 cores.")
+    p.add_argument("figure", nargs="+", choices=("fig2", "fig3", "fig4", "fig5", "fig6", "all"),
+                   help="figure(s) to reproduce")
+    p.add_argument("--out", type=Path, default=Path("reproduced"),
+                   help="output directory (default ./reproduced)")
+    p.add_argument("--ntraj", type=int, help="trajectories per curve (default 20000)")
+    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="worker processes (-1: all)")
+    p.add_argument("--seed", type=int, help="root seed (default 2021)")
+    p.add_argument("--N", type=int, help="chain length of Figs. 3-6 (default 7)")
+    p.add_argument("--n-times", dest="n_times", type=int, help="output times (default 201)")
+    p.add_argument("--delta-T", dest="delta_T", help="comma list for Figs. 5 and 6a")
+    p.add_argument("--gamma-pumps", dest="gamma_pumps", help="comma list for Fig. 6b")
+    p.add_argument("--format", choices=("parquet", "csv", "both"), default="both")
+    p.add_argument("--no-plots", dest="plots", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    p.set_defaults(func=_cmd_reproduce)
+
+
+def _float_list(name: str, spec: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in spec.split(",") if x.strip())
+    except ValueError as exc:
+        raise CliError(f"--{name} must be a comma list of numbers, got {spec!r}") from exc
+    if not vals:
+        raise CliError(f"--{name} must list at least one number")
+    return vals
+
+
+def _cmd_reproduce(args) -> int:
+    from .reproduce import Settings, reproduce
+
+    kw = {k: getattr(args, k) for k in ("ntraj", "n_jobs", "seed", "N", "n_times", "progress")
+          if getattr(args, k) is not None}
+    if args.delta_T:
+        kw["delta_T"] = _float_list("delta-T", args.delta_T)
+    if args.gamma_pumps:
+        kw["gamma_pumps"] = _float_list("gamma-pumps", args.gamma_pumps)
+    settings = Settings(**kw)
+    formats = ("parquet", "csv") if args.format == "both" else (args.format,)
+    reproduce(args.figure, args.out, settings, formats=formats, plots=args.plots)
+    return 0
+
+
+def _add_stats(sub):
+    p = sub.add_parser(
+        "stats", help="statistics of a recorded jump table",
+        description="Analyse a jump table written by 'thermospin-mc run --record-jumps' "
+                    "(jumps.parquet or jumps.csv): exit side of the first loss, waiting times "
+                    "per channel, counting statistics in a time window and the jump rates "
+                    "after burn-in (with the exact steady-state rates when the model allows).")
+    p.add_argument("jumps", type=Path, help="jump table (.parquet or .csv)")
+    p.add_argument("--ntraj", type=int, help="number of trajectories (default: table metadata)")
+    p.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
+                   help="counting window A <= t < B (default: burn-in to the run's last time)")
+    p.add_argument("--burn", type=float, default=0.0,
+                   help="burn-in time: waiting times and the default window start here "
+                        "(default 0)")
+    p.add_argument("--hot", choices=("right", "left"), default="right",
+                   help="hot edge for the net transfer (default right)")
+    p.set_defaults(func=_cmd_stats)
+
+
+def _stats_t_end(path: Path, meta: dict) -> float | None:
+    """Last output time of the run that wrote a jump table, if it can be known."""
+    from .io import read_table
+
+    for key in ("t_end", "t_max"):
+        if isinstance(meta.get(key), (int, float)):
+            return float(meta[key])
+    if meta.get("times"):
+        return float(np.max(meta["times"]))
+    # the expect table written next to the jump table by the same run
+    if "jumps" not in path.name:
+        return None
+    head, _, tail = path.name.rpartition("jumps")
+    for suffix in (path.suffix, ".parquet", ".csv"):
+        cand = path.with_name(head + "expect" + tail).with_suffix(suffix)
+        if not cand.exists():
+            continue
+        try:
+            df, m2 = read_table(cand)
+        except (ValueError, OSError):
+            continue
+        same = all(m2.get(k) == meta.get(k) for k in ("seed", "ntraj", "model"))
+        if same and "t" in df and len(df):
+            return float(df["t"].max())
+    return None
+
+
+def _stats_model(meta: dict):
+    """The run's ChainModel rebuilt from table metadata (None if impossible)."""
+    import thermospin_mc as tsm
+
+    d = meta.get("model")
+    if not isinstance(d, dict):
+        return None
+    try:
+        ini = d.get("initial", {})
+        if ini.get("kind") == "state_vector":
+            initial = tsm.StateVector(ini["m"], tuple(np.asarray(ini["re"]) + 1j *
+                                                      np.asarray(ini["im"])))
+        else:
+            initial = tsm.Magnons(tuple(ini.get("sites", ())))
+        model = tsm.ChainModel(N=d["N"], profile=tsm.BondCouplings(tuple(d["couplings"])),
+                               gamma=d["gamma"], gamma_pump=d["gamma_pump"],
+                               pump_site=d.get("pump_site"), initial=initial,
+                               anisotropy=d.get("anisotropy", 1.0))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return model if model.gamma_pump > 0 and _small_enough(model) else None
+
+
+def _cmd_stats(args) -> int:
+    import pandas as pd
+
+    from . import _validate as v
+    from . import analysis
+    from .io import read_table
+
+    jumps, meta = read_table(args.jumps)
+    ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
+    if ntraj is None:
+        raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
+    ntraj = v.integer("--ntraj", ntraj, lo=1)
+    burn = v.real("--burn", args.burn, lo=0.0)
+    t_end = _stats_t_end(args.jumps, meta)
+    if args.window is not None:
+        window = tuple(args.window)
+        if t_end is not None and window[1] > t_end * (1 + 1e-12):
+            raise CliError(f"--window end must be <= the run's last output time {t_end}, "
+                           f"got {window[1]}")
+    elif t_end is not None and t_end > burn:
+        window = (burn, t_end)
+    else:
+        window = None
+    exits = analysis.exit_sides(jumps, ntraj)  # validates the table and ntraj first
+    waits = analysis.waiting_times(jumps, t0=burn)
+    counts = analysis.counting_statistics(jumps, ntraj, window, hot=args.hot) \
+        if window is not None else None
+
+    print(f"thermospin-mc stats  {args.jumps}  ntraj={ntraj}  jumps={len(jumps)}"
+          + (f"  last output time={t_end:g}" if t_end is not None else ""))
+    if meta.get("truncated_fraction"):
+        print(f"warning: {meta['truncated_fraction']:.4g} of the trajectories were stopped by "
+              "max_magnons; counts are biased low")
+    fmt = {"float_format": lambda x: f"{x:.6g}"}
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print("\nexit sides (first loss of each trajectory; Wilson 95% interval)")
+        print(exits.to_string(**fmt))
+        print(f"\nwaiting times between jumps of each channel (t0 = {burn:g})")
+        print(waits.summary.to_string(index=False, **fmt))
+        if counts is None:
+            print("\ncounting statistics: pass --window A B (the run's last output time is "
+                  "neither in the metadata nor in a matching expect table)")
+            return 0
+        print(f"\ncounting statistics in [{window[0]:g}, {window[1]:g}), hot = {args.hot} "
+              "(errors of var and fano: bootstrap over trajectories)")
+        print(counts.drop(columns=["ntraj", "t_a", "t_b"]).to_string(**fmt))
+        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window,
+                                                 model=_stats_model(meta))
+        print(f"\nrates per unit time in [{window[0]:g}, {window[1]:g})"
+              + ("; exact: steady state of the run's model" if "exact" in rates else ""))
+        print(rates.drop(columns=["ntraj"]).to_string(**fmt))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="thermospin-mc",
@@ -254,6 +426,8 @@ def main(argv=None) -> int:
                     "with temperature-set couplings.")
     sub = parser.add_subparsers(dest="command")
     _add_run(sub)
+    _add_reproduce(sub)
+    _add_stats(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

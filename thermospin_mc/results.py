@@ -107,12 +107,16 @@ class Result:
                 f"ntraj={meta.get('ntraj')}, rows={len(self.expect)})")
 
     # ---------------------------------------------------------------- comparison
-    def compare(self, other: Result) -> pd.DataFrame:
-        """Row-by-row z-scores ``(mean - other.mean) / sqrt(sem^2 + other.sem^2)``.
+    def compare(self, other: Result, atol: float = 1e-12) -> pd.DataFrame:
+        """Row-by-row z-scores ``(mean - other.mean) / sqrt(sem^2 + other.sem^2 + atol^2)``.
 
         Rows are matched on ``(t, observable, site)``; rows present in only one
-        result are dropped. Where both errors are zero the z-score is 0 for equal
-        means and +-inf otherwise.
+        result are dropped. ``atol`` is a round-off floor: values that vanish by
+        symmetry (e.g. ``j`` at Delta T = 0) come out as ~1e-16 with standard
+        errors ~1e-18, and without the floor their z-scores would measure
+        rounding, not statistics. The ``sem`` column is the combined error
+        without the floor. With ``atol = 0`` and both errors zero the z-score is
+        0 for equal means and +-inf otherwise.
         """
         keys = ["t", "observable", "site"]
         merged = self.expect.merge(other.expect, on=keys, suffixes=("", "_other"))
@@ -120,8 +124,9 @@ class Result:
             raise ValueError("the two results have no (t, observable, site) rows in common")
         diff = merged["mean"] - merged["mean_other"]
         err = np.sqrt(merged["sem"] ** 2 + merged["sem_other"] ** 2)
+        den = np.sqrt(err**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.where(err > 0, diff / err, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
+            z = np.where(den > 0, diff / den, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
         return pd.DataFrame({
             "t": merged["t"], "observable": merged["observable"], "site": merged["site"],
             "mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,

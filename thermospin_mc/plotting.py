@@ -1,0 +1,153 @@
+"""PNG panels of the reproduced figures (matplotlib, no screen needed). No physics here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["plot_figure"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    _plt().close(fig)
+    return path
+
+
+def plot_figure(name: str, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """Draw the panels of figure ``name`` into ``out``; returns the PNG paths."""
+    return {"fig2": _fig2, "fig3": _fig3, "fig4": _fig4, "fig5": _fig5,
+            "fig6": _fig6}[name](tables, Path(out))
+
+
+def _fig2(tables, out):
+    plt = _plt()
+    df = tables["alpha"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    styles = {5: ":", 7: "--", 9: "-"}
+    for N, sub in df[df.curve == "canonical"].groupby("N"):
+        ax.plot(sub["T"], sub["a"], styles.get(N, "-"), label=f"N = {N} (exact canonical)")
+    for curve, st in (("sommerfeld", "k-."), ("thermodynamic", "0.5")):
+        sub = df[df.curve == curve]
+        ax.plot(sub["T"], sub["a"], st, label={"sommerfeld": "Eq. 5 (Sommerfeld)",
+                                               "thermodynamic": "N -> inf"}[curve])
+    ax.set_xlabel(r"$k_B T / \epsilon_0$")
+    ax.set_ylabel(r"$\alpha(T) / \alpha_1$")
+    ax.set_ylim(0.95, max(2.2, float(df[df.curve == "canonical"]["a"].max()) + 0.1))
+    ax.legend(fontsize=8)
+    paths = [_save(fig, out / "fig2_alpha.png")]
+    conv = tables["convergence"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for (N, M), sub in conv.groupby(["N", "n_manifolds"]):
+        ax.plot(sub["T"], np.abs(sub["difference"]) + 1e-17,
+                "-" if M == 10**6 else ":", label=f"N = {N}, {M:.0e} manifolds")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"$k_B T / \epsilon_0$")
+    ax.set_ylabel("|enumerated - exact|")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "fig2_convergence.png"))
+    return paths
+
+
+def _fig3(tables, out):
+    plt = _plt()
+    df = tables["occupation"]
+    paths = []
+    for panel, (dT, sub) in zip("ab", df.groupby("delta_T"), strict=False):
+        grid = sub.pivot(index="t", columns="site", values="n")
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        im = ax.pcolormesh(grid.columns.to_numpy(), grid.index.to_numpy(), grid.to_numpy(),
+                           shading="nearest", cmap="coolwarm", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, label=r"$\langle n_i(t)\rangle$")
+        ax.set_xlabel("site i")
+        ax.set_ylabel(r"$J_0 t$")
+        ax.set_title(rf"$\Delta T = {dT:g}\,\epsilon_0$")
+        paths.append(_save(fig, out / f"fig3{panel}.png"))
+    return paths
+
+
+def _fig4(tables, out):
+    plt = _plt()
+    df = tables["sites"]
+    cols = [c for c in df.columns if c.startswith("n_")]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    ax.plot(df["t"], df[cols[1]], "r-", label=f"<{cols[1]}> (hot side)")
+    ax.plot(df["t"], df[cols[0]], "b:", label=f"<{cols[0]}> (cold side)")
+    ax.plot(df["t"], df["bessel_a_T1"], "--", color="0.5", label=r"$J_1(2a(T_1)t)^2$")
+    ax.plot(df["t"], df["bessel_a_T2"], "k-.", label=r"$J_1(2a(T_2)t)^2$")
+    ax.set_xlabel(r"$J_0 t$")
+    ax.set_ylabel("occupation")
+    ax.legend(fontsize=8)
+    return [_save(fig, out / "fig4.png")]
+
+
+def _series_plot(df, observable, ax):
+    for dT, sub in df[df.observable == observable].groupby("delta_T"):
+        ex = sub[sub.solver == "exact"]
+        mc = sub[sub.solver == "mcsolve"]
+        (line,) = ax.plot(ex["t"], ex["mean"], "-", lw=1.2,
+                          label=rf"$\Delta T = {dT:g}\,\epsilon_0$")
+        if not mc.empty:
+            ax.fill_between(mc["t"], mc["mean"] - 2 * mc["sem"], mc["mean"] + 2 * mc["sem"],
+                            color=line.get_color(), alpha=0.3, lw=0)
+    ax.set_xlabel(r"$J_0 t$")
+
+
+def _fig5(tables, out):
+    plt = _plt()
+    df = tables["series"]
+    paths = []
+    for panel, obs, label in (("a", "j", "total spin current j"),
+                              ("b", "m", "magnetisation m")):
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        _series_plot(df, obs, ax)
+        ax.set_ylabel(label)
+        ax.set_title("lines: exact; bands: trajectories (2 sem)", fontsize=8)
+        ax.legend(fontsize=8)
+        paths.append(_save(fig, out / f"fig5{panel}.png"))
+    return paths
+
+
+def _fig6(tables, out):
+    plt = _plt()
+    df = tables["series"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    _series_plot(df, "j", ax)
+    ax.set_ylabel("total spin current j")
+    ax.set_title("lines: exact; bands: trajectories (2 sem)", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
+    ins = ax.inset_axes([0.58, 0.55, 0.38, 0.3])
+    _series_plot(df, "m", ins)
+    ins.set_xlabel("")
+    ins.set_ylabel("m", fontsize=7)
+    ins.tick_params(labelsize=6)
+    paths = [_save(fig, out / "fig6a.png")]
+    steady, fit = tables["steady"], tables["fit"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for gp, sub in steady.groupby("gamma_pump"):
+        (line,) = ax.plot(sub["delta_T"], sub["j"], "o-", ms=3,
+                          label=rf"$\gamma_I = {gp:g}$")
+        row = fit[fit.gamma_pump == gp]
+        if not row.empty and np.isfinite(row["c"].iloc[0]):
+            x = np.linspace(0, float(sub["delta_T"].max()), 100)
+            ax.plot(x, row["c"].iloc[0] * x**2, "--", color=line.get_color(), lw=0.8)
+    ax.set_xlabel(r"$k_B \Delta T / \epsilon_0$")
+    ax.set_ylabel(r"steady-state $j$")
+    ax.set_title(r"dashed: $c\,\Delta T^2$ fitted on $\Delta T < \epsilon_0$", fontsize=8)
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "fig6b.png"))
+    return paths
