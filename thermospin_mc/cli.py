@@ -130,13 +130,37 @@ def _add_run(sub):
     p.add_argument("--no-compare", dest="compare", action="store_false", default=None,
                    help="skip the exact reference printed next to trajectory results")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    g = p.add_argument_group("long runs (checkpoints, accuracy targets, clusters)")
+    g.add_argument("--checkpoint", type=Path,
+                   help="checkpoint file (.npz): written atomically every --checkpoint-every "
+                        "seconds and on Ctrl-C; re-running the same command resumes from it")
+    g.add_argument("--resume", action="store_true", default=None,
+                   help="require an existing --checkpoint to resume (error if missing)")
+    g.add_argument("--checkpoint-every", dest="checkpoint_every", type=float,
+                   help="seconds between checkpoint writes (default 60; 0 = every batch)")
+    g.add_argument("--target-sem", dest="target_sem",
+                   help="stop once the largest standard error (t > 0) is below this value; "
+                        "a trailing %% makes it relative to |mean| (e.g. 1%%); --ntraj is then "
+                        "the minimum number of trajectories")
+    g.add_argument("--target-observables", dest="target_observables",
+                   help="comma list of observables the target applies to (default: all)")
+    g.add_argument("--max-ntraj", dest="max_ntraj", type=int,
+                   help="cap on trajectories of a --target-sem run (default 10^8)")
+    g.add_argument("--time-limit", dest="time_limit", type=float,
+                   help="stop after this many seconds at the last finished block")
+    g.add_argument("--backend", choices=("serial", "loky", "dask"),
+                   help="where batches run (default: loky, or dask with --scheduler)")
+    g.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 
 
 _MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
                "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
                "anisotropy")
 _RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
-             "record_jumps", "max_magnons", "out", "format", "compare", "progress")
+             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
+             "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
+             "max_ntraj", "time_limit", "backend", "scheduler")
 
 
 def _load_config(path: Path | None) -> tuple[dict, dict]:
@@ -182,10 +206,20 @@ def _cmd_run(args) -> int:
     fmt = rcfg.get("format", "both")
     ref = None
     if solver == "mc":
-        res = tsm.mcsolve(model, times, ntraj=rcfg.get("ntraj", 20_000), seed=rcfg.get("seed", 1),
-                          n_jobs=rcfg.get("n_jobs", -1), batch_size=rcfg.get("batch_size"),
-                          observables=obs, record_jumps=bool(rcfg.get("record_jumps", False)),
-                          max_magnons=rcfg.get("max_magnons"), progress=rcfg.get("progress"))
+        long_run = _long_run_options(rcfg)
+        try:
+            res = tsm.mcsolve(model, times, ntraj=rcfg.get("ntraj", 20_000),
+                              seed=rcfg.get("seed", 1), n_jobs=rcfg.get("n_jobs", -1),
+                              batch_size=rcfg.get("batch_size"), observables=obs,
+                              record_jumps=bool(rcfg.get("record_jumps", False)),
+                              max_magnons=rcfg.get("max_magnons"),
+                              progress=rcfg.get("progress"), **long_run)
+        except KeyboardInterrupt:
+            ck = long_run.get("checkpoint")
+            tail = (f"; checkpoint written to {str(ck)!r}, run the same command to resume"
+                    if ck is not None else "")
+            print(f"thermospin-mc: interrupted{tail}", file=sys.stderr)
+            return 130
         if rcfg.get("compare", True) and _small_enough(model):
             ref = tsm.mesolve(model, times, observables=("j", "m"))
     elif solver == "exact":
@@ -201,6 +235,37 @@ def _cmd_run(args) -> int:
     for p in written:
         print(f"wrote {p}")
     return 0
+
+
+def _long_run_options(rcfg: dict) -> dict:
+    """Checkpoint, accuracy-target and cluster keywords of ``mcsolve`` from the config."""
+    kw = {}
+    for k in ("checkpoint", "checkpoint_every", "max_ntraj", "time_limit", "backend",
+              "scheduler"):
+        if rcfg.get(k) is not None:
+            kw[k] = rcfg[k]
+    if "checkpoint" in kw:
+        kw["checkpoint"] = Path(kw["checkpoint"])
+    if rcfg.get("resume"):
+        if "checkpoint" not in kw:
+            raise CliError("--resume needs --checkpoint PATH")
+        kw["resume"] = True
+    target = rcfg.get("target_sem")
+    if target is not None:
+        text = str(target).strip()
+        relative = text.endswith("%")
+        try:
+            value = float(text[:-1]) / 100 if relative else float(text)
+        except ValueError as exc:
+            raise CliError(f"--target-sem must be a number or a percentage like '1%', got "
+                           f"{target!r}") from exc
+        kw.update(target_sem=value, relative=relative)
+    tobs = rcfg.get("target_observables")
+    if tobs is not None:
+        if isinstance(tobs, str):
+            tobs = tuple(o.strip() for o in tobs.split(",") if o.strip())
+        kw["target_observables"] = tuple(tobs)
+    return kw
 
 
 def _small_enough(model) -> bool:
@@ -220,6 +285,15 @@ def _print_summary(model, res, ref) -> None:
         print(f"ntraj={meta['ntraj']}  seed={meta['seed']}  elapsed={meta['elapsed_s']:.2f} s  "
               f"({meta['ntraj'] / max(meta['elapsed_s'], 1e-9):.0f} traj/s, "
               f"n_jobs={meta['n_jobs']})")
+        if meta.get("stopped_by") not in (None, "ntraj"):
+            line = f"stopped by {meta['stopped_by']}"
+            if meta.get("target_sem") is not None:
+                kind = "relative" if meta.get("relative") else "absolute"
+                line += (f" (target sem {meta['target_sem']:.3g} {kind}, reached "
+                         f"{meta['achieved_sem']:.3g})")
+            print(line)
+        if meta.get("resumed_ntraj"):
+            print(f"resumed from checkpoint with {meta['resumed_ntraj']} trajectories")
         if meta.get("truncated_fraction"):
             print(f"truncated fraction (max_magnons): {meta['truncated_fraction']:.4g}")
     df = res.expect
@@ -411,11 +485,15 @@ def _cmd_stats(args) -> int:
         print(f"\ncounting statistics in [{window[0]:g}, {window[1]:g}), hot = {args.hot} "
               "(errors of var and fano: bootstrap over trajectories)")
         print(counts.drop(columns=["ntraj", "t_a", "t_b"]).to_string(**fmt))
-        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window,
-                                                 model=_stats_model(meta))
+        # the exact steady state is a fair reference only after a burn-in
+        model = _stats_model(meta) if window[0] > 0 else None
+        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window, model=model)
         print(f"\nrates per unit time in [{window[0]:g}, {window[1]:g})"
               + ("; exact: steady state of the run's model" if "exact" in rates else ""))
         print(rates.drop(columns=["ntraj"]).to_string(**fmt))
+        if model is None and window[0] == 0 and _stats_model(meta) is not None:
+            print("(pass --burn T, a time after which the run has relaxed, to compare the "
+                  "rates with the exact steady state)")
     return 0
 
 

@@ -9,10 +9,8 @@ the backend changes a single bit of the result.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
-import time
 
 import numpy as np
 import pandas as pd
@@ -332,8 +330,17 @@ def _want_progress(progress, ntraj) -> bool:
 def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
             batch_size: int | None = None, observables=None, record_jumps: bool = False,
             keep_trajectories: bool = False, max_magnons: int | None = None,
-            progress: bool | None = None, dense_max: int = DENSE_MAX) -> Result:
+            progress: bool | None = None, dense_max: int = DENSE_MAX,
+            backend: str | None = None, client=None, scheduler: str | None = None,
+            checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
+            target_sem: float | None = None, target_observables=None, relative: bool = False,
+            max_ntraj: int | None = None, time_limit: float | None = None) -> Result:
     """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
+
+    Trajectory ``k`` always uses the random stream of ``(seed, k)`` and
+    statistics are merged in fixed blocks of ``BLOCK`` trajectories in index
+    order: the result is bit-identical for any ``n_jobs``, ``batch_size`` and
+    backend, and a resumed run equals an uninterrupted one.
 
     Parameters
     ----------
@@ -342,12 +349,16 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     times : array_like
         Non-decreasing output times ``>= 0``.
     ntraj : int
-        Number of trajectories (``>= 1``).
+        Number of trajectories (``>= 1``). With ``target_sem`` it is the
+        minimum number run before the target is first tested.
     seed : int, sequence of int or None
         Root seed (``numpy.random.SeedSequence`` entropy); ``None`` draws fresh
-        entropy, which is stored in ``result.metadata["seed"]``.
+        entropy, which is stored in ``result.metadata["seed"]`` (or, when an
+        existing checkpoint is resumed, continues the checkpoint's seed).
     n_jobs : int
         Worker processes (joblib/loky); ``-1`` uses every core, ``1`` runs here.
+        With ``backend="dask"`` and neither ``client`` nor ``scheduler``, the
+        number of workers of a temporary local Dask cluster.
     batch_size : int, optional
         Trajectories per parallel task (rounded up to a multiple of ``BLOCK``).
         Does not change the result.
@@ -366,13 +377,67 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     dense_max : int
         Largest sector diagonalised densely; larger sectors use the sparse
         Taylor propagator.
+    backend : {"serial", "loky", "dask"}, optional
+        Where batches run: this process, local loky worker processes, or a
+        Dask distributed cluster. Default: ``"serial"`` for ``n_jobs=1``,
+        ``"loky"`` otherwise, ``"dask"`` when ``client`` or ``scheduler`` is given.
+    client : dask.distributed.Client, optional
+        Run on this Dask client's cluster (it is left open).
+    scheduler : str, optional
+        Address of a running Dask scheduler, e.g. ``"tcp://10.0.0.1:8786"``.
+        Without ``client``/``scheduler``, ``backend="dask"`` starts a local
+        cluster of ``n_jobs`` single-threaded worker processes for this run.
+        A lost worker only costs a re-run of its batches.
+    checkpoint : str or path, optional
+        Checkpoint file (``.npz``). Merged statistics and finished blocks are
+        written to it atomically every ``checkpoint_every`` seconds, at the end,
+        and when the run is interrupted (Ctrl-C or an error). If the file
+        exists, the run resumes from it (see ``resume``); a checkpoint of a
+        different model, seed, output times, observables, run options or code
+        version is refused with a ``ValueError`` and left untouched.
+    resume : bool, optional
+        ``None`` (default): resume if the checkpoint exists, else start afresh.
+        ``True``: the checkpoint must exist. ``False``: refuse an existing file.
+    checkpoint_every : float
+        Seconds between checkpoint writes (``>= 0``; ``0`` writes after every batch).
+    target_sem : float, optional
+        Accuracy target: keep adding blocks (at least ``ntraj`` trajectories)
+        until the largest standard error of ``target_observables`` over all
+        rows with ``t > 0`` is ``<= target_sem`` (absolute), or every row's
+        standard error is ``<= target_sem * |mean|`` (``relative=True``), or
+        ``max_ntraj`` / ``time_limit`` is hit. The rule is tested after every
+        block, so the result equals a plain run with the final ``ntraj``.
+        ``metadata["stopped_by"]`` says what stopped the run
+        (``"target_sem"``, ``"max_ntraj"``, ``"time_limit"``, or ``"ntraj"``
+        for a plain run that completed).
+    target_observables : sequence of str, optional
+        Observables the target applies to (default: every computed one except
+        ``flow``).
+    relative : bool
+        Whether ``target_sem`` is relative to ``|mean|``.
+    max_ntraj : int, optional
+        Upper limit of trajectories of a ``target_sem`` run (``>= ntraj``;
+        default ``10**8``).
+    time_limit : float, optional
+        Wall-clock seconds (``> 0``) after which this call stops at the last
+        finished block (the checkpoint, if any, lets a later call continue).
 
     Returns
     -------
     Result
         ``expect`` rows carry the mean, its standard error over trajectories
         and the number of contributing trajectories.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (the message names the field, its value and the allowed
+        range), a corrupted or mismatched checkpoint.
+    KeyboardInterrupt
+        On Ctrl-C, after the current batch finished and the checkpoint was written.
     """
+    from . import scaleout
+
     if not isinstance(model, ChainModel):
         raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
     times = v.times(times)
@@ -387,54 +452,20 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,
                                                           lo=model.initial_sector, hi=N)
     dense_max = v.integer("dense_max", dense_max, lo=1)
-    key, entropy = _root_key(seed)
-    nblocks = math.ceil(ntraj / BLOCK)
-    if batch_size is None:
-        per = max(1, min(64, nblocks // max(1, 4 * n_jobs)))
-    else:
-        per = math.ceil(v.integer("batch_size", batch_size, lo=1) / BLOCK)
-    batches = [list(range(i, min(i + per, nblocks))) for i in range(0, nblocks, per)]
-    flags, cols, ncomp = _layout(N, names)
-    nt = times.size
-    acc = Accumulator(nt, ncomp)
-    jumps, kept, ntrunc = [], [], 0
-    modes = {}
-    args = (model, times, key)
-    kw = dict(ntraj=ntraj, names=names, record_jumps=record_jumps, keep=keep_trajectories,
-              max_magnons=max_magnons, dense_max=dense_max)
-    start = time.perf_counter()
-    bar = None
-    if _want_progress(progress, ntraj):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=ntraj, unit="traj", desc="mcsolve")
-    if n_jobs == 1:
-        results = (run_batch(*args, block_ids=b, **kw) for b in batches)
-    else:
-        from joblib import Parallel, delayed
-
-        par = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator")
-        results = par(delayed(run_batch)(*args, block_ids=b, **kw) for b in batches)
-    for blocks, used in results:
-        modes.update(used)
-        for blk in blocks:
-            acc.merge(blk["cnt"], blk["mean"], blk["m2"])
-            ntrunc += blk["ntrunc"]
-            if record_jumps:
-                jumps.append(blk["jumps"])
-            if keep_trajectories:
-                kept.append(blk["kept"])
-            if bar is not None:
-                bar.update(int(blk["cnt"][0]) if blk["cnt"].size else 0)
-    if bar is not None:
-        bar.close()
-    elapsed = time.perf_counter() - start
-    return _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entropy,
-                     modes, elapsed, n_jobs, record_jumps)
+    if batch_size is not None:
+        batch_size = v.integer("batch_size", batch_size, lo=1)
+    opts = scaleout._options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint,
+                             resume, checkpoint_every, target_sem, target_observables,
+                             relative, max_ntraj, time_limit)
+    key, entropy = _root_key(scaleout.resolve_seed(seed, opts["checkpoint"]))
+    return scaleout.execute(model, times, names=names, key=key, entropy=entropy, ntraj=ntraj,
+                            n_jobs=n_jobs, batch_size=batch_size, record_jumps=record_jumps,
+                            keep=keep_trajectories, max_magnons=max_magnons,
+                            dense_max=dense_max, progress=progress, opts=opts)
 
 
 def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entropy, modes,
-              elapsed, n_jobs, record_jumps) -> Result:
+              elapsed, n_jobs, record_jumps, extra: dict | None = None) -> Result:
     from . import __version__
 
     sem = acc.sem()
@@ -458,7 +489,9 @@ def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entrop
         "ntraj": ntraj, "version": __version__, "block": BLOCK,
         "sector_modes": {str(k): val for k, val in sorted(modes.items())},
         "truncated_fraction": ntrunc / ntraj, "elapsed_s": elapsed, "n_jobs": n_jobs,
+        "t_end": float(times[-1]), "n_times": int(times.size),
     }
+    meta.update(extra or {})
     jt = None
     if record_jumps:
         arr = np.concatenate(jumps) if jumps else np.zeros((0, 4))

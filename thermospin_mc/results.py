@@ -106,6 +106,21 @@ class Result:
         return (f"Result(solver={meta.get('solver')!r}, N={meta.get('model', {}).get('N')}, "
                 f"ntraj={meta.get('ntraj')}, rows={len(self.expect)})")
 
+    # ---------------------------------------------------------------- merging
+    def __add__(self, other):
+        """``res_a + res_b``: pooled trajectory results (see ``thermospin_mc.merge``)."""
+        if not isinstance(other, Result):
+            return NotImplemented
+        from .scaleout import merge
+
+        return merge(self, other)
+
+    def __radd__(self, other):
+        # lets sum([res_a, res_b, ...]) start from 0
+        if isinstance(other, int) and other == 0:
+            return self
+        return NotImplemented
+
     # ---------------------------------------------------------------- comparison
     def compare(self, other: Result, atol: float = 1e-12) -> pd.DataFrame:
         """Row-by-row z-scores ``(mean - other.mean) / sqrt(sem^2 + other.sem^2 + atol^2)``.
