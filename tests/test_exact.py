@@ -554,3 +554,34 @@ def test_bad_exit_probabilities_inputs():
         tsm.exit_probabilities(None)
     with pytest.raises(ValueError, match="model"):
         tsm.mesolve(None, [0.0])
+
+
+def test_pump_only_steady_state_is_all_down_and_agrees_with_long_evolution():
+    # gamma = 0: magnons are only added; without dark states everything ends all down
+    model = tsm.ChainModel(N=5, profile=tsm.LinearProfile(0.0, 1.0), gamma_pump=0.62)
+    ss = tsm.steadystate(model)
+    np.testing.assert_allclose(ss.get("n")[0], 1.0, atol=1e-14)
+    # the evolution creeps toward it (nearly dark states decay slowly)
+    late = tsm.mesolve(model, [100.0, 1000.0, 10000.0], observables=("m",)).get("m")[:, 0]
+    gap = late - ss.get("m")[0, 0]
+    assert np.all(gap > 0) and np.all(np.diff(gap) < 0) and gap[-1] < 5e-3
+
+
+def test_pump_only_dark_state_is_refused():
+    # uniform N = 3 with the pump at the centre: a_1|{1,2}> - a_2|{2,3}> never decays,
+    # so the long-time state depends on the initial state
+    model = tsm.ChainModel(N=3, profile=tsm.UniformProfile(1.0), gamma_pump=0.62)
+    with pytest.raises(ValueError, match="dark"):
+        tsm.steadystate(model)
+
+
+def test_repeated_output_times_keep_their_rows():
+    model = tsm.ChainModel(N=4, profile=tsm.LinearProfile(0.0, 2.0), gamma=1.3, gamma_pump=0.9,
+                           pump_site=2, initial=tsm.StateVector(2, (.3, .5j, -.4, .2 + .1j,
+                                                                    .6, -.3j)))
+    res = tsm.mesolve(model, [0.3, 0.3, 1.0])
+    np.testing.assert_array_equal(res.times, [0.3, 0.3, 1.0])
+    n = res.get("n")
+    assert n.shape == (3, 4)
+    np.testing.assert_allclose(n[0], n[1], atol=0)
+    assert len(res.compare(res)) == len(res.expect)

@@ -212,3 +212,15 @@ def test_bad_input_is_rejected():
         tsm.mcsolve(model, TIMES, ntraj=10, n_jobs=0)
     with pytest.raises(ValueError, match="max_magnons"):
         tsm.mcsolve(model, TIMES, ntraj=10, max_magnons=99)
+
+
+def test_repeated_times_with_truncation_report_counts_per_row():
+    model = tsm.ChainModel(N=4, profile=tsm.LinearProfile(0.0, 2.0), gamma=1.3, gamma_pump=0.9,
+                           pump_site=2, initial=tsm.StateVector(2, (.3, .5j, -.4, .2 + .1j,
+                                                                    .6, -.3j)))
+    res = tsm.mcsolve(model, [0.3, 0.3, 1.7, 5.0], ntraj=500, seed=1, max_magnons=2)
+    counts = res.expect[res.expect.observable == "m"]["ntraj"].to_numpy()
+    # truncation only removes trajectories: counts never grow, and repeated times agree
+    assert counts[0] == counts[1] and np.all(np.diff(counts) <= 0) and counts[-1] < 500
+    assert (res.expect.groupby(["observable", "site"])["ntraj"].apply(
+        lambda c: np.array_equal(c.to_numpy(), counts))).all()

@@ -363,3 +363,11 @@ def test_paper_model_options_and_errors():
         tsm.paper_model("closed", N=1)
     with pytest.raises(ValueError, match="T2"):
         tsm.paper_model("loss", delta_T=-1.0)
+
+
+def test_with_keeps_an_explicit_even_N_pump_site():
+    base = tsm.ChainModel(N=4, profile=tsm.UniformProfile(1.0), gamma_pump=0.5, pump_site=2)
+    assert base.with_(N=6).pump_site == 2
+    assert base.with_(N=5).pump_site == 2
+    odd = tsm.ChainModel(N=5, profile=tsm.UniformProfile(1.0), gamma_pump=0.5)
+    assert odd.with_(N=7).pump_site == 4  # the default centre moves along

@@ -480,9 +480,10 @@ def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entrop
         means[name], sems[name] = mu, se
     df = expect_table(times, model.N, means, sems, ntraj=ntraj)
     # per-row count of contributing trajectories (differs only under max_magnons)
-    counts = pd.Series(acc.cnt, index=times)
+    # (expect_table lays rows out as one block of all times per component, so the
+    # counts repeat by position; times may repeat, so never match them by label)
     if np.any(acc.cnt != ntraj):
-        df["ntraj"] = counts.reindex(df["t"].to_numpy()).to_numpy().astype(np.int64)
+        df["ntraj"] = np.tile(acc.cnt, len(df) // times.size).astype(np.int64)
     meta = {
         "solver": "mcsolve", "model": model.to_dict(), "alpha_method": model.alpha_method,
         "seed": entropy if isinstance(entropy, int) else list(entropy),

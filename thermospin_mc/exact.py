@@ -409,7 +409,10 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     if model.gamma_pump == 0:
         sectors = [0]
     elif model.gamma == 0:
-        sectors = list(range(model.initial_sector, model.N + 1))
+        # pump only: magnons are never removed, so everything ends all down unless a
+        # lower sector holds a dark state (a no-jump eigenstate that never decays)
+        _refuse_dark_states(space, range(model.initial_sector, model.N))
+        sectors = [model.N]
     else:
         sectors = list(range(model.N + 1))
     layout = BlockLayout(space, sectors)
@@ -428,6 +431,9 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
             Lb = (L + sp.csr_matrix(np.outer(e, trace)) if layout.size < 2000
                   else L + sp.csr_matrix(e[:, None]) @ sp.csr_matrix(trace[None, :]))
             x = spla.spsolve(Lb.tocsc(), e)
+            if not np.all(np.isfinite(x)):
+                raise ValueError("the steady state is not unique for this model (singular "
+                                 "Liouvillian: a dark state or a conserved quantity)")
         else:
             F = _feed_generator(layout)
             Ainv = _NoJumpInverse(layout)
@@ -460,6 +466,17 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
                  _metadata(model, "steadystate", **info))
     res.blocks = {m: layout.block(x, m).copy() for m in sectors}
     return res
+
+
+def _refuse_dark_states(space: SectorSpace, sectors, rtol: float = 1e-10) -> None:
+    """Raise if a sector's ``H_eff`` has an eigenvalue with zero imaginary part."""
+    for m in sectors:
+        H = space.sector(m).heff_sparse(space.a).toarray()
+        lam = np.linalg.eigvals(H)
+        scale = max(1.0, float(np.abs(lam).max()))
+        if np.min(np.abs(lam.imag)) <= rtol * scale:
+            raise ValueError(f"sector m = {m} has a non-decaying (dark) state; the steady "
+                             "state is not unique for this model")
 
 
 # ---------------------------------------------------------------------------- exit sides

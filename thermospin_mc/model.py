@@ -312,7 +312,10 @@ class ChainModel:
             "N", "profile", "rho", "alpha_method", "gamma", "gamma_pump",
             "pump_site", "initial", "anisotropy")}
         params["alpha_N"] = None if self.alpha_N == self.N else self.alpha_N
-        if "N" in changes and "pump_site" not in changes and self.pump_site == (self.N + 1) // 2:
+        # a changed N moves the default (centre) pump site along; an explicit site is
+        # kept (for even N the site is always explicit, there is no default centre)
+        if ("N" in changes and "pump_site" not in changes and self.N % 2 == 1
+                and self.pump_site == (self.N + 1) // 2):
             params["pump_site"] = None
         params.update(changes)
         return ChainModel(**params)

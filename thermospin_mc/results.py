@@ -90,7 +90,11 @@ class Result:
     # ---------------------------------------------------------------- access
     @property
     def times(self) -> np.ndarray:
-        return np.unique(self.expect["t"].to_numpy())
+        """Output times in order (repeated times appear repeatedly)."""
+        first = self.expect.iloc[0]
+        sub = self.expect[(self.expect["observable"] == first["observable"])
+                          & (self.expect["site"] == first["site"])]
+        return sub["t"].to_numpy()
 
     def get(self, observable: str, stat: str = "mean") -> np.ndarray:
         """``(nt, ncomp)`` array of one observable (``stat`` is ``mean`` or ``sem``)."""
@@ -98,8 +102,10 @@ class Result:
         if sub.empty:
             raise ValueError(f"observable {observable!r} not in this result; have "
                              f"{sorted(self.expect['observable'].unique())}")
-        table = sub.pivot_table(index="t", columns="site", values=stat, sort=True)
-        return table.to_numpy()
+        # rows of one site are in time order (times may repeat): reshape by position
+        sub = sub.sort_values("site", kind="stable")
+        nsite = sub["site"].nunique()
+        return sub[stat].to_numpy().reshape(nsite, -1).T
 
     def __repr__(self):
         meta = self.metadata
@@ -133,8 +139,13 @@ class Result:
         without the floor. With ``atol = 0`` and both errors zero the z-score is
         0 for equal means and +-inf otherwise.
         """
-        keys = ["t", "observable", "site"]
-        merged = self.expect.merge(other.expect, on=keys, suffixes=("", "_other"))
+        # the k-th occurrence of (t, observable, site) matches the k-th (repeated times)
+        keys = ["t", "observable", "site", "_occurrence"]
+
+        def tag(df):
+            return df.assign(_occurrence=df.groupby(keys[:3]).cumcount())
+
+        merged = tag(self.expect).merge(tag(other.expect), on=keys, suffixes=("", "_other"))
         if merged.empty:
             raise ValueError("the two results have no (t, observable, site) rows in common")
         diff = merged["mean"] - merged["mean_other"]
