@@ -58,7 +58,6 @@ class SectorPack:
                                   np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
             else 0.0
         self.ch_rate = np.array([c.rate for c in self.channels] or [0.0])
-        self.ch_site = np.array([c.site for c in self.channels] or [0], dtype=np.int64)
         self.ch_dm = np.array([c.dm for c in self.channels] or [0], dtype=np.int64)
         self.modes = {}
         self.times = times
@@ -165,7 +164,7 @@ class SectorPack:
             path_obs = np.zeros((nt, ncomp))
             use_phase = self.dt > 0 and fine_t.size == nt
             K.initial_path(self.stab, cpx, ints, reals, self.hnorms, m0, psi0, fine_t,
-                           out_idx, use_phase, self.N, flags, ncomp, path_cur, path_norm,
+                           out_idx, use_phase, self.N, flags, path_cur, path_norm,
                            path_decay, path_obs)
             self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay, path_obs)
         return self._paths[key]
@@ -281,7 +280,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
             kept = np.zeros((nb if keep else 1, nt, ncomp))
             status, nj, ntrunc, need = K.run_block(
                 pack.stab, pack.jtab, cpx, ints, reals, pack.hnorms, pack.ch_rate,
-                pack.ch_site, pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
+                pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
                 ncomp, max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
                 cnt, mean, m2, jbuf,
                 record_jumps, keep, kept, pack.maxdim)

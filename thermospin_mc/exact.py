@@ -146,7 +146,7 @@ class BlockLayout:
         return x
 
 
-def _stack(layout: BlockLayout, series: list[dict], names) -> dict:
+def _stack(series: list[dict], names) -> dict:
     return {name: np.array([s[name] for s in series]) for name in names}
 
 
@@ -244,7 +244,7 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
     E, V = np.linalg.eigh(space.sector(m0).h_sparse(space.a).toarray())
     c0 = V.conj().T @ psi0
     series = [layout.observables(V @ (np.exp(-1j * E * t) * c0), names) for t in times]
-    means = _stack(layout, series, names)
+    means = _stack(series, names)
     return Result(expect_table(times, model.N, means), _metadata(model, "sesolve"))
 
 
@@ -326,7 +326,7 @@ def mesolve(model: ChainModel, times, observables=None) -> Result:
         L, layout = liouvillian(model)
         x0 = layout.pure(m0, psi0)
         series = [layout.observables(x, names) for x in _evolve_grid(L, x0, times)]
-    means = _stack(layout, series, names)
+    means = _stack(series, names)
     return Result(expect_table(times, model.N, means), _metadata(model, "mesolve"))
 
 

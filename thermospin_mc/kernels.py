@@ -264,7 +264,7 @@ def _hermite_root(f0, s0, f1, s1):
 
 # --------------------------------------------------------------------------- observables
 @njit(cache=True, _nrt=False)
-def _record(stab, ints, reals, m, psi, nrm, N, flags, out, k_out):
+def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
     """Write the observables of ``psi / sqrt(nrm)`` into row ``out[k_out]``.
 
     Component layout: [j] (if FLAG_J), [j_bond x (N-1)] (if FLAG_JBOND),
@@ -311,7 +311,7 @@ def _record(stab, ints, reals, m, psi, nrm, N, flags, out, k_out):
 # --------------------------------------------------------------------------- shared start
 @njit(cache=True)
 def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_phase_grid,
-                 N, flags, ncomp, path_cur, path_norm, path_decay, path_obs):
+                 N, flags, path_cur, path_norm, path_decay, path_obs):
     """No-jump path from the initial state, shared by every trajectory.
 
     ``fine_t`` is the output grid, refined in Taylor mode to about one
@@ -344,7 +344,7 @@ def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_
         path_decay[f] = _decay_rate(stab, reals, m0, psi)
         while k < out_idx.size and out_idx[k] == f:
             if nrm > 0.0:
-                _record(stab, ints, reals, m0, psi, nrm, N, flags, path_obs, k)
+                _record(stab, ints, m0, psi, nrm, N, flags, path_obs, k)
             k += 1
 
 
@@ -370,7 +370,7 @@ def _segment(stab, cpx, ints, reals, hnorms, m, times, k, t_cur, n_cur, g_cur, o
             n_hi = nrm
             g_hi = _decay_rate(stab, reals, m, psi)
             break
-        _record(stab, ints, reals, m, psi, nrm, N, flags, X, k)
+        _record(stab, ints, m, psi, nrm, N, flags, X, k)
         _accept(stab, m, cur, psi, coef)
         t_cur = times[k]
         n_cur = nrm
@@ -502,7 +502,7 @@ def _fold(X, valid, cnt, mean, m2):
 
 # --------------------------------------------------------------------------- one block
 @njit(cache=True)
-def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_site, ch_dm,
+def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
               key, traj0, ntraj, m0, psi0, times, use_phase_grid, N, flags, ncomp,
               max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
               cnt, mean, m2, jump_buf, record_jumps, keep, kept, maxdim):
