@@ -191,8 +191,11 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, cli_reference):
     ck, out = tmp_path / "run.npz", tmp_path / "out"
     cmd = _cli_cmd(ck, out, CLI_NTRAJ)
     env = {**os.environ, "CI": "1"}
+    # the child gets the default SIGINT disposition, as when started from a terminal
+    # (a test runner launched from a non-interactive shell may inherit SIGINT ignored)
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert _wait_for_write(ck, -1, proc), "the run ended before Ctrl-C"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
