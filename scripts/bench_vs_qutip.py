@@ -11,7 +11,8 @@ impurity on 2 cores, and the exact solvers' time and memory per N.
     python scripts/bench_vs_qutip.py --quick    # about a minute
 
 Figures are printed; nothing is asserted. Timings of the pool-based runs are
-given cold (worker start-up included) and warm (the reusable pool is up).
+given for the default thread backend and for loky worker processes, cold
+(process start-up included) and warm (the reusable pool is up).
 """
 
 from __future__ import annotations
@@ -71,9 +72,9 @@ def run_qutip(model, ntraj, ncpu, seed=1):
     return dt, mean, sem
 
 
-def run_ours(model, ntraj, n_jobs, seed=1):
+def run_ours(model, ntraj, n_jobs, seed=1, backend=None):
     t0 = time.perf_counter()
-    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=seed, n_jobs=n_jobs,
+    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=seed, n_jobs=n_jobs, backend=backend,
                       observables=("j", "m"), progress=False)
     dt = time.perf_counter() - t0
     return dt, {k: res.get(k)[:, 0] for k in ("j", "m")}, \
@@ -113,9 +114,11 @@ def section_n7(ntraj_q, ntraj_big, skip_qutip):
     print(f"{'engine':<28}{'cores':>6}{'time [s]':>11}{'traj/s':>11}{'within 2 sem':>14}"
           f"{'max |z|':>9}")
     rows = {}
-    for n_jobs, label in ((1, "thermospin_mc"), (2, "thermospin_mc (cold pool)"),
-                          (2, "thermospin_mc (warm pool)")):
-        dt, mean, sem = run_ours(model, ntraj_q, n_jobs)
+    for n_jobs, label, backend in ((1, "thermospin_mc", None),
+                                   (2, "thermospin_mc (threads)", None),
+                                   (2, "thermospin_mc (loky, cold)", "loky"),
+                                   (2, "thermospin_mc (loky, warm)", "loky")):
+        dt, mean, sem = run_ours(model, ntraj_q, n_jobs, backend=backend)
         f2, zmax = zstats(mean, sem, exact)
         rows[(label, n_jobs)] = ntraj_q / dt
         print(f"{label:<28}{n_jobs:>6}{dt:>11.3f}{ntraj_q / dt:>11.0f}{f2:>14.3f}{zmax:>9.2f}")
@@ -127,10 +130,11 @@ def section_n7(ntraj_q, ntraj_big, skip_qutip):
             print(f"{'QuTiP mcsolve':<28}{ncpu:>6}{dt:>11.3f}{ntraj_q / dt:>11.1f}{f2:>14.3f}"
                   f"{zmax:>9.2f}")
         r1 = rows[("thermospin_mc", 1)] / rows[("qutip", 1)]
-        r2 = rows[("thermospin_mc (warm pool)", 2)] / rows[("qutip", 2)]
-        r2c = rows[("thermospin_mc (cold pool)", 2)] / rows[("qutip", 2)]
-        print(f"speed-up at equal ntraj: 1 core x{r1:.0f}; 2 cores x{r2:.0f} warm, "
-              f"x{r2c:.0f} cold")
+        r2 = rows[("thermospin_mc (threads)", 2)] / rows[("qutip", 2)]
+        r2w = rows[("thermospin_mc (loky, warm)", 2)] / rows[("qutip", 2)]
+        r2c = rows[("thermospin_mc (loky, cold)", 2)] / rows[("qutip", 2)]
+        print(f"speed-up at equal ntraj: 1 core x{r1:.0f}; 2 cores x{r2:.0f} (threads, the "
+              f"default), loky processes x{r2w:.0f} warm, x{r2c:.0f} cold")
     print(f"\n## N = 7 throughput at ntraj = {ntraj_big}")
     t1, mean, sem = run_ours(model, ntraj_big, 1)
     t2, mean2, sem2 = run_ours(model, ntraj_big, 2)
@@ -171,7 +175,7 @@ def section_long_chain(ntraj):
     model = tsm.paper_model("loss", N=N, delta_T=2.0)
     times = np.linspace(0.0, 800.0, 161)
     print(f"\n## N = {N} single impurity, edge loss, 161 times on [0, 800], observables "
-          "j, m, n, 2 cores (cold pool)")
+          "j, m, n, 2 cores (threads)")
     t0 = time.perf_counter()
     res = tsm.mcsolve(model, times, ntraj=ntraj, seed=3, n_jobs=2, record_jumps=True,
                       progress=False)

@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--N", type=int, default=7)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--backend", choices=("serial", "loky", "dask"), default=None)
+    p.add_argument("--backend", choices=("serial", "threads", "loky", "dask"), default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--checkpoint", default=None, help="also checkpoint to this file")
     p.add_argument("--json", action="store_true", help="print the figures as JSON last")

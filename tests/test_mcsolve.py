@@ -110,12 +110,26 @@ def test_bit_identical_for_jobs_and_batch_sizes():
     r1 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=64, **kw)
     r2 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=192, **kw)
     r3 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=700, **kw)
-    for other in (r2, r3):
+    r5 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=128, backend="loky", **kw)
+    assert r2.metadata["backend"] == "threads" and r5.metadata["backend"] == "loky"
+    for other in (r2, r3, r5):
         assert np.array_equal(r1.expect["mean"].to_numpy(), other.expect["mean"].to_numpy())
         assert np.array_equal(r1.expect["sem"].to_numpy(), other.expect["sem"].to_numpy())
         assert r1.jumps.equals(other.jumps)
     r4 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=64, **{**kw, "seed": 124})
     assert not np.array_equal(r1.expect["mean"].to_numpy(), r4.expect["mean"].to_numpy())
+
+
+def test_threads_building_sectors_concurrently_match_serial():
+    # a fresh grid: the two threads find the sectors unbuilt and build them while
+    # the other runs kernels on its snapshot (sector tables are shared per process)
+    model = tsm.paper_model("pump", N=7, delta_T=2.0)
+    times = np.linspace(0.0, 13.0, 27)
+    kw = dict(ntraj=1024, seed=9, record_jumps=True, batch_size=64)
+    threaded = tsm.mcsolve(model, times, n_jobs=2, **kw)
+    serial = tsm.mcsolve(model, times, n_jobs=1, **kw)
+    assert np.array_equal(threaded.expect["mean"].to_numpy(), serial.expect["mean"].to_numpy())
+    assert threaded.jumps.equals(serial.jumps)
 
 
 def _first_uniform(seed, traj):

@@ -67,7 +67,7 @@ def dask_client():
 def test_dask_local_cluster_equals_joblib_bit_for_bit(dask_client, tmp_path):
     kw = dict(ntraj=1500, seed=31, record_jumps=True)
     serial = tsm.mcsolve(MODEL, TIMES, n_jobs=1, **kw)
-    loky = tsm.mcsolve(MODEL, TIMES, n_jobs=2, batch_size=128, **kw)
+    loky = tsm.mcsolve(MODEL, TIMES, n_jobs=2, batch_size=128, backend="loky", **kw)
     on_client = tsm.mcsolve(MODEL, TIMES, client=dask_client, batch_size=64, **kw)
     # connecting to an existing scheduler by address, as on a real cluster
     by_address = tsm.mcsolve(MODEL, TIMES, scheduler=dask_client.scheduler.address,

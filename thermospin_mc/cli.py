@@ -148,8 +148,8 @@ def _add_run(sub):
                    help="cap on trajectories of a --target-sem run (default 10^8)")
     g.add_argument("--time-limit", dest="time_limit", type=float,
                    help="stop after this many seconds at the last finished block")
-    g.add_argument("--backend", choices=("serial", "loky", "dask"),
-                   help="where batches run (default: loky, or dask with --scheduler)")
+    g.add_argument("--backend", choices=("serial", "threads", "loky", "dask"),
+                   help="where batches run (default: threads, or dask with --scheduler)")
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 

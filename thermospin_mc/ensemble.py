@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import numpy as np
 import pandas as pd
@@ -38,7 +39,13 @@ PATH_BYTES = 128 * 2**20
 
 # --------------------------------------------------------------------------- packing
 class SectorPack:
-    """Flat arrays of the sectors a run has visited so far (grown on demand)."""
+    """Flat arrays of the sectors a run has visited so far (grown on demand).
+
+    Thread-safe: sectors are built under a lock, and kernels run on
+    :meth:`snapshot`, consistent copies of the tables that a sector built by
+    another thread meanwhile cannot change under them (the kernel then asks
+    for the sector, and the caller takes a new snapshot).
+    """
 
     def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX):
         self.model = model
@@ -52,7 +59,8 @@ class SectorPack:
         self.hnorms = np.zeros(self.N + 1)
         self._cpx, self._ints, self._reals = [], [], []
         self._ncpx = self._nints = self._nreals = 0
-        self._arrays = None
+        self._snap = None
+        self._lock = threading.RLock()
         d = np.diff(times)
         self.dt = float(d[0]) if (times.size > 1 and d[0] > 0 and
                                   np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
@@ -80,8 +88,12 @@ class SectorPack:
 
     def ensure(self, m: int) -> None:
         """Build sector ``m`` (eigen or Taylor mode) and its outgoing jump maps."""
-        if self.stab[m, K.BUILT]:
-            return
+        with self._lock:
+            if not self.stab[m, K.BUILT]:
+                self._build(m)
+                self._snap = None
+
+    def _build(self, m: int) -> None:
         sec = self.space.sector(m)
         a = self.space.a
         d = sec.dim
@@ -135,7 +147,6 @@ class SectorPack:
                 self.jtab[k, m, 0] = self._add("i", np.concatenate([src, dst]))
                 self.jtab[k, m, 1] = src.size
         row[K.BUILT] = 1
-        self._arrays = None
 
     def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Output grid, refined to about one Taylor substep in Taylor mode.
@@ -154,28 +165,33 @@ class SectorPack:
     def initial_path(self, m0: int, psi0: np.ndarray, flags: np.ndarray, ncomp: int):
         """The shared no-jump path from the initial state (computed once, cached)."""
         key = (m0, tuple(flags.tolist()))
-        if key not in self._paths:
-            cpx, ints, reals = self.arrays()
-            fine_t, out_idx = self.fine_grid(m0)
-            nt = self.times.size
-            path_cur = np.zeros((fine_t.size, self.stab[m0, K.DIM]), dtype=np.complex128)
-            path_norm = np.zeros(fine_t.size)
-            path_decay = np.zeros(fine_t.size)
-            path_obs = np.zeros((nt, ncomp))
-            use_phase = self.dt > 0 and fine_t.size == nt
-            K.initial_path(self.stab, cpx, ints, reals, self.hnorms, m0, psi0, fine_t,
-                           out_idx, use_phase, self.N, flags, path_cur, path_norm,
-                           path_decay, path_obs)
-            self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay, path_obs)
-        return self._paths[key]
+        with self._lock:
+            if key not in self._paths:
+                stab, _, hnorms, cpx, ints, reals, _ = self.snapshot()
+                fine_t, out_idx = self.fine_grid(m0)
+                nt = self.times.size
+                path_cur = np.zeros((fine_t.size, stab[m0, K.DIM]), dtype=np.complex128)
+                path_norm = np.zeros(fine_t.size)
+                path_decay = np.zeros(fine_t.size)
+                path_obs = np.zeros((nt, ncomp))
+                use_phase = self.dt > 0 and fine_t.size == nt
+                K.initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx,
+                               use_phase, self.N, flags, path_cur, path_norm, path_decay,
+                               path_obs)
+                self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay,
+                                    path_obs)
+            return self._paths[key]
 
-    def arrays(self):
-        if self._arrays is None:
-            def cat(chunks, dtype):
-                return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
-            self._arrays = (cat(self._cpx, np.complex128), cat(self._ints, np.int64),
-                            cat(self._reals, np.float64))
-        return self._arrays
+    def snapshot(self):
+        """``(stab, jtab, hnorms, cpx, ints, reals, maxdim)`` for one kernel call."""
+        with self._lock:
+            if self._snap is None:
+                def cat(chunks, dtype):
+                    return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
+                self._snap = (self.stab.copy(), self.jtab.copy(), self.hnorms.copy(),
+                              cat(self._cpx, np.complex128), cat(self._ints, np.int64),
+                              cat(self._reals, np.float64), self.maxdim)
+            return self._snap
 
     @property
     def maxdim(self) -> int:
@@ -240,17 +256,19 @@ class Accumulator:
 
 # --------------------------------------------------------------------------- worker side
 _PACKS: dict = {}
+_PACKS_LOCK = threading.Lock()
 
 
 def _get_pack(model: ChainModel, times: np.ndarray, dense_max: int) -> SectorPack:
     key = (model.fingerprint(), times.tobytes(), dense_max)
-    pack = _PACKS.get(key)
-    if pack is None:
-        if len(_PACKS) >= 4:
-            _PACKS.clear()
-        pack = SectorPack(model, times, dense_max)
-        _PACKS[key] = pack
-    return pack
+    with _PACKS_LOCK:
+        pack = _PACKS.get(key)
+        if pack is None:
+            if len(_PACKS) >= 4:
+                _PACKS.clear()
+            pack = SectorPack(model, times, dense_max)
+            _PACKS[key] = pack
+        return pack
 
 
 def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
@@ -270,7 +288,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
         t0 = b * BLOCK
         nb = min(BLOCK, ntraj - t0)
         while True:
-            cpx, ints, reals = pack.arrays()
+            stab, jtab, hnorms, cpx, ints, reals, maxdim = pack.snapshot()
             fine_t, out_idx, path_cur, path_norm, path_decay, path_obs = pack.initial_path(
                 m0, psi0, flags, ncomp)
             cnt = np.zeros(nt, dtype=np.int64)
@@ -279,11 +297,11 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
             jbuf = np.zeros((jump_cap if record_jumps else 1, 4))
             kept = np.zeros((nb if keep else 1, nt, ncomp))
             status, nj, ntrunc, need = K.run_block(
-                pack.stab, pack.jtab, cpx, ints, reals, pack.hnorms, pack.ch_rate,
+                stab, jtab, cpx, ints, reals, hnorms, pack.ch_rate,
                 pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
                 ncomp, max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
                 cnt, mean, m2, jbuf,
-                record_jumps, keep, kept, pack.maxdim)
+                record_jumps, keep, kept, maxdim)
             if status == K.STATUS_NEED_SECTOR:
                 pack.ensure(int(need))
                 continue
@@ -294,7 +312,9 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
         out.append({"cnt": cnt, "mean": mean, "m2": m2, "ntrunc": int(ntrunc),
                     "jumps": jbuf[:nj].copy() if record_jumps else None,
                     "kept": kept if keep else None})
-    return out, dict(pack.modes)
+    with pack._lock:
+        modes = dict(pack.modes)
+    return out, modes
 
 
 # --------------------------------------------------------------------------- driver
@@ -355,7 +375,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         entropy, which is stored in ``result.metadata["seed"]`` (or, when an
         existing checkpoint is resumed, continues the checkpoint's seed).
     n_jobs : int
-        Worker processes (joblib/loky); ``-1`` uses every core, ``1`` runs here.
+        Parallel workers (threads of this process by default, or loky worker
+        processes); ``-1`` uses every core, ``1`` runs here.
         With ``backend="dask"`` and neither ``client`` nor ``scheduler``, the
         number of workers of a temporary local Dask cluster.
     batch_size : int, optional
@@ -376,10 +397,12 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     dense_max : int
         Largest sector diagonalised densely; larger sectors use the sparse
         Taylor propagator.
-    backend : {"serial", "loky", "dask"}, optional
-        Where batches run: this process, local loky worker processes, or a
-        Dask distributed cluster. Default: ``"serial"`` for ``n_jobs=1``,
-        ``"loky"`` otherwise, ``"dask"`` when ``client`` or ``scheduler`` is given.
+    backend : {"serial", "threads", "loky", "dask"}, optional
+        Where batches run: this process, ``n_jobs`` threads of this process
+        (the kernels release the GIL; no start-up cost), local loky worker
+        processes, or a Dask distributed cluster. Default: ``"serial"`` for
+        ``n_jobs=1``, ``"threads"`` otherwise, ``"dask"`` when ``client`` or
+        ``scheduler`` is given.
     client : dask.distributed.Client, optional
         Run on this Dask client's cluster (it is left open).
     scheduler : str, optional

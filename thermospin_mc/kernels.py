@@ -309,7 +309,7 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
 
 
 # --------------------------------------------------------------------------- shared start
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_phase_grid,
                  N, flags, path_cur, path_norm, path_decay, path_obs):
     """No-jump path from the initial state, shared by every trajectory.
@@ -501,7 +501,7 @@ def _fold(X, valid, cnt, mean, m2):
 
 
 # --------------------------------------------------------------------------- one block
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
               key, traj0, ntraj, m0, psi0, times, use_phase_grid, N, flags, ncomp,
               max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,

@@ -52,7 +52,7 @@ from .results import Result
 
 __all__ = ["merge", "BACKENDS", "DEFAULT_MAX_NTRAJ"]
 
-BACKENDS = ("serial", "loky", "dask")
+BACKENDS = ("serial", "threads", "loky", "dask")
 #: Cap on the trajectories of a ``target_sem`` run when ``max_ntraj`` is not given.
 DEFAULT_MAX_NTRAJ = 10**8
 #: Dask task retries after an exception in the task (lost workers are handled
@@ -92,7 +92,7 @@ def _options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint, resum
                              f"is given, got {backend!r}")
         backend = "dask"
     if backend is None:
-        backend = "serial" if n_jobs == 1 else "loky"
+        backend = "serial" if n_jobs == 1 else "threads"
     if resume is not None and not isinstance(resume, bool):
         raise ValueError(f"resume must be True, False or None, got {resume!r}")
     if checkpoint is not None:
@@ -331,6 +331,36 @@ def _task(ids, args, kw):
 def _serial(tasks, args, kw):
     for ids in tasks:
         yield _task(ids, args, kw)
+
+
+def _threads(tasks, args, kw, n_jobs):
+    """Batches on threads of this process, at most 2 per thread in flight.
+
+    The kernels release the GIL (``nogil``), so threads run them in parallel
+    with no process start-up, pickling or per-worker sector build; sectors are
+    built once, under the pack's lock. Results arrive in completion order.
+    """
+    import concurrent.futures as cf
+
+    pool = cf.ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="thermospin_mc")
+    todo = iter(tasks)
+    pending: set = set()
+    try:
+        while True:
+            while len(pending) < 2 * n_jobs:
+                ids = next(todo, None)
+                if ids is None:
+                    break
+                pending.add(pool.submit(_task, ids, args, kw))
+            if not pending:
+                return
+            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+    finally:
+        # stopping early (target, time limit, Ctrl-C): queued batches are dropped,
+        # running ones finish their current batch in the background
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _loky(tasks, args, kw, n_jobs):
@@ -603,6 +633,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             tasks = red.todo(per)
             if backend == "serial":
                 results = _serial(tasks, args, kw)
+            elif backend == "threads":
+                results = _threads(tasks, args, kw, n_jobs)
             elif backend == "loky":
                 results = _loky(tasks, args, kw, n_jobs)
             else:
