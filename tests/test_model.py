@@ -341,13 +341,22 @@ def test_paper_model_loss(N):
 
 @pytest.mark.parametrize("N", [5, 7, 6])
 def test_paper_model_pump(N):
-    m = tsm.paper_model("pump", N=N)
+    m = tsm.paper_model("pump", N=N, pump_site=None if N % 2 else (N + 1) // 2)
     assert isinstance(m.profile, tsm.LinearProfile)
     assert (m.profile.T1, m.profile.T2) == (0.0, 2.0)
     assert m.gamma == GAMMA_PAPER and m.gamma_pump == GAMMA_PUMP_PAPER
     assert m.pump_site == (N + 1) // 2
     assert m.initial == tsm.magnons()  # initially all up
     assert m.initial_sector == 0
+
+
+def test_paper_model_even_N_pump_needs_a_site():
+    # no central site for even N: the preset refuses to guess, like ChainModel
+    with pytest.raises(ValueError, match="pump_site must be given for even N"):
+        tsm.paper_model("pump", N=8)
+    assert tsm.paper_model("pump", N=8, pump_site=5).pump_site == 5
+    with pytest.raises(ValueError, match="pump_site only applies"):
+        tsm.paper_model("loss", N=7, pump_site=4)
 
 
 def test_paper_model_options_and_errors():

@@ -7,7 +7,7 @@ eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 
 __version__ = "0.1.0"
 
-from . import analysis  # noqa: E402
+from . import analysis, io  # noqa: E402
 from .ensemble import mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .model import (  # noqa: E402
@@ -22,7 +22,7 @@ from .model import (  # noqa: E402
     magnons,
     paper_model,
 )
-from .results import Result  # noqa: E402
+from .results import Result, read_result  # noqa: E402
 from .scaleout import merge  # noqa: E402
 from .sectors import SectorSpace  # noqa: E402
 from .thermal import alpha_ratio  # noqa: E402
@@ -31,6 +31,6 @@ __all__ = [
     "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",
     "BondTemperatures", "BondCouplings", "Magnons", "magnons", "StateVector", "paper_model",
     "SectorSpace", "Result", "mcsolve", "merge", "mesolve", "sesolve", "steadystate",
-    "exit_probabilities",
-    "analysis",
+    "exit_probabilities", "read_result",
+    "analysis", "io",
 ]

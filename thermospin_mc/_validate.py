@@ -69,3 +69,13 @@ def times(values) -> np.ndarray:
         raise ValueError("times must be non-decreasing, got a decreasing step at index "
                          f"{int(np.argmax(np.diff(arr) < 0)) + 1}")
     return arr
+
+
+def n_jobs(value) -> int:
+    """Validate a worker count: ``>= 1``, or ``-1`` for every core; returns the count."""
+    import os
+
+    n = integer("n_jobs", value)
+    if n == 0 or n < -1:
+        raise ValueError(f"n_jobs must be >= 1 or -1 (all cores), got {n}")
+    return (os.cpu_count() or 1) if n == -1 else n

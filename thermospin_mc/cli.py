@@ -1,98 +1,49 @@
-"""Command line: ``thermospin-mc run ...``.
+"""Command line: ``thermospin-mc run | reproduce | stats``.
 
 Bad input never shows a traceback: it prints one line ``thermospin-mc: error: ...``
-and exits with status 2.
+and exits with status 2. Flags and TOML keys follow one rule (``config``): each
+changes the run or is refused. The output location is checked before any
+computation; a write that fails anyway rescues the tables to a fallback
+directory (exit status 1, the message says where).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
+from . import config as _config
+from .config import ConfigError, parse_times
+from .io import OutputError, describe_os_error
+
 __all__ = ["main", "build_model", "parse_times"]
 
-_SCENARIOS = ("pump", "loss", "closed")
-_PROFILES = ("linear", "step", "uniform")
-
-
-class CliError(ValueError):
-    pass
-
-
-def parse_times(spec: str) -> np.ndarray:
-    """``"start:stop:num"`` (inclusive linspace) or a comma list ``"0,1,2.5"``."""
-    try:
-        if ":" in spec:
-            start, stop, num = spec.split(":")
-            num = int(num)
-            if num < 1:
-                raise CliError(f"--times: number of points must be >= 1, got {num}")
-            return np.linspace(float(start), float(stop), num)
-        return np.array([float(x) for x in spec.split(",") if x.strip()])
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, CliError):
-            raise
-        raise CliError(f"--times must be 'start:stop:num' or a comma list, got {spec!r}") \
-            from exc
-
-
-def _parse_sites(spec) -> tuple[int, ...] | str:
-    if spec in (None, "", "all_up"):
-        return "all_up"
-    if isinstance(spec, (list, tuple)):
-        return tuple(int(s) for s in spec)
-    try:
-        return tuple(int(s) for s in str(spec).split(",") if s.strip())
-    except ValueError as exc:
-        raise CliError(f"--initial must be 'all_up' or comma-separated sites, got {spec!r}") \
-            from exc
+CliError = ConfigError
 
 
 def build_model(cfg: dict):
-    """A ChainModel from a flat config dict (CLI flags or a TOML ``[model]`` table)."""
-    import thermospin_mc as tsm
+    """A ChainModel from a flat config dict (CLI flags or a TOML ``[model]`` table).
 
-    scenario = cfg.get("scenario", "pump")
-    if scenario not in _SCENARIOS:
-        raise CliError(f"scenario must be one of {_SCENARIOS}, got {scenario!r}")
-    N = cfg.get("N", 7)
-    delta_T = cfg.get("delta_T", 2.0)
-    base = tsm.paper_model(scenario, N=N, delta_T=delta_T,
-                           gamma=cfg.get("gamma", tsm.model.PAPER_GAMMA),
-                           gamma_pump=cfg.get("gamma_pump", tsm.model.PAPER_GAMMA_PUMP),
-                           alpha_method=cfg.get("alpha_method", "canonical"))
-    changes = {}
-    if "profile" in cfg:
-        kind = cfg["profile"]
-        T1 = cfg.get("T1", 0.0)
-        T2 = cfg.get("T2", T1 + delta_T)
-        if kind == "linear":
-            changes["profile"] = tsm.LinearProfile(T1, T2)
-        elif kind == "step":
-            changes["profile"] = tsm.StepProfile(T1, T2)
-        elif kind == "uniform":
-            changes["profile"] = tsm.UniformProfile(cfg.get("T", T1))
-        else:
-            raise CliError(f"profile must be one of {_PROFILES}, got {kind!r}")
-    if "couplings" in cfg:
-        changes["profile"] = tsm.BondCouplings(tuple(cfg["couplings"]))
-    if "bond_temperatures" in cfg:
-        changes["profile"] = tsm.BondTemperatures(tuple(cfg["bond_temperatures"]))
-    if scenario == "closed":
-        for k in ("gamma", "gamma_pump"):
-            if k in cfg:
-                changes[k] = cfg[k]
-    if "pump_site" in cfg:
-        changes["pump_site"] = cfg["pump_site"]
-    if "initial" in cfg:
-        changes["initial"] = _parse_sites(cfg["initial"])
-    if "anisotropy" in cfg:
-        changes["anisotropy"] = cfg["anisotropy"]
-    return base.with_(**changes) if changes else base
+    See :func:`thermospin_mc.config.resolve_model` for the rules.
+    """
+    return _config.resolve_model(cfg)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``thermospin-mc: error: ...; see --help``)."""
+
+    def error(self, message):
+        self.exit(2, f"thermospin-mc: error: {message.splitlines()[0]}; see "
+                     f"'{self.prog} --help'\n")
+
+
+def _d(text: str, default) -> str:
+    return f"{text} (default: {default})"
 
 
 def _add_run(sub):
@@ -100,172 +51,147 @@ def _add_run(sub):
                        description="Run a quantum-jump ensemble (default) or an exact solver "
                        "and write tidy tables. Defaults: the paper's pump + loss scenario "
                        "(N = 7, linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102, "
-                       "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20].")
+                       "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20]. Every "
+                       "flag --some-key is also the TOML key some_key ([model] or [run] "
+                       "table of --config); flags override the file. A flag that would "
+                       "not change the run is refused.")
     p.add_argument("--config", type=Path, help="TOML file with [model] and [run] tables")
-    p.add_argument("--scenario", choices=_SCENARIOS)
-    p.add_argument("--N", type=int)
-    p.add_argument("--delta-T", dest="delta_T", type=float, help="T2 - T1 in eps0 (T1 = 0)")
-    p.add_argument("--profile", choices=_PROFILES)
-    p.add_argument("--T1", type=float)
-    p.add_argument("--T2", type=float)
-    p.add_argument("--T", type=float, help="uniform temperature")
-    p.add_argument("--gamma", type=float, help="edge-loss rate (J0)")
-    p.add_argument("--gamma-pump", dest="gamma_pump", type=float, help="pump rate (J0)")
-    p.add_argument("--pump-site", dest="pump_site", type=int)
-    p.add_argument("--initial", help="'all_up' or comma-separated magnon sites (1-based)")
-    p.add_argument("--alpha-method", dest="alpha_method",
-                   choices=("canonical", "thermodynamic", "sommerfeld"))
-    p.add_argument("--times", help="'start:stop:num' or comma list (default 0:20:81)")
-    p.add_argument("--solver", choices=("mc", "exact", "steady"),
-                   help="mc (trajectories, default), exact (mesolve), steady (steadystate)")
-    p.add_argument("--ntraj", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="worker processes (-1: all)")
-    p.add_argument("--batch-size", dest="batch_size", type=int)
-    p.add_argument("--observables", help="comma list of j,j_bond,flow,m,n")
-    p.add_argument("--record-jumps", dest="record_jumps", action="store_true", default=None)
-    p.add_argument("--max-magnons", dest="max_magnons", type=int)
-    p.add_argument("--out", type=Path, help="output directory (default ./out)")
-    p.add_argument("--format", choices=("parquet", "csv", "both"))
-    p.add_argument("--no-compare", dest="compare", action="store_false", default=None,
-                   help="skip the exact reference printed next to trajectory results")
-    p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
-    g = p.add_argument_group("long runs (checkpoints, accuracy targets, clusters)")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="validate everything, print the resolved model and run as JSON, "
+                        "compute nothing")
+    m = p.add_argument_group("model (temperatures in eps0, rates in J0)")
+    m.add_argument("--scenario", choices=_config.SCENARIOS,
+                   help=_d("paper preset: pump (all up, edge loss + central pump), loss "
+                           "(centre magnon, edge loss), closed (centre magnon, step profile)",
+                           "pump"))
+    m.add_argument("--N", type=int, help=_d("number of sites", 7))
+    m.add_argument("--profile", choices=_config.PROFILES,
+                   help=_d("temperature profile", "step for closed, linear otherwise; "
+                           "--T implies uniform"))
+    m.add_argument("--T1", type=float, help=_d("cold-end temperature", 0))
+    m.add_argument("--T2", type=float, help=_d("hot-end temperature", "T1 + delta-T"))
+    m.add_argument("--delta-T", dest="delta_T", type=float,
+                   help=_d("T2 - T1 (give at most two of --T1, --T2, --delta-T)", 2))
+    m.add_argument("--T", type=float, help="uniform temperature of every bond (implies "
+                   "--profile uniform)")
+    m.add_argument("--couplings", help="comma list of the N-1 bond couplings a_l (J0); "
+                   "replaces the temperature profile")
+    m.add_argument("--bond-temperatures", dest="bond_temperatures",
+                   help="comma list of the N-1 bond temperatures (eps0)")
+    m.add_argument("--gamma", type=float, help=_d("edge-loss rate", "3.102; 0 for closed"))
+    m.add_argument("--gamma-pump", dest="gamma_pump", type=float,
+                   help=_d("pump rate", "0.62 for pump, else 0"))
+    m.add_argument("--pump-site", dest="pump_site", type=int,
+                   help=_d("1-based pump site (required for even N)", "(N+1)/2 for odd N"))
+    m.add_argument("--initial", help=_d("'all_up' or comma-separated magnon sites (1-based)",
+                                        "all_up for pump, the site (N+1)//2 otherwise"))
+    m.add_argument("--alpha-method", dest="alpha_method",
+                   choices=("canonical", "thermodynamic", "sommerfeld"),
+                   help=_d("a(T) curve", "canonical"))
+    m.add_argument("--anisotropy", type=float, help=_d("XXZ anisotropy Delta", 1))
+    r = p.add_argument_group("run")
+    r.add_argument("--times", help=_d("output times: 'start:stop:num' or a comma list",
+                                      "0:20:81"))
+    r.add_argument("--solver", choices=_config.SOLVERS,
+                   help=_d("mc (trajectories), exact (block mesolve), steady (steady state)",
+                           "mc"))
+    r.add_argument("--observables", help=_d("comma list of j,j_bond,flow,m,n (exact solvers "
+                                            "also norm)", "all"))
+    r.add_argument("--n-jobs", dest="n_jobs", type=int,
+                   help=_d("cores: trajectory workers, or BLAS threads of the exact "
+                           "solvers; -1 = all", -1))
+    r.add_argument("--out", type=Path, help=_d("output directory", "./out"))
+    r.add_argument("--format", choices=_config.FORMATS, help=_d("table format", "both"))
+    t = p.add_argument_group("trajectories (--solver mc only)")
+    t.add_argument("--ntraj", type=int, help=_d("number of trajectories", 20000))
+    t.add_argument("--seed", type=int, help=_d("root seed", 1))
+    t.add_argument("--batch-size", dest="batch_size", type=int,
+                   help=_d("trajectories per task (never changes the result)", "automatic"))
+    t.add_argument("--record-jumps", dest="record_jumps", action="store_true", default=None,
+                   help="write the jump table (jumps.parquet/.csv)")
+    t.add_argument("--max-magnons", dest="max_magnons", type=int,
+                   help=_d("stop trajectories that would exceed this magnon number", "N"))
+    t.add_argument("--no-compare", dest="compare", action="store_false", default=None,
+                   help="skip the exact reference printed next to the trajectory results")
+    t.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no progress bar or progress records")
+    g = p.add_argument_group("long runs (--solver mc only: checkpoints, accuracy targets, "
+                             "clusters)")
     g.add_argument("--checkpoint", type=Path,
                    help="checkpoint file (.npz): written atomically every --checkpoint-every "
                         "seconds and on Ctrl-C; re-running the same command resumes from it")
     g.add_argument("--resume", action="store_true", default=None,
                    help="require an existing --checkpoint to resume (error if missing)")
     g.add_argument("--checkpoint-every", dest="checkpoint_every", type=float,
-                   help="seconds between checkpoint writes (default 60; 0 = every batch)")
+                   help=_d("seconds between checkpoint writes (0 = every batch)", 60))
     g.add_argument("--target-sem", dest="target_sem",
                    help="stop once the largest standard error (t > 0) is below this value; "
                         "a trailing %% makes it relative to |mean| (e.g. 1%%); --ntraj is then "
                         "the minimum number of trajectories")
     g.add_argument("--target-observables", dest="target_observables",
-                   help="comma list of observables the target applies to (default: all)")
+                   help=_d("comma list of observables the target applies to", "all but flow"))
     g.add_argument("--max-ntraj", dest="max_ntraj", type=int,
-                   help="cap on trajectories of a --target-sem run (default 10^8)")
+                   help=_d("cap on trajectories of a --target-sem run", "10^8"))
     g.add_argument("--time-limit", dest="time_limit", type=float,
-                   help="stop after this many seconds at the last finished block")
+                   help=_d("stop after this many seconds at the last finished block", "none"))
     g.add_argument("--backend", choices=("serial", "threads", "loky", "dask"),
-                   help="where batches run (default: threads, or dask with --scheduler)")
+                   help=_d("where batches run", "threads, or dask with --scheduler"))
     g.add_argument("--scheduler", metavar="ADDRESS",
                    help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 
 
-_MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
-               "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
-               "anisotropy")
-_RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
-             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
-             "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
-             "max_ntraj", "time_limit", "backend", "scheduler")
-
-
-def _load_config(path: Path | None) -> tuple[dict, dict]:
-    if path is None:
-        return {}, {}
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError as exc:
-        raise CliError(f"config file not found: {str(path)!r}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise CliError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
-    model, run = dict(data.get("model", {})), dict(data.get("run", {}))
-    for k in model:
-        if k not in _MODEL_KEYS:
-            raise CliError(f"unknown key [model].{k} in {str(path)!r}; allowed: {_MODEL_KEYS}")
-    for k in run:
-        if k not in _RUN_KEYS:
-            raise CliError(f"unknown key [run].{k} in {str(path)!r}; allowed: {_RUN_KEYS}")
-    return model, run
+def _gather(args) -> tuple[dict, dict]:
+    """Merge the TOML tables and the flags given on the command line (flags win)."""
+    mcfg, rcfg = _config.load_toml(args.config) if args.config is not None else ({}, {})
+    for keys, cfg in ((_config.MODEL_KEYS, mcfg), (_config.RUN_KEYS, rcfg)):
+        for k in keys:
+            val = getattr(args, k, None)
+            if val is not None:
+                cfg[k] = val
+    return mcfg, rcfg
 
 
 def _cmd_run(args) -> int:
     import thermospin_mc as tsm
 
-    mcfg, rcfg = _load_config(args.config)
-    for k in _MODEL_KEYS:
-        val = getattr(args, k, None)
-        if val is not None:
-            mcfg[k] = val
-    for k in _RUN_KEYS:
-        val = getattr(args, k, None)
-        if val is not None:
-            rcfg[k] = val
-    model = build_model(mcfg)
-    times = rcfg.get("times", "0:20:81")
-    times = parse_times(times) if isinstance(times, str) else np.asarray(times, dtype=float)
-    solver = rcfg.get("solver", "mc")
-    obs = rcfg.get("observables")
-    if isinstance(obs, str):
-        obs = tuple(o.strip() for o in obs.split(",") if o.strip())
-    out = Path(rcfg.get("out", "out"))
-    fmt = rcfg.get("format", "both")
+    from . import io as _io
+
+    mcfg, rcfg = _gather(args)
+    model = _config.resolve_model(mcfg)
+    spec = _config.resolve_run(rcfg)
+    if "checkpoint" in spec.mc:
+        _io.check_output_file(spec.mc["checkpoint"])
+    _io.check_output_dir(spec.out, create=not args.dry_run)
+    if args.dry_run:
+        print(json.dumps({"model": model.to_dict(), "run": spec.to_dict()}, sort_keys=True,
+                         default=_io.jsonable))
+        return 0
     ref = None
-    if solver == "mc":
-        long_run = _long_run_options(rcfg)
+    if spec.solver == "mc":
+        kw = dict(spec.mc)
         try:
-            res = tsm.mcsolve(model, times, ntraj=rcfg.get("ntraj", 20_000),
-                              seed=rcfg.get("seed", 1), n_jobs=rcfg.get("n_jobs", -1),
-                              batch_size=rcfg.get("batch_size"), observables=obs,
-                              record_jumps=bool(rcfg.get("record_jumps", False)),
-                              max_magnons=rcfg.get("max_magnons"),
-                              progress=rcfg.get("progress"), **long_run)
+            res = tsm.mcsolve(model, spec.times, observables=spec.observables, **kw)
         except KeyboardInterrupt:
-            ck = long_run.get("checkpoint")
+            ck = kw.get("checkpoint")
             tail = (f"; checkpoint written to {str(ck)!r}, run the same command to resume"
                     if ck is not None else "")
             print(f"thermospin-mc: interrupted{tail}", file=sys.stderr)
             return 130
-        if rcfg.get("compare", True) and _small_enough(model):
-            ref = tsm.mesolve(model, times, observables=("j", "m"))
-    elif solver == "exact":
-        res = tsm.mesolve(model, times, observables=obs)
+        if spec.compare and _small_enough(model):
+            ref = tsm.mesolve(model, spec.times, observables=("j", "m"), n_jobs=spec.n_jobs)
+    elif spec.solver == "exact":
+        res = tsm.mesolve(model, spec.times, observables=spec.observables, n_jobs=spec.n_jobs)
     else:
-        res = tsm.steadystate(model, observables=obs)
-    written = []
-    if fmt in ("parquet", "both"):
-        written += res.to_parquet(out)
-    if fmt in ("csv", "both"):
-        written += res.to_csv(out)
+        res = tsm.steadystate(model, observables=spec.observables, n_jobs=spec.n_jobs)
+    try:
+        written = res.save(spec.out, spec.formats)
+    except _io.OutputError as exc:
+        print(f"thermospin-mc: error: {exc}", file=sys.stderr)
+        return 1
     _print_summary(model, res, ref)
     for p in written:
         print(f"wrote {p}")
     return 0
-
-
-def _long_run_options(rcfg: dict) -> dict:
-    """Checkpoint, accuracy-target and cluster keywords of ``mcsolve`` from the config."""
-    kw = {}
-    for k in ("checkpoint", "checkpoint_every", "max_ntraj", "time_limit", "backend",
-              "scheduler"):
-        if rcfg.get(k) is not None:
-            kw[k] = rcfg[k]
-    if "checkpoint" in kw:
-        kw["checkpoint"] = Path(kw["checkpoint"])
-    if rcfg.get("resume"):
-        if "checkpoint" not in kw:
-            raise CliError("--resume needs --checkpoint PATH")
-        kw["resume"] = True
-    target = rcfg.get("target_sem")
-    if target is not None:
-        text = str(target).strip()
-        relative = text.endswith("%")
-        try:
-            value = float(text[:-1]) / 100 if relative else float(text)
-        except ValueError as exc:
-            raise CliError(f"--target-sem must be a number or a percentage like '1%', got "
-                           f"{target!r}") from exc
-        kw.update(target_sem=value, relative=relative)
-    tobs = rcfg.get("target_observables")
-    if tobs is not None:
-        if isinstance(tobs, str):
-            tobs = tuple(o.strip() for o in tobs.split(",") if o.strip())
-        kw["target_observables"] = tuple(tobs)
-    return kw
 
 
 def _small_enough(model) -> bool:
@@ -498,10 +424,13 @@ def _cmd_stats(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    from . import __version__
+
+    parser = _Parser(
         prog="thermospin-mc",
         description="Quantum-jump trajectories and exact solvers for open Heisenberg chains "
                     "with temperature-set couplings.")
+    parser.add_argument("--version", action="version", version=f"thermospin-mc {__version__}")
     sub = parser.add_subparsers(dest="command")
     _add_run(sub)
     _add_reproduce(sub)
@@ -515,10 +444,27 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("thermospin-mc: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): end quietly; files are already written
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
     except (ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"thermospin-mc: error: {msg}", file=sys.stderr)
+        print(f"thermospin-mc: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line; OS errors as 'path: reason in words'."""
+    if isinstance(exc, OSError) and not isinstance(exc, OutputError) and exc.errno:
+        where = exc.filename if exc.filename is not None else ""
+        text = f"{str(where)!r}: {describe_os_error(exc)}" if where else describe_os_error(exc)
+    else:
+        text = str(exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

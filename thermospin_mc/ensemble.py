@@ -464,11 +464,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
     times = v.times(times)
     ntraj = v.integer("ntraj", ntraj, lo=1)
-    n_jobs = v.integer("n_jobs", n_jobs)
-    if n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be >= 1 or -1 (all cores), got {n_jobs}")
-    if n_jobs == -1:
-        n_jobs = os.cpu_count() or 1
+    n_jobs = v.n_jobs(n_jobs)
     names = _check_names(observables)
     N = model.N
     max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,

@@ -35,6 +35,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _validate as v
+from ._threads import blas_threads
 from .model import ChainModel
 from .results import OBSERVABLES, Result, expect_table
 from .sectors import SectorSpace
@@ -284,6 +285,7 @@ class _PureLayout:
 
 
 # ---------------------------------------------------------------------------- mesolve
+@blas_threads
 def mesolve(model: ChainModel, times, observables=None) -> Result:
     """Exact Lindblad evolution of the block density matrix.
 
@@ -374,6 +376,7 @@ class _NoJumpInverse:
 
 
 # ---------------------------------------------------------------------------- steady state
+@blas_threads
 def steadystate(model: ChainModel, observables=None, method: str = "auto",
                 tol: float = 1e-13) -> Result:
     """Exact steady state of the Lindblad equation (pump + loss).
@@ -480,6 +483,7 @@ def _refuse_dark_states(space: SectorSpace, sectors, rtol: float = 1e-10) -> Non
 
 
 # ---------------------------------------------------------------------------- exit sides
+@blas_threads
 def exit_probabilities(model: ChainModel) -> pd.Series:
     """Expected number of losses at each edge, integrated to infinite time.
 

@@ -1,60 +1,124 @@
 """Tables to parquet/CSV with metadata, and back. No physics here.
 
 Parquet files carry the metadata as JSON under the schema key
-``thermospin_mc``; CSV files start with ``# thermospin_mc: {json}`` so that
-``pandas.read_csv(path, comment="#")`` reads the table unchanged.
-Files are written to a temporary name and renamed, so an interrupted write
-never leaves a truncated table behind.
+``thermospin_mc``. CSV files are plain tables (``pandas.read_csv(path)`` reads
+them as they are); their metadata goes to a sidecar JSON file next to them,
+``<stem>.meta.json`` (``expect.csv`` -> ``expect.meta.json``). CSV files of
+earlier versions, whose first line was ``# thermospin_mc: {json}``, are still
+read. Files are written to a temporary name and renamed, so an interrupted
+write never leaves a truncated table behind.
+
+``thermospin_mc.read_result`` (in ``results``) rebuilds a whole result from
+these files; :func:`save_result` writes one, with a rescue location if the
+requested one fails.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
+import time
 from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["write_table", "read_table"]
+__all__ = ["write_table", "read_table", "sidecar_path", "check_output_dir",
+           "check_output_file", "save_result", "describe_os_error",
+           "OutputError"]
 
 _KEY = "thermospin_mc"
+_OLD_CSV_PREFIX = f"# {_KEY}: "
+
+
+class OutputError(OSError):
+    """An output location that cannot be used (the message names path and reason)."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """An OS error in words (no errno numbers)."""
+    words = {
+        errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+        errno.EROFS: "read-only file system", errno.ENOSPC: "no space left on device",
+        errno.ENOTDIR: "a part of the path is a file, not a directory",
+        errno.EISDIR: "it is a directory", errno.EEXIST: "it already exists",
+        errno.ENAMETOOLONG: "the name is too long", errno.ENOENT: "no such file or directory",
+        errno.EDQUOT: "disk quota exceeded", errno.EIO: "input/output error",
+    }
+    return words.get(exc.errno, exc.strerror or type(exc).__name__)
+
+
+def jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)
 
 
 def _dumps(meta: dict) -> str:
-    from .results import _json_default
+    return json.dumps(meta, sort_keys=True, default=jsonable)
 
-    return json.dumps(meta, sort_keys=True, default=_json_default)
+
+def sidecar_path(path: str | Path) -> Path:
+    """The metadata file of a CSV table: ``dir/expect.csv`` -> ``dir/expect.meta.json``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".meta.json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def write_table(df: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
-    """Write ``df`` to ``path`` (``.parquet`` or ``.csv``) atomically with metadata."""
+    """Write ``df`` to ``path`` (``.parquet`` or ``.csv``) atomically with metadata.
+
+    Parquet keeps the metadata in its schema; a CSV table gets the sidecar
+    :func:`sidecar_path`. Returns ``path``.
+    """
     path = Path(path)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
     tmp = path.with_name(path.name + ".tmp")
     plain = df.copy()
     plain.attrs = {}
-    if path.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(plain, preserve_index=False)
-        meta = dict(table.schema.metadata or {})
-        meta[_KEY.encode()] = _dumps(metadata).encode()
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
-    elif path.suffix == ".csv":
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(f"# {_KEY}: {_dumps(metadata)}\n")
-            plain.to_csv(fh, index=False)
-    else:
-        raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
-    os.replace(tmp, path)
+            table = pa.Table.from_pandas(plain, preserve_index=False)
+            meta = dict(table.schema.metadata or {})
+            meta[_KEY.encode()] = _dumps(metadata).encode()
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        else:
+            _atomic_write_text(sidecar_path(path), _dumps(metadata) + "\n")
+            plain.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
 def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read a table written by :func:`write_table`; returns ``(df, metadata)``."""
+    """Read a table written by :func:`write_table`; returns ``(df, metadata)``.
+
+    A CSV table without a sidecar (e.g. written by another program) comes back
+    with empty metadata.
+    """
     path = Path(path)
     if not path.exists():
         raise ValueError(f"table file does not exist: {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"expected a table file, got the directory {str(path)!r} "
+                         "(use thermospin_mc.read_result for a result directory)")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -66,10 +130,105 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
         meta = {}
         with open(path, encoding="utf-8") as fh:
             first = fh.readline()
-        if first.startswith(f"# {_KEY}: "):
-            meta = json.loads(first[len(f"# {_KEY}: "):])
-        df = pd.read_csv(path, comment="#")
+        if first.startswith(_OLD_CSV_PREFIX):  # format of version 0.1.0
+            meta = json.loads(first[len(_OLD_CSV_PREFIX):])
+            df = pd.read_csv(path, comment="#")
+        else:
+            side = sidecar_path(path)
+            if side.exists():
+                meta = json.loads(side.read_text(encoding="utf-8"))
+            df = pd.read_csv(path)
     else:
         raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
     df.attrs = {_KEY: meta}
     return df, meta
+
+
+# --------------------------------------------------------------------------- output safety
+def check_output_dir(directory: str | Path, create: bool = True) -> Path:
+    """Make sure results can be written to ``directory`` before computing them.
+
+    The directory is created (with its parents) when ``create`` is true; it
+    must not be a file, and a probe file must be writable in it (or, without
+    ``create``, in its nearest existing ancestor). Raises :class:`OutputError`
+    with the path and the reason in words.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"output directory {str(directory)!r} is an existing file, not a "
+                          "directory")
+    probe_in = directory
+    if create:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {str(directory)!r}: "
+                              f"{describe_os_error(exc)}") from exc
+    else:
+        while not probe_in.exists():
+            probe_in = probe_in.parent
+        if not probe_in.is_dir():
+            raise OutputError(f"cannot create output directory {str(directory)!r}: "
+                              f"{str(probe_in)!r} is a file")
+    try:
+        fd, name = tempfile.mkstemp(prefix=".thermospin_mc_probe_", dir=probe_in)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        if probe_in == directory:
+            raise OutputError(f"cannot write to output directory {str(directory)!r}: "
+                              f"{describe_os_error(exc)}") from exc
+        raise OutputError(f"cannot create output directory {str(directory)!r}: cannot write "
+                          f"in {str(probe_in)!r} ({describe_os_error(exc)})") from exc
+    return directory
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Check that a file (e.g. a checkpoint) can be created at ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{str(path)!r} is a directory, expected a file path")
+    parent = path.parent
+    if not parent.exists():
+        raise OutputError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not "
+                          "exist")
+    check_output_dir(parent, create=False)
+    return path
+
+
+def save_result(result, directory: str | Path, formats=("parquet", "csv"),
+                prefix: str = "") -> list[Path]:
+    """Write a result's tables; if that fails, rescue them to a fallback directory.
+
+    On failure the tables are written to a new directory under the system's
+    temporary directory (or the current directory, then the home directory)
+    and an :class:`OutputError` is raised whose message names the failed path,
+    the reason and where the results now are. Nothing computed is lost.
+    """
+    directory = Path(directory)
+    try:
+        check_output_dir(directory)
+        return _write_formats(result, directory, formats, prefix)
+    except OSError as exc:
+        reason = str(exc) if isinstance(exc, OutputError) else (
+            f"cannot write to {str(getattr(exc, 'filename', None) or directory)!r}: "
+            f"{describe_os_error(exc)}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for base in (Path(tempfile.gettempdir()), Path.cwd(), Path.home()):
+            try:
+                rescue = Path(tempfile.mkdtemp(prefix=f"thermospin_mc_rescue_{stamp}_",
+                                               dir=base))
+                _write_formats(result, rescue, ("parquet", "csv"), prefix)
+            except OSError:
+                continue
+            raise OutputError(f"{reason}; the results were saved to {str(rescue)!r} "
+                              "instead") from exc
+        raise OutputError(f"{reason}; no fallback location was writable either") from exc
+
+
+def _write_formats(result, directory: Path, formats, prefix: str) -> list[Path]:
+    written = []
+    for fmt in formats:
+        written += (result.to_parquet(directory, prefix) if fmt == "parquet"
+                    else result.to_csv(directory, prefix))
+    return written

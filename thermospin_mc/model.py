@@ -389,7 +389,7 @@ def _normalise_initial(initial, N: int):
 # --------------------------------------------------------------------------- paper presets
 def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
                 gamma: float = PAPER_GAMMA, gamma_pump: float = PAPER_GAMMA_PUMP,
-                alpha_method: str = "canonical") -> ChainModel:
+                alpha_method: str = "canonical", pump_site: int | None = None) -> ChainModel:
     """The paper's scenarios (MODEL.md section 8), all with ``T1 = 0``.
 
     ``scenario``:
@@ -399,10 +399,17 @@ def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
     - ``"loss"`` (Fig. 5): linear profile ``delta_T``, edge loss ``gamma``, one
       magnon at the centre;
     - ``"pump"`` (Fig. 6): linear profile ``delta_T``, edge loss ``gamma`` and
-      central pump ``gamma_pump``, initially all up.
+      central pump ``gamma_pump``, initially all up. For even N there is no
+      central site: ``pump_site`` must be given (as for :class:`ChainModel`).
+
+    The initial magnon of ``"closed"`` and ``"loss"`` sits at ``(N + 1) // 2``
+    (the centre for odd N, the left one of the two central sites for even N).
     """
     N = v.integer("N", N, lo=2)
     centre = (N + 1) // 2
+    if pump_site is not None and scenario != "pump":
+        raise ValueError(f"pump_site only applies to the 'pump' scenario, got scenario "
+                         f"{scenario!r}")
     if scenario == "closed":
         return ChainModel(N=N, profile=StepProfile(0.0, delta_T), alpha_method=alpha_method,
                           initial=magnons(centre))
@@ -411,6 +418,6 @@ def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
                           gamma=gamma, initial=magnons(centre))
     if scenario == "pump":
         return ChainModel(N=N, profile=LinearProfile(0.0, delta_T), alpha_method=alpha_method,
-                          gamma=gamma, gamma_pump=gamma_pump,
-                          pump_site=None if N % 2 else centre, initial="all_up")
+                          gamma=gamma, gamma_pump=gamma_pump, pump_site=pump_site,
+                          initial="all_up")
     raise ValueError(f"scenario must be one of 'closed', 'loss', 'pump', got {scenario!r}")

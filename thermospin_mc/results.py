@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites"]
+from . import io as _io
+
+__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites", "read_result"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
@@ -162,34 +164,87 @@ class Result:
     # ---------------------------------------------------------------- export
     def to_parquet(self, directory: str | Path, prefix: str = "") -> list[Path]:
         """Write ``expect`` (and ``jumps``) as parquet files with the metadata embedded."""
-        from .io import write_table
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        out = [write_table(self.expect, directory / f"{prefix}expect.parquet", self.metadata)]
+        out = [_io.write_table(self.expect, directory / f"{prefix}expect.parquet",
+                               self.metadata)]
         if self.jumps is not None:
-            out.append(write_table(self.jumps, directory / f"{prefix}jumps.parquet",
-                                   self.metadata))
+            out.append(_io.write_table(self.jumps, directory / f"{prefix}jumps.parquet",
+                                       self.metadata))
         return out
 
     def to_csv(self, directory: str | Path, prefix: str = "") -> list[Path]:
-        """Write ``expect`` (and ``jumps``) as CSV files with ``# key: value`` metadata lines."""
-        from .io import write_table
+        """Write ``expect`` (and ``jumps``) as plain CSV files.
 
+        ``pandas.read_csv`` reads them as they are; the metadata goes to the
+        sidecar files ``<prefix>expect.meta.json`` (and ``jumps.meta.json``).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        out = [write_table(self.expect, directory / f"{prefix}expect.csv", self.metadata)]
+        out = [_io.write_table(self.expect, directory / f"{prefix}expect.csv", self.metadata)]
         if self.jumps is not None:
-            out.append(write_table(self.jumps, directory / f"{prefix}jumps.csv", self.metadata))
+            out.append(_io.write_table(self.jumps, directory / f"{prefix}jumps.csv",
+                                       self.metadata))
         return out
 
+    def save(self, directory: str | Path, formats=("parquet", "csv"),
+             prefix: str = "") -> list[Path]:
+        """Write the tables in each of ``formats`` (``"parquet"``, ``"csv"``).
+
+        The directory is checked (created, writable) first. If writing fails
+        anyway, the tables are rescued to a new directory under the system's
+        temporary directory and :class:`thermospin_mc.io.OutputError` says
+        where: nothing computed is lost. Returns the written paths.
+        """
+        for fmt in formats:
+            if fmt not in ("parquet", "csv"):
+                raise ValueError(f"formats must be 'parquet' and/or 'csv', got {fmt!r}")
+        return _io.save_result(self, directory, tuple(formats), prefix)
+
     def metadata_json(self) -> str:
-        return json.dumps(self.metadata, sort_keys=True, default=_json_default)
+        return json.dumps(self.metadata, sort_keys=True, default=_io.jsonable)
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+def _find(directory: Path, prefix: str, name: str) -> Path | None:
+    for suffix in (".parquet", ".csv"):
+        cand = directory / f"{prefix}{name}{suffix}"
+        if cand.exists():
+            return cand
+    return None
+
+
+def read_result(path: str | Path, prefix: str = ""):
+    """Load a result written by ``Result.save``/``to_parquet``/``to_csv``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The output directory (``expect.parquet`` is preferred over
+        ``expect.csv``; ``prefix`` selects ``<prefix>expect.*``), or one table
+        file (``.../expect.csv``, ``.../b_expect.parquet``); the jump table of
+        the same run next to it is loaded too.
+
+    Returns
+    -------
+    Result
+        With ``expect``, ``jumps`` (``None`` when none were recorded) and
+        ``metadata``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        exp = _find(path, prefix, "expect")
+        if exp is None:
+            raise ValueError(f"no {prefix}expect.parquet or {prefix}expect.csv in "
+                             f"{str(path)!r}")
+    else:
+        exp = path
+        if not exp.exists():
+            raise ValueError(f"result file does not exist: {str(exp)!r}")
+        if "expect" not in exp.stem:
+            raise ValueError(f"expected an expect table (…expect.parquet/.csv), got "
+                             f"{str(exp)!r}")
+    expect, meta = _io.read_table(exp)
+    head, _, tail = exp.stem.rpartition("expect")
+    jpath = exp.with_name(f"{head}jumps{tail}{exp.suffix}")
+    jumps = _io.read_table(jpath)[0] if jpath.exists() else None
+    return Result(expect, meta, jumps)

@@ -1,0 +1,383 @@
+"""From flags and TOML keys to a validated model and run: one rule for every input.
+
+The command line and TOML files share one vocabulary: every flag ``--some-key``
+is the TOML key ``some_key`` (``[model]`` or ``[run]`` table). Each key either
+changes the model or the run, or is refused with one line naming the key and
+the reason. The model itself is built by the public API (:class:`ChainModel`),
+so the CLI refuses exactly what the API refuses, with the same messages.
+
+Rules for temperatures (``--scenario`` picks the two-temperature profile:
+``step`` for ``closed``, ``linear`` for ``loss`` and ``pump``):
+
+- ``--T`` sets a uniform profile; it cannot be combined with ``--T1``, ``--T2``,
+  ``--delta-T`` or another ``--profile``;
+- ``--T1``, ``--T2``, ``--delta-T`` set the two-temperature profile; defaults
+  ``T1 = 0`` and ``T2 = T1 + delta_T`` with ``delta_T = 2``; at most two of the
+  three may be given;
+- ``--profile uniform`` needs ``--T``;
+- ``couplings`` / ``bond_temperatures`` fix every bond and exclude all of the
+  above (and ``alpha_method`` for ``couplings``).
+
+Run keys that do nothing for the chosen solver (trajectory options with
+``--solver exact``/``steady``, ``--times`` with ``steady``) are refused.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import _validate as _v
+from . import model as _model
+from .model import (
+    BondCouplings,
+    BondTemperatures,
+    ChainModel,
+    LinearProfile,
+    StepProfile,
+    UniformProfile,
+)
+
+__all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMATS",
+           "ConfigError", "load_toml", "resolve_model", "resolve_run", "RunSpec",
+           "parse_times", "flag"]
+
+SCENARIOS = ("pump", "loss", "closed")
+PROFILES = ("linear", "step", "uniform")
+SOLVERS = ("mc", "exact", "steady")
+FORMATS = ("parquet", "csv", "both")
+
+#: Keys of the ``[model]`` table (and the matching flags).
+MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
+              "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
+              "anisotropy")
+#: Keys of the ``[run]`` table (and the matching flags).
+RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
+            "record_jumps", "max_magnons", "out", "format", "compare", "progress",
+            "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
+            "max_ntraj", "time_limit", "backend", "scheduler")
+#: Run keys that only act on trajectories.
+MC_ONLY = ("ntraj", "seed", "batch_size", "record_jumps", "max_magnons", "compare", "progress",
+           "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
+           "max_ntraj", "time_limit", "backend", "scheduler")
+
+#: Defaults of the run (the README's main job).
+RUN_DEFAULTS = {"times": "0:20:81", "solver": "mc", "ntraj": 20_000, "seed": 1, "n_jobs": -1,
+                "out": "out", "format": "both", "compare": True}
+DEFAULT_DELTA_T = 2.0
+
+
+class ConfigError(ValueError):
+    """Bad command-line flag or TOML key (one line, exit status 2)."""
+
+
+def flag(key: str) -> str:
+    """The command-line spelling of a key (``delta_T`` -> ``--delta-T``)."""
+    if key == "compare":
+        return "--no-compare"
+    if key == "progress":
+        return "--no-progress"
+    return "--" + key.replace("_", "-")
+
+
+# --------------------------------------------------------------------------- TOML
+def load_toml(path: str | Path) -> tuple[dict, dict]:
+    """Read a TOML run file; returns ``(model_table, run_table)``.
+
+    Only the tables ``[model]`` and ``[run]`` are allowed, each with its own
+    keys; anything else (top-level keys, other tables, unknown keys) is refused.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {str(path)!r}") from exc
+    except IsADirectoryError as exc:
+        raise ConfigError(f"config file {str(path)!r} is a directory") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: permission denied") \
+            from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from exc
+    for k, val in data.items():
+        if k not in ("model", "run"):
+            where = ("[model]" if k in MODEL_KEYS else "[run]" if k in RUN_KEYS else None)
+            hint = (f"; put it under the {where} table" if where
+                    else "; allowed tables: [model], [run]")
+            raise ConfigError(f"unknown top-level key {k!r} in {str(path)!r}{hint}")
+        if not isinstance(val, dict):
+            raise ConfigError(f"{k!r} in {str(path)!r} must be a table ([{k}]), "
+                              f"got {type(val).__name__}")
+    model, run = dict(data.get("model", {})), dict(data.get("run", {}))
+    for table, keys, name in ((model, MODEL_KEYS, "model"), (run, RUN_KEYS, "run")):
+        for k in table:
+            if k not in keys:
+                other = "run" if name == "model" else "model"
+                hint = (f" (it belongs to [{other}])" if k in (RUN_KEYS if name == "model"
+                                                               else MODEL_KEYS) else "")
+                raise ConfigError(f"unknown key [{name}].{k} in {str(path)!r}{hint}; allowed: "
+                                  + ", ".join(keys))
+    return model, run
+
+
+# --------------------------------------------------------------------------- model
+def _float_seq(key: str, value) -> tuple[float, ...]:
+    if isinstance(value, str):
+        parts = [p for p in value.split(",") if p.strip()]
+        try:
+            return tuple(float(p) for p in parts)
+        except ValueError as exc:
+            raise ConfigError(f"{flag(key)} must be a comma list of numbers, got {value!r}") \
+                from exc
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(value)
+    raise ConfigError(f"{flag(key)} must be a list of numbers, got {value!r}")
+
+
+def _initial(value):
+    if value in ("", "all_up"):
+        return "all_up"
+    if isinstance(value, bool):
+        raise ConfigError(f"{flag('initial')} must be 'all_up' or magnon sites, got {value!r}")
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    if isinstance(value, str):
+        try:
+            return tuple(int(s) for s in value.split(",") if s.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{flag('initial')} must be 'all_up' or comma-separated magnon "
+                              f"sites (1-based), got {value!r}") from exc
+    raise ConfigError(f"{flag('initial')} must be 'all_up' or magnon sites, got {value!r}")
+
+
+def _profile(cfg: dict, scenario: str):
+    temps = [k for k in ("T1", "T2", "delta_T") if k in cfg]
+    fixed = [k for k in ("couplings", "bond_temperatures") if k in cfg]
+    if fixed:
+        if len(fixed) == 2:
+            raise ConfigError("give at most one of couplings and bond_temperatures")
+        clash = [k for k in ("profile", "T", *temps) if k in cfg]
+        if fixed[0] == "couplings" and "alpha_method" in cfg:
+            clash.append("alpha_method")
+        if clash:
+            raise ConfigError(f"{flag(clash[0])} cannot be combined with {flag(fixed[0])}, "
+                              "which fixes every bond")
+        values = _float_seq(fixed[0], cfg[fixed[0]])
+        return BondCouplings(values) if fixed[0] == "couplings" else BondTemperatures(values)
+    kind = cfg.get("profile")
+    if kind is not None and kind not in PROFILES:
+        raise ConfigError(f"{flag('profile')} must be one of {', '.join(PROFILES)}, "
+                          f"got {kind!r}")
+    if "T" in cfg:
+        if kind not in (None, "uniform"):
+            raise ConfigError(f"--T sets a uniform profile; it cannot be combined with "
+                              f"--profile {kind} (use --T1/--T2 there)")
+        if temps:
+            raise ConfigError(f"--T (uniform temperature) cannot be combined with "
+                              f"{flag(temps[0])}")
+        return UniformProfile(cfg["T"])
+    if kind == "uniform":
+        raise ConfigError("--profile uniform needs --T (the temperature of every bond)")
+    if len(temps) == 3:
+        raise ConfigError("give at most two of --T1, --T2, --delta-T (T2 = T1 + delta-T)")
+    T1, T2, dT = cfg.get("T1"), cfg.get("T2"), cfg.get("delta_T")
+    if T2 is None:
+        T1 = 0.0 if T1 is None else T1
+        T2 = _add(T1, DEFAULT_DELTA_T if dT is None else dT)
+    elif T1 is None:
+        T1 = 0.0 if dT is None else _sub(T2, dT)
+    kind = kind or ("step" if scenario == "closed" else "linear")
+    return StepProfile(T1, T2) if kind == "step" else LinearProfile(T1, T2)
+
+
+def _add(a, b):
+    try:
+        return a + b
+    except TypeError:  # let the profile's own validation name the bad value
+        return a if not isinstance(a, (int, float)) else b
+
+
+def _sub(a, b):
+    try:
+        return a - b
+    except TypeError:
+        return a if not isinstance(a, (int, float)) else b
+
+
+def resolve_model(cfg: dict) -> ChainModel:
+    """A validated :class:`ChainModel` from a flat dict of ``[model]`` keys.
+
+    ``scenario`` (default ``pump``) chooses the paper preset the other keys
+    modify: ``closed`` (step profile, one magnon at site ``(N+1)//2``, no
+    channels), ``loss`` (linear profile, that magnon, edge loss ``gamma``) or
+    ``pump`` (linear profile, all up, edge loss and central pump).
+    """
+    unknown = [k for k in cfg if k not in MODEL_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown model key {unknown[0]!r}; allowed: {', '.join(MODEL_KEYS)}")
+    scenario = cfg.get("scenario", "pump")
+    if scenario not in SCENARIOS:
+        raise ConfigError(f"{flag('scenario')} must be one of {', '.join(SCENARIOS)}, "
+                          f"got {scenario!r}")
+    N = cfg.get("N", 7)
+    profile = _profile(cfg, scenario)
+    gamma = cfg.get("gamma", 0.0 if scenario == "closed" else _model.PAPER_GAMMA)
+    gamma_pump = cfg.get("gamma_pump", _model.PAPER_GAMMA_PUMP if scenario == "pump" else 0.0)
+    if "pump_site" in cfg and (isinstance(gamma_pump, (int, float)) and gamma_pump == 0):
+        raise ConfigError("--pump-site does nothing without a pump (gamma_pump = 0); set "
+                          "--gamma-pump or use --scenario pump")
+    if "initial" in cfg:
+        initial = _initial(cfg["initial"])
+    elif scenario == "pump":
+        initial = "all_up"
+    else:
+        try:
+            initial = ((int(N) + 1) // 2,)
+        except (TypeError, ValueError):
+            initial = "all_up"  # ChainModel reports the bad N
+    kw = dict(N=N, profile=profile, gamma=gamma, gamma_pump=gamma_pump,
+              pump_site=cfg.get("pump_site"), initial=initial)
+    for k in ("alpha_method", "anisotropy"):
+        if k in cfg:
+            kw[k] = cfg[k]
+    return ChainModel(**kw)
+
+
+# --------------------------------------------------------------------------- run
+def parse_times(spec) -> np.ndarray:
+    """``"start:stop:num"`` (inclusive linspace), a comma list ``"0,1,2.5"``, or a list."""
+    if isinstance(spec, (list, tuple, np.ndarray)):
+        try:
+            return np.asarray(spec, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"--times must be a list of numbers, got {spec!r}") from exc
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return np.array([float(spec)])
+    if not isinstance(spec, str):
+        raise ConfigError(f"--times must be 'start:stop:num' or a comma list, got {spec!r}")
+    try:
+        if ":" in spec:
+            start, stop, num = spec.split(":")
+            num = int(num)
+            if num < 1:
+                raise ConfigError(f"--times: number of points must be >= 1, got {num}")
+            return np.linspace(float(start), float(stop), num)
+        return np.array([float(x) for x in spec.split(",") if x.strip()])
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"--times must be 'start:stop:num' or a comma list, got {spec!r}") \
+            from exc
+
+
+def _names(key: str, value) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(o.strip() for o in value.split(",") if o.strip())
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    raise ConfigError(f"{flag(key)} must be a comma list of names, got {value!r}")
+
+
+def _target(value) -> tuple[float, bool]:
+    text = str(value).strip()
+    relative = text.endswith("%")
+    try:
+        number = float(text[:-1]) / 100 if relative else float(text)
+    except ValueError as exc:
+        raise ConfigError(f"--target-sem must be a number or a percentage like '1%', got "
+                          f"{value!r}") from exc
+    return number, relative
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A validated run: what to compute and where to write it."""
+
+    solver: str
+    times: np.ndarray | None
+    out: Path
+    formats: tuple[str, ...]
+    observables: tuple[str, ...] | None
+    n_jobs: int
+    compare: bool = True
+    #: keyword arguments of :func:`thermospin_mc.mcsolve` (trajectories only)
+    mc: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"solver": self.solver,
+                "times": None if self.times is None else self.times.tolist(),
+                "out": str(self.out), "formats": list(self.formats),
+                "observables": None if self.observables is None else list(self.observables),
+                "n_jobs": self.n_jobs, "compare": self.compare,
+                "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
+
+
+def resolve_run(rcfg: dict) -> RunSpec:
+    """A validated :class:`RunSpec` from a flat dict of ``[run]`` keys."""
+    unknown = [k for k in rcfg if k not in RUN_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown run key {unknown[0]!r}; allowed: {', '.join(RUN_KEYS)}")
+    cfg = {**RUN_DEFAULTS, **rcfg}
+    solver = cfg["solver"]
+    if solver not in SOLVERS:
+        raise ConfigError(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if solver != "mc":
+        for k in MC_ONLY:
+            if k in rcfg:
+                raise ConfigError(f"{flag(k)} does nothing with --solver {solver} (it is a "
+                                  "trajectory option); remove it")
+    if solver == "steady" and "times" in rcfg:
+        raise ConfigError("--times does nothing with --solver steady (the steady state is "
+                          "the t -> infinity limit); remove it")
+    fmt = cfg["format"]
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    formats = ("parquet", "csv") if fmt == "both" else (fmt,)
+    out = cfg["out"]
+    if not isinstance(out, (str, Path)) or str(out) == "":
+        raise ConfigError(f"--out must be a directory path, got {out!r}")
+    times = None if solver == "steady" else parse_times(cfg["times"])
+    obs = None if cfg.get("observables") is None else _names("observables",
+                                                             cfg["observables"])
+    n_jobs = cfg["n_jobs"]
+    _v.n_jobs(n_jobs)  # the API's own check and message
+    mc = {}
+    if solver == "mc":
+        mc = _mc_options(rcfg, cfg)
+    return RunSpec(solver=solver, times=times, out=Path(out), formats=formats,
+                   observables=obs, n_jobs=n_jobs, compare=bool(cfg["compare"]), mc=mc)
+
+
+def _mc_options(rcfg: dict, cfg: dict) -> dict:
+    kw = {"ntraj": cfg["ntraj"], "seed": cfg["seed"], "n_jobs": cfg["n_jobs"]}
+    for k in ("batch_size", "max_magnons", "progress", "checkpoint_every", "max_ntraj",
+              "time_limit", "backend", "scheduler"):
+        if k in rcfg:
+            kw[k] = rcfg[k]
+    if "record_jumps" in rcfg:
+        if not isinstance(rcfg["record_jumps"], bool):
+            raise ConfigError(f"--record-jumps must be true or false, got "
+                              f"{rcfg['record_jumps']!r}")
+        kw["record_jumps"] = rcfg["record_jumps"]
+    if "checkpoint" in rcfg:
+        kw["checkpoint"] = Path(rcfg["checkpoint"])
+    for k in ("resume", "checkpoint_every"):
+        if k in rcfg and "checkpoint" not in rcfg:
+            raise ConfigError(f"{flag(k)} needs --checkpoint PATH")
+    if "resume" in rcfg:
+        kw["resume"] = rcfg["resume"]
+    if "target_sem" in rcfg:
+        kw["target_sem"], kw["relative"] = _target(rcfg["target_sem"])
+    if "target_observables" in rcfg:
+        kw["target_observables"] = _names("target_observables", rcfg["target_observables"])
+    # everything else (ranges, combinations such as max_ntraj without a target) is
+    # checked by mcsolve itself, before it computes anything
+    return kw
