@@ -359,3 +359,16 @@ def test_docs_shipped_next_to_the_code():
     assert "docs/model.md" in readme and "../shared" not in readme
     assert (root / "docs" / "model.md").exists() and (root / "LICENSE").exists()
     assert os.path.getsize(root / "docs" / "model.md") > 2000
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["fig2", "--ntraj", "100"], "--ntraj does nothing for fig2 (used by fig5, fig6)"),
+    (["fig3", "--gamma-pumps", "0.1"], "--gamma-pumps does nothing for fig3 (used by fig6)"),
+    (["fig2", "fig4", "--seed", "3"], "--seed does nothing for fig2, fig4"),
+    (["fig3", "--out", "{tmp}/afile"], "is an existing file"),
+])
+def test_reproduce_refuses_flags_its_figures_do_not_use(argv, msg, capsys, workdir):
+    rc = cli.main(["reproduce", *_fill(argv, workdir)])
+    err = capsys.readouterr().err
+    assert one_line_error(rc, err), err
+    assert msg in err

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import config as _config
 from .config import ConfigError, parse_times
-from .io import OutputError, describe_os_error
+from .io import OutputError, check_output_dir, describe_os_error
 
 __all__ = ["main", "build_model", "parse_times"]
 
@@ -259,14 +259,17 @@ def _add_reproduce(sub):
     p.add_argument("--out", type=Path, default=Path("reproduced"),
                    help="output directory (default ./reproduced)")
     p.add_argument("--ntraj", type=int, help="trajectories per curve (default 20000)")
-    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="worker processes (-1: all)")
+    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="trajectory workers (-1: all; default -1)")
     p.add_argument("--seed", type=int, help="root seed (default 2021)")
     p.add_argument("--N", type=int, help="chain length of Figs. 3-6 (default 7)")
     p.add_argument("--n-times", dest="n_times", type=int, help="output times (default 201)")
-    p.add_argument("--delta-T", dest="delta_T", help="comma list for Figs. 5 and 6a")
-    p.add_argument("--gamma-pumps", dest="gamma_pumps", help="comma list for Fig. 6b")
-    p.add_argument("--format", choices=("parquet", "csv", "both"), default="both")
-    p.add_argument("--no-plots", dest="plots", action="store_false")
+    p.add_argument("--delta-T", dest="delta_T",
+                   help="comma list for Figs. 5 and 6a (default 0,1,2,3)")
+    p.add_argument("--gamma-pumps", dest="gamma_pumps",
+                   help="comma list for Fig. 6b (default 0.155,0.62,1.551)")
+    p.add_argument("--format", choices=("parquet", "csv", "both"), default="both",
+                   help="table format (default both)")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="tables only")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.set_defaults(func=_cmd_reproduce)
 
@@ -282,7 +285,8 @@ def _float_list(name: str, spec: str) -> tuple[float, ...]:
 
 
 def _cmd_reproduce(args) -> int:
-    from .reproduce import Settings, reproduce
+    from .config import flag
+    from .reproduce import FIGURES, USES, Settings, reproduce
 
     kw = {k: getattr(args, k) for k in ("ntraj", "n_jobs", "seed", "N", "n_times", "progress")
           if getattr(args, k) is not None}
@@ -290,8 +294,16 @@ def _cmd_reproduce(args) -> int:
         kw["delta_T"] = _float_list("delta-T", args.delta_T)
     if args.gamma_pumps:
         kw["gamma_pumps"] = _float_list("gamma-pumps", args.gamma_pumps)
+    figures = FIGURES if "all" in args.figure else tuple(dict.fromkeys(args.figure))
+    used = {k for f in figures for k in USES[f]}
+    for k in kw:
+        if k not in used:
+            raise CliError(f"{flag(k)} does nothing for {', '.join(figures)} (used by "
+                           + (", ".join(f for f in FIGURES if k in USES[f]) or "none")
+                           + ")")
     settings = Settings(**kw)
     formats = ("parquet", "csv") if args.format == "both" else (args.format,)
+    check_output_dir(args.out)
     reproduce(args.figure, args.out, settings, formats=formats, plots=args.plots)
     return 0
 
