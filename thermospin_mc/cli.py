@@ -259,7 +259,8 @@ def _add_reproduce(sub):
     p.add_argument("--out", type=Path, default=Path("reproduced"),
                    help="output directory (default ./reproduced)")
     p.add_argument("--ntraj", type=int, help="trajectories per curve (default 20000)")
-    p.add_argument("--n-jobs", dest="n_jobs", type=int, help="trajectory workers (-1: all; default -1)")
+    p.add_argument("--n-jobs", dest="n_jobs", type=int,
+                   help="trajectory workers (-1: all; default -1)")
     p.add_argument("--seed", type=int, help="root seed (default 2021)")
     p.add_argument("--N", type=int, help="chain length of Figs. 3-6 (default 7)")
     p.add_argument("--n-times", dest="n_times", type=int, help="output times (default 201)")
