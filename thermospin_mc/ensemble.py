@@ -392,7 +392,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             backend: str | None = None, client=None, scheduler: str | None = None,
             checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
             target_sem: float | None = None, target_observables=None, relative: bool = False,
-            rel_floor: float = 0.1, max_ntraj: int | None = None,
+            rel_floor: float = 0.25, max_ntraj: int | None = None,
             time_limit: float | None = None) -> Result:
     """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
 
@@ -490,7 +490,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         With ``relative=True``: rows whose ``|mean|`` is below ``rel_floor``
         times the largest ``|mean|`` of the same observable (over its sites and
         the times ``t > 0``) are ignored by the target, since a relative error
-        of a value crossing zero never converges. In ``[0, 1)``; default 0.1.
+        of a value crossing zero never converges. In ``[0, 1)``; default 0.25.
     max_ntraj : int, optional
         Upper limit of trajectories of a ``target_sem`` run (``>= ntraj``;
         default ``10**8``).

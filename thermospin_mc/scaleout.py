@@ -80,7 +80,7 @@ def _entropy_json(entropy):
 
 def _options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint, resume,
              checkpoint_every, target_sem, target_observables, relative, max_ntraj,
-             time_limit, rel_floor=0.1) -> dict:
+             time_limit, rel_floor=0.25) -> dict:
     """Validate the scale-out keyword arguments of ``mcsolve``."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -180,6 +180,7 @@ class _Reducer:
         self.busy = False
         # the state just before a short last block was merged (see merge_next)
         self.base: dict | None = None
+        self.restored = 0  # trajectories a loaded checkpoint held
 
     def block_size(self, b: int) -> int:
         return min(BLOCK, self.cap - b * BLOCK)
@@ -316,6 +317,7 @@ class _Reducer:
                     f"older version; it can only be resumed with ntraj={pn}")
             # extend a run that ended with a short block: go back to the state
             # before that block; it is run again in full
+            self.restored = pn
             pb -= 1
             pn = pb * BLOCK
             a["acc_cnt"], a["acc_mean"], a["acc_m2"] = base["cnt"], base["mean"], base["m2"]
@@ -324,6 +326,7 @@ class _Reducer:
             a["kept"] = a["kept"][:pn]
             base = None
         self.base = base
+        self.restored = max(self.restored, pn)
         self.acc.cnt = a["acc_cnt"].astype(np.int64)
         self.acc.mean = a["acc_mean"].astype(np.float64)
         self.acc.m2 = a["acc_m2"].astype(np.float64)
@@ -348,7 +351,7 @@ class _Reducer:
 
 # --------------------------------------------------------------------------- stopping
 def _target_value(red: _Reducer, cols: dict, names: tuple, times: np.ndarray,
-                  half_a: np.ndarray, relative: bool, rel_floor: float = 0.1) -> float:
+                  half_a: np.ndarray, relative: bool, rel_floor: float = 0.25) -> float:
     """Worst effective standard error (absolute) or worst sem/|mean| (relative)
     over the chosen observables at every output time ``t > 0`` that has
     trajectories.
@@ -778,11 +781,14 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                 state, arrays = red.to_checkpoint(elapsed_before + time.monotonic() - start)
                 write_checkpoint(path, identity, state, arrays)
 
-        resumed = red.ntraj
+        resumed, first = red.restored, red.ntraj
         stopped_by = reason()  # a finished checkpoint: nothing to run, nothing to write
         if resumed:
             more = ("nothing left to run" if stopped_by is not None
                     else f"running on to {'ntraj ' + str(cap) if target is None else 'target'}")
+            if first < resumed:
+                more = (f"its short last block of {resumed - first} is run again in full; "
+                        + more)
             print(f"thermospin_mc: resuming from {resumed} trajectories (checkpoint "
                   f"{str(path)!r}); {more}", file=sys.stderr, flush=True)
         compile_s = warm_kernels() if stopped_by is None and backend in (
@@ -791,7 +797,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
         if stopped_by is None:
             bar = None
             if _want_progress(progress, cap if target is None else ntraj):
-                bar = _Progress(red, start, resumed, cap, target, opts["relative"], ntraj)
+                bar = _Progress(red, start, first, cap, target, opts["relative"], ntraj)
                 stack.callback(bar.close)
             args = (model, times, key)
             kw = dict(ntraj=cap, names=names, record_jumps=record_jumps, keep=keep,
@@ -825,7 +831,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
              "model_fingerprint": identity["model_fingerprint"],
              "checkpoint": None if path is None else str(path), "resumed_ntraj": resumed,
              "compile_s": compile_s, "run_s": run_s,
-             "traj_per_s": (red.ntraj - resumed) / run_s if run_s > 0 else 0.0}
+             "traj_per_s": (red.ntraj - first) / run_s if run_s > 0 else 0.0}
     if target is not None:
         extra.update(target_sem=target, relative=opts["relative"],
                      rel_floor=opts["rel_floor"],
