@@ -322,8 +322,9 @@ def test_cli_summary_z_is_the_compare_z(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- relative target
 def test_relative_target_on_j_ignores_rows_below_the_floor():
-    """The README's relative target on j (which crosses zero near t = 0 and t = 2.2)
-    stops by target; without the floor it cannot within the same cap."""
+    """The README's relative target on j (which starts from 0 at t = 0 and dips to
+    ~0.003 near t = 2.25, against ~0.16 at its largest) stops by target; without
+    the floor it cannot within the same cap."""
     model = tsm.paper_model("pump", N=7, delta_T=2.0)
     times = np.linspace(0.0, 20.0, 81)
     kw = dict(ntraj=2000, seed=1, target_sem=0.05, relative=True, target_observables=("j",),

@@ -461,7 +461,13 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         and when the run is interrupted (Ctrl-C or an error). If the file
         exists, the run resumes from it (see ``resume``); a checkpoint of a
         different model, seed, output times, observables, run options or code
-        version is refused with a ``ValueError`` and left untouched.
+        version is refused with a ``ValueError`` and left untouched. A
+        finished checkpoint extends to any larger ``ntraj`` (a short last
+        block is run again in full), bit-identical to a plain run of that
+        ``ntraj``. Resuming is announced on stderr at the start. The file
+        ``<checkpoint>.lock`` guards against two runs on one checkpoint; it
+        is removed on every exit, and one left by a killed process is taken
+        over (with a message).
     resume : bool, optional
         ``None`` (default): resume if the checkpoint exists, else start afresh.
         ``True``: the checkpoint must exist. ``False``: refuse an existing file.

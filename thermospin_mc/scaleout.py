@@ -12,7 +12,10 @@ early until the prefix before them is complete. Hence
   them; the blocks they produce are the same);
 - a checkpoint stores the merged accumulator of the finished prefix and the
   blocks finished beyond it, so a resumed run ends bit-identical to an
-  uninterrupted one;
+  uninterrupted one; when the prefix ends with a short block (ntraj not a
+  multiple of ``BLOCK``), the accumulator before that block is stored too, so
+  that a later, larger run drops the short block and runs it in full, exactly
+  as a plain run of the larger ntraj reduces it;
 - with ``target_sem`` the stopping rule is evaluated after every merged
   block, so the run stops at the smallest whole number of blocks that meets
   the target, and its result equals a plain run with that ``ntraj``.
