@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import re
@@ -119,6 +120,21 @@ def test_progress_records_on_a_pipe_and_compile_time_apart(tmp_path):
     assert last["max"] == "20000" and last["rel"] == "yes" and float(last["target"]) == 0.05
     assert float(last["sem"]) == pytest.approx(meta_b["achieved_sem"], rel=1e-3)
     assert meta_b["stopped_by"] == "target_sem" and float(last["sem"]) <= 0.05
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_the_bar_not_records(monkeypatch):
+    monkeypatch.setattr(scaleout, "PROGRESS_EVERY", 1e-3)
+    term = _Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    tsm.mcsolve(MODEL, TIMES, ntraj=2000, seed=1, observables=("j", "m"))
+    text = term.getvalue()
+    assert "mcsolve" in text and "2000/2000" in text and "traj" in text
+    assert "thermospin_mc progress:" not in text
 
 
 def test_resume_is_announced_at_the_start(tmp_path, capsys, monkeypatch):

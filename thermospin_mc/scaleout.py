@@ -603,8 +603,8 @@ class _Progress:
         if _isatty(self.stream):
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=red.ntraj, unit="traj", desc="mcsolve",
-                            file=self.stream)
+            self.bar = tqdm(total=total if target is None else None, initial=red.ntraj,
+                            unit="traj", desc="mcsolve", file=self.stream)
         else:
             self._thread = threading.Thread(target=self._loop, daemon=True,
                                             name="thermospin_mc-progress")
