@@ -355,8 +355,9 @@ def test_relative_target_on_j_ignores_rows_below_the_floor():
     ratio = eff[kept] / size[kept]
     assert ratio.max() <= 0.05 and ratio.max() == pytest.approx(meta["achieved_sem"])
     assert (~kept).sum() >= 3  # rows near the zero crossings were ignored
-    # the same run with no floor: the rows near zero never reach 5 %
-    none = tsm.mcsolve(model, times, max_ntraj=meta["ntraj"] + 4 * BLOCK, rel_floor=0.0, **kw)
-    assert none.metadata["stopped_by"] == "max_ntraj" and none.metadata["achieved_sem"] > 0.05
+    # without the floor the rows near zero are far from 5 % at this ntraj (sem ~ n^-1/2:
+    # a ratio above 0.1 needs over 4x the trajectories)
+    counted = size > 0
+    assert (eff[counted] / size[counted]).max() > 0.1
     with pytest.raises(ValueError, match=r"rel_floor must be in \[0, 1\), got 1.0"):
         tsm.mcsolve(model, times, rel_floor=1.0, **kw)

@@ -508,7 +508,13 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     -------
     Result
         ``expect`` rows carry the mean, its standard error over trajectories
-        and the number of contributing trajectories.
+        and the number of contributing trajectories. Timing metadata:
+        ``compile_s`` (kernel compile or numba-cache load in this process,
+        measured on a tiny problem before the clock starts; 0 once loaded;
+        loky and Dask workers load theirs inside the run), ``run_s`` (this
+        call's wall time), ``elapsed_s`` (run time summed over the calls
+        that built a checkpoint, compile excluded) and ``traj_per_s``
+        (trajectories this call ran / ``run_s``).
 
     Raises
     ------
