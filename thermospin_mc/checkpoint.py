@@ -184,33 +184,83 @@ def check_identity(path: str | Path, found: dict, expected: dict) -> None:
 
 
 class CheckpointLock:
-    """Advisory exclusive lock next to a checkpoint (two runs must not share one).
+    """Exclusive lock next to a checkpoint (two runs must not share one).
 
-    The lock is an ``flock`` on ``<name>.lock``; the kernel drops it when the
-    process dies, so a killed run never leaves a stale lock behind.
+    The lock is an ``flock`` on ``<name>.lock``, a small file that records the
+    holder's process id and host. The file is removed when the lock is
+    released, on every exit path of the run (normal end, exception, Ctrl-C).
+    A process killed outright (SIGKILL, power loss) cannot remove it, but the
+    kernel drops its ``flock``: the next run then finds the file unlocked,
+    takes it over and says so on stderr. A lock held by a live process is
+    refused with a ``ValueError`` naming that process.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path).with_name(Path(path).name + ".lock")
         self._fh = None
 
+    def _holder(self, fh) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            fh.seek(0)
+            text = fh.read(200).decode(errors="replace").strip()
+            if text:
+                return text
+        return "unknown process"
+
     def __enter__(self):
         try:
             import fcntl
         except ImportError:  # pragma: no cover - non-POSIX
             return self
-        self._fh = open(self.path, "a+b")  # noqa: SIM115 - held for the run's lifetime
-        try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._fh.close()
-            self._fh = None
-            raise ValueError(f"checkpoint {str(self.path)[:-5]!r} is in use by another "
-                             "running process") from exc
-        return self
+        for _ in range(100):
+            fh = open(self.path, "a+b")  # noqa: SIM115 - held for the run's lifetime
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = self._holder(fh)
+                fh.close()
+                raise ValueError(f"checkpoint {str(self.path)[:-5]!r} is in use by another "
+                                 f"running process ({holder}; lock file "
+                                 f"{str(self.path)!r})") from exc
+            # the previous holder may have removed the file between our open and
+            # our flock: then we hold a lock on a deleted file; start over
+            try:
+                same = os.fstat(fh.fileno()).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                fh.close()
+                continue
+            previous = self._holder(fh)
+            if previous != "unknown process":
+                import sys
+
+                print(f"thermospin_mc: taking over the stale lock {str(self.path)!r} left by "
+                      f"a process that is no longer running ({previous})", file=sys.stderr)
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {_hostname()}\n".encode())
+            fh.flush()
+            self._fh = fh
+            return self
+        raise ValueError(f"could not lock {str(self.path)!r}: it keeps being replaced by "
+                         "other processes")
 
     def __exit__(self, *exc):
         if self._fh is not None:
+            # unlink while still holding the lock: a run waiting on this inode
+            # sees it was removed (inode check above) and takes a new file
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             self._fh.close()
             self._fh = None
         return False
+
+
+def _hostname() -> str:
+    import socket
+
+    try:
+        return socket.gethostname()
+    except OSError:  # pragma: no cover
+        return "unknown host"

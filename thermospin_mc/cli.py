@@ -208,9 +208,12 @@ def _print_summary(model, res, ref) -> None:
           f"gamma_pump={model.gamma_pump}  a(T)={model.alpha_method}")
     print("couplings a_l = " + ", ".join(f"{x:.5f}" for x in model.couplings))
     if meta["solver"] == "mcsolve":
-        print(f"ntraj={meta['ntraj']}  seed={meta['seed']}  elapsed={meta['elapsed_s']:.2f} s  "
-              f"({meta['ntraj'] / max(meta['elapsed_s'], 1e-9):.0f} traj/s, "
-              f"n_jobs={meta['n_jobs']})")
+        run_s = meta.get("run_s", meta["elapsed_s"])
+        done = meta["ntraj"] - (meta.get("resumed_ntraj") or 0)
+        rate = meta.get("traj_per_s", done / max(run_s, 1e-9))
+        print(f"ntraj={meta['ntraj']}  seed={meta['seed']}  run time={run_s:.2f} s  "
+              f"({rate:.0f} traj/s, n_jobs={meta['n_jobs']})  "
+              f"kernel compile/load={meta.get('compile_s', 0.0):.2f} s")
         if meta.get("stopped_by") not in (None, "ntraj"):
             line = f"stopped by {meta['stopped_by']}"
             if meta.get("target_sem") is not None:
@@ -226,8 +229,11 @@ def _print_summary(model, res, ref) -> None:
     times = np.unique(df["t"])
     show = times if times.size <= 6 else times[np.linspace(0, times.size - 1, 6).astype(int)]
     header = f"{'t':>8} {'observable':>10} {'mean':>12} {'sem':>10}"
+    zs = None
     if ref is not None:
         header += f" {'exact':>12} {'z':>7}"
+        # z with the effective sem of results.effective_sem (sem = 0 rows included)
+        zs = res.compare(ref)
     print(header)
     for name in ("j", "m"):
         sub = df[(df.observable == name) & (df.site == 0)]
@@ -237,13 +243,11 @@ def _print_summary(model, res, ref) -> None:
                 continue
             mu, se = float(row["mean"].iloc[0]), float(row["sem"].iloc[0])
             line = f"{t:8.3f} {name:>10} {mu:12.6f} {se:10.2e}"
-            if ref is not None:
-                e = ref.expect
-                ex = e[(e.observable == name) & (e.t == t)]["mean"]
-                if not ex.empty:
-                    exv = float(ex.iloc[0])
-                    z = (mu - exv) / se if se > 0 else 0.0
-                    line += f" {exv:12.6f} {z:7.2f}"
+            if zs is not None:
+                zr = zs[(zs.observable == name) & (zs.site == 0) & (zs.t == t)]
+                if not zr.empty:
+                    line += f" {float(zr['mean_other'].iloc[0]):12.6f} " \
+                            f"{float(zr['z'].iloc[0]):7.2f}"
             print(line)
 
 

@@ -9,9 +9,8 @@ the backend changes a single bit of the result.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
+import time
 
 import numpy as np
 import pandas as pd
@@ -273,9 +272,10 @@ def _get_pack(model: ChainModel, times: np.ndarray, dense_max: int) -> SectorPac
 
 def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
               names: tuple, record_jumps: bool, keep: bool, max_magnons: int,
-              dense_max: int = DENSE_MAX):
+              dense_max: int = DENSE_MAX, pack: SectorPack | None = None):
     """Run whole statistics blocks; returns one entry per block (in order)."""
-    pack = _get_pack(model, times, dense_max)
+    if pack is None:
+        pack = _get_pack(model, times, dense_max)
     space = pack.space
     m0, psi0 = space.initial_state()
     pack.ensure(m0)
@@ -338,12 +338,50 @@ def _check_names(observables) -> tuple[str, ...]:
     return names
 
 
+#: ``progress=None`` turns progress reports on for runs of at least this many
+#: trajectories (``ntraj``; for a ``target_sem`` run, its minimum ``ntraj``).
+PROGRESS_MIN_NTRAJ = 2000
+
+
 def _want_progress(progress, ntraj) -> bool:
+    """Whether a run reports progress on stderr.
+
+    ``progress=True``/``False`` decide; ``None`` (the default) means on for
+    runs of at least ``PROGRESS_MIN_NTRAJ`` trajectories, whether or not
+    stderr is a terminal (a bar on a terminal, one-line records otherwise,
+    see ``scaleout.PROGRESS_EVERY``).
+    """
     if progress is not None:
         return bool(progress)
-    if os.environ.get("CI"):
-        return False
-    return sys.stderr.isatty() and ntraj >= 2000
+    return ntraj >= PROGRESS_MIN_NTRAJ
+
+
+_WARM = {"done": False}
+_WARM_LOCK = threading.Lock()
+
+
+def warm_kernels() -> float:
+    """Compile (or load from numba's cache) the trajectory kernels; returns seconds.
+
+    Runs one trajectory of a 3-site pump-and-loss chain, which calls every
+    kernel entry point with the argument types of a real run, so that the
+    compile time is paid (and measured) here rather than inside a run's clock.
+    Returns 0 once the kernels are loaded in this process.
+    """
+    with _WARM_LOCK:
+        if _WARM["done"]:
+            return 0.0
+        from .model import BondCouplings
+
+        t0 = time.perf_counter()
+        model = ChainModel(3, profile=BondCouplings((1.0, 1.25)), gamma=1.0, gamma_pump=0.5)
+        times = np.linspace(0.0, 1.0, 3)
+        key = np.random.SeedSequence(0).generate_state(4, dtype=np.uint64)
+        pack = SectorPack(model, times)  # not cached: keeps _PACKS for real runs
+        run_batch(model, times, key, [0], 1, ("j", "j_bond", "m", "n"), True, True, 3,
+                  pack=pack)
+        _WARM["done"] = True
+        return time.perf_counter() - t0
 
 
 def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
@@ -353,7 +391,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             backend: str | None = None, client=None, scheduler: str | None = None,
             checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
             target_sem: float | None = None, target_observables=None, relative: bool = False,
-            max_ntraj: int | None = None, time_limit: float | None = None) -> Result:
+            rel_floor: float = 0.25, max_ntraj: int | None = None,
+            time_limit: float | None = None) -> Result:
     """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
 
     Trajectory ``k`` always uses the random stream of ``(seed, k)`` and
@@ -393,7 +432,12 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         stops contributing from that time on; the discarded fraction is reported
         in ``metadata["truncated_fraction"]`` and the ``ntraj`` column.
     progress : bool, optional
-        Progress bar; default on for runs of >= 2000 trajectories on a terminal.
+        Progress reports on stderr: a bar when stderr is a terminal, else a
+        one-line record at least every ``scaleout.PROGRESS_EVERY`` seconds
+        (10) and one at the end: trajectories done, total (or, with
+        ``target_sem``, the achieved and target sem), traj/s, elapsed
+        seconds and ETA. Default (``None``): on for runs of at least 2000
+        trajectories (``ntraj``).
     dense_max : int
         Largest sector diagonalised densely; larger sectors use the sparse
         Taylor propagator.
@@ -416,7 +460,13 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         and when the run is interrupted (Ctrl-C or an error). If the file
         exists, the run resumes from it (see ``resume``); a checkpoint of a
         different model, seed, output times, observables, run options or code
-        version is refused with a ``ValueError`` and left untouched.
+        version is refused with a ``ValueError`` and left untouched. A
+        finished checkpoint extends to any larger ``ntraj`` (a short last
+        block is run again in full), bit-identical to a plain run of that
+        ``ntraj``. Resuming is announced on stderr at the start. The file
+        ``<checkpoint>.lock`` guards against two runs on one checkpoint; it
+        is removed on every exit, and one left by a killed process is taken
+        over (with a message).
     resume : bool, optional
         ``None`` (default): resume if the checkpoint exists, else start afresh.
         ``True``: the checkpoint must exist. ``False``: refuse an existing file.
@@ -426,8 +476,12 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         Accuracy target: keep adding blocks (at least ``ntraj`` trajectories)
         until the largest standard error of ``target_observables`` over all
         rows with ``t > 0`` is ``<= target_sem`` (absolute), or every row's
-        standard error is ``<= target_sem * |mean|`` (``relative=True``), or
-        ``max_ntraj`` / ``time_limit`` is hit. The rule is tested after every
+        standard error is ``<= target_sem * |mean|`` (``relative=True``; rows
+        below the ``rel_floor`` are left out), or ``max_ntraj`` /
+        ``time_limit`` is hit. Standard errors are the effective ones of
+        :func:`thermospin_mc.results.effective_sem` (never below the
+        one-event floor ``delta / n``, so rows where every trajectory agrees
+        do not count as converged after a handful of trajectories). The rule is tested after every
         block, so the result equals a plain run with the final ``ntraj``.
         ``metadata["stopped_by"]`` says what stopped the run
         (``"target_sem"``, ``"max_ntraj"``, ``"time_limit"``, or ``"ntraj"``
@@ -437,6 +491,11 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         ``flow``).
     relative : bool
         Whether ``target_sem`` is relative to ``|mean|``.
+    rel_floor : float
+        With ``relative=True``: rows whose ``|mean|`` is below ``rel_floor``
+        times the largest ``|mean|`` of the same observable (over its sites and
+        the times ``t > 0``) are ignored by the target, since a relative error
+        of a value crossing zero never converges. In ``[0, 1)``; default 0.25.
     max_ntraj : int, optional
         Upper limit of trajectories of a ``target_sem`` run (``>= ntraj``;
         default ``10**8``).
@@ -448,7 +507,13 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     -------
     Result
         ``expect`` rows carry the mean, its standard error over trajectories
-        and the number of contributing trajectories.
+        and the number of contributing trajectories. Timing metadata:
+        ``compile_s`` (kernel compile or numba-cache load in this process,
+        measured on a tiny problem before the clock starts; 0 once loaded;
+        loky and Dask workers load theirs inside the run), ``run_s`` (this
+        call's wall time), ``elapsed_s`` (run time summed over the calls
+        that built a checkpoint, compile excluded) and ``traj_per_s``
+        (trajectories this call ran / ``run_s``).
 
     Raises
     ------
@@ -474,7 +539,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         batch_size = v.integer("batch_size", batch_size, lo=1)
     opts = scaleout._options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint,
                              resume, checkpoint_every, target_sem, target_observables,
-                             relative, max_ntraj, time_limit)
+                             relative, max_ntraj, time_limit, rel_floor)
     key, entropy = _root_key(scaleout.resolve_seed(seed, opts["checkpoint"]))
     return scaleout.execute(model, times, names=names, key=key, entropy=entropy, ntraj=ntraj,
                             n_jobs=n_jobs, batch_size=batch_size, record_jumps=record_jumps,

@@ -23,10 +23,82 @@ import pandas as pd
 
 from . import io as _io
 
-__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites", "read_result"]
+__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites", "effective_sem",
+           "one_event", "read_result"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
+
+#: One event's worth of each trajectory observable: the largest change of one
+#: trajectory's value that one magnon more or less (one quantum jump) can make.
+#: ``j``: one magnon's current lies in (-4, 4) (Eq. 9 in the one-magnon sector
+#: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
+#: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
+#: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
+#: ``(a_l / 2) * 2 = a_l`` (taken from the couplings).
+ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0}
+
+
+def one_event(observable, site, couplings=None) -> np.ndarray:
+    """One event's worth ``delta`` of each row (see ``ONE_EVENT``); 0 when undefined.
+
+    ``observable`` and ``site`` are scalars or equal-length arrays; ``flow``
+    needs the model's ``couplings`` (its ``delta`` is ``a_l`` of bond ``site``).
+    """
+    obs = np.atleast_1d(np.asarray(observable, dtype=object))
+    site = np.broadcast_to(np.atleast_1d(np.asarray(site)), obs.shape)
+    delta = np.array([ONE_EVENT.get(str(o), 0.0) for o in obs], dtype=float)
+    flow = obs == "flow"
+    if flow.any() and couplings is not None:
+        a = np.asarray(couplings, dtype=float)
+        idx = site[flow].astype(int) - 1
+        ok = (idx >= 0) & (idx < a.size)
+        delta[np.flatnonzero(flow)[ok]] = a[idx[ok]]
+    return delta
+
+
+def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
+    """Standard errors that never claim more precision than the data hold.
+
+    The one rule used by ``Result.compare``, the command line summary and the
+    ``target_sem`` stopping test (see ``docs/statistics.md``)::
+
+        sem_eff = max(sem, delta / ntraj)      for rows with ntraj > 0
+        sem_eff = sem                          for rows with ntraj == 0 (exact)
+
+    ``delta / ntraj`` is the standard error of a sample of ``ntraj``
+    trajectories of which exactly one differs from all others by one event's
+    worth ``delta`` of the observable (:func:`one_event`): one magnon more or
+    less, one quantum jump. When every trajectory agrees (``sem = 0``, e.g.
+    no jump has happened yet, or every magnon has left), the data cannot
+    exclude an effect of order ``delta / ntraj``, and the floor says so. The
+    floor is at most the sample's own error unless the per-trajectory spread
+    is below ``delta / sqrt(ntraj)``, i.e. it acts only on (near-)degenerate
+    rows. A NaN ``sem`` (one trajectory) becomes the floor ``delta``.
+
+    Parameters
+    ----------
+    observable, site : scalar or array_like
+        Row labels, as in ``Result.expect``.
+    sem : array_like
+        Standard errors of the rows.
+    ntraj : int or array_like
+        Trajectories behind each row (0 for exact solvers).
+    couplings : array_like, optional
+        Bond couplings ``a_l`` (needed for ``flow`` rows).
+
+    Returns
+    -------
+    numpy.ndarray
+        Effective standard errors, same length as the rows.
+    """
+    sem = np.atleast_1d(np.asarray(sem, dtype=float))
+    n = np.broadcast_to(np.atleast_1d(np.asarray(ntraj, dtype=float)), sem.shape)
+    delta = np.broadcast_to(one_event(observable, site, couplings), sem.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        floor = np.where(n > 0, delta / np.where(n > 0, n, 1.0), 0.0)
+    base = np.where(np.isnan(sem) & (n > 0), 0.0, sem)
+    return np.where(n > 0, np.maximum(base, floor), sem)
 
 
 def observable_sites(name: str, N: int) -> np.ndarray:
@@ -130,16 +202,40 @@ class Result:
         return NotImplemented
 
     # ---------------------------------------------------------------- comparison
+    def effective_sem(self) -> np.ndarray:
+        """The rows' effective standard errors (:func:`effective_sem`), in row order."""
+        e = self.expect
+        return effective_sem(e["observable"].to_numpy(), e["site"].to_numpy(),
+                             e["sem"].to_numpy(), e["ntraj"].to_numpy(),
+                             self.metadata.get("model", {}).get("couplings"))
+
     def compare(self, other: Result, atol: float = 1e-12) -> pd.DataFrame:
-        """Row-by-row z-scores ``(mean - other.mean) / sqrt(sem^2 + other.sem^2 + atol^2)``.
+        """Row-by-row z-scores ``diff / sqrt(sem_eff^2 + other.sem_eff^2 + atol^2)``.
+
+        ``diff = mean - other.mean``; ``sem_eff`` are the effective standard
+        errors of :func:`effective_sem`: ``max(sem, delta / ntraj)`` for
+        trajectory rows, where ``delta`` is one event's worth of the
+        observable, so a row where every trajectory agreed (``sem = 0``) and
+        the other value differs by less than one trajectory's worth has
+        ``|z| < 1``, never a huge or infinite z. Exact rows (``ntraj = 0``)
+        keep ``sem = 0``.
 
         Rows are matched on ``(t, observable, site)``; rows present in only one
         result are dropped. ``atol`` is a round-off floor: values that vanish by
         symmetry (e.g. ``j`` at Delta T = 0) come out as ~1e-16 with standard
         errors ~1e-18, and without the floor their z-scores would measure
-        rounding, not statistics. The ``sem`` column is the combined error
-        without the floor. With ``atol = 0`` and both errors zero the z-score is
-        0 for equal means and +-inf otherwise.
+        rounding, not statistics. Exact against exact (both ``ntraj = 0``):
+        ``z = diff / atol``, a difference in units of the round-off floor; with
+        ``atol = 0`` and both errors zero, z is 0 for equal means and +-inf
+        otherwise. Rows without trajectories left (``mean`` NaN) give NaN.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``t, observable, site, mean, mean_other, diff, sem, sem_eff, z``:
+            ``sem`` is the combined raw error ``sqrt(sem^2 + other.sem^2)``,
+            ``sem_eff`` the combined effective error used in ``z`` (without
+            ``atol``).
         """
         # the k-th occurrence of (t, observable, site) matches the k-th (repeated times)
         keys = ["t", "observable", "site", "_occurrence"]
@@ -152,13 +248,20 @@ class Result:
             raise ValueError("the two results have no (t, observable, site) rows in common")
         diff = merged["mean"] - merged["mean_other"]
         err = np.sqrt(merged["sem"] ** 2 + merged["sem_other"] ** 2)
-        den = np.sqrt(err**2 + float(atol) ** 2)
+        obs, site = merged["observable"].to_numpy(), merged["site"].to_numpy()
+        eff_a = effective_sem(obs, site, merged["sem"].to_numpy(), merged["ntraj"].to_numpy(),
+                              self.metadata.get("model", {}).get("couplings"))
+        eff_b = effective_sem(obs, site, merged["sem_other"].to_numpy(),
+                              merged["ntraj_other"].to_numpy(),
+                              other.metadata.get("model", {}).get("couplings"))
+        eff = np.sqrt(eff_a**2 + eff_b**2)
+        den = np.sqrt(eff**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(den > 0, diff / den, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
         return pd.DataFrame({
             "t": merged["t"], "observable": merged["observable"], "site": merged["site"],
             "mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
-            "sem": err, "z": z,
+            "sem": err, "sem_eff": eff, "z": z,
         })
 
     # ---------------------------------------------------------------- export

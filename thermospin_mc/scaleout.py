@@ -12,7 +12,10 @@ early until the prefix before them is complete. Hence
   them; the blocks they produce are the same);
 - a checkpoint stores the merged accumulator of the finished prefix and the
   blocks finished beyond it, so a resumed run ends bit-identical to an
-  uninterrupted one;
+  uninterrupted one; when the prefix ends with a short block (ntraj not a
+  multiple of ``BLOCK``), the accumulator before that block is stored too, so
+  that a later, larger run drops the short block and runs it in full, exactly
+  as a plain run of the larger ntraj reduces it;
 - with ``target_sem`` the stopping rule is evaluated after every merged
   block, so the run stops at the smallest whole number of blocks that meets
   the target, and its result equals a plain run with that ``ntraj``.
@@ -26,6 +29,7 @@ import contextlib
 import json
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -46,9 +50,17 @@ from .checkpoint import (
     times_summary,
     write_checkpoint,
 )
-from .ensemble import BLOCK, Accumulator, _assemble, _layout, _want_progress, run_batch
+from .ensemble import (
+    BLOCK,
+    Accumulator,
+    _assemble,
+    _layout,
+    _want_progress,
+    run_batch,
+    warm_kernels,
+)
 from .model import ChainModel
-from .results import Result
+from .results import ONE_EVENT, Result
 
 __all__ = ["merge", "BACKENDS", "DEFAULT_MAX_NTRAJ"]
 
@@ -58,6 +70,8 @@ DEFAULT_MAX_NTRAJ = 10**8
 #: Dask task retries after an exception in the task (lost workers are handled
 #: by the scheduler itself, up to ``distributed.scheduler.allowed-failures``).
 DASK_RETRIES = 2
+#: Seconds between two progress records when stderr is not a terminal.
+PROGRESS_EVERY = 10.0
 
 
 # --------------------------------------------------------------------------- validation
@@ -69,7 +83,7 @@ def _entropy_json(entropy):
 
 def _options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint, resume,
              checkpoint_every, target_sem, target_observables, relative, max_ntraj,
-             time_limit) -> dict:
+             time_limit, rel_floor=0.25) -> dict:
     """Validate the scale-out keyword arguments of ``mcsolve``."""
     if backend is not None and backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -109,6 +123,9 @@ def _options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint, resum
         time_limit = v.real("time_limit", time_limit, lo=0.0, lo_open=True)
     if not isinstance(relative, (bool, np.bool_)):
         raise ValueError(f"relative must be True or False, got {relative!r}")
+    rel_floor = v.real("rel_floor", rel_floor, lo=0.0)
+    if rel_floor >= 1.0:
+        raise ValueError(f"rel_floor must be in [0, 1), got {rel_floor}")
     target_names = ()
     if target_sem is None:
         if target_observables is not None:
@@ -138,7 +155,8 @@ def _options(names, ntraj, n_jobs, backend, client, scheduler, checkpoint, resum
         cap = max(cap, ntraj)
     return dict(backend=backend, client=client, scheduler=scheduler, checkpoint=checkpoint,
                 resume=resume, checkpoint_every=checkpoint_every, target=target_sem,
-                target_names=target_names, relative=bool(relative), cap=cap,
+                target_names=target_names, relative=bool(relative), rel_floor=rel_floor,
+                cap=cap,
                 max_ntraj=max_ntraj, time_limit=time_limit)
 
 
@@ -163,6 +181,9 @@ class _Reducer:
         self.pending: dict = {}
         self.modes: dict = {}
         self.busy = False
+        # the state just before a short last block was merged (see merge_next)
+        self.base: dict | None = None
+        self.restored = 0  # trajectories a loaded checkpoint held
 
     def block_size(self, b: int) -> int:
         return min(BLOCK, self.cap - b * BLOCK)
@@ -191,6 +212,14 @@ class _Reducer:
         """Merge the next block of the prefix (it must be pending); returns its size."""
         blk = self.pending[self.next_block]
         self.busy = True
+        if blk["nb"] < BLOCK:
+            # a short last block: keep the state before it, so that a later call
+            # asking for more trajectories can drop it and run the block in full,
+            # exactly as a plain run of the larger ntraj reduces it
+            self.base = {"cnt": self.acc.cnt.copy(), "mean": self.acc.mean.copy(),
+                         "m2": self.acc.m2.copy(), "ntrunc": self.ntrunc,
+                         "njumps": sum(len(j) for j in self.jumps) if self.record_jumps
+                         else 0}
         self.acc.merge(blk["cnt"], blk["mean"], blk["m2"])
         self.ntrunc += blk["ntrunc"]
         if self.record_jumps:
@@ -215,6 +244,8 @@ class _Reducer:
         state = {"prefix_blocks": self.next_block, "prefix_ntraj": self.ntraj,
                  "ntrunc": self.ntrunc, "elapsed_s": elapsed, "cap": self.cap,
                  "modes": {str(k): m for k, m in sorted(self.modes.items())}}
+        if self.base is not None:
+            state["base"] = {"ntrunc": self.base["ntrunc"], "njumps": self.base["njumps"]}
         arrays = {
             "acc_cnt": self.acc.cnt, "acc_mean": self.acc.mean, "acc_m2": self.acc.m2,
             "jumps": self.jumps[0] if self.jumps else np.zeros((0, 4)),
@@ -233,6 +264,9 @@ class _Reducer:
             "p_kept": np.concatenate([k["kept"] for k in blks])
             if blks and self.keep else np.zeros((0, nt, nc)),
         }
+        if self.base is not None:
+            arrays.update(base_cnt=self.base["cnt"], base_mean=self.base["mean"],
+                          base_m2=self.base["m2"])
         return state, arrays
 
     def restore(self, path, state: dict, arrays: dict) -> None:
@@ -258,6 +292,17 @@ class _Reducer:
             if self.keep:
                 ok = ok and a["kept"].shape[0] == pn and \
                     a["p_kept"].shape[0] == int(a["p_nb"].sum())
+            base = None
+            if "base" in state:
+                base = {"cnt": arrays["base_cnt"].astype(np.int64),
+                        "mean": arrays["base_mean"].astype(np.float64),
+                        "m2": arrays["base_m2"].astype(np.float64),
+                        "ntrunc": int(state["base"]["ntrunc"]),
+                        "njumps": int(state["base"]["njumps"])}
+                ok = ok and (base["cnt"].shape == (nt,) and base["mean"].shape == (nt, nc)
+                             and base["m2"].shape == (nt, nc)
+                             and 0 <= base["njumps"] <= a["jumps"].shape[0]
+                             and pb >= 1 and pn < pb * BLOCK)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise _corrupt(Path(path), f"incomplete state: {exc}") from exc
         if not ok:
@@ -268,10 +313,23 @@ class _Reducer:
                 f"{self.cap} asked for (ntraj, or max_ntraj with target_sem); ask for at "
                 "least that many or use another checkpoint path")
         if pn != pb * BLOCK and pn != self.cap:
-            raise ValueError(
-                f"checkpoint {str(path)!r} holds a finished run of {pn} trajectories (not a "
-                f"whole number of {BLOCK}-trajectory blocks); it can only be resumed with "
-                f"ntraj={pn}")
+            if base is None:
+                raise ValueError(
+                    f"checkpoint {str(path)!r} holds a finished run of {pn} trajectories "
+                    f"(not a whole number of {BLOCK}-trajectory blocks) written by an "
+                    f"older version; it can only be resumed with ntraj={pn}")
+            # extend a run that ended with a short block: go back to the state
+            # before that block; it is run again in full
+            self.restored = pn
+            pb -= 1
+            pn = pb * BLOCK
+            a["acc_cnt"], a["acc_mean"], a["acc_m2"] = base["cnt"], base["mean"], base["m2"]
+            ntrunc = base["ntrunc"]
+            a["jumps"] = a["jumps"][:base["njumps"]]
+            a["kept"] = a["kept"][:pn]
+            base = None
+        self.base = base
+        self.restored = max(self.restored, pn)
         self.acc.cnt = a["acc_cnt"].astype(np.int64)
         self.acc.mean = a["acc_mean"].astype(np.float64)
         self.acc.m2 = a["acc_m2"].astype(np.float64)
@@ -296,24 +354,37 @@ class _Reducer:
 
 # --------------------------------------------------------------------------- stopping
 def _target_value(red: _Reducer, cols: dict, names: tuple, times: np.ndarray,
-                  half_a: np.ndarray, relative: bool) -> float:
-    """Worst standard error (absolute) or worst sem/|mean| (relative) over the
-    chosen observables at every output time ``t > 0`` that has trajectories."""
+                  half_a: np.ndarray, relative: bool, rel_floor: float = 0.25) -> float:
+    """Worst effective standard error (absolute) or worst sem/|mean| (relative)
+    over the chosen observables at every output time ``t > 0`` that has
+    trajectories.
+
+    Standard errors are floored at one event's worth ``delta / n``
+    (``results.effective_sem``). Relative: rows with ``|mean|`` below
+    ``rel_floor`` times the largest ``|mean|`` of the observable are ignored.
+    """
     acc = red.acc
     rows = (times > 0) & (acc.cnt > 0)
     if not rows.any():
         return math.inf
+    n = acc.cnt[rows].astype(float)[:, None]
     sem = acc.sem()[rows]
     mean = acc.mean[rows]
     worst = 0.0
     for name in names:
         src = "j_bond" if name == "flow" else name
         se, mu = sem[:, cols[src]], mean[:, cols[src]]
-        if name == "flow" and not relative:
-            se = se * half_a
+        delta = ONE_EVENT[src]
+        if name == "flow":
+            se, mu, delta = se * half_a, mu * half_a, delta * half_a
+        se = np.maximum(np.where(np.isnan(se), 0.0, se), delta / n)
         if relative:
+            size = np.abs(mu)
+            keep = (size > 0) & (size >= rel_floor * size.max())
+            if not keep.any():
+                continue
             with np.errstate(divide="ignore", invalid="ignore"):
-                val = np.where(se == 0, 0.0, se / np.abs(mu))
+                val = np.where(keep, se / size, 0.0)
         else:
             val = se
         if np.isnan(val).any():
@@ -493,6 +564,108 @@ def _deferred_sigint():
         signal.signal(signal.SIGINT, old)
 
 
+# --------------------------------------------------------------------------- progress
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` (``?`` when unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class _Progress:
+    """Progress of a run on stderr: a tqdm bar on a terminal, else one-line records.
+
+    Records are written by a daemon thread every ``PROGRESS_EVERY`` seconds
+    (so also while a long batch runs; the kernels release the GIL) and once
+    at the end (:meth:`close`). Format (one line, ``key=value`` fields)::
+
+        thermospin_mc progress: done=1280 total=20000 traj_per_s=812.3 elapsed=0:00:01 eta=0:00:23
+        thermospin_mc progress: done=2560 min=2000 max=100000 sem=0.0123 target=0.005 \
+            relative=yes traj_per_s=812.3 elapsed=0:00:03 eta=0:01:10
+
+    ``done`` counts merged trajectories (resumed ones included); ``traj_per_s``
+    and ``elapsed`` refer to this call's run time (compile time excluded).
+    With a target the ETA assumes ``sem ~ 1/sqrt(n)``.
+    """
+
+    def __init__(self, red: _Reducer, start: float, resumed: int, total: int | None,
+                 target: float | None = None, relative: bool = False, minimum: int = 0,
+                 stream=None):
+        self.red, self.start, self.resumed = red, start, resumed
+        self.total, self.target, self.relative, self.minimum = total, target, relative, minimum
+        self.stream = sys.stderr if stream is None else stream
+        self.sem = math.inf
+        self.bar = None
+        self._stop = threading.Event()
+        self._thread = None
+        self._lock = threading.Lock()
+        if _isatty(self.stream):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total if target is None else None, initial=red.ntraj,
+                            unit="traj", desc="mcsolve", file=self.stream)
+        else:
+            self._thread = threading.Thread(target=self._loop, daemon=True,
+                                            name="thermospin_mc-progress")
+            self._thread.start()
+
+    def update(self, nb: int, sem: float | None = None) -> None:
+        if sem is not None:
+            self.sem = sem
+        if self.bar is not None:
+            self.bar.update(nb)
+            if sem is not None and self.target is not None:
+                self.bar.set_postfix_str(f"sem {sem:.3g} (target {self.target:.3g})",
+                                         refresh=False)
+
+    def record(self) -> str:
+        done = self.red.ntraj
+        elapsed = time.monotonic() - self.start
+        rate = (done - self.resumed) / elapsed if elapsed > 0 else 0.0
+        if self.target is None:
+            goal = self.total
+            head = f"done={done} total={self.total}"
+        else:
+            need = self.minimum
+            if math.isfinite(self.sem) and done > 0:
+                need = max(need, math.ceil(done * (self.sem / self.target) ** 2))
+            goal = min(need, self.total)
+            shown = f"{self.sem:.4g}" if math.isfinite(self.sem) else "nan"
+            head = (f"done={done} min={self.minimum} max={self.total} sem={shown} "
+                    f"target={self.target:.4g} relative={'yes' if self.relative else 'no'}")
+        eta = (goal - done) / rate if rate > 0 else (0.0 if done >= goal else math.inf)
+        return (f"thermospin_mc progress: {head} traj_per_s={rate:.1f} "
+                f"elapsed={_clock(elapsed)} eta={_clock(max(eta, 0.0))}")
+
+    def _emit(self) -> None:
+        with self._lock:
+            with contextlib.suppress(Exception):
+                print(self.record(), file=self.stream, flush=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(PROGRESS_EVERY):
+            self._emit()
+
+    def close(self, final: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+            if final:
+                self._emit()
+
+
+def _isatty(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
 # --------------------------------------------------------------------------- driver
 def resolve_seed(seed, checkpoint):
     """``seed=None`` with an existing checkpoint continues the checkpoint's seed."""
@@ -533,7 +706,7 @@ def _resume(path: Path, resume, identity: dict, red: _Reducer) -> float:
 
 
 def _consume(results, red: _Reducer, reason, opts: dict, save, interrupted, bar,
-             start: float) -> str | None:
+             start: float, current_sem=None) -> str | None:
     """Feed finished batches to the reducer until a stop reason appears.
 
     Checkpoints every ``checkpoint_every`` seconds; on any exception (Ctrl-C
@@ -547,9 +720,9 @@ def _consume(results, red: _Reducer, reason, opts: dict, save, interrupted, bar,
                 red.offer(*item)
                 while stopped_by is None and red.next_block in red.pending:
                     nb = red.merge_next()
-                    if bar is not None:
-                        bar.update(nb)
                     stopped_by = reason()
+                    if bar is not None:
+                        bar.update(nb, None if current_sem is None else current_sem())
             if stopped_by is not None:
                 return stopped_by
             if interrupted():
@@ -587,11 +760,14 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                          keep)
     red = _Reducer(times.size, ncomp, cap, record_jumps, keep)
     half_a = np.asarray(model.couplings) / 2
+    achieved = {"sem": math.inf}
 
     def reason():
-        if target is not None and red.ntraj >= ntraj and _target_value(
-                red, cols, opts["target_names"], times, half_a, opts["relative"]) <= target:
-            return "target_sem"
+        if target is not None:
+            achieved["sem"] = _target_value(red, cols, opts["target_names"], times, half_a,
+                                            opts["relative"], opts["rel_floor"])
+            if red.ntraj >= ntraj and achieved["sem"] <= target:
+                return "target_sem"
         if red.next_block >= red.nblocks:
             return "max_ntraj" if target is not None else "ntraj"
         return None
@@ -608,17 +784,24 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                 state, arrays = red.to_checkpoint(elapsed_before + time.monotonic() - start)
                 write_checkpoint(path, identity, state, arrays)
 
-        resumed = red.ntraj
-        start = time.monotonic()
+        resumed, first = red.restored, red.ntraj
         stopped_by = reason()  # a finished checkpoint: nothing to run, nothing to write
+        if resumed:
+            more = ("nothing left to run" if stopped_by is not None
+                    else f"running on to {'ntraj ' + str(cap) if target is None else 'target'}")
+            if first < resumed:
+                more = (f"its short last block of {resumed - first} is run again in full; "
+                        + more)
+            print(f"thermospin_mc: resuming from {resumed} trajectories (checkpoint "
+                  f"{str(path)!r}); {more}", file=sys.stderr, flush=True)
+        compile_s = warm_kernels() if stopped_by is None and backend in (
+            "serial", "threads") else 0.0
+        start = time.monotonic()
         if stopped_by is None:
             bar = None
             if _want_progress(progress, cap if target is None else ntraj):
-                from tqdm.auto import tqdm
-
-                bar = stack.enter_context(tqdm(total=cap if target is None else None,
-                                               initial=red.ntraj, unit="traj",
-                                               desc="mcsolve"))
+                bar = _Progress(red, start, first, cap, target, opts["relative"], ntraj)
+                stack.callback(bar.close)
             args = (model, times, key)
             kw = dict(ntraj=cap, names=names, record_jumps=record_jumps, keep=keep,
                       max_magnons=max_magnons, dense_max=dense_max)
@@ -642,18 +825,22 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             interrupted = stack.enter_context(_deferred_sigint())
             with contextlib.closing(results):
                 stopped_by = _consume(results, red, reason, opts, save, interrupted, bar,
-                                      start)
+                                      start, lambda: achieved["sem"])
             if save is not None:
                 save()
-    elapsed = elapsed_before + time.monotonic() - start
+    run_s = time.monotonic() - start
+    elapsed = elapsed_before + run_s
     extra = {"backend": backend, "stopped_by": stopped_by, "max_magnons": max_magnons,
              "model_fingerprint": identity["model_fingerprint"],
-             "checkpoint": None if path is None else str(path), "resumed_ntraj": resumed}
+             "checkpoint": None if path is None else str(path), "resumed_ntraj": resumed,
+             "compile_s": compile_s, "run_s": run_s,
+             "traj_per_s": (red.ntraj - first) / run_s if run_s > 0 else 0.0}
     if target is not None:
         extra.update(target_sem=target, relative=opts["relative"],
+                     rel_floor=opts["rel_floor"],
                      target_observables=list(opts["target_names"]), max_ntraj=cap,
                      achieved_sem=_target_value(red, cols, opts["target_names"], times,
-                                                half_a, opts["relative"]))
+                                                half_a, opts["relative"], opts["rel_floor"]))
     if opts["time_limit"] is not None:
         extra["time_limit"] = opts["time_limit"]
     return _assemble(model, times, names, cols, red.acc, red.jumps, red.kept, red.ntrunc,
@@ -783,7 +970,7 @@ def merge(*results: Result) -> Result:
     total = int(sum(m.get("ntraj", 0) for m in metas))
     meta = dict(first.metadata)
     for k in ("stopped_by", "checkpoint", "resumed_ntraj", "achieved_sem", "n_jobs",
-              "backend", "time_limit"):
+              "backend", "time_limit", "compile_s", "run_s", "traj_per_s"):
         meta.pop(k, None)
     offsets = np.cumsum([0] + [int(m.get("ntraj", 0)) for m in metas[:-1]]).tolist()
     modes = {}
