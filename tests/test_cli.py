@@ -47,6 +47,7 @@ CHANGES = [
     ["--checkpoint", "{tmp}/ck.npz", "--checkpoint-every", "5"], ["--target-sem", "1e-3"],
     ["--target-sem", "1e-3", "--target-observables", "m"],
     ["--target-sem", "1e-3", "--max-ntraj", "50000"], ["--time-limit", "60"],
+    ["--target-sem", "1%", "--rel-floor", "0.5"],
     ["--backend", "serial"], ["--scheduler", "tcp://127.0.0.1:1"], ["--out", "{tmp}/other"],
     ["--config", "{tmp}/run.toml"],
 ]
@@ -69,6 +70,7 @@ REFUSED = [
     (["--solver", "exact", "--checkpoint", "{tmp}/ck.npz"], "--checkpoint does nothing"),
     (["--solver", "exact", "--no-compare"], "--no-compare does nothing"),
     (["--resume"], "--resume needs --checkpoint"),
+    (["--target-sem", "1e-3", "--rel-floor", "0.5"], "--rel-floor only acts with a relative"),
     (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint"),
     (["--n-jobs", "0"], "n_jobs must be >= 1 or -1 (all cores), got 0"),
     (["--times", "a:b"], "--times must be"),
@@ -90,6 +92,7 @@ REFUSED_AT_START = [
     (["--scheduler", "tcp://127.0.0.1:1", "--backend", "loky"], "backend must be 'dask'"),
     (["--observables", "j,bogus"], "observable must be one of"),
     (["--max-magnons", "99"], "max_magnons must be <= 5, got 99"),
+    (["--target-sem", "1%", "--rel-floor", "1.5"], "rel_floor must be"),
 ]
 
 

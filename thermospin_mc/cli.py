@@ -130,6 +130,9 @@ def _add_run(sub):
                         "the minimum number of trajectories")
     g.add_argument("--target-observables", dest="target_observables",
                    help=_d("comma list of observables the target applies to", "all but flow"))
+    g.add_argument("--rel-floor", dest="rel_floor", type=float,
+                   help=_d("a relative target ignores rows whose |mean| is below this "
+                           "fraction of the observable's largest |mean|", 0.25))
     g.add_argument("--max-ntraj", dest="max_ntraj", type=int,
                    help=_d("cap on trajectories of a --target-sem run", "10^8"))
     g.add_argument("--time-limit", dest="time_limit", type=float,

@@ -58,11 +58,11 @@ MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "
 RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
             "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
-            "max_ntraj", "time_limit", "backend", "scheduler")
+            "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler")
 #: Run keys that only act on trajectories.
 MC_ONLY = ("ntraj", "seed", "batch_size", "record_jumps", "max_magnons", "compare", "progress",
            "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
-           "max_ntraj", "time_limit", "backend", "scheduler")
+           "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler")
 
 #: Defaults of the run (the README's main job).
 RUN_DEFAULTS = {"times": "0:20:81", "solver": "mc", "ntraj": 20_000, "seed": 1, "n_jobs": -1,
@@ -376,6 +376,10 @@ def _mc_options(rcfg: dict, cfg: dict) -> dict:
         kw["resume"] = rcfg["resume"]
     if "target_sem" in rcfg:
         kw["target_sem"], kw["relative"] = _target(rcfg["target_sem"])
+    if "rel_floor" in rcfg:
+        if not kw.get("relative"):
+            raise ConfigError("--rel-floor only acts with a relative --target-sem (e.g. 1%)")
+        kw["rel_floor"] = rcfg["rel_floor"]
     if "target_observables" in rcfg:
         kw["target_observables"] = _names("target_observables", rcfg["target_observables"])
     # everything else (ranges, combinations such as max_ntraj without a target) is
