@@ -21,44 +21,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .observables import OBSERVABLES, PAIR_NAMES, observable_sites, table_rows
+
 __all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites"]
-
-#: Observable names, in table order.
-OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
-
-
-def observable_sites(name: str, N: int) -> np.ndarray:
-    """1-based site/bond labels of an observable (0 for whole-chain observables)."""
-    if name == "n":
-        return np.arange(1, N + 1)
-    if name in ("j_bond", "flow"):
-        return np.arange(1, N)
-    if name in ("j", "m", "norm"):
-        return np.zeros(1, dtype=int)
-    raise ValueError(f"unknown observable {name!r}; allowed: {OBSERVABLES}")
 
 
 def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = None,
-                 ntraj: int = 0) -> pd.DataFrame:
-    """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays."""
+                 ntraj: int = 0, pairs=None, channels=()) -> pd.DataFrame:
+    """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays.
+
+    Rows and labels come from :mod:`thermospin_mc.observables`; a ``site2``
+    column is added when two-point observables (``pairs``) are present.
+    """
     frames = []
     times = np.asarray(times, dtype=float)
+    two_point = any(name in PAIR_NAMES for name in means)
     for name in OBSERVABLES:
         if name not in means:
             continue
         mean = np.asarray(means[name], dtype=float).reshape(times.size, -1)
         sem = (np.zeros_like(mean) if sems is None or name not in sems
                else np.asarray(sems[name], dtype=float).reshape(mean.shape))
-        sites = observable_sites(name, N)
+        obs, sites, sites2 = table_rows(name, N, pairs, channels)
         ncomp = sites.size
-        frames.append(pd.DataFrame({
+        if ncomp == 0:
+            continue
+        cols = {
             "t": np.tile(times, ncomp),
-            "observable": name,
+            "observable": np.repeat(np.array(obs, dtype=object), times.size),
             "site": np.repeat(sites, times.size),
-            "mean": mean.T.ravel(),
-            "sem": sem.T.ravel(),
-            "ntraj": np.int64(ntraj),
-        }))
+        }
+        if two_point:
+            cols["site2"] = np.repeat(sites2, times.size)
+        cols.update({"mean": mean.T.ravel(), "sem": sem.T.ravel(), "ntraj": np.int64(ntraj)})
+        frames.append(pd.DataFrame(cols))
     df = pd.concat(frames, ignore_index=True)
     df["observable"] = df["observable"].astype(str)
     return df
@@ -102,10 +98,14 @@ class Result:
         if sub.empty:
             raise ValueError(f"observable {observable!r} not in this result; have "
                              f"{sorted(self.expect['observable'].unique())}")
-        # rows of one site are in time order (times may repeat): reshape by position
+        # rows of one site are in time order (times may repeat): reshape by position;
+        # components keep the table's order (pairs in the order they were given)
+        key = ["site", "site2"] if "site2" in sub.columns else ["site"]
+        ncomp = len(sub.drop_duplicates(key))
+        if observable in PAIR_NAMES:
+            return sub[stat].to_numpy().reshape(ncomp, -1).T
         sub = sub.sort_values("site", kind="stable")
-        nsite = sub["site"].nunique()
-        return sub[stat].to_numpy().reshape(nsite, -1).T
+        return sub[stat].to_numpy().reshape(ncomp, -1).T
 
     def __repr__(self):
         meta = self.metadata
@@ -141,9 +141,11 @@ class Result:
         """
         # the k-th occurrence of (t, observable, site) matches the k-th (repeated times)
         keys = ["t", "observable", "site", "_occurrence"]
+        if "site2" in self.expect.columns and "site2" in other.expect.columns:
+            keys.insert(3, "site2")
 
         def tag(df):
-            return df.assign(_occurrence=df.groupby(keys[:3]).cumcount())
+            return df.assign(_occurrence=df.groupby(keys[:-1]).cumcount())
 
         merged = tag(self.expect).merge(tag(other.expect), on=keys, suffixes=("", "_other"))
         if merged.empty:
@@ -153,11 +155,12 @@ class Result:
         den = np.sqrt(err**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(den > 0, diff / den, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-        return pd.DataFrame({
-            "t": merged["t"], "observable": merged["observable"], "site": merged["site"],
-            "mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
-            "sem": err, "z": z,
-        })
+        out = {"t": merged["t"], "observable": merged["observable"], "site": merged["site"]}
+        if "site2" in keys:
+            out["site2"] = merged["site2"]
+        out.update({"mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
+                    "sem": err, "z": z})
+        return pd.DataFrame(out)
 
     # ---------------------------------------------------------------- export
     def to_parquet(self, directory: str | Path, prefix: str = "") -> list[Path]:

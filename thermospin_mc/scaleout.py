@@ -575,9 +575,10 @@ def _consume(results, red: _Reducer, reason, opts: dict, save, interrupted, bar,
 
 def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarray, entropy,
             ntraj: int, n_jobs: int, batch_size: int | None, record_jumps: bool, keep: bool,
-            max_magnons: int, dense_max: int, progress, opts: dict) -> Result:
+            max_magnons: int, dense_max: int, progress, opts: dict, pairs=None) -> Result:
     """Run (or resume) an ensemble and assemble its ``Result`` (see ``mcsolve``)."""
-    _, cols, ncomp = _layout(model.N, names)
+    npair = 0 if pairs is None else len(pairs)
+    _, cols, ncomp = _layout(model.N, names, npair, len(model.channels))
     cap, target, backend, path = opts["cap"], opts["target"], opts["backend"], \
         opts["checkpoint"]
     if target is not None and not np.any(times > 0):
@@ -585,6 +586,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                          f"{times.tolist()}")
     identity = _identity(model, times, names, entropy, max_magnons, dense_max, record_jumps,
                          keep)
+    if npair:
+        identity["pairs"] = np.asarray(pairs).tolist()
     red = _Reducer(times.size, ncomp, cap, record_jumps, keep)
     half_a = np.asarray(model.couplings) / 2
 
@@ -622,6 +625,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             args = (model, times, key)
             kw = dict(ntraj=cap, names=names, record_jumps=record_jumps, keep=keep,
                       max_magnons=max_magnons, dense_max=dense_max)
+            if npair:
+                kw["pairs"] = pairs
             if backend == "dask":
                 client = stack.enter_context(_dask_client(opts["client"], opts["scheduler"],
                                                           n_jobs))
@@ -657,7 +662,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     if opts["time_limit"] is not None:
         extra["time_limit"] = opts["time_limit"]
     return _assemble(model, times, names, cols, red.acc, red.jumps, red.kept, red.ntrunc,
-                     red.ntraj, entropy, red.modes, elapsed, workers, record_jumps, extra)
+                     red.ntraj, entropy, red.modes, elapsed, workers, record_jumps, extra,
+                     pairs=pairs)
 
 
 # --------------------------------------------------------------------------- merging
