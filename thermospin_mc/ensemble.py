@@ -190,7 +190,8 @@ class SectorPack:
                 path_obs = np.zeros((nt, ncomp))
                 use_phase = self.dt > 0 and fine_t.size == nt
                 K.initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t,
-                               out_idx, use_phase, self.N, flags, path_cur, path_norm,
+                               out_idx, use_phase, self.N, flags, len(self.channels),
+                               path_cur, path_norm,
                                path_decay, path_obs)
                 self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay,
                                     path_obs)

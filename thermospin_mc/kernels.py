@@ -272,13 +272,12 @@ def _hermite_root(f0, s0, f1, s1):
 
 # --------------------------------------------------------------------------- observables
 @njit(cache=True, _nrt=False)
-def _record(stab, ints, ptab, m, psi, nrm, N, flags, out, k_out):
+def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
     """Write the observables of ``psi / sqrt(nrm)`` into row ``out[k_out]``.
 
     Component layout: [j] (if FLAG_J), [j_bond x (N-1)] (if FLAG_JBOND),
-    [m], [n x N] (if FLAG_N), [nn x npair] (if FLAG_NN), [pm_re x npair,
-    pm_im x npair] (if FLAG_PM); the jump counts that follow (FLAG_COUNT) are
-    written by the caller.
+    [m], [n x N] (if FLAG_N); the two-point observables and the jump counts
+    that follow are written by :func:`_record_extra`.
     """
     d = stab[m, DIM]
     inv = 1.0 / nrm
@@ -316,15 +315,24 @@ def _record(stab, ints, ptab, m, psi, nrm, N, flags, out, k_out):
             p = (psi[bidx].real * psi[bidx].real + psi[bidx].imag * psi[bidx].imag) * inv
             for k in range(m):
                 out[k_out, pos + ints[os_ + bidx * m + k]] += p
-        pos += N
-    if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0:
-        _record_pairs(ints, ptab, m, psi, inv, flags, out, k_out, pos)
 
 
 @njit(cache=True, _nrt=False)
-def _record_pairs(ints, ptab, m, psi, inv, flags, out, k_out, pos):
-    """``<n_i n_k>`` and ``<s+_i s-_k>`` of every pair (``SectorSpace.pair_maps``)."""
+def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts):
+    """Columns after ``n``: ``[nn x npair] [pm_re x npair, pm_im x npair]``
+    (``<n_i n_k>``, ``<s+_i s-_k>`` of every pair, see ``SectorSpace.pair_maps``)
+    and ``[count x nch]`` (jumps so far), as flagged."""
     npair = ptab.shape[0]
+    inv = 1.0 / nrm
+    pos = out.shape[1]
+    if flags[FLAG_COUNT] != 0:
+        pos -= counts.size
+        for c in range(counts.size):
+            out[k_out, pos + c] = counts[c]
+    if flags[FLAG_PM] != 0:
+        pos -= 2 * npair
+    if flags[FLAG_NN] != 0:
+        pos -= npair
     if flags[FLAG_NN] != 0:
         for p in range(npair):
             ob = ptab[p, m, 0]
@@ -348,7 +356,7 @@ def _record_pairs(ints, ptab, m, psi, inv, flags, out, k_out, pos):
 # --------------------------------------------------------------------------- shared start
 @njit(cache=True, nogil=True)
 def initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t, out_idx,
-                 use_phase_grid, N, flags, path_cur, path_norm, path_decay, path_obs):
+                 use_phase_grid, N, flags, nch, path_cur, path_norm, path_decay, path_obs):
     """No-jump path from the initial state, shared by every trajectory.
 
     ``fine_t`` is the output grid, refined in Taylor mode to about one
@@ -381,7 +389,10 @@ def initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t, out_idx
         path_decay[f] = _decay_rate(stab, reals, m0, psi)
         while k < out_idx.size and out_idx[k] == f:
             if nrm > 0.0:
-                _record(stab, ints, ptab, m0, psi, nrm, N, flags, path_obs, k)
+                _record(stab, ints, m0, psi, nrm, N, flags, path_obs, k)
+                if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0:
+                    _record_extra(ints, ptab, m0, psi, nrm, flags, path_obs, k,
+                                  np.zeros(nch))
             k += 1
 
 
@@ -407,11 +418,9 @@ def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_
             n_hi = nrm
             g_hi = _decay_rate(stab, reals, m, psi)
             break
-        _record(stab, ints, ptab, m, psi, nrm, N, flags, X, k)
-        if flags[FLAG_COUNT] != 0:
-            c0 = X.shape[1] - counts.size
-            for c in range(counts.size):
-                X[k, c0 + c] = counts[c]
+        _record(stab, ints, m, psi, nrm, N, flags, X, k)
+        if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0:
+            _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
         _accept(stab, m, cur, psi, coef)
         t_cur = times[k]
         n_cur = nrm
