@@ -243,6 +243,8 @@ CASES = [
     (7, 5, ["loss", "dephasing", "pump", "dephasing"], None),
     (8, 4, ["pump", "loss"], tsm.mixture({(1,): 0.5, (2, 3): 0.25, (1, 2, 4): 0.25})),
     (9, 5, None, tsm.product_mixture([0.1, 0.7, 0.0, 1.0, 0.4])),
+    (10, 4, ["loss", "dephasing"], tsm.magnons(2, 3)),                   # loss only
+    (11, 4, ["pump", "dephasing", "dephasing"], tsm.magnons(1)),         # pump only
 ]
 
 
@@ -438,7 +440,7 @@ def _check_against(res, ref, ntraj):
 TRAJ_TIMES = np.linspace(0.0, 4.0, 21)
 
 
-@pytest.mark.parametrize("case", [1, 5, 6, 8, 9])
+@pytest.mark.parametrize("case", [1, 5, 6, 8, 9, 10])
 def test_trajectories_agree_with_mesolve_for_general_models(case):
     seed, N, kinds, ini = next(c for c in CASES if c[0] == case)
     model = random_model(seed, N, kinds, ini)
