@@ -111,7 +111,7 @@ def rho0_full(model):
         return np.outer(v, v.conj())
     if isinstance(ini, tsm.StateVector):
         basis = tsm.SectorSpace(model).basis(ini.m)
-        v = sum(c * ket(tuple(b)) for c, b in zip(ini.amplitudes, basis))
+        v = sum(c * ket(tuple(b)) for c, b in zip(ini.amplitudes, basis, strict=True))
         return np.outer(v, v.conj())
     if isinstance(ini, tsm.ProductMixture):
         rho = np.ones((1, 1))
@@ -119,7 +119,7 @@ def rho0_full(model):
             rho = np.kron(rho, np.diag([1 - p, p]))
         return rho.astype(complex)
     rho = np.zeros((2**N, 2**N), dtype=complex)
-    for cfg, w in zip(ini.configurations, ini.weights):
+    for cfg, w in zip(ini.configurations, ini.weights, strict=True):
         v = ket(cfg)
         rho += w * np.outer(v, v.conj())
     return rho
@@ -542,3 +542,19 @@ def test_all_configurations_of_a_mixture_are_reached_by_trajectories():
             exp_n[s - 1] += w
     z = (res.get("n")[0] - exp_n) / res.get("n", "sem")[0]
     assert np.abs(z).max() < 4
+
+
+def test_two_point_results_merge_and_compare_on_both_sites():
+    model = tsm.boundary_driven(4, 0.8, 1.2, initial=tsm.product_mixture([0.5] * 4))
+    kw = dict(observables=["n", "nn", "pm"], pairs=[(1, 2), (1, 3)])
+    a = tsm.mcsolve(model, [0.0, 1.0], ntraj=128, seed=1, **kw)
+    b = tsm.mcsolve(model, [0.0, 1.0], ntraj=64, seed=2, **kw)
+    whole = tsm.merge(a, b)
+    assert whole.get("nn").shape == (2, 2)
+    assert list(whole.expect.query("observable == 'nn'")["site2"].unique()) == [2, 3]
+    z = whole.compare(tsm.mesolve(model, [0.0, 1.0], **kw))
+    assert "site2" in z.columns and len(z) == len(whole.expect)
+    # at t = 0 the product mixture gives <n_1 n_3> = p_1 p_3 and <s+_1 s-_3> = 0
+    ref0 = tsm.mesolve(model, [0.0], **kw)
+    np.testing.assert_allclose(ref0.get("nn")[0], [0.25, 0.25], atol=1e-14)
+    np.testing.assert_allclose(ref0.get("pm_re")[0], [0.0, 0.0], atol=1e-14)

@@ -20,8 +20,8 @@ import scipy.sparse as sp
 
 from . import _validate as v
 from . import kernels as K
-from .model import ChainModel
 from . import observables as OBS
+from .model import ChainModel
 from .results import Result, expect_table
 from .sectors import SectorSpace
 

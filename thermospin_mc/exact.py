@@ -35,8 +35,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _validate as v
-from .model import ChainModel
 from . import observables as OBS
+from .model import ChainModel
 from .observables import OBSERVABLES
 from .results import Result, expect_table
 from .sectors import SectorSpace

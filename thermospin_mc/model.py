@@ -610,7 +610,8 @@ def initial_from_dict(d: dict):
     if kind == "magnons":
         return Magnons(tuple(d["sites"]))
     if kind == "state_vector":
-        return StateVector(d["m"], tuple(complex(r, i) for r, i in zip(d["re"], d["im"])))
+        amps = np.asarray(d["re"], dtype=float) + 1j * np.asarray(d["im"], dtype=float)
+        return StateVector(d["m"], tuple(complex(x) for x in amps))
     if kind == "product_mixture":
         return ProductMixture(tuple(d["p"]))
     if kind == "mixture":
@@ -688,7 +689,7 @@ def _normalise_initial(initial, N: int):
         if w.sum() <= 0.0:
             raise ValueError("mixture weights must not all be 0")
         cfgs = {}
-        for cfg, wk in zip(initial.configurations, w):
+        for cfg, wk in zip(initial.configurations, w, strict=True):
             sites = _normalise_initial(Magnons(tuple(cfg)), N).sites
             if wk > 0.0:
                 cfgs[sites] = cfgs.get(sites, 0.0) + float(wk)

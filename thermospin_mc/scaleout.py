@@ -723,6 +723,8 @@ def merge(*results: Result) -> Result:
     first = results[0]
     fp = _fingerprint(first.metadata)
     keys = ["t", "observable", "site"]
+    if "site2" in first.expect.columns:  # two-point rows (pairs)
+        keys.append("site2")
 
     def ordered(df):
         return df.sort_values(keys, kind="stable")
@@ -756,6 +758,8 @@ def merge(*results: Result) -> Result:
         if len(other) != len(base) or not (
                 other["observable"].equals(base["observable"])
                 and np.array_equal(other["site"].to_numpy(), base["site"].to_numpy())
+                and ("site2" not in keys or ("site2" in other.columns and np.array_equal(
+                    other["site2"].to_numpy(), base["site2"].to_numpy())))
                 and np.array_equal(other["t"].to_numpy(), base["t"].to_numpy())):
             raise ValueError(f"cannot merge results with different observables (result 0 "
                              f"has {sorted(base['observable'].unique())}, result {i} has "

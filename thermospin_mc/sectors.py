@@ -269,7 +269,7 @@ class SectorSpace:
                     out.append((m, w))
             return out
         by_m: dict[int, np.ndarray] = {}
-        for cfg, w in zip(ini.configurations, ini.weights):
+        for cfg, w in zip(ini.configurations, ini.weights, strict=True):
             m = len(cfg)
             if m not in by_m:
                 by_m[m] = np.zeros(self.dim(m))
