@@ -558,3 +558,28 @@ def test_two_point_results_merge_and_compare_on_both_sites():
     ref0 = tsm.mesolve(model, [0.0], **kw)
     np.testing.assert_allclose(ref0.get("nn")[0], [0.25, 0.25], atol=1e-14)
     np.testing.assert_allclose(ref0.get("pm_re")[0], [0.0, 0.0], atol=1e-14)
+
+
+def test_loss_in_the_middle_of_a_symmetric_chain_leaves_a_dark_state():
+    # uniform 3-site chain, loss at site 2 only: (|1> - |3>)/sqrt(2) is an eigenstate
+    # of h with no weight on site 2, so it never decays (full-space check below)
+    model = tsm.ChainModel(N=3, profile=tsm.BondCouplings((1.0, 1.0)), initial=[1],
+                           channels=[tsm.Loss(2, 1.0)])
+    assert reference_steady(model, []) is None
+    with pytest.raises(ValueError, match="not unique"):
+        tsm.steadystate(model)
+    with pytest.raises(ValueError, match="dark|never"):
+        tsm.exit_probabilities(model)
+    # with dephasing at site 1 the dark state is mixed away: unique again (all up)
+    dep = tsm.with_dephasing(model, 0.5, sites=[1])
+    assert reference_steady(dep, []) is not None
+    np.testing.assert_allclose(tsm.steadystate(dep).get("m")[0, 0], 1.5, atol=1e-12)
+    ex = tsm.exit_probabilities(dep)
+    np.testing.assert_allclose(ex["loss@2"], 1.0, atol=1e-9)
+    # dephasing at site 2 instead does not help: the state is an eigenstate of sz_2
+    dep2 = tsm.with_dephasing(model, 0.5, sites=[2])
+    assert reference_steady(dep2, []) is None
+    with pytest.raises(ValueError, match="not unique"):
+        tsm.steadystate(dep2)
+    with pytest.raises(ValueError, match="never"):
+        tsm.exit_probabilities(dep2)
