@@ -576,8 +576,8 @@ def exit_probabilities(model: ChainModel) -> pd.Series:
     """
     model = _check_model(model)
     if model.has_kind("pump"):
-        raise ValueError(f"exit_probabilities needs a model without pump (a pump never lets "
-                         f"the chain empty), got gamma_pump = {model.gamma_pump}"
+        raise ValueError(f"exit_probabilities needs gamma_pump = 0 (a pump never lets the "
+                         f"chain empty), got gamma_pump = {model.gamma_pump}"
                          if not model._explicit else
                          "exit_probabilities needs a model without pump channels (a pump "
                          "never lets the chain empty)")
