@@ -583,3 +583,15 @@ def test_loss_in_the_middle_of_a_symmetric_chain_leaves_a_dark_state():
         tsm.steadystate(dep2)
     with pytest.raises(ValueError, match="never"):
         tsm.exit_probabilities(dep2)
+
+
+def test_gmres_steady_state_with_dephasing_matches_full_space():
+    # the GMRES path preconditions with the no-jump inverse; the dephasing jumps
+    # (inside the blocks) must be carried by the iteration
+    model = tsm.with_dephasing(tsm.boundary_driven(4, 0.9, 0.6, anisotropy=(0.5, 1.5, -0.3),
+                                                   fields=(0.2, -0.1, 0.4, 0.0)), 0.7,
+                               sites=[2, 3])
+    ref = reference_steady(model, [(1, 4)])
+    got = table_dict(tsm.steadystate(model, method="gmres", pairs=[(1, 4)]))
+    for key, val in ref.items():
+        np.testing.assert_allclose(got[key][0], val, rtol=0, atol=1e-8, err_msg=str(key))
