@@ -595,3 +595,17 @@ def test_gmres_steady_state_with_dephasing_matches_full_space():
     got = table_dict(tsm.steadystate(model, method="gmres", pairs=[(1, 4)]))
     for key, val in ref.items():
         np.testing.assert_allclose(got[key][0], val, rtol=0, atol=1e-8, err_msg=str(key))
+
+
+def test_channel_tables_are_validated():
+    from thermospin_mc.model import channel_from_dict
+
+    spec = channel_from_dict({"kind": "dephasing", "site": 3, "rate": 0.2})
+    model = tsm.ChainModel(N=4, channels=[spec])
+    assert model.channels[0].name == "dephasing@3"
+    with pytest.raises(ValueError, match="kind"):
+        channel_from_dict({"kind": "gain", "site": 1, "rate": 1.0})
+    with pytest.raises(ValueError, match="lacks"):
+        channel_from_dict({"kind": "loss", "site": 1})
+    with pytest.raises(ValueError, match="unknown"):
+        channel_from_dict({"kind": "loss", "site": 1, "rate": 1.0, "gamma": 2})

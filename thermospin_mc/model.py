@@ -23,7 +23,8 @@ __all__ = [
     "UniformProfile", "StepProfile", "LinearProfile", "BondTemperatures", "BondCouplings",
     "Magnons", "magnons", "StateVector", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "ChainModel", "Channel", "Loss", "Pump", "Dephasing", "paper_model",
-    "boundary_driven", "with_dephasing", "PAPER_GAMMA", "PAPER_GAMMA_PUMP",
+    "boundary_driven", "with_dephasing", "channel_from_dict", "profile_from_dict",
+    "initial_from_dict", "PAPER_GAMMA", "PAPER_GAMMA_PUMP",
 ]
 
 PAPER_GAMMA = 3.102
@@ -552,9 +553,7 @@ class ChainModel:
               "initial": initial_from_dict(d.get("initial", {"kind": "magnons", "sites": []})),
               "anisotropy": d.get("anisotropy", 1.0), "fields": d.get("fields")}
         if d.get("channels"):
-            kw["channels"] = [_SPEC_TYPES[c["kind"]](site=c["site"], rate=c["rate"],
-                                                     name=c.get("name"))
-                              for c in d["channels"]]
+            kw["channels"] = [channel_from_dict(c) for c in d["channels"]]
         else:
             kw.update(gamma=d.get("gamma", 0.0), gamma_pump=d.get("gamma_pump", 0.0),
                       pump_site=d.get("pump_site") if d.get("gamma_pump", 0.0) > 0 else None)
@@ -618,6 +617,23 @@ def initial_from_dict(d: dict):
         return Mixture(tuple(tuple(c) for c in d["configurations"]), tuple(d["weights"]))
     raise ValueError(f"initial kind must be one of magnons, state_vector, product_mixture, "
                      f"mixture; got {kind!r}")
+
+
+def channel_from_dict(d: dict) -> _ChannelSpec:
+    """A channel spec from ``{"kind": "loss" | "pump" | "dephasing", "site": i,
+    "rate": r, "name": optional}`` (a TOML ``[[channel]]`` table, or
+    :meth:`Channel.to_dict`). Site and rate are validated by the model."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a channel must be a table with kind, site, rate; got {d!r}")
+    unknown = sorted(set(d) - {"kind", "site", "rate", "name"})
+    if unknown:
+        raise ValueError(f"unknown channel key(s) {unknown}; allowed: kind, site, rate, name")
+    missing = [k for k in ("kind", "site", "rate") if k not in d]
+    if missing:
+        raise ValueError(f"channel {d!r} lacks {', '.join(missing)}")
+    if d["kind"] not in _SPEC_TYPES:
+        raise ValueError(f"channel kind must be one of {_CHANNEL_KINDS}, got {d['kind']!r}")
+    return _SPEC_TYPES[d["kind"]](site=d["site"], rate=d["rate"], name=d.get("name"))
 
 
 def _normalise_channels(channels, N: int) -> list[Channel]:
