@@ -7,20 +7,30 @@ eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 
 __version__ = "0.1.0"
 
-from . import analysis, io  # noqa: E402
+from . import analysis, io, observables  # noqa: E402
 from .ensemble import mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .model import (  # noqa: E402
     BondCouplings,
     BondTemperatures,
     ChainModel,
+    Channel,
+    Dephasing,
     LinearProfile,
+    Loss,
     Magnons,
+    Mixture,
+    ProductMixture,
+    Pump,
     StateVector,
     StepProfile,
     UniformProfile,
+    boundary_driven,
     magnons,
+    mixture,
     paper_model,
+    product_mixture,
+    with_dephasing,
 )
 from .results import Result, read_result  # noqa: E402
 from .scaleout import merge  # noqa: E402
@@ -33,4 +43,6 @@ __all__ = [
     "SectorSpace", "Result", "mcsolve", "merge", "mesolve", "sesolve", "steadystate",
     "exit_probabilities", "read_result",
     "analysis", "io",
+    "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
+    "mixture", "boundary_driven", "with_dephasing", "observables",
 ]

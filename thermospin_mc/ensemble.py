@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from math import comb
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import scipy.sparse as sp
 
 from . import _validate as v
 from . import kernels as K
+from . import observables as OBS
 from .model import ChainModel
 from .results import Result, expect_table
 from .sectors import SectorSpace
@@ -46,15 +48,21 @@ class SectorPack:
     for the sector, and the caller takes a new snapshot).
     """
 
-    def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX):
+    def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
+                 pairs=None):
         self.model = model
+        #: two-point pairs, 0-based sites
+        self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
+                      else np.asarray(pairs, dtype=np.int64).reshape(-1, 2) - 1)
         self.space = SectorSpace(model)
         self.N = model.N
         self.channels = model.channels
         nch = len(self.channels)
         self.dense_max = dense_max
         self.stab = np.zeros((self.N + 1, K.NCOL), dtype=np.int64)
-        self.jtab = np.zeros((max(nch, 1), self.N + 1, 2), dtype=np.int64)
+        self.jtab = np.zeros((max(nch, 1), self.N + 1, 3), dtype=np.int64)
+        self.jtab[:, :, 2] = -1
+        self.ptab = np.zeros((max(len(self.pairs), 1), self.N + 1, 4), dtype=np.int64)
         self.hnorms = np.zeros(self.N + 1)
         self._cpx, self._ints, self._reals = [], [], []
         self._ncpx = self._nints = self._nreals = 0
@@ -145,6 +153,12 @@ class SectorPack:
                 src, dst = self.space.jump_map(ch, m)
                 self.jtab[k, m, 0] = self._add("i", np.concatenate([src, dst]))
                 self.jtab[k, m, 1] = src.size
+                if ch.kind == "dephasing":
+                    self.jtab[k, m, 2] = self._add("r", self.space.jump_amplitudes(ch, m))
+        for p, (i, k) in enumerate(self.pairs):
+            both, src, dst = self.space.pair_maps(int(i), int(k), m)
+            self.ptab[p, m] = (self._add("i", both), both.size,
+                               self._add("i", np.concatenate([src, dst])), src.size)
         row[K.BUILT] = 1
 
     def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -166,7 +180,7 @@ class SectorPack:
         key = (m0, tuple(flags.tolist()))
         with self._lock:
             if key not in self._paths:
-                stab, _, hnorms, cpx, ints, reals, _ = self.snapshot()
+                stab, _, ptab, hnorms, cpx, ints, reals, _ = self.snapshot()
                 fine_t, out_idx = self.fine_grid(m0)
                 nt = self.times.size
                 path_cur = np.zeros((fine_t.size, stab[m0, K.DIM]), dtype=np.complex128)
@@ -174,20 +188,22 @@ class SectorPack:
                 path_decay = np.zeros(fine_t.size)
                 path_obs = np.zeros((nt, ncomp))
                 use_phase = self.dt > 0 and fine_t.size == nt
-                K.initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx,
-                               use_phase, self.N, flags, path_cur, path_norm, path_decay,
-                               path_obs)
+                K.initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t,
+                               out_idx, use_phase, self.N, flags, len(self.channels),
+                               path_cur, path_norm,
+                               path_decay, path_obs)
                 self._paths[key] = (fine_t, out_idx, path_cur, path_norm, path_decay,
                                     path_obs)
             return self._paths[key]
 
     def snapshot(self):
-        """``(stab, jtab, hnorms, cpx, ints, reals, maxdim)`` for one kernel call."""
+        """``(stab, jtab, ptab, hnorms, cpx, ints, reals, maxdim)`` for one kernel call."""
         with self._lock:
             if self._snap is None:
                 def cat(chunks, dtype):
                     return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
-                self._snap = (self.stab.copy(), self.jtab.copy(), self.hnorms.copy(),
+                self._snap = (self.stab.copy(), self.jtab.copy(), self.ptab.copy(),
+                              self.hnorms.copy(),
                               cat(self._cpx, np.complex128), cat(self._ints, np.int64),
                               cat(self._reals, np.float64), self.maxdim)
             return self._snap
@@ -198,25 +214,10 @@ class SectorPack:
 
 
 # --------------------------------------------------------------------------- components
-def _layout(N: int, names: tuple[str, ...]):
-    """Kernel flags and column slices of each observable in the kernel rows."""
-    want_j = "j" in names
-    want_jb = "j_bond" in names or "flow" in names
-    want_n = "n" in names
-    flags = np.array([want_j, want_jb, want_n], dtype=np.int64)
-    cols, pos = {}, 0
-    if want_j:
-        cols["j"] = slice(pos, pos + 1)
-        pos += 1
-    if want_jb:
-        cols["j_bond"] = slice(pos, pos + N - 1)
-        pos += N - 1
-    cols["m"] = slice(pos, pos + 1)
-    pos += 1
-    if want_n:
-        cols["n"] = slice(pos, pos + N)
-        pos += N
-    return flags, cols, pos
+def _layout(N: int, names: tuple[str, ...], npair: int = 0, nch: int = 0):
+    """Kernel flags and column slices of each observable in the kernel rows
+    (see :func:`thermospin_mc.observables.kernel_layout`)."""
+    return OBS.kernel_layout(N, names, npair, nch)
 
 
 # --------------------------------------------------------------------------- statistics
@@ -258,47 +259,86 @@ _PACKS: dict = {}
 _PACKS_LOCK = threading.Lock()
 
 
-def _get_pack(model: ChainModel, times: np.ndarray, dense_max: int) -> SectorPack:
-    key = (model.fingerprint(), times.tobytes(), dense_max)
+def _get_pack(model: ChainModel, times: np.ndarray, dense_max: int, pairs=None) -> SectorPack:
+    pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else np.asarray(
+        pairs, dtype=np.int64).reshape(-1, 2)
+    key = (model.fingerprint(), times.tobytes(), dense_max, pairs.tobytes())
     with _PACKS_LOCK:
         pack = _PACKS.get(key)
         if pack is None:
             if len(_PACKS) >= 4:
                 _PACKS.clear()
-            pack = SectorPack(model, times, dense_max)
+            pack = SectorPack(model, times, dense_max, pairs)
             _PACKS[key] = pack
         return pack
 
 
+def _initial_draw(model: ChainModel, space: SectorSpace):
+    """Kernel form of the initial state: ``(kind, m0, psi0, init_p, init_cfg, binom)``."""
+    from .model import ProductMixture
+
+    N = model.N
+    binom = np.zeros((1, 1), dtype=np.int64)
+    init_cfg = np.zeros((1, 2), dtype=np.int64)
+    if not model.is_mixed:
+        m0, psi0 = space.initial_state()
+        return K.INIT_PURE, m0, psi0, np.zeros(1), init_cfg, binom
+    m0 = model.initial_sectors[0]
+    psi0 = np.zeros(1, dtype=complex)
+    if isinstance(model.initial, ProductMixture):
+        binom = np.array([[comb(n, k) for k in range(N + 2)] for n in range(N + 1)],
+                         dtype=np.int64)
+        return K.INIT_PRODUCT, m0, psi0, np.asarray(model.initial.p, dtype=float), \
+            init_cfg, binom
+    rows, w = [], []
+    for m, wm in space.initial_mixture():
+        for idx in np.flatnonzero(wm > 0):
+            rows.append((m, idx))
+            w.append(wm[idx])
+    cum = np.cumsum(w)
+    cum /= cum[-1]
+    cum[-1] = 1.0
+    return K.INIT_TABLE, m0, psi0, cum, np.array(rows, dtype=np.int64), binom
+
+
 def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
               names: tuple, record_jumps: bool, keep: bool, max_magnons: int,
-              dense_max: int = DENSE_MAX, pack: SectorPack | None = None):
+              dense_max: int = DENSE_MAX, pairs=None, pack: SectorPack | None = None):
     """Run whole statistics blocks; returns one entry per block (in order)."""
     if pack is None:
-        pack = _get_pack(model, times, dense_max)
+        pack = _get_pack(model, times, dense_max, pairs)
     space = pack.space
-    m0, psi0 = space.initial_state()
+    init_kind, m0, psi0, init_p, init_cfg, binom = _initial_draw(model, space)
     pack.ensure(m0)
     N = model.N
-    flags, _, ncomp = _layout(N, names)
+    flags, _, ncomp = _layout(N, names, len(pack.pairs), len(model.channels))
     nt = times.size
+    if init_kind != K.INIT_PURE:
+        # each trajectory starts from its own configuration: no shared path
+        no_path = (np.zeros(0), np.arange(nt, dtype=np.int64),
+                   np.zeros((0, 1), dtype=np.complex128), np.zeros(0), np.zeros(0),
+                   np.zeros((nt, ncomp)))
     out = []
     jump_cap = 4096
     for b in block_ids:
         t0 = b * BLOCK
         nb = min(BLOCK, ntraj - t0)
         while True:
-            stab, jtab, hnorms, cpx, ints, reals, maxdim = pack.snapshot()
-            fine_t, out_idx, path_cur, path_norm, path_decay, path_obs = pack.initial_path(
-                m0, psi0, flags, ncomp)
+            stab, jtab, ptab, hnorms, cpx, ints, reals, maxdim = pack.snapshot()
+            if init_kind == K.INIT_PURE:
+                fine_t, out_idx, path_cur, path_norm, path_decay, path_obs = \
+                    pack.initial_path(m0, psi0, flags, ncomp)
+            else:
+                fine_t, out_idx, path_cur, path_norm, path_decay, path_obs = no_path
             cnt = np.zeros(nt, dtype=np.int64)
             mean = np.zeros((nt, ncomp))
             m2 = np.zeros((nt, ncomp))
             jbuf = np.zeros((jump_cap if record_jumps else 1, 4))
             kept = np.zeros((nb if keep else 1, nt, ncomp))
             status, nj, ntrunc, need = K.run_block(
-                stab, jtab, cpx, ints, reals, hnorms, pack.ch_rate,
-                pack.ch_dm, key, t0, nb, m0, psi0, times, pack.dt > 0, N, flags,
+                stab, jtab, ptab, cpx, ints, reals, hnorms, pack.ch_rate,
+                pack.ch_dm, key, t0, nb, m0, psi0, init_kind, init_p, init_cfg, binom,
+                times, pack.dt > 0, N, flags,
                 ncomp, max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
                 cnt, mean, m2, jbuf,
                 record_jumps, keep, kept, maxdim)
@@ -323,19 +363,27 @@ def _root_key(seed) -> tuple[np.ndarray, list]:
     return ss.generate_state(4, dtype=np.uint64), ss.entropy
 
 
-def _check_names(observables) -> tuple[str, ...]:
-    allowed = ("j", "j_bond", "flow", "m", "n")
-    if observables is None:
-        return allowed
-    if isinstance(observables, str):
-        observables = (observables,)
-    names = tuple(observables)
-    for o in names:
-        if o not in allowed:
-            raise ValueError(f"observable must be one of {allowed} for trajectories, got {o!r}")
-    if not names:
-        raise ValueError("observables must name at least one observable")
-    return names
+def _check_names(observables, pairs=None, N: int = 2) -> tuple[str, ...]:
+    """Observables a trajectory run can estimate (``norm`` is 1 on every trajectory)."""
+    if observables is None and pairs is None:
+        return OBS.DEFAULT
+    allowed = OBS.TRAJECTORY
+    if observables is not None:
+        obs = (observables,) if isinstance(observables, str) else tuple(observables)
+        for o in obs:
+            if o not in allowed and o != "pm":
+                raise ValueError(f"observable must be one of {allowed} (or 'pm') for "
+                                 f"trajectories, got {o!r}")
+        if not obs:
+            raise ValueError("observables must name at least one observable")
+        if pairs is None:
+            # keep the caller's order (the paper's tables and checkpoints rely on it)
+            out = []
+            for o in obs:
+                out.extend(("pm_re", "pm_im") if o == "pm" else (o,))
+            OBS.resolve(out, None, N, allowed=allowed)
+            return tuple(out)
+    return OBS.resolve(observables, pairs, N, allowed=allowed)[0]
 
 
 #: ``progress=None`` turns progress reports on for runs of at least this many
@@ -392,7 +440,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
             target_sem: float | None = None, target_observables=None, relative: bool = False,
             rel_floor: float = 0.25, max_ntraj: int | None = None,
-            time_limit: float | None = None) -> Result:
+            time_limit: float | None = None, pairs=None) -> Result:
     """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
 
     Trajectory ``k`` always uses the random stream of ``(seed, k)`` and
@@ -422,7 +470,11 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         Trajectories per parallel task (rounded up to a multiple of ``BLOCK``).
         Does not change the result.
     observables : sequence of str, optional
-        Subset of ``j, j_bond, flow, m, n`` (default: all).
+        Subset of ``j, j_bond, flow, m, n, nn, pm_re, pm_im, count`` (``pm`` is
+        both parts of ``<s+_i s-_k>``); default ``j, j_bond, flow, m, n``, plus
+        ``nn, pm_re, pm_im`` when ``pairs`` are given. ``count`` is the mean
+        number of jumps of each channel up to ``t`` (table observables
+        ``count:<channel name>``). See :mod:`thermospin_mc.observables`.
     record_jumps : bool
         Keep every jump: ``result.jumps`` has ``traj, t, channel, site, m_before``.
     keep_trajectories : bool
@@ -502,6 +554,9 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     time_limit : float, optional
         Wall-clock seconds (``> 0``) after which this call stops at the last
         finished block (the checkpoint, if any, lets a later call continue).
+    pairs : sequence of (i, k), optional
+        1-based site pairs of the two-point observables ``nn`` and ``pm``
+        (table rows carry ``site = i``, ``site2 = k``).
 
     Returns
     -------
@@ -530,8 +585,9 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     times = v.times(times)
     ntraj = v.integer("ntraj", ntraj, lo=1)
     n_jobs = v.n_jobs(n_jobs)
-    names = _check_names(observables)
     N = model.N
+    names = _check_names(observables, pairs, N)
+    pairs = OBS.check_pairs(pairs, N) if any(o in OBS.PAIR_NAMES for o in names) else None
     max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,
                                                           lo=model.initial_sector, hi=N)
     dense_max = v.integer("dense_max", dense_max, lo=1)
@@ -544,11 +600,12 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     return scaleout.execute(model, times, names=names, key=key, entropy=entropy, ntraj=ntraj,
                             n_jobs=n_jobs, batch_size=batch_size, record_jumps=record_jumps,
                             keep=keep_trajectories, max_magnons=max_magnons,
-                            dense_max=dense_max, progress=progress, opts=opts)
+                            dense_max=dense_max, progress=progress, opts=opts, pairs=pairs)
 
 
 def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entropy, modes,
-              elapsed, n_jobs, record_jumps, extra: dict | None = None) -> Result:
+              elapsed, n_jobs, record_jumps, extra: dict | None = None,
+              pairs=None) -> Result:
     from . import __version__
 
     sem = acc.sem()
@@ -561,7 +618,8 @@ def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entrop
             mu, se = mu * (a / 2), se * (a / 2)
         mu = np.where(acc.cnt[:, None] > 0, mu, np.nan)  # no trajectory left (max_magnons)
         means[name], sems[name] = mu, se
-    df = expect_table(times, model.N, means, sems, ntraj=ntraj)
+    df = expect_table(times, model.N, means, sems, ntraj=ntraj, pairs=pairs,
+                      channels=model.channels)
     # per-row count of contributing trajectories (differs only under max_magnons)
     # (expect_table lays rows out as one block of all times per component, so the
     # counts repeat by position; times may repeat, so never match them by label)
@@ -575,6 +633,8 @@ def _assemble(model, times, names, cols, acc, jumps, kept, ntrunc, ntraj, entrop
         "truncated_fraction": ntrunc / ntraj, "elapsed_s": elapsed, "n_jobs": n_jobs,
         "t_end": float(times[-1]), "n_times": int(times.size),
     }
+    if pairs is not None and len(pairs):
+        meta["pairs"] = np.asarray(pairs).tolist()
     meta.update(extra or {})
     jt = None
     if record_jumps:

@@ -35,9 +35,11 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _validate as v
+from . import observables as OBS
 from ._threads import blas_threads
 from .model import ChainModel
-from .results import OBSERVABLES, Result, expect_table
+from .observables import OBSERVABLES
+from .results import Result, expect_table
 from .sectors import SectorSpace
 
 __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayout"]
@@ -56,14 +58,22 @@ def _metadata(model: ChainModel, solver: str, **extra) -> dict:
     return meta
 
 
-def _check_observables(observables) -> tuple[str, ...]:
-    if observables is None:
-        return ("j", "j_bond", "flow", "m", "n", "norm")
-    obs = tuple(observables)
-    for o in obs:
-        if o not in OBSERVABLES:
-            raise ValueError(f"observable must be one of {OBSERVABLES}, got {o!r}")
-    return obs
+def _check_observables(observables, pairs=None, N: int = 2, count: bool = True):
+    """``(names, pairs)``; without pairs the names keep the caller's order."""
+    allowed = OBSERVABLES if count else tuple(o for o in OBSERVABLES if o != "count")
+    default = ("j", "j_bond", "flow", "m", "n", "norm")
+    if pairs is None:
+        if observables is None:
+            return default, None
+        obs = []
+        for o in ((observables,) if isinstance(observables, str) else tuple(observables)):
+            obs.extend(("pm_re", "pm_im") if o == "pm" else (o,))
+        for o in obs:
+            if o not in allowed:
+                raise ValueError(f"observable must be one of {allowed}, got {o!r}")
+        OBS.resolve(obs, None, N, allowed=allowed)
+        return tuple(obs), None
+    return OBS.resolve(observables, pairs, N, allowed=allowed, default=default)
 
 
 def _check_model(model) -> ChainModel:
@@ -108,43 +118,29 @@ class BlockLayout:
             t[self._diag_idx[m]] = 1.0
         return t
 
-    def observables(self, x: np.ndarray, names) -> dict:
-        """Expectation values of one stacked density matrix ``x``."""
-        N, a = self.N, self.space.a
-        n = np.zeros(N)
-        jb = np.zeros(N - 1)
-        pops = {}
-        for m in self.sectors:
-            diag = x[self._diag_idx[m]].real
-            pops[m] = diag.sum()
-            if m:
-                n += self._occ[m].T @ diag
-                if self._hop_idx[m].size:
-                    # <j_l> = -4 Im rho[from, to] summed over the hops of bond l
-                    jb += np.bincount(self._hop_bond[m], -4.0 * x[self._hop_idx[m]].imag,
-                                      minlength=N - 1)
-        out = {}
-        norm = sum(pops.values())
-        for name in names:
-            if name == "n":
-                out[name] = n
-            elif name == "j_bond":
-                out[name] = jb
-            elif name == "flow":
-                out[name] = 0.5 * a * jb
-            elif name == "j":
-                out[name] = np.array([jb.sum()])
-            elif name == "m":
-                out[name] = np.array([N / 2 - sum(m * p for m, p in pops.items())])
-            elif name == "norm":
-                out[name] = np.array([norm])
-        return out
+    def observables(self, x: np.ndarray, names, pairs=None) -> dict:
+        """Expectation values of one stacked density matrix ``x``
+        (:func:`thermospin_mc.observables.evaluate_blocks`)."""
+        return OBS.evaluate_blocks(self, x, names, pairs)
 
     def pure(self, m: int, psi: np.ndarray) -> np.ndarray:
         x = np.zeros(self.size, dtype=complex)
         d, o = self.dims[m], self.offsets[m]
         x[o:o + d * d] = np.outer(psi, psi.conj()).ravel()
         return x
+
+    def diagonal(self, weights) -> np.ndarray:
+        """Block-diagonal, site-diagonal ``rho`` from ``[(m, weights over sector m)]``."""
+        x = np.zeros(self.size, dtype=complex)
+        for m, w in weights:
+            x[self._diag_idx[m]] = w
+        return x
+
+    def initial(self, model: ChainModel) -> np.ndarray:
+        """The model's initial density matrix (pure or a site-diagonal mixture)."""
+        if model.is_mixed:
+            return self.diagonal(self.space.initial_mixture())
+        return self.pure(*self.space.initial_state())
 
 
 def _stack(series: list[dict], names) -> dict:
@@ -164,7 +160,8 @@ def _nojump_generator(layout: BlockLayout) -> sp.csr_matrix:
 
 
 def _feed_generator(layout: BlockLayout) -> sp.csr_matrix:
-    """Jump (feeding) part ``X -> sum_k r_k P_k X P_k^T`` between neighbouring blocks."""
+    """Jump (feeding) part ``X -> sum_k r_k P_k X P_k^T`` between neighbouring blocks
+    (dephasing: inside a block, with the signs of ``sigma^z``)."""
     space = layout.space
     rows, cols, vals = [], [], []
     for ch in space.channels:
@@ -178,7 +175,12 @@ def _feed_generator(layout: BlockLayout) -> sp.csr_matrix:
             dm_, dt_ = layout.dims[m], layout.dims[t]
             rows.append((layout.offsets[t] + dst[:, None] * dt_ + dst[None, :]).ravel())
             cols.append((layout.offsets[m] + src[:, None] * dm_ + src[None, :]).ravel())
-            vals.append(np.full(src.size ** 2, ch.rate))
+            if ch.kind == "dephasing":
+                # sigma^z X sigma^z: element (a, b) times s_a s_b (s = +1 up, -1 down)
+                amp = space.jump_amplitudes(ch, m)
+                vals.append(ch.rate * np.outer(amp, amp).ravel())
+            else:
+                vals.append(np.full(src.size ** 2, ch.rate))
     if not rows:
         return sp.csr_matrix((layout.size, layout.size), dtype=complex)
     return sp.csr_matrix((np.concatenate(vals).astype(complex),
@@ -237,7 +239,9 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
     """
     model = _check_model(model)
     times = v.times(times)
-    names = _check_observables(observables)
+    names, _ = _check_observables(observables, None, model.N, count=False)
+    if model.is_mixed:
+        raise ValueError("sesolve needs a pure initial state, got a mixture; use mesolve")
     closed = model.with_(gamma=0.0, gamma_pump=0.0) if model.channels else model
     space = SectorSpace(closed)
     m0, psi0 = space.initial_state()
@@ -286,17 +290,24 @@ class _PureLayout:
 
 # ---------------------------------------------------------------------------- mesolve
 @blas_threads
-def mesolve(model: ChainModel, times, observables=None) -> Result:
+def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
     """Exact Lindblad evolution of the block density matrix.
 
     Parameters
     ----------
     model : ChainModel
-        The initial pure state is prepared at ``t = 0``.
+        The initial state (pure, or a site-diagonal mixture spanning several
+        sectors) is prepared at ``t = 0``.
     times : array_like
         Non-decreasing output times ``>= 0`` (0 need not be among them).
     observables : sequence of str, optional
-        Subset of ``j, j_bond, flow, m, n, norm`` (default: all).
+        Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im, count``
+        (``pm`` for both parts; default ``j, j_bond, flow, m, n, norm``, plus the
+        two-point ones when ``pairs`` are given). ``count``: expected number of
+        jumps of each channel in ``[0, t]``, ``int_0^t rate_k Tr(L_k^+ L_k rho)``,
+        integrated exactly with the state (table rows ``count:<channel name>``).
+    pairs : sequence of (i, k), optional
+        1-based site pairs of ``nn`` and ``pm``.
 
     Returns
     -------
@@ -307,29 +318,45 @@ def mesolve(model: ChainModel, times, observables=None) -> Result:
     -----
     Memory is ``sum_m C(N, m)^2`` complex numbers over the reachable sectors
     (plus the sparse generator, about 2N nonzeros per stored number); a
-    pump-free model with at most one magnon costs ``O(N^2)`` and runs for
-    N in the thousands.
+    model with loss channels only, started with at most one magnon, costs
+    ``O(N^2)`` and runs for N in the thousands.
     """
     model = _check_model(model)
     times = v.times(times)
-    names = _check_observables(observables)
-    if model.is_closed:
+    names, pairs = _check_observables(observables, pairs, model.N)
+    extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
+    simple = pairs is None and "count" not in names and not model.is_mixed
+    if model.is_closed and simple:
         res = sesolve(model, times, names)
         res.metadata["solver"] = "mesolve"
         return res
     space = SectorSpace(model)
-    m0, psi0 = space.initial_state()
-    if model.gamma_pump == 0 and m0 <= 1:
+    only_loss = all(ch.kind == "loss" for ch in model.channels)
+    if simple and only_loss and model.initial_sector <= 1:
         # rho_1(t) = psi~ psi~^+ (no-jump path), the rest sits in the all-up state
+        m0, psi0 = space.initial_state()
         layout = _PureLayout(space, m0, lost_to=0 if m0 == 1 else None)
         op = -1j * space.sector(m0).heff_sparse(space.a)
         series = [layout.observables(psi, names) for psi in _evolve_grid(op, psi0, times)]
     else:
         L, layout = liouvillian(model)
-        x0 = layout.pure(m0, psi0)
-        series = [layout.observables(x, names) for x in _evolve_grid(L, x0, times)]
+        x0 = layout.initial(model)
+        nch = len(model.channels) if "count" in names else 0
+        if nch:
+            # augmented generator: d c_k / dt = rate_k Tr(L_k^+ L_k rho), c_k(0) = 0
+            R = sp.csr_matrix(OBS.count_rates(layout, model.channels).astype(complex))
+            L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
+                        format="csr")
+            x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
+        series = []
+        for x in _evolve_grid(L, x0, times):
+            obs = layout.observables(x[:layout.size], names, pairs)
+            if nch:
+                obs["count"] = x[layout.size:].real.copy()
+            series.append(obs)
     means = _stack(series, names)
-    return Result(expect_table(times, model.N, means), _metadata(model, "mesolve"))
+    return Result(expect_table(times, model.N, means, pairs=pairs, channels=model.channels),
+                  _metadata(model, "mesolve", **extra))
 
 
 # ---------------------------------------------------------------------------- no-jump inverse
@@ -346,7 +373,8 @@ class _NoJumpInverse:
             if np.linalg.cond(V) < cond_limit:
                 W = np.linalg.inv(V)
                 den = -1j * (lam[:, None] - lam.conj()[None, :])
-                if np.min(np.abs(den)) == 0:
+                # a (numerically) non-decaying eigenmode: a dark state of H_eff
+                if np.min(np.abs(den)) <= 1e-13 * max(1.0, float(np.abs(den).max())):
                     raise ValueError(f"sector m = {m} has a non-decaying (dark) state; "
                                      "the steady state is not unique for this model")
                 self.data[m] = ("eig", V, W, den)
@@ -378,16 +406,21 @@ class _NoJumpInverse:
 # ---------------------------------------------------------------------------- steady state
 @blas_threads
 def steadystate(model: ChainModel, observables=None, method: str = "auto",
-                tol: float = 1e-13) -> Result:
-    """Exact steady state of the Lindblad equation (pump + loss).
+                tol: float = 1e-13, pairs=None) -> Result:
+    """Exact steady state of the Lindblad equation.
 
     Parameters
     ----------
     model : ChainModel
-        Must have jump channels. With loss only the steady state is the all-up
-        state; with a pump the sectors ``0..N`` (or those reachable) are solved.
+        Must have a loss or a pump channel (dephasing alone conserves the
+        magnon number, so the steady state is not unique). With losses only
+        the steady state is the all-up state, with pumps only the all-down
+        state (after checking that no magnons stay trapped); with both, the
+        sectors ``0..N`` are solved.
     observables : sequence of str, optional
-        Subset of ``j, j_bond, flow, m, n, norm`` (default: all).
+        Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im`` (``pm`` for
+        both parts; default ``j, j_bond, flow, m, n, norm``, plus the two-point
+        ones when ``pairs`` are given).
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
         preconditioned with the exact inverse of the no-jump part. ``auto``
@@ -395,26 +428,37 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     tol : float
         Relative residual target of the iterative solve.
 
+    pairs : sequence of (i, k), optional
+        1-based site pairs of ``nn`` and ``pm``.
+
     Returns
     -------
     Result
         ``.expect`` at ``t = inf`` with ``sem = 0``.
     """
     model = _check_model(model)
-    names = _check_observables(observables)
+    names, pairs = _check_observables(observables, pairs, model.N, count=False)
     if method not in ("auto", "direct", "gmres"):
         raise ValueError(f"method must be 'auto', 'direct' or 'gmres', got {method!r}")
     tol = v.real("tol", tol, lo=0.0, lo_open=True, hi=1e-3)
     if model.is_closed:
         raise ValueError("steadystate needs jump channels (gamma > 0 or gamma_pump > 0); "
                          "a closed chain has no unique steady state")
+    has_loss, has_pump = model.has_kind("loss"), model.has_kind("pump")
+    if not (has_loss or has_pump):
+        raise ValueError("steadystate needs a loss or a pump channel: with dephasing only the "
+                         "magnon number is conserved and the steady state is not unique")
     space = SectorSpace(model)
-    if model.gamma_pump == 0:
+    secs0 = model.initial_sectors
+    if not has_pump:
+        # loss only: magnons only leave, so everything ends all up unless a sector
+        # holds a state that never loses its magnons
+        _refuse_trapped(space, range(max(secs0[-1], 1), 0, -1), model, max_dim=2000)
         sectors = [0]
-    elif model.gamma == 0:
+    elif not has_loss:
         # pump only: magnons are never removed, so everything ends all down unless a
-        # lower sector holds a dark state (a no-jump eigenstate that never decays)
-        _refuse_dark_states(space, range(model.initial_sector, model.N))
+        # lower sector holds a state that the pumps never leave
+        _refuse_trapped(space, range(secs0[0], model.N), model)
         sectors = [model.N]
     else:
         sectors = list(range(model.N + 1))
@@ -463,12 +507,43 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         info["method"] = method
         L_check = (_nojump_generator(layout) + _feed_generator(layout)).tocsr()
         info["residual"] = float(np.linalg.norm(L_check @ x) / max(np.linalg.norm(x), 1e-300))
-    obs = layout.observables(x, names)
+    obs = layout.observables(x, names, pairs)
     means = {k: val[None, :] for k, val in obs.items()}
-    res = Result(expect_table(np.array([np.inf]), model.N, means),
+    if pairs is not None:
+        info["pairs"] = np.asarray(pairs).tolist()
+    res = Result(expect_table(np.array([np.inf]), model.N, means, pairs=pairs),
                  _metadata(model, "steadystate", **info))
     res.blocks = {m: layout.block(x, m).copy() for m in sectors}
     return res
+
+
+def _refuse_trapped(space: SectorSpace, sectors, model: ChainModel,
+                    max_dim: int | None = None) -> None:
+    """Raise if population can stay forever in one of ``sectors`` (no magnon
+    change). Without dephasing that is a dark state of ``H_eff``; with dephasing
+    the in-sector generator (no-jump part plus the dephasing jumps) must have
+    no stationary state. Sectors above ``max_dim`` states are not checked."""
+    if max_dim is not None:
+        sectors = [m for m in sectors if space.dim(m) <= max_dim]
+    if not model.has_kind("dephasing"):
+        _refuse_dark_states(space, sectors)
+        return
+    for m in sectors:
+        layout = BlockLayout(space, [m])
+        Lm = (_nojump_generator(layout) + _feed_generator(layout)).tocsc()
+        if layout.size <= 400:
+            sv = np.linalg.svd(Lm.toarray(), compute_uv=False)
+            singular = sv[-1] <= 1e-10 * max(sv[0], 1e-300)
+        else:
+            try:
+                lu = spla.splu(Lm)
+                u = np.abs(lu.U.diagonal())
+                singular = u.min() <= 1e-12 * max(u.max(), 1e-300)
+            except RuntimeError:
+                singular = True
+        if singular:
+            raise ValueError(f"sector m = {m} has a state that never changes its magnon "
+                             "number; the steady state is not unique for this model")
 
 
 def _refuse_dark_states(space: SectorSpace, sectors, rtol: float = 1e-10) -> None:
@@ -485,46 +560,88 @@ def _refuse_dark_states(space: SectorSpace, sectors, rtol: float = 1e-10) -> Non
 # ---------------------------------------------------------------------------- exit sides
 @blas_threads
 def exit_probabilities(model: ChainModel) -> pd.Series:
-    """Expected number of losses at each edge, integrated to infinite time.
+    """Expected number of jumps of each loss channel, integrated to infinite time.
 
     For a pump-free model started with one magnon every trajectory ends with
     exactly one loss, so the values are the probabilities that the magnon
-    leaves left (``loss_left``) or right (``loss_right``); they sum to 1.
+    leaves through each loss channel (``loss_left`` / ``loss_right`` for the
+    paper's edge loss); they sum to 1. With ``m`` initial magnons they sum to
+    ``m`` (for a mixture: to the mean initial magnon number).
 
     Computed exactly: ``X = int_0^inf rho(t) dt`` solves ``L X = -rho(0)`` on the
     sectors ``m >= 1``, which (without a pump) is block triangular, solved from
-    the initial sector down with the exact no-jump inverse.
+    the top sector down: with the exact no-jump inverse, or, with dephasing
+    (whose jumps stay inside a block), with the in-block generator.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by the loss channel names, in channel order.
     """
     model = _check_model(model)
-    if model.gamma_pump > 0:
+    if model.has_kind("pump"):
         raise ValueError(f"exit_probabilities needs gamma_pump = 0 (a pump never lets the "
-                         f"chain empty), got gamma_pump = {model.gamma_pump}")
-    if model.gamma <= 0:
-        raise ValueError(f"exit_probabilities needs edge loss gamma > 0, got {model.gamma}")
+                         f"chain empty), got gamma_pump = {model.gamma_pump}"
+                         if not model._explicit else
+                         "exit_probabilities needs a model without pump channels (a pump "
+                         "never lets the chain empty)")
+    losses = [ch for ch in model.channels if ch.kind == "loss"]
+    if not losses:
+        raise ValueError(f"exit_probabilities needs edge loss gamma > 0, got {model.gamma}"
+                         if not model._explicit else
+                         "exit_probabilities needs at least one loss channel")
     space = SectorSpace(model)
-    m0, psi0 = space.initial_state()
-    out = {"loss_left": 0.0, "loss_right": 0.0}
-    if m0 == 0:
+    out = {ch.name: 0.0 for ch in losses}
+    top = model.initial_sectors[-1]
+    if top == 0:
         return pd.Series(out, name="expected_losses")
-    sectors = list(range(1, m0 + 1))
+    sectors = list(range(1, top + 1))
     layout = BlockLayout(space, sectors)
-    Ainv = _NoJumpInverse(layout)
     F = _feed_generator(layout)
+    rho0 = layout.initial(model)
+    dephasing = model.has_kind("dephasing")
+    Ainv = None if dephasing else _NoJumpInverse(layout)
     x = np.zeros(layout.size, dtype=complex)
-    src = -layout.pure(m0, psi0)
-    # triangular sweep: X_m0 = A^-1(-rho0); X_{m-1} = A^-1(-F X_m)
-    for m in range(m0, 0, -1):
-        xm = Ainv.apply(src)
-        keep = np.zeros(layout.size, dtype=bool)
+    carry = np.zeros(layout.size, dtype=complex)
+    # triangular sweep: L_m X_m = -(rho0_m + feed from X_{m+1}), from the top down
+    for m in range(top, 0, -1):
         d, o = layout.dims[m], layout.offsets[m]
+        keep = np.zeros(layout.size, dtype=bool)
         keep[o:o + d * d] = True
+        src = np.where(keep, -(rho0 + carry), 0.0)
+        if Ainv is not None:
+            xm = Ainv.apply(src)
+        else:
+            xm = np.zeros(layout.size, dtype=complex)
+            xm[o:o + d * d] = _solve_block(layout, m, src[o:o + d * d])
         xm[~keep] = 0.0
         x += xm
-        src = -(F @ xm)
-    for ch in space.channels:
+        carry = F @ xm
+        carry[keep] = 0.0  # the in-block (dephasing) part is already in the block solve
+    for ch in losses:
         tot = 0.0
         for m in sectors:
             occ = (space.sector(m).sites == ch.site).any(axis=1)
             tot += ch.rate * layout.block(x, m).diagonal().real[occ].sum()
         out[ch.name] = tot
     return pd.Series(out, name="expected_losses")
+
+
+def _solve_block(layout: BlockLayout, m: int, y: np.ndarray) -> np.ndarray:
+    """Solve ``L_m X = y`` with ``L_m`` the in-block generator of sector ``m`` (no-jump
+    part plus the jumps that stay in the sector); raises if ``L_m`` is singular."""
+    sub = BlockLayout(layout.space, [m])
+    Lm = (_nojump_generator(sub) + _feed_generator(sub)).tocsc()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", spla.MatrixRankWarning)
+        try:
+            X = spla.spsolve(Lm, y)
+        except (RuntimeError, spla.MatrixRankWarning) as exc:
+            raise ValueError(f"sector m = {m} has a state that never loses its magnons; "
+                             "the expected losses diverge") from exc
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"sector m = {m} has a state that never loses its magnons; "
+                         "the expected losses diverge")
+    return X

@@ -30,8 +30,12 @@ run seed and its index.
 Sector data layout (see ``ensemble.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
 off_decay, off_indptr, off_indices, off_data, nnz, off_phase``; ``jtab[k, m]``
-holds ``(offset, count)`` of channel ``k``'s index map out of sector ``m``
-(``src`` at ``ints[offset:offset+count]``, ``dst`` right after).
+holds ``(offset, count, amp_offset)`` of channel ``k``'s index map out of sector
+``m`` (``src`` at ``ints[offset:offset+count]``, ``dst`` right after; amplitudes
+at ``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
+every state to itself with the sign of ``sigma^z`` at its site). ``ptab[p, m]``
+holds ``(off_both, nboth, off_pm, npm)`` of the two-point pair ``p`` (see
+``SectorSpace.pair_maps``).
 """
 
 from __future__ import annotations
@@ -51,8 +55,12 @@ MODE_TAYLOR = 1
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 
-# observable flags
-FLAG_J, FLAG_JBOND, FLAG_N = 0, 1, 2
+# observable flags (component layout: see thermospin_mc.observables.kernel_layout)
+FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT = 0, 1, 2, 3, 4, 5
+NFLAGS = 6
+
+# initial-state kinds of run_block
+INIT_PURE, INIT_PRODUCT, INIT_TABLE = 0, 1, 2
 
 _ROOT_TOL = 1e-10
 #: Taylor substeps satisfy ||H||_1 h <= TAYLOR_THETA: about 40 terms to 1e-17, fewer
@@ -268,7 +276,8 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
     """Write the observables of ``psi / sqrt(nrm)`` into row ``out[k_out]``.
 
     Component layout: [j] (if FLAG_J), [j_bond x (N-1)] (if FLAG_JBOND),
-    [m], [n x N] (if FLAG_N).
+    [m], [n x N] (if FLAG_N); the two-point observables and the jump counts
+    that follow are written by :func:`_record_extra`.
     """
     d = stab[m, DIM]
     inv = 1.0 / nrm
@@ -308,10 +317,46 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
                 out[k_out, pos + ints[os_ + bidx * m + k]] += p
 
 
+@njit(cache=True, _nrt=False)
+def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts):
+    """Columns after ``n``: ``[nn x npair] [pm_re x npair, pm_im x npair]``
+    (``<n_i n_k>``, ``<s+_i s-_k>`` of every pair, see ``SectorSpace.pair_maps``)
+    and ``[count x nch]`` (jumps so far), as flagged."""
+    npair = ptab.shape[0]
+    inv = 1.0 / nrm
+    pos = out.shape[1]
+    if flags[FLAG_COUNT] != 0:
+        pos -= counts.size
+        for c in range(counts.size):
+            out[k_out, pos + c] = counts[c]
+    if flags[FLAG_PM] != 0:
+        pos -= 2 * npair
+    if flags[FLAG_NN] != 0:
+        pos -= npair
+    if flags[FLAG_NN] != 0:
+        for p in range(npair):
+            ob = ptab[p, m, 0]
+            s = 0.0
+            for q in range(ptab[p, m, 1]):
+                v = psi[ints[ob + q]]
+                s += v.real * v.real + v.imag * v.imag
+            out[k_out, pos + p] = s * inv
+        pos += npair
+    if flags[FLAG_PM] != 0:
+        for p in range(npair):
+            op = ptab[p, m, 2]
+            npm = ptab[p, m, 3]
+            acc = 0j
+            for q in range(npm):
+                acc += psi[ints[op + q]] * np.conj(psi[ints[op + npm + q]])
+            out[k_out, pos + p] = acc.real * inv
+            out[k_out, pos + npair + p] = acc.imag * inv
+
+
 # --------------------------------------------------------------------------- shared start
 @njit(cache=True, nogil=True)
-def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_phase_grid,
-                 N, flags, path_cur, path_norm, path_decay, path_obs):
+def initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t, out_idx,
+                 use_phase_grid, N, flags, nch, path_cur, path_norm, path_decay, path_obs):
     """No-jump path from the initial state, shared by every trajectory.
 
     ``fine_t`` is the output grid, refined in Taylor mode to about one
@@ -345,13 +390,16 @@ def initial_path(stab, cpx, ints, reals, hnorms, m0, psi0, fine_t, out_idx, use_
         while k < out_idx.size and out_idx[k] == f:
             if nrm > 0.0:
                 _record(stab, ints, m0, psi, nrm, N, flags, path_obs, k)
+                if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0:
+                    _record_extra(ints, ptab, m0, psi, nrm, flags, path_obs, k,
+                                  np.zeros(nch))
             k += 1
 
 
 # --------------------------------------------------------------------------- pieces of a trajectory
 @njit(cache=True, _nrt=False)
-def _segment(stab, cpx, ints, reals, hnorms, m, times, k, t_cur, n_cur, g_cur, on_grid,
-             use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X):
+def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur, on_grid,
+             use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts):
     """No-jump evolution in sector ``m`` over the output grid from index ``k``.
 
     Records the observables at every output time whose squared norm stays
@@ -371,6 +419,8 @@ def _segment(stab, cpx, ints, reals, hnorms, m, times, k, t_cur, n_cur, g_cur, o
             g_hi = _decay_rate(stab, reals, m, psi)
             break
         _record(stab, ints, m, psi, nrm, N, flags, X, k)
+        if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0:
+            _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
         _accept(stab, m, cur, psi, coef)
         t_cur = times[k]
         n_cur = nrm
@@ -479,9 +529,14 @@ def _apply_jump(stab, jtab, ints, reals, ch, m, m_new, psi, sq, newpsi, cur, fs)
         newpsi[i] = 0j
     jo = jtab[ch, m, 0]
     jc = jtab[ch, m, 1]
+    ao = jtab[ch, m, 2]
     scale = 1.0 / np.sqrt(sq)
-    for q in range(jc):
-        newpsi[ints[jo + jc + q]] = psi[ints[jo + q]] * scale
+    if ao < 0:
+        for q in range(jc):
+            newpsi[ints[jo + jc + q]] = psi[ints[jo + q]] * scale
+    else:
+        for q in range(jc):
+            newpsi[ints[jo + jc + q]] = psi[ints[jo + q]] * (scale * reals[ao + q])
     _set_state(stab, reals, m_new, newpsi, cur, fs)
     return _decay_rate(stab, reals, m_new, newpsi)
 
@@ -502,12 +557,20 @@ def _fold(X, valid, cnt, mean, m2):
 
 # --------------------------------------------------------------------------- one block
 @njit(cache=True, nogil=True)
-def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
-              key, traj0, ntraj, m0, psi0, times, use_phase_grid, N, flags, ncomp,
+def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
+              key, traj0, ntraj, m0, psi0, init_kind, init_p, init_cfg, binom,
+              times, use_phase_grid, N, flags, ncomp,
               max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
               cnt, mean, m2, jump_buf, record_jumps, keep, kept, maxdim):
     """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into
     Welford accumulators ``cnt[t]``, ``mean[t, c]``, ``m2[t, c]`` in index order.
+
+    Initial state: ``init_kind == INIT_PURE``: ``psi0`` in sector ``m0`` with the
+    shared no-jump path ``path_*``; otherwise a site-basis configuration drawn
+    from the trajectory's own stream before anything else: ``INIT_PRODUCT``
+    draws site ``i`` down with probability ``init_p[i]`` (one uniform per site),
+    ``INIT_TABLE`` draws row ``j`` of ``init_cfg`` (``m, basis index``) with the
+    cumulative weights ``init_p`` (one uniform); the path arrays are then empty.
 
     ``jump_buf`` rows are ``(traj, t, channel, m_before)``; ``kept`` receives
     each trajectory's observable rows when ``keep`` is true.
@@ -527,12 +590,43 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
     fs = np.zeros(2 * maxdim)
     X = np.zeros((nt, ncomp))
     weights = np.zeros(ch_rate.size)
+    counts = np.zeros(ch_rate.size)
+    psi_init = np.zeros(maxdim, dtype=np.complex128)
     njumps = 0
     ntrunc = 0
     cap = jump_buf.shape[0]
     for it in range(ntraj):
         traj = traj0 + it
         seed_state(key, traj, state)
+        m_init = m0
+        if init_kind != INIT_PURE:
+            idx = 0
+            if init_kind == INIT_PRODUCT:
+                m_init = 0
+                for i in range(N):
+                    if next_uniform(state) < init_p[i]:
+                        m_init += 1
+                        idx += binom[i, m_init]  # colex rank: sum_k C(c_k, k + 1)
+            else:
+                u = next_uniform(state)
+                lo_j = 0
+                hi_j = init_cfg.shape[0] - 1
+                while lo_j < hi_j:
+                    mid = (lo_j + hi_j) // 2
+                    if init_p[mid] > u:
+                        hi_j = mid
+                    else:
+                        lo_j = mid + 1
+                m_init = init_cfg[lo_j, 0]
+                idx = init_cfg[lo_j, 1]
+            if stab[m_init, BUILT] == 0:
+                return STATUS_NEED_SECTOR, njumps, ntrunc, m_init
+            for a in range(stab[m_init, DIM]):
+                psi_init[a] = 0j
+            psi_init[idx] = 1.0
+        if flags[FLAG_COUNT] != 0:
+            for c in range(counts.size):
+                counts[c] = 0.0
         r = next_uniform(state)
         # ---- shared no-jump start: first fine point where the norm falls to r
         # (the norm never increases along a no-jump path)
@@ -552,12 +646,16 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
             k += 1
         valid = nt
         if k < nt:
-            m = m0
+            m = m_init
             if f0 == 0:
-                _set_state(stab, reals, m0, psi0, cur, fs)
+                if init_kind == INIT_PURE:
+                    _set_state(stab, reals, m0, psi0, cur, fs)
+                    g_cur = _decay_rate(stab, reals, m0, psi0)
+                else:
+                    _set_state(stab, reals, m_init, psi_init, cur, fs)
+                    g_cur = _decay_rate(stab, reals, m_init, psi_init)
                 t_cur = 0.0
                 n_cur = 1.0
-                g_cur = _decay_rate(stab, reals, m0, psi0)
             else:
                 for a in range(stab[m0, DIM]):
                     cur[a] = path_cur[f0 - 1, a]
@@ -568,8 +666,9 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
             on_grid = k > 0 and out_idx[k - 1] == f0 - 1
             while True:
                 k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
-                    stab, cpx, ints, reals, hnorms, m, times, k, t_cur, n_cur, g_cur,
-                    on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X)
+                    stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur,
+                    on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X,
+                    counts)
                 if k == nt:
                     break
                 t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur,
@@ -577,6 +676,7 @@ def run_block(stab, jtab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
                 ch, sq = _choose_channel(jtab, ints, ch_rate, m, psi, next_uniform(state),
                                          weights)
                 m_new = m + ch_dm[ch]
+                counts[ch] += 1.0
                 if record_jumps:
                     if njumps >= cap:
                         return STATUS_JUMP_BUFFER_FULL, njumps, ntrunc, -1

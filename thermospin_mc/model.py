@@ -21,8 +21,10 @@ from . import _validate as v
 
 __all__ = [
     "UniformProfile", "StepProfile", "LinearProfile", "BondTemperatures", "BondCouplings",
-    "Magnons", "magnons", "StateVector", "ChainModel", "Channel", "paper_model",
-    "PAPER_GAMMA", "PAPER_GAMMA_PUMP",
+    "Magnons", "magnons", "StateVector", "ProductMixture", "product_mixture", "Mixture",
+    "mixture", "ChainModel", "Channel", "Loss", "Pump", "Dephasing", "paper_model",
+    "boundary_driven", "with_dephasing", "channel_from_dict", "profile_from_dict",
+    "initial_from_dict", "PAPER_GAMMA", "PAPER_GAMMA_PUMP",
 ]
 
 PAPER_GAMMA = 3.102
@@ -167,9 +169,62 @@ class StateVector:
 
 
 @dataclass(frozen=True)
+class ProductMixture:
+    """Product mixture: site ``i`` is down (a magnon) with probability ``p[i-1]``,
+    independently of the others (``rho0 = prod_i diag(1 - p_i, p_i)`` in the
+    (up, down) order)."""
+
+    p: tuple
+
+    def to_dict(self) -> dict:
+        return {"kind": "product_mixture", "p": list(self.p)}
+
+
+def product_mixture(p) -> ProductMixture:
+    """Product mixture with ``p[i-1]`` the probability that site ``i`` is down."""
+    return ProductMixture(tuple(float(x) for x in np.ravel(np.asarray(p, dtype=float))))
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Mixture diagonal in the site basis: configuration ``configurations[k]``
+    (a tuple of 1-based down sites) with probability ``weights[k]``. The weights
+    are normalised on use."""
+
+    configurations: tuple
+    weights: tuple
+
+    def to_dict(self) -> dict:
+        return {"kind": "mixture", "configurations": [list(c) for c in self.configurations],
+                "weights": list(self.weights)}
+
+
+def mixture(weights) -> Mixture:
+    """Site-diagonal mixture from ``{(down sites...): weight}`` or ``[(sites, weight), ...]``.
+
+    An int key is one magnon site; ``()`` is the all-up configuration.
+    """
+    items = weights.items() if isinstance(weights, dict) else weights
+    cfgs, ws = [], []
+    for cfg, w in items:
+        if isinstance(cfg, (int, np.integer)):
+            cfg = (int(cfg),)
+        cfgs.append(tuple(int(x) for x in cfg))
+        ws.append(w)
+    return Mixture(tuple(cfgs), tuple(ws))
+
+
+_CHANNEL_KINDS = ("loss", "pump", "dephasing")
+
+
+@dataclass(frozen=True)
 class Channel:
-    """One jump channel: ``kind`` is ``"loss"`` (sqrt(rate) s+_site) or ``"pump"``
-    (sqrt(rate) s-_site); ``site`` is 0-based; ``name`` as in tables."""
+    """One jump channel as the engine sees it.
+
+    ``kind`` is ``"loss"`` (``sqrt(rate) s+_site``), ``"pump"`` (``sqrt(rate) s-_site``)
+    or ``"dephasing"`` (``sqrt(rate) sigma^z_site``); ``site`` is 0-based; ``name``
+    as in tables.
+    """
 
     name: str
     kind: str
@@ -178,7 +233,56 @@ class Channel:
 
     @property
     def dm(self) -> int:
-        return -1 if self.kind == "loss" else +1
+        """Change of the magnon number by one jump: -1 (loss), +1 (pump), 0 (dephasing)."""
+        return {"loss": -1, "pump": +1}.get(self.kind, 0)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "site": self.site + 1, "rate": self.rate, "name": self.name}
+
+
+@dataclass(frozen=True)
+class _ChannelSpec:
+    site: int
+    rate: float
+    name: str | None = None
+    kind = ""
+
+    def channel(self, N: int) -> Channel:
+        site = v.integer(f"{self.kind} site", self.site, lo=1, hi=N)
+        rate = v.real(f"{self.kind} rate", self.rate, lo=0.0, lo_open=True)
+        name = f"{self.kind}@{site}" if self.name is None else self.name
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise ValueError(f"channel name must be a non-empty string without surrounding "
+                             f"spaces, got {name!r}")
+        return Channel(name, self.kind, site - 1, rate)
+
+
+@dataclass(frozen=True)
+class Loss(_ChannelSpec):
+    """Loss channel ``L = sqrt(rate) s+_site`` (removes a magnon at the 1-based ``site``)."""
+
+    kind = "loss"
+
+
+@dataclass(frozen=True)
+class Pump(_ChannelSpec):
+    """Pump channel ``L = sqrt(rate) s-_site`` (adds a magnon at the 1-based ``site``)."""
+
+    kind = "pump"
+
+
+@dataclass(frozen=True)
+class Dephasing(_ChannelSpec):
+    """Dephasing channel ``L = sqrt(rate) sigma^z_site`` (keeps the magnon sector)."""
+
+    kind = "dephasing"
+
+
+_SPEC_TYPES = {"loss": Loss, "pump": Pump, "dephasing": Dephasing}
+
+
+def _spec_of(ch: Channel) -> _ChannelSpec:
+    return _SPEC_TYPES[ch.kind](site=ch.site + 1, rate=ch.rate, name=ch.name)
 
 
 # --------------------------------------------------------------------------- the model
@@ -207,10 +311,21 @@ class ChainModel:
     pump_site : int, optional
         1-based pump site ``c``; default ``(N+1)/2`` for odd N. Required for even N
         when ``gamma_pump > 0``.
-    initial : "all_up" | Magnons | StateVector | int | sequence of int
-        Initial pure state; an int or a sequence of ints are magnon sites.
-    anisotropy : float
-        XXZ anisotropy Delta multiplying the ``sz sz`` term (1 = XXX, the paper).
+    initial : "all_up" | Magnons | StateVector | ProductMixture | Mixture | int | sequence
+        Initial state: a pure product of magnon positions (an int or a sequence
+        of ints are magnon sites), a pure state inside one sector, or a mixture
+        diagonal in the site basis.
+    anisotropy : float or sequence of N - 1 floats
+        XXZ anisotropy Delta_l multiplying the ``sz sz`` term of bond ``l``
+        (1 = XXX, the paper); one number applies to every bond.
+    fields : sequence of N floats, optional
+        Site fields ``h_i``: ``H += sum_i (h_i / 2) sigma^z_i`` (default 0).
+    channels : sequence of Loss, Pump, Dephasing, optional
+        Jump channels at any 1-based sites, each with its own rate ``> 0``.
+        Exclusive with the paper's shorthand ``gamma`` / ``gamma_pump`` /
+        ``pump_site``. After construction ``model.channels`` holds the
+        :class:`Channel` records (name, kind, 0-based site, rate) in the given
+        order (for the shorthand: ``loss_left``, ``loss_right``, ``pump``).
     """
 
     N: int
@@ -222,7 +337,9 @@ class ChainModel:
     gamma_pump: float = 0.0
     pump_site: int | None = None
     initial: object = "all_up"
-    anisotropy: float = 1.0
+    anisotropy: float | tuple = 1.0
+    fields: tuple | None = None
+    channels: tuple | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -239,16 +356,58 @@ class ChainModel:
              else v.integer("alpha_N", self.alpha_N, lo=1))
         set_(self, "gamma", v.real("gamma", self.gamma, lo=0.0))
         set_(self, "gamma_pump", v.real("gamma_pump", self.gamma_pump, lo=0.0))
-        set_(self, "anisotropy", v.real("anisotropy", self.anisotropy))
-        # pump site
-        if self.pump_site is None:
-            if self.gamma_pump > 0 and N % 2 == 0:
-                raise ValueError(f"pump_site must be given for even N (N = {N}) when "
-                                 f"gamma_pump > 0; allowed 1..{N}")
-            pump_site = (N + 1) // 2 if N % 2 == 1 else None
+        # anisotropy: one number (kept as a float, the paper's form) or one per bond
+        if np.ndim(self.anisotropy) == 0:
+            set_(self, "anisotropy", v.real("anisotropy", self.anisotropy))
+            aniso = np.full(N - 1, self.anisotropy)
         else:
-            pump_site = v.integer("pump_site", self.pump_site, lo=1, hi=N)
-        set_(self, "pump_site", pump_site)
+            aniso = v.real_array("anisotropy", self.anisotropy)
+            if aniso.size != N - 1:
+                raise ValueError(f"anisotropy must be one number or N - 1 = {N - 1} values "
+                                 f"(one per bond), got {aniso.size}")
+            set_(self, "anisotropy", tuple(float(x) for x in aniso))
+        aniso.setflags(write=False)
+        set_(self, "_aniso", aniso)
+        # site fields
+        if self.fields is None:
+            h = np.zeros(N)
+        else:
+            h = v.real_array("fields", self.fields)
+            if h.size != N:
+                raise ValueError(f"fields must have N = {N} values (one per site), "
+                                 f"got {h.size}")
+            h = h + 0.0  # no negative zeros
+        set_(self, "fields", None if not np.any(h) else tuple(float(x) for x in h))
+        h.setflags(write=False)
+        set_(self, "_h", h)
+        # channels: explicit list, or the paper's shorthand
+        if self.channels is not None:
+            given = [k for k, val in (("gamma", self.gamma), ("gamma_pump", self.gamma_pump),
+                                      ("pump_site", self.pump_site)) if val not in (None, 0.0)]
+            if given:
+                raise ValueError(f"give either channels or the paper's shorthand "
+                                 f"gamma/gamma_pump/pump_site, not both (got channels and "
+                                 f"{', '.join(given)})")
+            set_(self, "pump_site", None)
+            chans = _normalise_channels(self.channels, N)
+            set_(self, "_explicit", bool(chans))
+        else:
+            set_(self, "_explicit", False)
+            if self.pump_site is None:
+                if self.gamma_pump > 0 and N % 2 == 0:
+                    raise ValueError(f"pump_site must be given for even N (N = {N}) when "
+                                     f"gamma_pump > 0; allowed 1..{N}")
+                pump_site = (N + 1) // 2 if N % 2 == 1 else None
+            else:
+                pump_site = v.integer("pump_site", self.pump_site, lo=1, hi=N)
+            set_(self, "pump_site", pump_site)
+            chans = []
+            if self.gamma > 0:
+                chans.append(Channel("loss_left", "loss", 0, self.gamma))
+                chans.append(Channel("loss_right", "loss", N - 1, self.gamma))
+            if self.gamma_pump > 0:
+                chans.append(Channel("pump", "pump", self.pump_site - 1, self.gamma_pump))
+        set_(self, "channels", tuple(chans))
         # couplings
         T_bonds = self.profile.bond_temperatures(N)
         if T_bonds is None:
@@ -279,39 +438,80 @@ class ChainModel:
         return self._T_bonds
 
     @property
-    def channels(self) -> tuple[Channel, ...]:
-        """Active jump channels (rate > 0) in fixed order: loss_left, loss_right, pump."""
-        ch = []
-        if self.gamma > 0:
-            ch.append(Channel("loss_left", "loss", 0, self.gamma))
-            ch.append(Channel("loss_right", "loss", self.N - 1, self.gamma))
-        if self.gamma_pump > 0:
-            ch.append(Channel("pump", "pump", self.pump_site - 1, self.gamma_pump))
-        return tuple(ch)
+    def bond_anisotropy(self) -> np.ndarray:
+        """Anisotropy ``Delta_l`` of every bond (length ``N - 1``, read-only)."""
+        return self._aniso
+
+    @property
+    def site_fields(self) -> np.ndarray:
+        """Site fields ``h_i`` (length ``N``, read-only; zeros by default)."""
+        return self._h
+
+    def channel(self, name: str) -> Channel:
+        """The channel called ``name``."""
+        for ch in self.channels:
+            if ch.name == name:
+                return ch
+        raise ValueError(f"channel must be one of {[c.name for c in self.channels]}, "
+                         f"got {name!r}")
+
+    def has_kind(self, kind: str) -> bool:
+        """Whether any channel is of ``kind`` (``loss``, ``pump`` or ``dephasing``)."""
+        return any(ch.kind == kind for ch in self.channels)
 
     @property
     def is_closed(self) -> bool:
         return not self.channels
 
     @property
-    def initial_sector(self) -> int:
-        """Magnon number of the initial state."""
+    def is_mixed(self) -> bool:
+        """Whether the initial state is a mixture (not a pure state)."""
+        return isinstance(self.initial, (ProductMixture, Mixture))
+
+    @property
+    def initial_sectors(self) -> list[int]:
+        """Magnon numbers the initial state has weight in (ascending)."""
         ini = self.initial
-        return len(ini.sites) if isinstance(ini, Magnons) else ini.m
+        if isinstance(ini, Magnons):
+            return [len(ini.sites)]
+        if isinstance(ini, StateVector):
+            return [ini.m]
+        if isinstance(ini, ProductMixture):
+            p = np.asarray(ini.p)
+            return list(range(int(np.sum(p >= 1.0)), int(np.sum(p > 0.0)) + 1))
+        return sorted({len(c) for c in ini.configurations})
+
+    @property
+    def initial_sector(self) -> int:
+        """Magnon number of the initial state (the largest one for a mixture)."""
+        return self.initial_sectors[-1]
 
     def reachable_sectors(self) -> list[int]:
-        """Magnon numbers the dynamics can visit from the initial sector."""
-        m0 = self.initial_sector
-        lo = 0 if self.gamma > 0 else m0
-        hi = self.N if self.gamma_pump > 0 else m0
+        """Magnon numbers the dynamics can visit from the initial state."""
+        secs = self.initial_sectors
+        lo = 0 if self.has_kind("loss") else secs[0]
+        hi = self.N if self.has_kind("pump") else secs[-1]
         return list(range(lo, hi + 1))
 
     def with_(self, **changes) -> ChainModel:
-        """A copy with some parameters changed (validated again)."""
+        """A copy with some parameters changed (validated again).
+
+        Giving ``channels`` replaces the shorthand ``gamma``/``gamma_pump``/
+        ``pump_site`` (unless those are given too); giving one of those replaces
+        an explicit channel list.
+        """
         params = {k: getattr(self, k) for k in (
             "N", "profile", "rho", "alpha_method", "gamma", "gamma_pump",
-            "pump_site", "initial", "anisotropy")}
+            "pump_site", "initial", "anisotropy", "fields")}
         params["alpha_N"] = None if self.alpha_N == self.N else self.alpha_N
+        shorthand = ("gamma", "gamma_pump", "pump_site")
+        if self._explicit:
+            params["channels"] = tuple(_spec_of(ch) for ch in self.channels)
+            params.update(gamma=0.0, gamma_pump=0.0, pump_site=None)
+            if any(k in changes for k in shorthand) and "channels" not in changes:
+                params["channels"] = None
+        elif changes.get("channels") is not None:
+            params.update(gamma=0.0, gamma_pump=0.0, pump_site=None)
         # a changed N moves the default (centre) pump site along; an explicit site is
         # kept (for even N the site is always explicit, there is no default centre)
         if ("N" in changes and "pump_site" not in changes and self.N % 2 == 1
@@ -321,15 +521,48 @@ class ChainModel:
         return ChainModel(**params)
 
     def to_dict(self) -> dict:
-        """JSON-serialisable metadata: everything needed to rebuild the model."""
-        return {
+        """JSON-serialisable metadata: everything needed to rebuild the model
+        (:meth:`from_dict`). Keys of the general chain (per-bond anisotropy,
+        ``fields``, ``channels``) appear only when they are used, so the paper's
+        models keep their metadata and fingerprints."""
+        d = {
             "N": self.N, "rho": self.rho, "profile": self.profile.to_dict(),
             "alpha_method": self.alpha_method, "alpha_N": self.alpha_N,
             "bond_temperatures": None if self._T_bonds is None else self._T_bonds.tolist(),
             "couplings": self._a.tolist(), "gamma": self.gamma,
             "gamma_pump": self.gamma_pump, "pump_site": self.pump_site,
-            "initial": self.initial.to_dict(), "anisotropy": self.anisotropy,
+            "initial": self.initial.to_dict(),
+            "anisotropy": (self.anisotropy if isinstance(self.anisotropy, float)
+                           else list(self.anisotropy)),
         }
+        if self.fields is not None:
+            d["fields"] = list(self.fields)
+        if self._explicit:
+            d["channels"] = [ch.to_dict() for ch in self.channels]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ChainModel:
+        """Rebuild a model from :meth:`to_dict` output (e.g. a result's metadata)."""
+        if not isinstance(d, dict) or "N" not in d:
+            raise ValueError("model metadata must be a dict with at least the key 'N'")
+        prof = profile_from_dict(d.get("profile", {"kind": "uniform", "T": 0.0}))
+        kw = {"N": d["N"], "profile": prof, "rho": d.get("rho", 1.0),
+              "alpha_method": d.get("alpha_method", "canonical"),
+              "alpha_N": None if d.get("alpha_N") in (None, d["N"]) else d["alpha_N"],
+              "initial": initial_from_dict(d.get("initial", {"kind": "magnons", "sites": []})),
+              "anisotropy": d.get("anisotropy", 1.0), "fields": d.get("fields")}
+        if d.get("channels"):
+            kw["channels"] = [channel_from_dict(c) for c in d["channels"]]
+        else:
+            kw.update(gamma=d.get("gamma", 0.0), gamma_pump=d.get("gamma_pump", 0.0),
+                      pump_site=d.get("pump_site") if d.get("gamma_pump", 0.0) > 0 else None)
+        model = cls(**kw)
+        if d.get("couplings") is not None and not np.allclose(
+                model.couplings, d["couplings"], rtol=1e-12, atol=0.0):
+            # the a(T) curve changed since the metadata was written: keep its couplings
+            model = model.with_(profile=BondCouplings(tuple(d["couplings"])))
+        return model
 
     def fingerprint(self) -> str:
         """Stable hash of the model (for checkpoints and merging)."""
@@ -343,9 +576,81 @@ class ChainModel:
         return hash(self.fingerprint())
 
     def __repr__(self):
+        if self._explicit:
+            chans = ", ".join(f"{c.name}({c.rate:g})" for c in self.channels)
+            return (f"ChainModel(N={self.N}, profile={self.profile!r}, channels=[{chans}], "
+                    f"anisotropy={self.anisotropy}, fields={self.fields}, "
+                    f"initial={self.initial!r}, alpha_method={self.alpha_method!r})")
         return (f"ChainModel(N={self.N}, profile={self.profile!r}, gamma={self.gamma}, "
                 f"gamma_pump={self.gamma_pump}, pump_site={self.pump_site}, "
                 f"initial={self.initial!r}, alpha_method={self.alpha_method!r})")
+
+
+def profile_from_dict(d: dict):
+    """A profile object from its ``to_dict`` form."""
+    kind = d.get("kind")
+    if kind == "uniform":
+        return UniformProfile(d["T"])
+    if kind == "step":
+        return StepProfile(d["T1"], d["T2"])
+    if kind == "linear":
+        return LinearProfile(d["T1"], d["T2"])
+    if kind == "bond_temperatures":
+        return BondTemperatures(tuple(d["values"]))
+    if kind == "bond_couplings":
+        return BondCouplings(tuple(d["values"]))
+    raise ValueError(f"profile kind must be one of uniform, step, linear, bond_temperatures, "
+                     f"bond_couplings; got {kind!r}")
+
+
+def initial_from_dict(d: dict):
+    """An initial-state object from its ``to_dict`` form."""
+    kind = d.get("kind")
+    if kind == "magnons":
+        return Magnons(tuple(d["sites"]))
+    if kind == "state_vector":
+        amps = np.asarray(d["re"], dtype=float) + 1j * np.asarray(d["im"], dtype=float)
+        return StateVector(d["m"], tuple(complex(x) for x in amps))
+    if kind == "product_mixture":
+        return ProductMixture(tuple(d["p"]))
+    if kind == "mixture":
+        return Mixture(tuple(tuple(c) for c in d["configurations"]), tuple(d["weights"]))
+    raise ValueError(f"initial kind must be one of magnons, state_vector, product_mixture, "
+                     f"mixture; got {kind!r}")
+
+
+def channel_from_dict(d: dict) -> _ChannelSpec:
+    """A channel spec from ``{"kind": "loss" | "pump" | "dephasing", "site": i,
+    "rate": r, "name": optional}`` (a TOML ``[[channel]]`` table, or
+    :meth:`Channel.to_dict`). Site and rate are validated by the model."""
+    if not isinstance(d, dict):
+        raise ValueError(f"a channel must be a table with kind, site, rate; got {d!r}")
+    unknown = sorted(set(d) - {"kind", "site", "rate", "name"})
+    if unknown:
+        raise ValueError(f"unknown channel key(s) {unknown}; allowed: kind, site, rate, name")
+    missing = [k for k in ("kind", "site", "rate") if k not in d]
+    if missing:
+        raise ValueError(f"channel {d!r} lacks {', '.join(missing)}")
+    if d["kind"] not in _SPEC_TYPES:
+        raise ValueError(f"channel kind must be one of {_CHANNEL_KINDS}, got {d['kind']!r}")
+    return _SPEC_TYPES[d["kind"]](site=d["site"], rate=d["rate"], name=d.get("name"))
+
+
+def _normalise_channels(channels, N: int) -> list[Channel]:
+    if isinstance(channels, (Channel, _ChannelSpec)):
+        channels = [channels]
+    out = []
+    for c in channels:
+        if isinstance(c, Channel):
+            c = _spec_of(c)
+        if not isinstance(c, _ChannelSpec) or type(c) is _ChannelSpec:
+            raise ValueError(f"channels must be Loss, Pump or Dephasing objects, got {c!r}")
+        out.append(c.channel(N))
+    names = [c.name for c in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"channel names must be unique, got duplicates {dup} (give name=...)")
+    return out
 
 
 def _normalise_initial(initial, N: int):
@@ -382,8 +687,33 @@ def _normalise_initial(initial, N: int):
         if nrm == 0.0:
             raise ValueError("initial state vector must have non-zero norm, got norm 0")
         return StateVector(m, tuple(complex(x) for x in amps / nrm))
-    raise ValueError(f"initial must be 'all_up', magnon sites, Magnons or StateVector; "
-                     f"got {initial!r}")
+    if isinstance(initial, ProductMixture):
+        p = v.real_array("initial.p", initial.p, lo=0.0)
+        if p.size != N:
+            raise ValueError(f"product_mixture needs N = {N} probabilities (one per site), "
+                             f"got {p.size}")
+        if p.max() > 1.0:
+            raise ValueError(f"product_mixture probabilities must be <= 1, got maximum "
+                             f"{p.max()}")
+        return ProductMixture(tuple(float(x) for x in p))
+    if isinstance(initial, Mixture):
+        w = v.real_array("initial.weights", initial.weights, lo=0.0)
+        if len(initial.configurations) != w.size or w.size == 0:
+            raise ValueError(f"mixture needs one weight per configuration and at least one "
+                             f"configuration, got {len(initial.configurations)} "
+                             f"configurations and {w.size} weights")
+        if w.sum() <= 0.0:
+            raise ValueError("mixture weights must not all be 0")
+        cfgs = {}
+        for cfg, wk in zip(initial.configurations, w, strict=True):
+            sites = _normalise_initial(Magnons(tuple(cfg)), N).sites
+            if wk > 0.0:
+                cfgs[sites] = cfgs.get(sites, 0.0) + float(wk)
+        keys = sorted(cfgs, key=lambda c: (len(c), c))
+        tot = sum(cfgs.values())
+        return Mixture(tuple(keys), tuple(cfgs[k] / tot for k in keys))
+    raise ValueError(f"initial must be 'all_up', magnon sites, Magnons, StateVector, "
+                     f"ProductMixture or Mixture; got {initial!r}")
 
 
 # --------------------------------------------------------------------------- paper presets
@@ -421,3 +751,36 @@ def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
                           gamma=gamma, gamma_pump=gamma_pump, pump_site=pump_site,
                           initial="all_up")
     raise ValueError(f"scenario must be one of 'closed', 'loss', 'pump', got {scenario!r}")
+
+
+def boundary_driven(N: int, rate_in: float, rate_out: float, *, profile=None,
+                    anisotropy=1.0, fields=None, initial="all_up", **kwargs) -> ChainModel:
+    """Boundary-driven chain: pump at site 1 (``rate_in``), loss at site N (``rate_out``).
+
+    Magnons enter at the left end and leave at the right end, the usual
+    transport set-up. ``profile`` defaults to a uniform chain at ``T = 0``
+    (all couplings 1); further keyword arguments go to :class:`ChainModel`.
+    Channel names are ``pump@1`` and ``loss@N``.
+    """
+    N = v.integer("N", N, lo=2)
+    rate_in = v.real("rate_in", rate_in, lo=0.0, lo_open=True)
+    rate_out = v.real("rate_out", rate_out, lo=0.0, lo_open=True)
+    return ChainModel(N=N, profile=UniformProfile(0.0) if profile is None else profile,
+                      anisotropy=anisotropy, fields=fields, initial=initial,
+                      channels=[Pump(site=1, rate=rate_in), Loss(site=N, rate=rate_out)],
+                      **kwargs)
+
+
+def with_dephasing(model: ChainModel, rate: float, sites=None) -> ChainModel:
+    """``model`` with dephasing ``sqrt(rate) sigma^z_i`` added at ``sites`` (1-based;
+    default every site). The model's channels (with their names) are kept."""
+    if not isinstance(model, ChainModel):
+        raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
+    rate = v.real("dephasing rate", rate, lo=0.0, lo_open=True)
+    sites = range(1, model.N + 1) if sites is None else (
+        [sites] if isinstance(sites, (int, np.integer)) else list(sites))
+    if not len(sites):
+        raise ValueError("sites must name at least one site")
+    specs = [_spec_of(ch) for ch in model.channels]
+    specs += [Dephasing(site=int(s), rate=rate) for s in sites]
+    return model.with_(channels=specs)

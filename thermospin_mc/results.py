@@ -22,12 +22,10 @@ import numpy as np
 import pandas as pd
 
 from . import io as _io
+from .observables import OBSERVABLES, PAIR_NAMES, observable_sites, table_rows
 
 __all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites", "effective_sem",
            "one_event", "read_result"]
-
-#: Observable names, in table order.
-OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
 
 #: One event's worth of each trajectory observable: the largest change of one
 #: trajectory's value that one magnon more or less (one quantum jump) can make.
@@ -35,8 +33,11 @@ OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm")
 #: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
 #: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
 #: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
-#: ``(a_l / 2) * 2 = a_l`` (taken from the couplings).
-ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0}
+#: ``(a_l / 2) * 2 = a_l`` (taken from the couplings); two-point ``nn``,
+#: ``pm_re``, ``pm_im`` lie in [-1, 1]; a jump count (``count:<channel>``)
+#: changes by 1 per jump.
+ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
+             "pm_im": 1.0}
 
 
 def one_event(observable, site, couplings=None) -> np.ndarray:
@@ -47,7 +48,8 @@ def one_event(observable, site, couplings=None) -> np.ndarray:
     """
     obs = np.atleast_1d(np.asarray(observable, dtype=object))
     site = np.broadcast_to(np.atleast_1d(np.asarray(site)), obs.shape)
-    delta = np.array([ONE_EVENT.get(str(o), 0.0) for o in obs], dtype=float)
+    delta = np.array([1.0 if str(o).startswith("count:") else ONE_EVENT.get(str(o), 0.0)
+                      for o in obs], dtype=float)
     flow = obs == "flow"
     if flow.any() and couplings is not None:
         a = np.asarray(couplings, dtype=float)
@@ -101,38 +103,36 @@ def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
     return np.where(n > 0, np.maximum(base, floor), sem)
 
 
-def observable_sites(name: str, N: int) -> np.ndarray:
-    """1-based site/bond labels of an observable (0 for whole-chain observables)."""
-    if name == "n":
-        return np.arange(1, N + 1)
-    if name in ("j_bond", "flow"):
-        return np.arange(1, N)
-    if name in ("j", "m", "norm"):
-        return np.zeros(1, dtype=int)
-    raise ValueError(f"unknown observable {name!r}; allowed: {OBSERVABLES}")
-
 
 def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = None,
-                 ntraj: int = 0) -> pd.DataFrame:
-    """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays."""
+                 ntraj: int = 0, pairs=None, channels=()) -> pd.DataFrame:
+    """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays.
+
+    Rows and labels come from :mod:`thermospin_mc.observables`; a ``site2``
+    column is added when two-point observables (``pairs``) are present.
+    """
     frames = []
     times = np.asarray(times, dtype=float)
+    two_point = any(name in PAIR_NAMES for name in means)
     for name in OBSERVABLES:
         if name not in means:
             continue
         mean = np.asarray(means[name], dtype=float).reshape(times.size, -1)
         sem = (np.zeros_like(mean) if sems is None or name not in sems
                else np.asarray(sems[name], dtype=float).reshape(mean.shape))
-        sites = observable_sites(name, N)
+        obs, sites, sites2 = table_rows(name, N, pairs, channels)
         ncomp = sites.size
-        frames.append(pd.DataFrame({
+        if ncomp == 0:
+            continue
+        cols = {
             "t": np.tile(times, ncomp),
-            "observable": name,
+            "observable": np.repeat(np.array(obs, dtype=object), times.size),
             "site": np.repeat(sites, times.size),
-            "mean": mean.T.ravel(),
-            "sem": sem.T.ravel(),
-            "ntraj": np.int64(ntraj),
-        }))
+        }
+        if two_point:
+            cols["site2"] = np.repeat(sites2, times.size)
+        cols.update({"mean": mean.T.ravel(), "sem": sem.T.ravel(), "ntraj": np.int64(ntraj)})
+        frames.append(pd.DataFrame(cols))
     df = pd.concat(frames, ignore_index=True)
     df["observable"] = df["observable"].astype(str)
     return df
@@ -176,10 +176,14 @@ class Result:
         if sub.empty:
             raise ValueError(f"observable {observable!r} not in this result; have "
                              f"{sorted(self.expect['observable'].unique())}")
-        # rows of one site are in time order (times may repeat): reshape by position
+        # rows of one site are in time order (times may repeat): reshape by position;
+        # components keep the table's order (pairs in the order they were given)
+        key = ["site", "site2"] if "site2" in sub.columns else ["site"]
+        ncomp = len(sub.drop_duplicates(key))
+        if observable in PAIR_NAMES:
+            return sub[stat].to_numpy().reshape(ncomp, -1).T
         sub = sub.sort_values("site", kind="stable")
-        nsite = sub["site"].nunique()
-        return sub[stat].to_numpy().reshape(nsite, -1).T
+        return sub[stat].to_numpy().reshape(ncomp, -1).T
 
     def __repr__(self):
         meta = self.metadata
@@ -239,9 +243,11 @@ class Result:
         """
         # the k-th occurrence of (t, observable, site) matches the k-th (repeated times)
         keys = ["t", "observable", "site", "_occurrence"]
+        if "site2" in self.expect.columns and "site2" in other.expect.columns:
+            keys.insert(3, "site2")
 
         def tag(df):
-            return df.assign(_occurrence=df.groupby(keys[:3]).cumcount())
+            return df.assign(_occurrence=df.groupby(keys[:-1]).cumcount())
 
         merged = tag(self.expect).merge(tag(other.expect), on=keys, suffixes=("", "_other"))
         if merged.empty:
@@ -258,11 +264,12 @@ class Result:
         den = np.sqrt(eff**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(den > 0, diff / den, np.where(diff == 0, 0.0, np.sign(diff) * np.inf))
-        return pd.DataFrame({
-            "t": merged["t"], "observable": merged["observable"], "site": merged["site"],
-            "mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
-            "sem": err, "sem_eff": eff, "z": z,
-        })
+        out = {"t": merged["t"], "observable": merged["observable"], "site": merged["site"]}
+        if "site2" in keys:
+            out["site2"] = merged["site2"]
+        out.update({"mean": merged["mean"], "mean_other": merged["mean_other"], "diff": diff,
+                    "sem": err, "sem_eff": eff, "z": z})
+        return pd.DataFrame(out)
 
     # ---------------------------------------------------------------- export
     def to_parquet(self, directory: str | Path, prefix: str = "") -> list[Path]:

@@ -748,9 +748,10 @@ def _consume(results, red: _Reducer, reason, opts: dict, save, interrupted, bar,
 
 def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarray, entropy,
             ntraj: int, n_jobs: int, batch_size: int | None, record_jumps: bool, keep: bool,
-            max_magnons: int, dense_max: int, progress, opts: dict) -> Result:
+            max_magnons: int, dense_max: int, progress, opts: dict, pairs=None) -> Result:
     """Run (or resume) an ensemble and assemble its ``Result`` (see ``mcsolve``)."""
-    _, cols, ncomp = _layout(model.N, names)
+    npair = 0 if pairs is None else len(pairs)
+    _, cols, ncomp = _layout(model.N, names, npair, len(model.channels))
     cap, target, backend, path = opts["cap"], opts["target"], opts["backend"], \
         opts["checkpoint"]
     if target is not None and not np.any(times > 0):
@@ -758,6 +759,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                          f"{times.tolist()}")
     identity = _identity(model, times, names, entropy, max_magnons, dense_max, record_jumps,
                          keep)
+    if npair:
+        identity["pairs"] = np.asarray(pairs).tolist()
     red = _Reducer(times.size, ncomp, cap, record_jumps, keep)
     half_a = np.asarray(model.couplings) / 2
     achieved = {"sem": math.inf}
@@ -805,6 +808,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             args = (model, times, key)
             kw = dict(ntraj=cap, names=names, record_jumps=record_jumps, keep=keep,
                       max_magnons=max_magnons, dense_max=dense_max)
+            if npair:
+                kw["pairs"] = pairs
             if backend == "dask":
                 client = stack.enter_context(_dask_client(opts["client"], opts["scheduler"],
                                                           n_jobs))
@@ -844,7 +849,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     if opts["time_limit"] is not None:
         extra["time_limit"] = opts["time_limit"]
     return _assemble(model, times, names, cols, red.acc, red.jumps, red.kept, red.ntrunc,
-                     red.ntraj, entropy, red.modes, elapsed, workers, record_jumps, extra)
+                     red.ntraj, entropy, red.modes, elapsed, workers, record_jumps, extra,
+                     pairs=pairs)
 
 
 # --------------------------------------------------------------------------- merging
@@ -904,6 +910,8 @@ def merge(*results: Result) -> Result:
     first = results[0]
     fp = _fingerprint(first.metadata)
     keys = ["t", "observable", "site"]
+    if "site2" in first.expect.columns:  # two-point rows (pairs)
+        keys.append("site2")
 
     def ordered(df):
         return df.sort_values(keys, kind="stable")
@@ -937,6 +945,8 @@ def merge(*results: Result) -> Result:
         if len(other) != len(base) or not (
                 other["observable"].equals(base["observable"])
                 and np.array_equal(other["site"].to_numpy(), base["site"].to_numpy())
+                and ("site2" not in keys or ("site2" in other.columns and np.array_equal(
+                    other["site2"].to_numpy(), base["site2"].to_numpy())))
                 and np.array_equal(other["t"].to_numpy(), base["t"].to_numpy())):
             raise ValueError(f"cannot merge results with different observables (result 0 "
                              f"has {sorted(base['observable'].unique())}, result {i} has "

@@ -125,8 +125,15 @@ class SectorSpace:
             sites = sites[np.argsort(self.rank(sites), kind="stable")]
         a = self.a
         delta = self.model.anisotropy
+        if isinstance(delta, float):
+            # one anisotropy (the paper's form; kept as it was, bit for bit)
+            diag = np.full(dim, delta * a.sum() / 2.0)
+        else:
+            # per bond: Delta_l a_l in place of Delta a_l
+            a = np.asarray(self.model.bond_anisotropy) * a
+            delta = 1.0
+            diag = np.full(dim, a.sum() / 2.0)
         idx = np.arange(dim, dtype=np.int64)
-        diag = np.full(dim, delta * a.sum() / 2.0)
         hb, ht, hf = [], [], []
         for k in range(m):
             c = sites[:, k]
@@ -146,11 +153,18 @@ class SectorSpace:
             hb.append(cl - 1)
             hf.append(idx[left])
             ht.append(idx[left] - col_k[cl] + col_k[cl - 1])
+        h = self.model.site_fields
+        if np.any(h):
+            # sum_i (h_i / 2) sigma^z_i = sum_i h_i / 2 - sum_{occupied i} h_i
+            diag += h.sum() / 2.0 - (h[sites].sum(axis=1) if m else 0.0)
         hop_bond = np.concatenate(hb) if hb else np.zeros(0, dtype=np.int64)
         hop_to = np.concatenate(ht) if ht else np.zeros(0, dtype=np.int64)
         hop_from = np.concatenate(hf) if hf else np.zeros(0, dtype=np.int64)
         decay = np.zeros(dim)
         for ch in self.channels:
+            if ch.kind == "dephasing":
+                decay += ch.rate  # L^+ L = rate (sigma^z)^2 = rate
+                continue
             occ = (sites == ch.site).any(axis=1)
             decay += ch.rate * (occ if ch.kind == "loss" else ~occ)
         sec = Sector(N, m, sites, diag, hop_bond, hop_to, hop_from, decay)
@@ -169,6 +183,10 @@ class SectorSpace:
             return self._maps[key]
         sec = self.sector(m)
         occ = (sec.sites == channel.site).any(axis=1)
+        if channel.kind == "dephasing":
+            src = np.arange(sec.dim, dtype=np.int64)
+            self._maps[key] = (src, src.copy())
+            return self._maps[key]
         if channel.kind == "loss":
             src = np.flatnonzero(occ)
             rows = sec.sites[src]
@@ -182,11 +200,48 @@ class SectorSpace:
         self._maps[key] = (src.astype(np.int64), dst.astype(np.int64))
         return self._maps[key]
 
+    def jump_amplitudes(self, channel: Channel, m: int) -> np.ndarray:
+        """Amplitudes of ``channel``'s map out of sector ``m`` (aligned with
+        :meth:`jump_map`): 1 for loss and pump; for dephasing the eigenvalue of
+        ``sigma^z`` at the site, +1 (up) or -1 (down, a magnon)."""
+        src, _ = self.jump_map(channel, m)
+        if channel.kind != "dephasing":
+            return np.ones(src.size)
+        occ = (self.sector(m).sites == channel.site).any(axis=1)
+        return np.where(occ, -1.0, 1.0)[src]
+
+    def pair_maps(self, i: int, k: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Two-point operators of the 0-based sites ``i, k`` in sector ``m``.
+
+        Returns ``(both, src, dst)``: ``both`` lists the basis states with ``n_i
+        n_k = 1``; ``s+_i s-_k`` maps basis state ``src[q]`` to ``dst[q]`` with
+        amplitude 1 (for ``i != k`` it moves the magnon at ``i`` to the empty site
+        ``k``; for ``i == k`` it is ``1 - n_i``). Hence
+        ``<n_i n_k> = sum_q rho[both_q, both_q]`` and
+        ``<s+_i s-_k> = sum_q rho[src_q, dst_q]``.
+        """
+        sec = self.sector(m)
+        occ_i = (sec.sites == i).any(axis=1)
+        occ_k = (sec.sites == k).any(axis=1)
+        both = np.flatnonzero(occ_i & occ_k).astype(np.int64)
+        if i == k:
+            src = np.flatnonzero(~occ_i).astype(np.int64)
+            return both, src, src.copy()
+        src = np.flatnonzero(occ_i & ~occ_k).astype(np.int64)
+        if not src.size:
+            return both, src, src.copy()
+        rows = sec.sites[src].copy()
+        rows[rows == i] = k
+        return both, src, self.rank(np.sort(rows, axis=1)).astype(np.int64)
+
     def initial_state(self) -> tuple[int, np.ndarray]:
         """``(m0, psi0)``: the model's initial pure state in its sector's basis."""
         from .model import Magnons
 
         ini = self.model.initial
+        if self.model.is_mixed:
+            raise ValueError("the initial state is a mixture, not a pure state; use "
+                             "initial_mixture()")
         if isinstance(ini, Magnons):
             m0 = len(ini.sites)
             psi = np.zeros(self.dim(m0), dtype=complex)
@@ -194,3 +249,30 @@ class SectorSpace:
             psi[idx] = 1.0
             return m0, psi
         return ini.m, np.asarray(ini.amplitudes, dtype=complex)
+
+    def initial_mixture(self) -> list[tuple[int, np.ndarray]]:
+        """Site-diagonal initial mixture as ``[(m, weights over sector m's basis)]``
+        (weights sum to 1 over all sectors); sectors without weight are left out."""
+        from .model import ProductMixture
+
+        ini = self.model.initial
+        out = []
+        if isinstance(ini, ProductMixture):
+            p = np.asarray(ini.p)
+            for m in self.model.initial_sectors:
+                sites = self.sector(m).sites
+                occ = np.zeros((sites.shape[0], self.N), dtype=bool)
+                if m:
+                    occ[np.arange(sites.shape[0])[:, None], sites] = True
+                w = np.prod(np.where(occ, p, 1.0 - p), axis=1)
+                if np.any(w > 0):
+                    out.append((m, w))
+            return out
+        by_m: dict[int, np.ndarray] = {}
+        for cfg, w in zip(ini.configurations, ini.weights, strict=True):
+            m = len(cfg)
+            if m not in by_m:
+                by_m[m] = np.zeros(self.dim(m))
+            idx = self.rank(np.array([[s - 1 for s in cfg]], dtype=np.int64))[0] if m else 0
+            by_m[m][idx] += w
+        return sorted(by_m.items())

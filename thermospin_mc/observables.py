@@ -1,0 +1,252 @@
+"""Observables: names, labels, table rows, and how the solvers evaluate them.
+
+The single source of truth for what an observable is (MODEL.md sections 7 and
+10). The trajectory kernels and the exact solvers both evaluate observables
+from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
+occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
+names them, fixes their table rows and their kernel component layout, and
+evaluates them on the exact solvers' block density matrices.
+
+Names (table column ``observable``), with ``site`` / ``site2`` of their rows:
+
+=========  =============================================================  ==============
+name       meaning                                                        rows
+=========  =============================================================  ==============
+``j``      total spin current, Eq. 9: ``sum_l j_l``                       site 0
+``j_bond`` ``j_l = <sy_l sx_l+1 - sx_l sy_l+1> = 4 Im <s+_l s-_l+1>``     bond 1..N-1
+``flow``   magnon flow ``F_l = (a_l / 2) j_l`` (continuity:               bond 1..N-1
+           ``d<n_i>/dt = F_{i-1} - F_i`` + jump terms)
+``m``      magnetisation ``N/2 - <number of magnons>``                    site 0
+``n``      ``<n_i>``, down-spin occupation                                site 1..N
+``norm``   trace of the density matrix (exact solvers only)               site 0
+``nn``     ``<n_i n_k>`` for each requested pair                          site i, site2 k
+``pm_re``  ``Re <s+_i s-_k>`` (``s+_i s-_k`` moves a magnon from ``i``     site i, site2 k
+           to ``k``; for ``i == k`` it is ``1 - n_i``)
+``pm_im``  ``Im <s+_i s-_k>``                                             site i, site2 k
+``count``  expected number of jumps of each channel in ``[0, t]``; one    channel site
+           table observable ``count:<channel name>`` per channel
+=========  =============================================================  ==============
+
+The hopping part of the XXZ Hamiltonian does not depend on the anisotropy or
+the fields, so the current operators are the same for every member of the
+family; only the couplings ``a_l`` enter the flow.
+
+Tables get a ``site2`` column (0 for one-site rows) only when they hold
+two-point rows, so tables of the paper's observables keep their columns.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
+           "resolve", "check_pairs", "observable_sites", "table_rows", "kernel_layout",
+           "evaluate_blocks", "count_rates"]
+
+#: Observable names, in table order.
+OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm", "nn", "pm_re", "pm_im", "count")
+#: Default set (the paper's observables); two-point ones are added when pairs are given.
+DEFAULT = ("j", "j_bond", "flow", "m", "n")
+#: Two-point observables (need ``pairs``).
+PAIR_NAMES = ("nn", "pm_re", "pm_im")
+#: What trajectories can estimate (``norm`` is 1 on every trajectory).
+TRAJECTORY = tuple(o for o in OBSERVABLES if o != "norm")
+
+LABELS = {
+    "j": "total spin current j (Eq. 9)",
+    "j_bond": "bond current j_l",
+    "flow": "magnon flow F_l = (a_l/2) j_l",
+    "m": "magnetisation m",
+    "n": "occupation <n_i>",
+    "norm": "trace of rho",
+    "nn": "<n_i n_k>",
+    "pm_re": "Re <s+_i s-_k>",
+    "pm_im": "Im <s+_i s-_k>",
+    "count": "expected jumps of a channel in [0, t]",
+}
+
+
+def check_pairs(pairs, N: int) -> np.ndarray:
+    """Validate 1-based site pairs; returns an ``(npair, 2)`` int64 array (1-based)."""
+    if pairs is None:
+        return np.zeros((0, 2), dtype=np.int64)
+    try:
+        arr = np.array([tuple(p) for p in pairs], dtype=object)
+    except TypeError as exc:
+        raise ValueError(f"pairs must be a list of (i, k) site pairs, got {pairs!r}") from exc
+    out = []
+    for p in arr:
+        if len(p) != 2:
+            raise ValueError(f"pairs must be a list of (i, k) site pairs, got {tuple(p)!r}")
+        for s in p:
+            if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not 1 <= s <= N:
+                raise ValueError(f"pair sites must be integers in 1..{N}, got {tuple(p)!r}")
+        out.append((int(p[0]), int(p[1])))
+    if len(set(out)) != len(out):
+        raise ValueError(f"pairs must be distinct, got {out}")
+    return np.array(out, dtype=np.int64).reshape(-1, 2)
+
+
+def resolve(observables, pairs, N: int, *, allowed=OBSERVABLES,
+            default=DEFAULT) -> tuple[tuple[str, ...], np.ndarray]:
+    """Validate requested observables and pairs: ``(names in table order, pairs)``.
+
+    ``"pm"`` stands for ``pm_re`` and ``pm_im``. Without ``observables`` the
+    default set is used, plus the two-point observables when ``pairs`` are given.
+    """
+    pairs = check_pairs(pairs, N)
+    if observables is None:
+        names = tuple(default) + (PAIR_NAMES if len(pairs) else ())
+    else:
+        if isinstance(observables, str):
+            observables = (observables,)
+        names = []
+        for o in observables:
+            names.extend(("pm_re", "pm_im") if o == "pm" else (o,))
+        for o in names:
+            if o not in allowed:
+                raise ValueError(f"observable must be one of {allowed} (or 'pm'), got {o!r}")
+        if not names:
+            raise ValueError("observables must name at least one observable")
+    if any(o in PAIR_NAMES for o in names) and not len(pairs):
+        raise ValueError("observables nn, pm_re, pm_im need pairs=[(i, k), ...] (1-based "
+                         "sites), got no pairs")
+    names = tuple(o for o in OBSERVABLES if o in names)
+    return names, pairs
+
+
+def observable_sites(name: str, N: int) -> np.ndarray:
+    """1-based site/bond labels of a one-site observable (0 for whole-chain ones)."""
+    if name == "n":
+        return np.arange(1, N + 1)
+    if name in ("j_bond", "flow"):
+        return np.arange(1, N)
+    if name in ("j", "m", "norm"):
+        return np.zeros(1, dtype=int)
+    raise ValueError(f"unknown observable {name!r}; allowed: {OBSERVABLES}")
+
+
+def table_rows(name: str, N: int, pairs=None, channels=()) -> tuple[list, np.ndarray,
+                                                                     np.ndarray]:
+    """Per component of ``name``: table observable names, ``site`` and ``site2``."""
+    if name in PAIR_NAMES:
+        pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        return [name] * len(pairs), pairs[:, 0].copy(), pairs[:, 1].copy()
+    if name == "count":
+        return ([f"count:{c.name}" for c in channels],
+                np.array([c.site + 1 for c in channels], dtype=np.int64),
+                np.zeros(len(channels), dtype=np.int64))
+    sites = observable_sites(name, N)
+    return [name] * sites.size, sites, np.zeros(sites.size, dtype=np.int64)
+
+
+def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
+    """Kernel flags and the column slice of each observable in a kernel row.
+
+    Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
+    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
+    """
+    from . import kernels as K
+
+    want = set(names)
+    flags = np.zeros(K.NFLAGS, dtype=np.int64)
+    flags[K.FLAG_J] = "j" in want
+    flags[K.FLAG_JBOND] = "j_bond" in want or "flow" in want
+    flags[K.FLAG_N] = "n" in want
+    flags[K.FLAG_NN] = "nn" in want
+    flags[K.FLAG_PM] = "pm_re" in want or "pm_im" in want
+    flags[K.FLAG_COUNT] = "count" in want
+    cols, pos = {}, 0
+
+    def take(name, size):
+        nonlocal pos
+        cols[name] = slice(pos, pos + size)
+        pos += size
+
+    if flags[K.FLAG_J]:
+        take("j", 1)
+    if flags[K.FLAG_JBOND]:
+        take("j_bond", N - 1)
+    take("m", 1)
+    if flags[K.FLAG_N]:
+        take("n", N)
+    if flags[K.FLAG_NN]:
+        take("nn", npair)
+    if flags[K.FLAG_PM]:
+        take("pm_re", npair)
+        take("pm_im", npair)
+    if flags[K.FLAG_COUNT]:
+        take("count", nch)
+    return flags, cols, pos
+
+
+# ---------------------------------------------------------------------------- exact side
+def evaluate_blocks(layout, x: np.ndarray, names, pairs=None) -> dict:
+    """Observables of one stacked block density matrix ``x`` (``exact.BlockLayout``).
+
+    ``count`` is not a function of ``rho(t)`` (it is its time integral, see
+    :func:`count_rates`) and is filled in by the solver.
+    """
+    space = layout.space
+    N, a = layout.N, space.a
+    n = np.zeros(N)
+    jb = np.zeros(N - 1)
+    pops = {}
+    pairs0 = np.asarray(pairs if pairs is not None else np.zeros((0, 2)),
+                        dtype=np.int64).reshape(-1, 2) - 1
+    want_pairs = any(o in names for o in PAIR_NAMES)
+    nn = np.zeros(len(pairs0))
+    pm = np.zeros(len(pairs0), dtype=complex)
+    for m in layout.sectors:
+        diag = x[layout._diag_idx[m]].real
+        pops[m] = diag.sum()
+        if m:
+            n += layout._occ[m].T @ diag
+            if layout._hop_idx[m].size:
+                # <j_l> = -4 Im rho[from, to] summed over the hops of bond l
+                jb += np.bincount(layout._hop_bond[m], -4.0 * x[layout._hop_idx[m]].imag,
+                                  minlength=N - 1)
+        if want_pairs:
+            B = layout.block(x, m)
+            for p, (i, k) in enumerate(pairs0):
+                both, src, dst = space.pair_maps(int(i), int(k), m)
+                nn[p] += B[both, both].real.sum()
+                pm[p] += B[src, dst].sum()
+    out = {}
+    for name in names:
+        if name == "n":
+            out[name] = n
+        elif name == "j_bond":
+            out[name] = jb
+        elif name == "flow":
+            out[name] = 0.5 * a * jb
+        elif name == "j":
+            out[name] = np.array([jb.sum()])
+        elif name == "m":
+            out[name] = np.array([N / 2 - sum(m * p for m, p in pops.items())])
+        elif name == "norm":
+            out[name] = np.array([sum(pops.values())])
+        elif name == "nn":
+            out[name] = nn
+        elif name == "pm_re":
+            out[name] = pm.real.copy()
+        elif name == "pm_im":
+            out[name] = pm.imag.copy()
+    return out
+
+
+def count_rates(layout, channels) -> np.ndarray:
+    """``(nch, size)`` real matrix ``R`` with ``R @ x`` = the jump rates
+    ``rate_k Tr(L_k^+ L_k rho)`` of a stacked block density matrix ``x``
+    (``L^+ L`` is diagonal: ``n_i`` for loss, ``1 - n_i`` for pump, 1 for dephasing)."""
+    space = layout.space
+    R = np.zeros((len(channels), layout.size))
+    for c, ch in enumerate(channels):
+        for m in layout.sectors:
+            idx = layout._diag_idx[m]
+            if ch.kind == "dephasing":
+                R[c, idx] = ch.rate
+                continue
+            occ = (space.sector(m).sites == ch.site).any(axis=1)
+            R[c, idx] = ch.rate * (occ if ch.kind == "loss" else ~occ)
+    return R
