@@ -49,7 +49,12 @@ CHANGES = [
     ["--target-sem", "1e-3", "--max-ntraj", "50000"], ["--time-limit", "60"],
     ["--target-sem", "1%", "--rel-floor", "0.5"],
     ["--backend", "serial"], ["--scheduler", "tcp://127.0.0.1:1"], ["--out", "{tmp}/other"],
-    ["--config", "{tmp}/run.toml"],
+    ["--config", "{tmp}/run.toml"], ["--scenario", "boundary"],
+    ["--scenario", "boundary", "--rate-in", "0.5"], ["--scenario", "boundary", "--rate-out", "2"],
+    ["--channel", "loss:1:1", "--channel", "pump:3:0.5"], ["--dephasing", "0.2"],
+    ["--dephasing", "0.2", "--dephasing-sites", "2,3"], ["--fields", "0,0,0,0,0,0,1"],
+    ["--anisotropy", "0.5,1,1,1,1,1"], ["--initial-p", "0,0,0.5,0.5,0.5,0,0"],
+    ["--pairs", "1-3"], ["--pairs", "1-3,2-5", "--observables", "nn,pm"],
 ]
 REFUSED = [
     (["--T", "1", "--T1", "0.5"], "cannot be combined with --T1"),
@@ -83,6 +88,23 @@ REFUSED = [
     (["--config", "{tmp}/missing.toml"], "config file not found"),
     (["--gamma", "-1"], "gamma must be >= 0.0, got -1.0"),
     (["--N", "1"], "N must be >= 2, got 1"),
+    (["--channel", "loss:1:1", "--gamma", "2"], "--gamma cannot be combined with channel"),
+    (["--channel", "loss:9:1"], "loss site must be <= 7, got 9"),
+    (["--channel", "hop:1:1"], "channel kind must be one of"),
+    (["--channel", "loss:1"], "--channel must be KIND:SITE:RATE[:NAME]"),
+    (["--channel", "loss:1:-1"], "loss rate must be > 0.0, got -1.0"),
+    (["--rate-in", "2"], "--rate-in only applies to --scenario boundary"),
+    (["--scenario", "boundary", "--gamma", "1"], "the boundary scenario uses --rate-in"),
+    (["--dephasing-sites", "2"], "--dephasing-sites needs --dephasing RATE"),
+    (["--dephasing", "-1"], "dephasing rate must be > 0.0"),
+    (["--fields", "1,2"], "fields"),
+    (["--anisotropy", "1,2"], "anisotropy"),
+    (["--initial-p", "0.5,0.5"], "p"),
+    (["--initial-p", "0,0,0,0,0,0,2"], "probabilit"),
+    (["--initial", "3", "--initial-p", "0,0,0,0,0,0,1"], "either --initial"),
+    (["--pairs", "1-9", "--observables", "nn"], "pair sites must be integers in 1..7"),
+    (["--pairs", "1-3", "--observables", "j"], "--pairs does nothing without a two-point"),
+    (["--observables", "nn"], "need pairs"),
 ]
 # refused by mcsolve itself (the same checks and messages as the Python API), before
 # anything is computed
@@ -324,7 +346,8 @@ def test_version_help_defaults_and_one_line_usage_errors(capsys):
                if a.option_strings and a.nargs != 0
                and a.option_strings[0] not in ("--config", "--checkpoint", "--target-sem",
                                                "--scheduler", "--T", "--couplings",
-                                               "--bond-temperatures")
+                                               "--bond-temperatures", "--channel",
+                                               "--initial-p", "--pairs")
                and "default" not in (a.help or "")]
     assert not lacking, lacking
     with pytest.raises(SystemExit):
@@ -375,3 +398,36 @@ def test_reproduce_refuses_flags_its_figures_do_not_use(argv, msg, capsys, workd
     err = capsys.readouterr().err
     assert one_line_error(rc, err), err
     assert msg in err
+
+
+def test_general_chain_from_toml_equals_flags_and_api(capsys, tmp_path):
+    path = tmp_path / "general.toml"
+    path.write_text('[model]\nN = 5\nscenario = "boundary"\nanisotropy = 0.5\n'
+                    'fields = [0.0, 0.1, 0.2, 0.3, 0.4]\n'
+                    '[[channel]]\nkind = "pump"\nsite = 1\nrate = 0.7\n'
+                    '[[channel]]\nkind = "loss"\nsite = 5\nrate = 1.3\nname = "drain"\n'
+                    '[[channel]]\nkind = "dephasing"\nsite = 3\nrate = 0.2\n'
+                    '[run]\nsolver = "steady"\npairs = [[1, 3]]\nobservables = ["j", "nn"]\n')
+    rc1, a, err = dry(["--config", str(path)], capsys, tmp_path)
+    rc2, b, _ = dry(["--N", "5", "--scenario", "boundary", "--anisotropy", "0.5", "--fields",
+                     "0,0.1,0.2,0.3,0.4", "--channel", "pump:1:0.7", "--channel",
+                     "loss:5:1.3:drain", "--channel", "dephasing:3:0.2", "--solver", "steady",
+                     "--pairs", "1-3", "--observables", "j,nn"], capsys, tmp_path)
+    assert rc1 == rc2 == 0 and a == b, err
+    api = tsm.ChainModel(N=5, profile=tsm.UniformProfile(0.0), anisotropy=0.5,
+                         fields=[0.0, 0.1, 0.2, 0.3, 0.4],
+                         channels=[tsm.Pump(1, 0.7), tsm.Loss(5, 1.3, name="drain"),
+                                   tsm.Dephasing(3, 0.2)])
+    assert a["model"] == api.to_dict()
+    # the run itself: the steady state the CLI writes is the API's
+    out = tmp_path / "out"
+    assert cli.main(["run", "--config", str(path), "--out", str(out)]) == 0
+    capsys.readouterr()
+    got = tsm.read_result(out).expect
+    ref = tsm.steadystate(api, observables=("j", "nn"), pairs=[(1, 3)]).expect
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), ref.reset_index(drop=True),
+                                  check_exact=False, rtol=0, atol=1e-13)
+    assert set(got["observable"]) == {"j", "nn"} and got["site2"].max() == 3
+    # boundary preset from flags equals tsm.boundary_driven
+    rc, c, _ = dry(["--scenario", "boundary", "--N", "6", "--rate-in", "0.4"], capsys, tmp_path)
+    assert rc == 0 and c["model"] == tsm.boundary_driven(6, 0.4, 1.0).to_dict()

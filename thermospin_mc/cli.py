@@ -20,6 +20,7 @@ import numpy as np
 from . import config as _config
 from .config import ConfigError, parse_times
 from .io import OutputError, check_output_dir, describe_os_error
+from .observables import resolve as resolve_observables
 
 __all__ = ["main", "build_model", "parse_times"]
 
@@ -61,8 +62,9 @@ def _add_run(sub):
                         "compute nothing")
     m = p.add_argument_group("model (temperatures in eps0, rates in J0)")
     m.add_argument("--scenario", choices=_config.SCENARIOS,
-                   help=_d("paper preset: pump (all up, edge loss + central pump), loss "
-                           "(centre magnon, edge loss), closed (centre magnon, step profile)",
+                   help=_d("preset: pump (all up, edge loss + central pump), loss "
+                           "(centre magnon, edge loss), closed (centre magnon, step profile), "
+                           "boundary (all up, pump at site 1, loss at site N, uniform T = 0)",
                            "pump"))
     m.add_argument("--N", type=int, help=_d("number of sites", 7))
     m.add_argument("--profile", choices=_config.PROFILES,
@@ -88,15 +90,39 @@ def _add_run(sub):
     m.add_argument("--alpha-method", dest="alpha_method",
                    choices=("canonical", "thermodynamic", "sommerfeld"),
                    help=_d("a(T) curve", "canonical"))
-    m.add_argument("--anisotropy", type=float, help=_d("XXZ anisotropy Delta", 1))
+    m.add_argument("--anisotropy",
+                   help=_d("XXZ anisotropy Delta: one number or N-1 comma-separated values",
+                           1))
+    m.add_argument("--fields", help=_d("comma list of the N site fields h_i "
+                                       "(H += sum_i (h_i/2) sigma^z_i)", "0"))
+    m.add_argument("--channel", action="append",
+                   help="KIND:SITE:RATE[:NAME] with KIND loss, pump or dephasing (1-based "
+                        "site); repeat for several; replaces the scenario's channels "
+                        "(TOML: [[channel]] tables)")
+    m.add_argument("--rate-in", dest="rate_in", type=float,
+                   help=_d("pump rate at site 1 of --scenario boundary", 1))
+    m.add_argument("--rate-out", dest="rate_out", type=float,
+                   help=_d("loss rate at site N of --scenario boundary", 1))
+    m.add_argument("--dephasing", type=float,
+                   help="add dephasing sqrt(rate) sigma^z at --dephasing-sites (default "
+                        "every site) to the model")
+    m.add_argument("--dephasing-sites", dest="dephasing_sites",
+                   help=_d("comma list of 1-based sites for --dephasing", "every site"))
+    m.add_argument("--initial-p", dest="initial_p",
+                   help="product mixture: comma list of the N probabilities that site i "
+                        "is down (instead of --initial)")
     r = p.add_argument_group("run")
     r.add_argument("--times", help=_d("output times: 'start:stop:num' or a comma list",
                                       "0:20:81"))
     r.add_argument("--solver", choices=_config.SOLVERS,
                    help=_d("mc (trajectories), exact (block mesolve), steady (steady state)",
                            "mc"))
-    r.add_argument("--observables", help=_d("comma list of j,j_bond,flow,m,n (exact solvers "
-                                            "also norm)", "all"))
+    r.add_argument("--observables",
+                   help=_d("comma list of j,j_bond,flow,m,n,nn,pm,pm_re,pm_im,count (exact "
+                           "solvers also norm; nn and pm need --pairs)",
+                           "j,j_bond,flow,m,n, plus nn,pm with --pairs"))
+    r.add_argument("--pairs", help="site pairs of the two-point observables nn and pm, "
+                   "e.g. 1-3,2-5")
     r.add_argument("--n-jobs", dest="n_jobs", type=int,
                    help=_d("cores: trajectory workers, or BLAS threads of the exact "
                            "solvers; -1 = all", -1))
@@ -162,6 +188,7 @@ def _cmd_run(args) -> int:
     mcfg, rcfg = _gather(args)
     model = _config.resolve_model(mcfg)
     spec = _config.resolve_run(rcfg)
+    resolve_observables(spec.observables, spec.pairs, model.N)  # names and pair sites
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"])
     _io.check_output_dir(spec.out, create=not args.dry_run)
@@ -173,7 +200,8 @@ def _cmd_run(args) -> int:
     if spec.solver == "mc":
         kw = dict(spec.mc)
         try:
-            res = tsm.mcsolve(model, spec.times, observables=spec.observables, **kw)
+            res = tsm.mcsolve(model, spec.times, observables=spec.observables,
+                              pairs=spec.pairs, **kw)
         except KeyboardInterrupt:
             ck = kw.get("checkpoint")
             tail = (f"; checkpoint written to {str(ck)!r}, run the same command to resume"
@@ -183,9 +211,11 @@ def _cmd_run(args) -> int:
         if spec.compare and _small_enough(model):
             ref = tsm.mesolve(model, spec.times, observables=("j", "m"), n_jobs=spec.n_jobs)
     elif spec.solver == "exact":
-        res = tsm.mesolve(model, spec.times, observables=spec.observables, n_jobs=spec.n_jobs)
+        res = tsm.mesolve(model, spec.times, observables=spec.observables, pairs=spec.pairs,
+                          n_jobs=spec.n_jobs)
     else:
-        res = tsm.steadystate(model, observables=spec.observables, n_jobs=spec.n_jobs)
+        res = tsm.steadystate(model, observables=spec.observables, pairs=spec.pairs,
+                              n_jobs=spec.n_jobs)
     try:
         written = res.save(spec.out, spec.formats)
     except _io.OutputError as exc:
@@ -206,9 +236,11 @@ def _small_enough(model) -> bool:
 
 def _print_summary(model, res, ref) -> None:
     meta = res.metadata
+    chans = ", ".join(f"{c.name} ({c.kind} at {c.site + 1}, rate {c.rate:g})"
+                      for c in model.channels) or "none (closed chain)"
     print(f"thermospin-mc {meta.get('version')}  solver={meta['solver']}  N={model.N}  "
-          f"profile={model.profile.to_dict()}  gamma={model.gamma}  "
-          f"gamma_pump={model.gamma_pump}  a(T)={model.alpha_method}")
+          f"profile={model.profile.to_dict()}  a(T)={model.alpha_method}")
+    print(f"channels: {chans}")
     print("couplings a_l = " + ", ".join(f"{x:.5f}" for x in model.couplings))
     if meta["solver"] == "mcsolve":
         run_s = meta.get("run_s", meta["elapsed_s"])
@@ -370,16 +402,7 @@ def _stats_model(meta: dict):
     if not isinstance(d, dict):
         return None
     try:
-        ini = d.get("initial", {})
-        if ini.get("kind") == "state_vector":
-            initial = tsm.StateVector(ini["m"], tuple(np.asarray(ini["re"]) + 1j *
-                                                      np.asarray(ini["im"])))
-        else:
-            initial = tsm.Magnons(tuple(ini.get("sites", ())))
-        model = tsm.ChainModel(N=d["N"], profile=tsm.BondCouplings(tuple(d["couplings"])),
-                               gamma=d["gamma"], gamma_pump=d["gamma_pump"],
-                               pump_site=d.get("pump_site"), initial=initial,
-                               anisotropy=d.get("anisotropy", 1.0))
+        model = tsm.ChainModel.from_dict(d)
     except (KeyError, TypeError, ValueError):
         return None
     return model if model.gamma_pump > 0 and _small_enough(model) else None

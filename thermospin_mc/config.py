@@ -45,7 +45,7 @@ __all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMAT
            "ConfigError", "load_toml", "resolve_model", "resolve_run", "RunSpec",
            "parse_times", "flag"]
 
-SCENARIOS = ("pump", "loss", "closed")
+SCENARIOS = ("pump", "loss", "closed", "boundary")
 PROFILES = ("linear", "step", "uniform")
 SOLVERS = ("mc", "exact", "steady")
 FORMATS = ("parquet", "csv", "both")
@@ -53,9 +53,10 @@ FORMATS = ("parquet", "csv", "both")
 #: Keys of the ``[model]`` table (and the matching flags).
 MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
               "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
-              "anisotropy")
+              "anisotropy", "fields", "channel", "rate_in", "rate_out", "dephasing",
+              "dephasing_sites", "initial_p")
 #: Keys of the ``[run]`` table (and the matching flags).
-RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables",
+RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables", "pairs",
             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
             "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
             "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler")
@@ -88,7 +89,9 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
     """Read a TOML run file; returns ``(model_table, run_table)``.
 
     Only the tables ``[model]`` and ``[run]`` are allowed, each with its own
-    keys; anything else (top-level keys, other tables, unknown keys) is refused.
+    keys, plus ``[[channel]]`` tables (kind, site, rate, optional name) that go
+    to the model; anything else (top-level keys, other tables, unknown keys) is
+    refused.
     """
     path = Path(path)
     try:
@@ -105,6 +108,11 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from exc
+    channels = data.pop("channel", None)
+    if channels is not None and not (isinstance(channels, list)
+                                     and all(isinstance(c, dict) for c in channels)):
+        raise ConfigError(f"'channel' in {str(path)!r} must be [[channel]] tables with kind, "
+                          "site, rate")
     for k, val in data.items():
         if k not in ("model", "run"):
             where = ("[model]" if k in MODEL_KEYS else "[run]" if k in RUN_KEYS else None)
@@ -115,6 +123,11 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
             raise ConfigError(f"{k!r} in {str(path)!r} must be a table ([{k}]), "
                               f"got {type(val).__name__}")
     model, run = dict(data.get("model", {})), dict(data.get("run", {}))
+    if channels is not None:
+        if "channel" in model:
+            raise ConfigError(f"give the channels either as [[channel]] or as "
+                              f"[[model.channel]] tables in {str(path)!r}, not both")
+        model["channel"] = channels
     for table, keys, name in ((model, MODEL_KEYS, "model"), (run, RUN_KEYS, "run")):
         for k in table:
             if k not in keys:
@@ -212,13 +225,46 @@ def _sub(a, b):
         return a if not isinstance(a, (int, float)) else b
 
 
+def _channels(value) -> list:
+    """``[[channel]]`` tables, or ``--channel kind:site:rate[:name]`` strings."""
+    from .model import channel_from_dict
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            parts = item.split(":")
+            if len(parts) not in (3, 4):
+                raise ConfigError(f"--channel must be KIND:SITE:RATE[:NAME], got {item!r}")
+            try:
+                d = {"kind": parts[0], "site": int(parts[1]), "rate": float(parts[2])}
+            except ValueError as exc:
+                raise ConfigError(f"--channel must be KIND:SITE:RATE[:NAME] with an integer "
+                                  f"site and a numeric rate, got {item!r}") from exc
+            if len(parts) == 4:
+                d["name"] = parts[3]
+            item = d
+        out.append(channel_from_dict(item))
+    return out
+
+
+def _scalar_or_seq(key: str, value):
+    if isinstance(value, str):
+        vals = _float_seq(key, value)
+        return vals[0] if len(vals) == 1 else vals
+    return value
+
+
 def resolve_model(cfg: dict) -> ChainModel:
     """A validated :class:`ChainModel` from a flat dict of ``[model]`` keys.
 
-    ``scenario`` (default ``pump``) chooses the paper preset the other keys
-    modify: ``closed`` (step profile, one magnon at site ``(N+1)//2``, no
-    channels), ``loss`` (linear profile, that magnon, edge loss ``gamma``) or
-    ``pump`` (linear profile, all up, edge loss and central pump).
+    ``scenario`` (default ``pump``) chooses the preset the other keys modify:
+    ``closed`` (step profile, one magnon at site ``(N+1)//2``, no channels),
+    ``loss`` (linear profile, that magnon, edge loss ``gamma``), ``pump``
+    (linear profile, all up, edge loss and central pump) or ``boundary``
+    (uniform T = 0 unless temperatures are given, all up, pump ``rate_in`` at
+    site 1 and loss ``rate_out`` at site N, both 1 by default). ``channel``
+    replaces the scenario's channels; ``dephasing`` adds dephasing on top.
     """
     unknown = [k for k in cfg if k not in MODEL_KEYS]
     if unknown:
@@ -228,27 +274,77 @@ def resolve_model(cfg: dict) -> ChainModel:
         raise ConfigError(f"{flag('scenario')} must be one of {', '.join(SCENARIOS)}, "
                           f"got {scenario!r}")
     N = cfg.get("N", 7)
-    profile = _profile(cfg, scenario)
-    gamma = cfg.get("gamma", 0.0 if scenario == "closed" else _model.PAPER_GAMMA)
-    gamma_pump = cfg.get("gamma_pump", _model.PAPER_GAMMA_PUMP if scenario == "pump" else 0.0)
-    if "pump_site" in cfg and (isinstance(gamma_pump, (int, float)) and gamma_pump == 0):
-        raise ConfigError("--pump-site does nothing without a pump (gamma_pump = 0); set "
-                          "--gamma-pump or use --scenario pump")
-    if "initial" in cfg:
+    shorthand = [k for k in ("gamma", "gamma_pump", "pump_site") if k in cfg]
+    if scenario == "boundary":
+        for k in shorthand:
+            raise ConfigError(f"{flag(k)} belongs to the paper's scenarios; the boundary "
+                              "scenario uses --rate-in and --rate-out")
+    else:
+        for k in ("rate_in", "rate_out"):
+            if k in cfg:
+                raise ConfigError(f"{flag(k)} only applies to --scenario boundary")
+    if "channel" in cfg:
+        clash = shorthand + [k for k in ("rate_in", "rate_out") if k in cfg]
+        if clash:
+            raise ConfigError(f"{flag(clash[0])} cannot be combined with channel tables "
+                              "(--channel), which replace the scenario's channels")
+    if "dephasing_sites" in cfg and "dephasing" not in cfg:
+        raise ConfigError("--dephasing-sites needs --dephasing RATE")
+    if "initial_p" in cfg and "initial" in cfg:
+        raise ConfigError("give either --initial (a product state) or --initial-p (a "
+                          "product mixture), not both")
+    if scenario == "boundary" and not any(k in cfg for k in (
+            "profile", "T", "T1", "T2", "delta_T", "couplings", "bond_temperatures")):
+        profile = UniformProfile(0.0)
+    else:
+        profile = _profile(cfg, scenario)
+    if "initial_p" in cfg:
+        initial = _model.product_mixture(_float_seq("initial_p", cfg["initial_p"]))
+    elif "initial" in cfg:
         initial = _initial(cfg["initial"])
-    elif scenario == "pump":
+    elif scenario in ("pump", "boundary"):
         initial = "all_up"
     else:
         try:
             initial = ((int(N) + 1) // 2,)
         except (TypeError, ValueError):
             initial = "all_up"  # ChainModel reports the bad N
-    kw = dict(N=N, profile=profile, gamma=gamma, gamma_pump=gamma_pump,
-              pump_site=cfg.get("pump_site"), initial=initial)
-    for k in ("alpha_method", "anisotropy"):
+    kw = dict(N=N, profile=profile, initial=initial)
+    for k in ("alpha_method",):
         if k in cfg:
             kw[k] = cfg[k]
-    return ChainModel(**kw)
+    for k in ("anisotropy", "fields"):
+        if k in cfg:
+            kw[k] = _scalar_or_seq(k, cfg[k]) if k == "anisotropy" else \
+                _float_seq(k, cfg[k])
+    if "channel" in cfg:
+        kw["channels"] = _channels(cfg["channel"])
+    elif scenario == "boundary":
+        try:
+            n_sites = int(N)
+        except (TypeError, ValueError):
+            n_sites = 2  # ChainModel reports the bad N
+        kw["channels"] = [_model.Pump(site=1, rate=cfg.get("rate_in", 1.0)),
+                          _model.Loss(site=n_sites, rate=cfg.get("rate_out", 1.0))]
+    else:
+        gamma = cfg.get("gamma", 0.0 if scenario == "closed" else _model.PAPER_GAMMA)
+        gamma_pump = cfg.get("gamma_pump",
+                             _model.PAPER_GAMMA_PUMP if scenario == "pump" else 0.0)
+        if "pump_site" in cfg and (isinstance(gamma_pump, (int, float)) and gamma_pump == 0):
+            raise ConfigError("--pump-site does nothing without a pump (gamma_pump = 0); set "
+                              "--gamma-pump or use --scenario pump")
+        kw.update(gamma=gamma, gamma_pump=gamma_pump, pump_site=cfg.get("pump_site"))
+    model = ChainModel(**kw)
+    if "dephasing" in cfg:
+        sites = cfg.get("dephasing_sites")
+        if isinstance(sites, str):
+            try:
+                sites = [int(x) for x in sites.split(",") if x.strip()]
+            except ValueError as exc:
+                raise ConfigError(f"--dephasing-sites must be a comma list of sites, got "
+                                  f"{sites!r}") from exc
+        model = _model.with_dephasing(model, cfg["dephasing"], sites)
+    return model
 
 
 # --------------------------------------------------------------------------- run
@@ -286,6 +382,27 @@ def _names(key: str, value) -> tuple[str, ...]:
     raise ConfigError(f"{flag(key)} must be a comma list of names, got {value!r}")
 
 
+def _pairs(value) -> tuple:
+    """``"1-3,2-5"`` or ``[[1, 3], [2, 5]]`` -> ``((1, 3), (2, 5))`` (checked by the API)."""
+    if isinstance(value, str):
+        out = []
+        for part in value.split(","):
+            if not part.strip():
+                continue
+            ends = part.split("-")
+            try:
+                if len(ends) != 2:
+                    raise ValueError
+                out.append((int(ends[0]), int(ends[1])))
+            except ValueError as exc:
+                raise ConfigError(f"--pairs must be a comma list of site pairs like "
+                                  f"'1-3,2-5', got {value!r}") from exc
+        return tuple(out)
+    if isinstance(value, (list, tuple)):
+        return tuple(tuple(p) if isinstance(p, (list, tuple)) else p for p in value)
+    raise ConfigError(f"--pairs must be a list of site pairs, got {value!r}")
+
+
 def _target(value) -> tuple[float, bool]:
     text = str(value).strip()
     relative = text.endswith("%")
@@ -307,6 +424,7 @@ class RunSpec:
     formats: tuple[str, ...]
     observables: tuple[str, ...] | None
     n_jobs: int
+    pairs: tuple | None = None
     compare: bool = True
     #: keyword arguments of :func:`thermospin_mc.mcsolve` (trajectories only)
     mc: dict = field(default_factory=dict)
@@ -316,6 +434,7 @@ class RunSpec:
                 "times": None if self.times is None else self.times.tolist(),
                 "out": str(self.out), "formats": list(self.formats),
                 "observables": None if self.observables is None else list(self.observables),
+                "pairs": None if self.pairs is None else [list(p) for p in self.pairs],
                 "n_jobs": self.n_jobs, "compare": self.compare,
                 "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
 
@@ -347,13 +466,18 @@ def resolve_run(rcfg: dict) -> RunSpec:
     times = None if solver == "steady" else parse_times(cfg["times"])
     obs = None if cfg.get("observables") is None else _names("observables",
                                                              cfg["observables"])
+    pairs = None if "pairs" not in rcfg else _pairs(rcfg["pairs"])
+    if pairs is not None and obs is not None and not set(obs) & {"nn", "pm", "pm_re", "pm_im"}:
+        raise ConfigError("--pairs does nothing without a two-point observable (nn, pm, "
+                          "pm_re, pm_im) in --observables")
     n_jobs = cfg["n_jobs"]
     _v.n_jobs(n_jobs)  # the API's own check and message
     mc = {}
     if solver == "mc":
         mc = _mc_options(rcfg, cfg)
     return RunSpec(solver=solver, times=times, out=Path(out), formats=formats,
-                   observables=obs, n_jobs=n_jobs, compare=bool(cfg["compare"]), mc=mc)
+                   observables=obs, n_jobs=n_jobs, pairs=pairs, compare=bool(cfg["compare"]),
+                   mc=mc)
 
 
 def _mc_options(rcfg: dict, cfg: dict) -> dict:
