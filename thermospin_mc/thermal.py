@@ -13,10 +13,14 @@ Four curves are available (``ALPHA_METHODS``):
 
 ``"canonical"``
     Exact canonical ensemble with *all* manifolds (Slater determinants). The
-    N-particle partition function and its energy moment are built by a
-    positive-term recursion over single-particle levels (no cancellations,
-    everything kept in logarithms), truncated only where the omitted levels
-    contribute below ~1e-17 relative.
+    partition function and the mean *excitation* energy are built from
+    particle-hole pairs across the ground-state Fermi level: positive-term
+    recursions over single-particle levels (elementary symmetric sums of the
+    hole and particle Boltzmann weights and their energy moments), in linear
+    arithmetic with exact power-of-two scaling (no cancellations, no overflow,
+    a - 1 accurate to ~1e-14 relative even where it is 1e-300). Truncated only
+    where the omitted levels or pair numbers contribute below ~1e-18 relative
+    (the pair cut-off is verified a posteriori). Values are cached per (N, T).
 ``"enumerate"``
     Brute-force canonical average over the lowest ``n_manifolds`` manifolds,
     ordered by energy, as in the paper (which uses 10^6 manifolds and reports
@@ -55,7 +59,8 @@ EPS0_FACTOR: float = math.pi**2 / 6.0
 #: Allowed values of ``method`` in :func:`alpha_ratio`.
 ALPHA_METHODS: tuple[str, ...] = ("canonical", "enumerate", "thermodynamic", "sommerfeld")
 
-#: Upper limit on N for the finite-N methods (cost grows like N * n_levels per T).
+#: Upper limit on N for the finite-N methods (canonical cost per T grows like
+#: n_levels * n_pairs <= N^2 sqrt(1 + 20 T); see :func:`alpha_ratio`).
 N_MAX_ALLOWED: int = 10_000
 
 # Levels n with beta * (e_n - e_{N+1}) > _CUT (plus a tail margin) are dropped:
@@ -149,36 +154,59 @@ def ground_energy(N: int, rho: float = 1.0) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath={"contract"})
-def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int, f: np.ndarray,
-                  m: np.ndarray, u: np.ndarray) -> None:
-    """Row-scaled elementary symmetric sums of the weights ``x`` and their energy moments.
+def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int,
+                  m: np.ndarray, u: np.ndarray, J: np.ndarray) -> None:
+    """Elementary symmetric sums of the weights ``x`` and their energy moments, rows 0..P.
 
-    On return, for p = 0..P (stored reversed, index r = P - p):
-        m[r] = e_p(x) / s_p,   u[r] = sum over p-subsets S of (sum_{i in S} eps_i) prod_{i in S} x_i / s_p,
-    with s_p = prod_{q <= p} f[P - q] (powers of two chosen by the caller, so the scaling
-    is exact). Recursion over items i (the standard one, all terms positive):
+    On return, for p = 0..P (m and u stored reversed, index r = P - p):
+        e_p = m[r] * 2^J[p],   M_p = u[r] * 2^J[p],
+    with e_p the sum over p-subsets S of prod_{i in S} x_i and M_p the same sum weighted
+    by sum_{i in S} eps_i. Recursion over items i (all terms positive):
         e_p <- e_p + x_i e_{p-1},   M_p <- M_p + x_i (M_{p-1} + eps_i e_{p-1}).
-    The reversed storage makes the inner loop read index r + 1 before writing index r, and
-    unsigned indices let LLVM vectorise it.
+    ``x`` must be sorted in decreasing order. Row p is born (becomes non-zero) at item
+    p - 1 with its exponent J[p] chosen so that m is in [1, 2); afterwards rows only grow,
+    by at most a factor p + 1 per item (for decreasing weights e_{p-1} <= p e_p / x_{i-1}),
+    so checking every 16 items for m > 2^300 and moving 2^300 into J[p] keeps every row
+    within [1, 2^600]: no overflow, no underflow, and all rescalings are exact powers of
+    two. The reversed storage makes the inner loop read index r + 1 before writing index
+    r, and unsigned indices let LLVM vectorise it.
     """
     m[:] = 0.0
     u[:] = 0.0
     m[P] = 1.0
+    J[:] = 0
+    f = np.ones(P + 1)  # f[r] = 2^(J[p-1] - J[p]) for row p = P - r
+    big = math.ldexp(1.0, 300)
     one = np.uint64(1)
     Pu = np.uint64(P)
     for i in range(x.shape[0]):
         xi = x[i]
         ei = eps[i]
+        if i + 1 <= P:  # row p = i + 1 is born here
+            p = i + 1
+            _, e = math.frexp(xi * m[P - p + 1])
+            J[p] = J[p - 1] + e - 1
+            f[P - p] = math.ldexp(1.0, 1 - e)
         top = i + 1 if i + 1 < P else P
         for r in range(np.uint64(P - top), Pu):
             c = xi * f[r]
             mp = m[r + one]
             u[r] += c * (u[r + one] + ei * mp)
             m[r] += c * mp
+        if i % 16 == 15:
+            for p in range(1, top + 1):
+                r = P - p
+                if m[r] > big:
+                    m[r] = math.ldexp(m[r], -300)
+                    u[r] = math.ldexp(u[r], -300)
+                    J[p] += 300
+                    f[r] = math.ldexp(f[r], -300)
+                    if r > 0:
+                        f[r - 1] = math.ldexp(f[r - 1], 300)
 
 
 @njit(cache=True, nogil=True)
-def _excitation_one(bt: float, N: int, kmax: int, nmin: int) -> float:
+def _excitation_one(bt: float, N: int, kmax: int, nmin: int, width: float) -> float:
     """Mean canonical excitation energy <E - E_1> (units pi^2 / (2 L^2)) for one b = bt > 0.
 
     Particle-hole form of the exact canonical sum. With mu = N^2 + N + 1/2 (between the
@@ -200,8 +228,8 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int) -> float:
 
     Scaling is done with powers of two only (exact): the pair factor
     exp(-b (2N + 1)) = mant * 2^e2 has its mantissa folded into the particle weights, each
-    weight family is pre-scaled to a sum in [1/2, 1), and row p of the recursion is
-    scaled by 2^(-floor(log2 p!)).
+    weight family is pre-scaled to a sum in [1/2, 1), and the rows of the recursion carry
+    their own binary exponents (:func:`_esym_moments`).
     """
     z = bt * (2.0 * N + 1.0)  # b times the gap: weight of one pair = exp(-z)
     if z > 760.0:
@@ -257,27 +285,23 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int) -> float:
     emax = eh[nh - 1] + eq[nq - 1]
     Pmax = nh if nh < nq else nq
     # first guess: the geometric mean of the hole and particle numbers of the
-    # grand-canonical ensemble at mu is close to the mode of t_p; 8 widths above it
-    # t_p is below ~1e-21 of its maximum (a guess only: checked below)
-    P = int(math.ceil(math.sqrt(mean_h * mean_q) + 8.0 * math.sqrt(max(var_h, var_q)) + 8.0))
+    # grand-canonical ensemble at mu is close to the mode of t_p; `width` (8 by default)
+    # widths above it t_p is below ~1e-21 of its maximum (a guess only: checked below)
+    P = int(math.ceil(math.sqrt(mean_h * mean_q) + width * (math.sqrt(max(var_h, var_q)) + 1.0)))
+    if P < 1:
+        P = 1
     if P > Pmax:
         P = Pmax
-    ln2 = math.log(2.0)
     while True:
-        # row exponents j_p = -floor(log2 p!) (any integers would do; these keep rows <= 1)
-        jrow = np.empty(P + 1, dtype=np.int64)
-        f = np.ones(P + 1)
-        jrow[0] = 0
-        for p in range(1, P + 1):
-            jrow[p] = -int(math.floor(math.lgamma(p + 1.0) / ln2))
-            f[P - p] = math.ldexp(1.0, int(jrow[p - 1] - jrow[p]))
         mh = np.empty(P + 1)
         uh = np.empty(P + 1)
+        jh = np.empty(P + 1, dtype=np.int64)
         mq = np.empty(P + 1)
         uq = np.empty(P + 1)
-        _esym_moments(xh, eh, P, f, mh, uh)
-        _esym_moments(xq, eq, P, f, mq, uq)
-        # t_p = mh_p mq_p 2^(E_p), E_p = p e_pair - 2 j_p; combine with exact power-of-two shifts
+        jq = np.empty(P + 1, dtype=np.int64)
+        _esym_moments(xh, eh, P, mh, uh, jh)
+        _esym_moments(xq, eq, P, mq, uq, jq)
+        # t_p = e_p(h) e_p(q) = mh mq 2^(jh + jq + p e_pair): exact power-of-two shifts
         expo = np.empty(P + 1, dtype=np.int64)
         mant_t = np.zeros(P + 1)
         emx = -(1 << 62)
@@ -288,7 +312,7 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int) -> float:
                 ma, ea = math.frexp(a)
                 mc, ec = math.frexp(c)
                 mant_t[p] = ma * mc
-                expo[p] = ea + ec + p * e_pair + 2 * jrow[p]
+                expo[p] = ea + ec + p * e_pair + jh[p] + jq[p]
                 if expo[p] > emx:
                     emx = expo[p]
         Zs = 0.0
@@ -315,16 +339,18 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int) -> float:
 
 @njit(cache=True, parallel=True)
 def _canonical_excitation_kernel(b: np.ndarray, N: int, n_levels: np.ndarray,
-                                 n_min: np.ndarray) -> np.ndarray:
+                                 n_min: np.ndarray, width: float) -> np.ndarray:
     """Mean canonical excitation energies <E - E_1> (units pi^2 / (2 L^2)), one per b > 0.
 
     ``n_levels[i]`` is the highest particle level and ``n_min[i]`` the deepest hole level
-    kept for ``b[i]``; see :func:`_excitation_one`. Temperatures run in parallel.
+    kept for ``b[i]``; ``width`` sets the first guess of the pair cut-off (it changes
+    the cost only, never the result); see :func:`_excitation_one`. Temperatures run in
+    parallel.
     """
     nT = b.shape[0]
     out = np.zeros(nT)
     for it in prange(nT):  # temperatures are independent
-        out[it] = _excitation_one(b[it], N, n_levels[it], n_min[it])
+        out[it] = _excitation_one(b[it], N, n_levels[it], n_min[it], width)
     return out
 
 
@@ -354,6 +380,8 @@ def _n_min(b: np.ndarray, N: int) -> np.ndarray:
 
 
 _CACHE_MAX = 1 << 16
+# first guess of the pair cut-off, in grand-canonical widths above the mode
+_P_WIDTH: float = 8.0
 # exact canonical a(T) - 1 per (N, T): model presets and ChainModel.with_ rebuild the
 # same couplings many times; identical keys give bit-identical values
 _canonical_cache: dict[tuple[int, float], float] = {}
@@ -389,12 +417,12 @@ def _canonical_ratio_minus_one(T: np.ndarray, N: int) -> np.ndarray:
             res = np.zeros(idx.size)
             if np.any(fin):
                 bf = np.ascontiguousarray(b[fin])
-                exc = _canonical_excitation_kernel(bf, N, _n_levels(bf, N), _n_min(bf, N))
+                exc = _canonical_excitation_kernel(bf, N, _n_levels(bf, N), _n_min(bf, N), _P_WIDTH)
                 res[fin] = exc / (N * (N + 1) * (2 * N + 1) / 6.0)
             vals[idx] = res
             if len(_canonical_cache) + idx.size > _CACHE_MAX:
                 _canonical_cache.clear()
-            for i, r in zip(idx.tolist(), res.tolist()):
+            for i, r in zip(idx.tolist(), res.tolist(), strict=True):
                 _canonical_cache[(N, uniq[i].item())] = r
         out[pos] = vals[inv]
     return out.reshape(T.shape)
