@@ -17,8 +17,8 @@ Four curves are available (``ALPHA_METHODS``):
     particle-hole pairs across the ground-state Fermi level: positive-term
     recursions over single-particle levels (elementary symmetric sums of the
     hole and particle Boltzmann weights and their energy moments), in linear
-    arithmetic with exact power-of-two scaling (no cancellations, no overflow,
-    a - 1 accurate to ~1e-14 relative even where it is 1e-300). Truncated only
+    arithmetic with exact power-of-two scaling (no cancellations, no overflow;
+    a - 1 keeps its relative accuracy down to ~1e-300). Truncated only
     where the omitted levels or pair numbers contribute below ~1e-18 relative
     (the pair cut-off is verified a posteriori). Values are cached per (N, T).
 ``"enumerate"``
@@ -165,11 +165,12 @@ def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int,
         e_p <- e_p + x_i e_{p-1},   M_p <- M_p + x_i (M_{p-1} + eps_i e_{p-1}).
     ``x`` must be sorted in decreasing order. Row p is born (becomes non-zero) at item
     p - 1 with its exponent J[p] chosen so that m is in [1, 2); afterwards rows only grow,
-    by at most a factor p + 1 per item (for decreasing weights e_{p-1} <= p e_p / x_{i-1}),
-    so checking every 16 items for m > 2^300 and moving 2^300 into J[p] keeps every row
-    within [1, 2^600]: no overflow, no underflow, and all rescalings are exact powers of
-    two. The reversed storage makes the inner loop read index r + 1 before writing index
-    r, and unsigned indices let LLVM vectorise it.
+    by at most a factor p + 1 <= P + 1 per item (for decreasing weights
+    e_{p-1} <= p e_p / x_{i-1}), so checking every K items with (P + 1)^K <= 2^600 for
+    m > 2^300 and moving 2^300 into J[p] keeps every row within [1, 2^900] (and u / m is
+    below p * max(eps) < 2^60): no overflow, no underflow, and all rescalings are exact
+    powers of two. The reversed storage makes the inner loop read index r + 1 before
+    writing index r, and unsigned indices let LLVM vectorise it.
     """
     m[:] = 0.0
     u[:] = 0.0
@@ -179,6 +180,7 @@ def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int,
     big = math.ldexp(1.0, 300)
     one = np.uint64(1)
     Pu = np.uint64(P)
+    K = int(600.0 / math.log2(P + 1.0)) if P > 0 else 1
     for i in range(x.shape[0]):
         xi = x[i]
         ei = eps[i]
@@ -193,7 +195,7 @@ def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int,
             mp = m[r + one]
             u[r] += c * (u[r + one] + ei * mp)
             m[r] += c * mp
-        if i % 16 == 15:
+        if i % K == K - 1:
             for p in range(1, top + 1):
                 r = P - p
                 if m[r] > big:
@@ -223,8 +225,8 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int, width: float) -> fl
     relative to the lowest excitation). The pair number p is summed up to P, chosen from
     the grand-canonical mean and width and then checked: t_p = e_p(h) e_p(q) is
     log-concave in p (Newton's inequalities), so once t_P / t_{P-1} = r < 1 the omitted
-    terms are below the geometric tail t_P r / (1 - r); P is raised by half until that tail (and
-    its energy-weighted version) is below 1e-18 of the retained sums.
+    terms are below the geometric tail t_P r / (1 - r); P is raised by half until that
+    tail (and its energy-weighted version) is below 1e-18 of the retained sums.
 
     Scaling is done with powers of two only (exact): the pair factor
     exp(-b (2N + 1)) = mant * 2^e2 has its mantissa folded into the particle weights, each
@@ -612,9 +614,14 @@ def alpha_ratio(
     N : int
         Number of particles (1 <= N <= 10000) for the finite-N methods;
         ignored by ``"thermodynamic"`` and ``"sommerfeld"``. The canonical cost per
-        temperature is ~ N * n_levels with n_levels ~ sqrt(N^2 + 20 N^2 T), so
-        N = 200 over 100 temperatures up to 50 eps0 takes well below a second,
-        while N ~ 10^4 at high T takes seconds per temperature.
+        temperature is ~ n_levels * P vectorised multiply-adds, with
+        n_levels ~ N sqrt(1 + 20 T) single-particle levels and P <= N the number of
+        particle-hole pairs that matter (~0.35 N at T = 2, close to N for T >> 1).
+        Measured (one core of a loaded 2-core machine): N = 1001 about 0.5 ms per
+        temperature for T <= 2 (a 1000-bond linear profile in ~0.5 s), 15 ms at
+        T = 50; N = 10^4 about 0.1 s at T = 2 and 2 s at T = 50. Each distinct
+        (N, T) is computed once and then served from an in-memory cache
+        (:func:`clear_cache` empties it).
     rho : float
         Density N / L (> 0). For the finite-N methods a(T) with T in eps0 units
         does not depend on rho; it is validated all the same.
