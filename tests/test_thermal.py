@@ -8,11 +8,13 @@ import math
 import numpy as np
 import pytest
 
+from thermospin_mc import thermal
 from thermospin_mc.thermal import (
     ALPHA_METHODS,
     EPS0_FACTOR,
     alpha_ratio,
     canonical_energy,
+    clear_cache,
     ground_energy,
     manifold_counts,
 )
@@ -113,6 +115,95 @@ def test_low_temperature_is_activated_across_finite_size_gap():
         kT = T * EPS0_FACTOR
         leading = gap / ground_energy(N) * math.exp(-gap / kT)
         assert alpha_ratio(T, N=N) - 1 == pytest.approx(leading, rel=0.01)
+
+
+def reference_ratio_minus_one(T: float, N: int, cut: float = 80.0) -> float:
+    """a(T) - 1 from the textbook level recursion, written independently of the package.
+
+    Levels k = 1, 2, ... are added one at a time (MODEL.md s. 3): with Z(k, j) the
+    j-particle partition function on levels 1..k and energies measured from the j-particle
+    ground state G(j) = 1^2 + ... + j^2 (units pi^2 / (2 L^2), b = beta pi^2 / (2 L^2)),
+        Z(k, j) = Z(k-1, j) + Z(k-1, j-1) exp(-b (k^2 - j^2)),
+        U(k, j) = U(k-1, j) + exp(-b (k^2 - j^2)) (U(k-1, j-1) + (k^2 - j^2) Z(k-1, j-1)),
+    U the excitation-weighted sum, so a - 1 = U / (Z G(N)) keeps its relative accuracy.
+    Each row is stored as mantissa * 2^E (renormalised with frexp after every level).
+    Levels with b (k^2 - (N+1)^2) > cut are dropped (relative weight < exp(-80)).
+    """
+    b = 3.0 / (N * N * T)  # beta * pi^2 / (2 L^2) with k_B T = T pi^2 / 6, L = N
+    kmax = int(math.ceil(math.sqrt((N + 1) ** 2 + cut / b))) + 2
+    W = np.zeros(N + 1)
+    U = np.zeros(N + 1)
+    E = np.zeros(N + 1, dtype=np.int64)
+    W[0] = 1.0
+    for k in range(1, kmax + 1):
+        jt = min(k, N)
+        if k <= N:
+            E[k] = E[k - 1]  # row k is empty until now
+        j = np.arange(1, jt + 1)
+        d = float(k * k) - (j * j).astype(float)
+        fac = np.ldexp(np.exp(-b * d), E[j - 1] - E[j])
+        U[j], W[j] = U[j] + fac * (U[j - 1] + d * W[j - 1]), W[j] + fac * W[j - 1]
+        mant, e = np.frexp(W[1:jt + 1])
+        U[1:jt + 1] = np.ldexp(U[1:jt + 1], -e)
+        W[1:jt + 1] = mant
+        E[1:jt + 1] += e
+    assert np.all(np.isfinite(W)) and np.all(np.isfinite(U))
+    return float(U[N] / W[N] / (N * (N + 1) * (2 * N + 1) / 6.0))
+
+
+T_GRID = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 50.0)
+
+
+@pytest.mark.parametrize("N", [1, 2, 3, 7, 20, 60])
+def test_canonical_matches_reference_recursion(N):
+    T = np.array(T_GRID)
+    clear_cache()
+    am1 = thermal._canonical_ratio_minus_one(T, N)  # a - 1 before adding 1
+    a = alpha_ratio(T, N=N)
+    ref = np.array([reference_ratio_minus_one(t, N) for t in T])
+    ok = ref > 1e-300
+    assert ok.sum() >= 7  # most of the grid is above the underflow limit
+    # the excitation a - 1 to 1e-12 relative (spans 1e-300 .. 25 here)
+    np.testing.assert_allclose(am1[ok], ref[ok], rtol=1e-12, atol=0.0)
+    # where a - 1 underflows for the reference it is at the underflow limit here too
+    assert np.all(am1[~ok] < 1e-290)
+    # a itself to 1e-14 (relative; a <= 27 on this grid)
+    np.testing.assert_allclose(a, 1.0 + ref, rtol=1e-14, atol=0.0)
+
+
+@pytest.mark.parametrize("T", [0.05, 0.5, 2.0, 10.0])
+def test_canonical_matches_reference_recursion_N301(T):
+    # several hundred particle-hole pairs: exercises the row scaling of the recursion
+    clear_cache()
+    am1 = thermal._canonical_ratio_minus_one(np.array([T]), 301)[0]
+    assert am1 == pytest.approx(reference_ratio_minus_one(T, 301), rel=1e-12)
+
+
+def test_pair_cutoff_guess_changes_cost_not_result():
+    # the first guess of the pair cut-off P is only a guess: too small a guess must be
+    # detected by the a-posteriori tail test and enlarged; a huge guess (all pairs) must
+    # give the same numbers
+    for N in (7, 60, 301):
+        T = np.array([0.02, 0.1, 0.7, 2.0, 8.0])
+        b = 3.0 / (N * N * T)
+        kl, nm = thermal._n_levels(b, N), thermal._n_min(b, N)
+        base = thermal._canonical_excitation_kernel(b, N, kl, nm, thermal._P_WIDTH)
+        for width in (0.0, 1.0, 1e6):
+            other = thermal._canonical_excitation_kernel(b, N, kl, nm, width)
+            np.testing.assert_allclose(other, base, rtol=1e-13, atol=0.0)
+
+
+def test_canonical_cache_is_per_N_and_T_and_bit_identical():
+    T = np.array([0.4, 1.3, 0.4, 0.0, 2.2])
+    clear_cache()
+    first = alpha_ratio(T, N=9)
+    assert first[0] == first[2] and first[3] == 1.0
+    assert alpha_ratio(T, N=9).tobytes() == first.tobytes()  # served from the cache
+    other = alpha_ratio(T, N=11)  # different N: different values, not the cached ones
+    assert np.all(other[[0, 1, 4]] > first[[0, 1, 4]])
+    clear_cache()
+    assert alpha_ratio(T[::-1], N=9).tobytes() == first[::-1].tobytes()
+    assert alpha_ratio(1.3, N=9) == first[1]
 
 
 # ---------------------------------------------------------------- manifold enumeration
