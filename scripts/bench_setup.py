@@ -11,8 +11,14 @@ canonical a(T)) and prints, per N:
   CPU seconds of this process; the a(T) kernel runs temperatures on all numba threads);
 - ``rebuild``: the same build again (a(T) values served from the in-memory cache).
 
+Then the exact steady state of the paper's pump + loss model (``--steady-N``,
+default 9 and 11) with the solver's default of one BLAS thread
+(``n_jobs=1``), with one BLAS thread per core (``n_jobs=-1``), and with BLAS
+left at its own default (no limit), best of ``--repeat`` each. On a busy
+machine the unlimited setting oversubscribes the cores.
+
     python scripts/bench_setup.py                 # N = 101, 1001
-    python scripts/bench_setup.py --N 101 1001 3001 --repeat 3
+    python scripts/bench_setup.py --N 101 1001 3001 --repeat 3 --steady-N 9
 
 Figures are printed; nothing is asserted. Run it twice in a row: the first run
 may include numba compilation, the second loads the compiled kernels from disk.
@@ -31,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="chain lengths (default: 101 1001)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="uncached builds per N, best time printed (default: 1)")
+    ap.add_argument("--steady-N", dest="steady_N", type=int, nargs="*", default=[9, 11],
+                    help="chain lengths of the steady-state timing (default: 9 11; none: "
+                         "skip)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -57,6 +66,31 @@ def main(argv: list[str] | None = None) -> None:
         tsm.paper_model("loss", N=N)
         t_re = time.perf_counter() - t0
         print(f"{N:>6} {len(model.couplings):>6} {best:>10.3f} {best_cpu:>14.3f} {t_re:>12.3f}")
+    if args.steady_N:
+        _steady(tsm, args.steady_N, max(1, args.repeat))
+
+
+def _steady(tsm, Ns, repeat: int) -> None:
+    """Steady-state wall time with BLAS limited to 1 thread, one per core, or unlimited."""
+    from thermospin_mc.exact import steadystate
+
+    raw = steadystate.__wrapped__  # the solver without its BLAS limit
+    print(f"\nsteadystate, paper pump + loss (BLAS threads; load average "
+          f"{os.getloadavg()[0]:.2f})")
+    print(f"{'N':>4} {'n_jobs=1 [s]':>13} {'n_jobs=-1 [s]':>14} {'BLAS default [s]':>17}")
+    for N in Ns:
+        model = tsm.paper_model("pump", N=N)
+        tsm.steadystate(tsm.paper_model("pump", N=5))  # warm imports and caches
+        row = []
+        for call in (lambda: tsm.steadystate(model, n_jobs=1),
+                     lambda: tsm.steadystate(model, n_jobs=-1), lambda: raw(model)):
+            best = float("inf")
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                call()
+                best = min(best, time.perf_counter() - t0)
+            row.append(best)
+        print(f"{N:>4} {row[0]:>13.2f} {row[1]:>14.2f} {row[2]:>17.2f}")
 
 
 if __name__ == "__main__":
