@@ -82,12 +82,12 @@ def _steady(tsm, Ns, repeat: int) -> None:
         model = tsm.paper_model("pump", N=N)
         tsm.steadystate(tsm.paper_model("pump", N=5))  # warm imports and caches
         row = []
-        for call in (lambda: tsm.steadystate(model, n_jobs=1),
-                     lambda: tsm.steadystate(model, n_jobs=-1), lambda: raw(model)):
+        for fn, kw in ((tsm.steadystate, {"n_jobs": 1}), (tsm.steadystate, {"n_jobs": -1}),
+                       (raw, {})):
             best = float("inf")
             for _ in range(repeat):
                 t0 = time.perf_counter()
-                call()
+                fn(model, **kw)
                 best = min(best, time.perf_counter() - t0)
             row.append(best)
         print(f"{N:>4} {row[0]:>13.2f} {row[1]:>14.2f} {row[2]:>17.2f}")
