@@ -84,7 +84,7 @@ REFUSED = [
     (["--initial", "9"], "initial magnon site must be in 1..7, got 9"),
     (["--out", "{tmp}/afile"], "is an existing file, not a directory"),
     (["--out", "{tmp}/afile/sub"], "cannot create output directory"),
-    (["--checkpoint", "{tmp}/nodir/ck.npz"], "does not exist"),
+    (["--checkpoint", "{tmp}/afile/ck.npz"], "cannot write"),
     (["--config", "{tmp}/missing.toml"], "config file not found"),
     (["--gamma", "-1"], "gamma must be >= 0.0, got -1.0"),
     (["--N", "1"], "N must be >= 2, got 1"),
@@ -431,3 +431,11 @@ def test_general_chain_from_toml_equals_flags_and_api(capsys, tmp_path):
     # boundary preset from flags equals tsm.boundary_driven
     rc, c, _ = dry(["--scenario", "boundary", "--N", "6", "--rate-in", "0.4"], capsys, tmp_path)
     assert rc == 0 and c["model"] == tsm.boundary_driven(6, 0.4, 1.0).to_dict()
+
+
+def test_api_checkpoint_in_an_unusable_place_is_refused_in_words(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(OSError, match="afile.* is an existing file, not a directory") as exc:
+        tsm.mcsolve(tsm.paper_model("pump", N=5), [0.0, 1.0], ntraj=64, seed=1,
+                    checkpoint=tmp_path / "afile" / "ck.npz")
+    assert "Errno" not in str(exc.value)

@@ -190,7 +190,7 @@ def _cmd_run(args) -> int:
     spec = _config.resolve_run(rcfg)
     resolve_observables(spec.observables, spec.pairs, model.N)  # names and pair sites
     if "checkpoint" in spec.mc:
-        _io.check_output_file(spec.mc["checkpoint"])
+        _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
     _io.check_output_dir(spec.out, create=not args.dry_run)
     if args.dry_run:
         print(json.dumps({"model": model.to_dict(), "run": spec.to_dict()}, sort_keys=True,

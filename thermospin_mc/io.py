@@ -183,16 +183,20 @@ def check_output_dir(directory: str | Path, create: bool = True) -> Path:
     return directory
 
 
-def check_output_file(path: str | Path) -> Path:
-    """Check that a file (e.g. a checkpoint) can be created at ``path``."""
+def check_output_file(path: str | Path, create: bool = True) -> Path:
+    """Check that a file (e.g. a checkpoint) can be written at ``path``.
+
+    Its directory is created when ``create`` is true (as the checkpoint writer
+    does), and must accept a probe file; ``path`` must not be a directory.
+    Raises :class:`OutputError` with the path and the reason in words.
+    """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{str(path)!r} is a directory, expected a file path")
-    parent = path.parent
-    if not parent.exists():
-        raise OutputError(f"cannot write {str(path)!r}: directory {str(parent)!r} does not "
-                          "exist")
-    check_output_dir(parent, create=False)
+    try:
+        check_output_dir(path.parent, create=create)
+    except OutputError as exc:
+        raise OutputError(f"cannot write {str(path)!r}: {exc}") from exc
     return path
 
 

@@ -59,6 +59,7 @@ from .ensemble import (
     run_batch,
     warm_kernels,
 )
+from .io import check_output_file
 from .model import ChainModel
 from .results import ONE_EVENT, Result
 
@@ -779,7 +780,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     with contextlib.ExitStack() as stack:
         save = None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            check_output_file(path)  # directory created and writable, else one clear line
             stack.enter_context(CheckpointLock(path))
             elapsed_before = _resume(path, opts["resume"], identity, red)
 
