@@ -20,6 +20,7 @@ import pytest
 import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from zscores import check_against
 
 import thermospin_mc as tsm
 
@@ -425,18 +426,6 @@ def test_exit_probabilities_with_dephasing_and_mixture_match_integrated_counts()
 
 
 # ----------------------------------------------------------------------------- trajectories
-def _check_against(res, ref, ntraj):
-    z = res.compare(ref)
-    z = z[z.observable != "norm"]
-    with_err = z[z["sem"] > 0]
-    no_err = z[z["sem"] == 0]
-    frac = float((with_err.z.abs() < 2).mean())
-    assert frac >= 0.90, f"only {frac:.3f} of rows within 2 sem"
-    assert with_err.z.abs().max() < 5.0, with_err.loc[with_err.z.abs().idxmax()].to_dict()
-    scale = np.maximum(1.0, np.abs(no_err["mean_other"]))
-    assert (no_err["diff"].abs() <= 3.0 / ntraj * scale * 7 + 1e-9).all()
-
-
 TRAJ_TIMES = np.linspace(0.0, 4.0, 21)
 
 
@@ -450,7 +439,7 @@ def test_trajectories_agree_with_mesolve_for_general_models(case):
     res = tsm.mcsolve(model, TRAJ_TIMES, ntraj=ntraj, seed=400 + case, observables=obs,
                       pairs=pairs)
     ref = tsm.mesolve(model, TRAJ_TIMES, observables=obs, pairs=pairs)
-    _check_against(res, ref, ntraj)
+    check_against(res, ref, ntraj)
 
 
 def test_same_site_channels_trajectories_in_taylor_mode():
@@ -458,7 +447,7 @@ def test_same_site_channels_trajectories_in_taylor_mode():
     obs = ["j", "n", "pm", "count"]
     res = tsm.mcsolve(model, TRAJ_TIMES, ntraj=4000, seed=9, observables=obs, pairs=[(1, 2)],
                       dense_max=1)
-    _check_against(res, tsm.mesolve(model, TRAJ_TIMES, observables=obs, pairs=[(1, 2)]),
+    check_against(res, tsm.mesolve(model, TRAJ_TIMES, observables=obs, pairs=[(1, 2)]),
                    4000)
 
 

@@ -15,24 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
+from zscores import check_against
 
 import thermospin_mc as tsm
 from thermospin_mc import kernels
 
 TIMES = np.linspace(0.0, 20.0, 81)
-
-
-def _check_against(res, ref, ntraj):
-    z = res.compare(ref)
-    z = z[z.observable != "norm"]
-    with_err = z[z["sem"] > 0]
-    no_err = z[z["sem"] == 0]
-    frac = float((with_err.z.abs() < 2).mean())
-    assert frac >= 0.90, f"only {frac:.3f} of rows within 2 sem"
-    assert with_err.z.abs().max() < 5.0, with_err.loc[with_err.z.abs().idxmax()].to_dict()
-    scale = np.maximum(1.0, np.abs(no_err["mean_other"]))
-    assert (no_err["diff"].abs() <= 3.0 / ntraj * scale * 7 + 1e-9).all()
-    return frac
 
 
 @pytest.mark.parametrize("N", [5, 7])
@@ -42,7 +30,7 @@ def test_trajectories_agree_with_mesolve(N, scenario):
     ntraj = 3000
     res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=20260 + N)
     ref = tsm.mesolve(model, TIMES)
-    _check_against(res, ref, ntraj)
+    check_against(res, ref, ntraj)
     assert (res.expect["ntraj"] == ntraj).all()
 
 
@@ -54,7 +42,7 @@ def test_taylor_mode_in_every_sector_agrees_with_mesolve():
     modes = res.metadata["sector_modes"]  # sectors 0 and N have dimension 1
     assert all(mode == "taylor" for m, mode in modes.items() if 0 < int(m) < 7)
     assert len(modes) >= 3
-    _check_against(res, tsm.mesolve(model, TIMES), ntraj)
+    check_against(res, tsm.mesolve(model, TIMES), ntraj)
 
 
 @pytest.mark.parametrize("N", [5, 7])
@@ -204,7 +192,7 @@ def test_long_chain_single_impurity_taylor_mode_agrees_with_exact():
                       observables=("j", "m", "n"), dense_max=100)
     assert res.metadata["sector_modes"]["1"] == "taylor"
     ref = tsm.mesolve(model, times, observables=("j", "m", "n"))
-    _check_against(res, ref, ntraj)
+    check_against(res, ref, ntraj)
     # at most one loss per trajectory; the number lost by t_end is binomial
     # with the exact loss probability 1 - ||psi||^2 = 1 - (N/2 - m(t_end))
     assert (res.jumps.groupby("traj").size() == 1).all()
