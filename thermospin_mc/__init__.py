@@ -10,6 +10,13 @@ __version__ = "0.1.0"
 from . import analysis  # noqa: E402
 from .ensemble import mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
+from .fcs import (  # noqa: E402
+    exact_counting_statistics,
+    rate_function,
+    scgf,
+    waiting_time_bins,
+    waiting_time_distribution,
+)
 from .model import (  # noqa: E402
     BondCouplings,
     BondTemperatures,
@@ -31,6 +38,7 @@ __all__ = [
     "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",
     "BondTemperatures", "BondCouplings", "Magnons", "magnons", "StateVector", "paper_model",
     "SectorSpace", "Result", "mcsolve", "merge", "mesolve", "sesolve", "steadystate",
-    "exit_probabilities",
+    "exit_probabilities", "exact_counting_statistics", "scgf", "rate_function",
+    "waiting_time_distribution", "waiting_time_bins",
     "analysis",
 ]
