@@ -48,7 +48,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _validate as v
-from .exact import BlockLayout, _check_model, _evolve_grid, _NoJumpInverse, _nojump_generator
+from .exact import BlockLayout, _check_model, _evolve_grid, _nojump_generator, _NoJumpInverse
 from .sectors import SectorSpace
 
 __all__ = ["exact_counting_statistics", "scgf", "rate_function", "waiting_time_distribution",
@@ -630,7 +630,7 @@ def waiting_time_distribution(model, channels, tau, *, start=None, end=None) -> 
     order = np.argsort(flat, kind="stable")
     vals = np.empty(flat.size)
     if flat.size:
-        for i, z in zip(order, _evolve_grid(M, y, flat[order])):
+        for i, z in zip(order, _evolve_grid(M, y, flat[order]), strict=True):
             vals[i] = (tend @ z).real
     return vals.reshape(tau_arr.shape)
 
