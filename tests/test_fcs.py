@@ -262,3 +262,20 @@ def test_trajectory_statistics_agree_with_exact(run5, counts, window):
     # waiting-time histogram: chi^2 with 10 bins, 99.99% quantile is 33.7
     assert cmp.dof == 10 and cmp.chi2 < 33.7, cmp.waiting
     assert cmp.waiting["p_exact"].sum() < 1.0
+
+
+# --------------------------------------------------------------------------- CLI
+def test_cli_fcs_prints_and_writes(tmp_path, capsys, pump5):
+    from thermospin_mc.cli import main
+    from thermospin_mc.io import read_table
+
+    out = tmp_path / "fcs.csv"
+    assert main(["fcs", "--N", "5", "--order", "3", "--counts", "pump=1", "--out",
+                 str(out)]) == 0
+    df, meta = read_table(out)
+    ref = tsm.exact_counting_statistics(pump5, {"pump": 1}, order=3)["cumulant"]
+    np.testing.assert_allclose(df["cumulant"].to_numpy(), ref.to_numpy(), rtol=1e-12)
+    assert "Fano factor" in capsys.readouterr().out
+    assert main(["fcs", "--N", "5", "--counts", "loss_top=1"]) == 2
+    assert "loss_left" in capsys.readouterr().err
+    assert main(["fcs", "--N", "5", "--counts", "pump=x"]) == 2
