@@ -10,6 +10,13 @@ __version__ = "0.1.0"
 from . import analysis, io, observables  # noqa: E402
 from .ensemble import mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
+from .fcs import (  # noqa: E402
+    exact_counting_statistics,
+    rate_function,
+    scgf,
+    waiting_time_bins,
+    waiting_time_distribution,
+)
 from .model import (  # noqa: E402
     BondCouplings,
     BondTemperatures,
@@ -41,7 +48,8 @@ __all__ = [
     "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",
     "BondTemperatures", "BondCouplings", "Magnons", "magnons", "StateVector", "paper_model",
     "SectorSpace", "Result", "mcsolve", "merge", "mesolve", "sesolve", "steadystate",
-    "exit_probabilities", "read_result",
+    "exit_probabilities", "read_result", "exact_counting_statistics", "scgf", "rate_function",
+    "waiting_time_distribution", "waiting_time_bins",
     "analysis", "io",
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",

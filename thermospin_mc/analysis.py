@@ -37,7 +37,8 @@ from . import _validate as v
 __all__ = [
     "CHANNELS", "exit_sides", "waiting_times", "WaitingTimes", "jump_counts",
     "counting_statistics", "steady_state_from_jumps", "time_average", "batch_means",
-    "BatchMeans", "integrated_autocorr_time",
+    "BatchMeans", "integrated_autocorr_time", "compare_counting_statistics",
+    "CountingComparison",
 ]
 
 #: Jump channel names, in table order (DESIGN.md).
@@ -789,3 +790,176 @@ def _observable_blocks(data, columns, observables, couplings) -> dict:
         else:
             out[name] = col(name)
     return out
+
+
+# --------------------------------------------------------------------------- exact FCS comparison
+@dataclass(frozen=True)
+class CountingComparison:
+    """Trajectory counting statistics beside their exact values
+    (see :func:`compare_counting_statistics`).
+
+    Attributes
+    ----------
+    cumulants : pandas.DataFrame
+        Indexed by ``quantity``: ``mean``, ``var``, ``fano`` (``var / mean``)
+        and, for ``order >= 3``, ``k3`` (third cumulant) of the weighted count
+        in the window. Columns ``trajectory``, ``err``, ``exact``, ``z``.
+    waiting : pandas.DataFrame
+        One row per waiting-time bin: ``tau_lo``, ``tau_hi``, ``p_traj``
+        (fraction of interval starts whose next counted jump falls in the bin),
+        ``sem``, ``p_exact``, ``z``.
+    chi2, dof : float, int
+        ``sum z^2`` over the waiting-time bins and the number of bins.
+    counts : dict
+        The channel weights.
+    window : (float, float)
+        The counting window.
+    """
+
+    cumulants: pd.DataFrame
+    waiting: pd.DataFrame
+    chi2: float
+    dof: int
+    counts: dict
+    window: tuple
+
+
+def _k3(x: np.ndarray) -> float:
+    n = x.size
+    c = x - x.mean()
+    return float(n * np.sum(c ** 3) / ((n - 1) * (n - 2)))
+
+
+def _bootstrap_cumulants(x: np.ndarray, n_boot: int, rng) -> dict:
+    """Bootstrap errors of variance, Fano factor and k3 (multinomial over values)."""
+    n = x.size
+    vals, cnt = np.unique(x, return_counts=True)
+    c = vals - x.mean()
+    w = rng.multinomial(n, cnt / n, size=n_boot).astype(float) / n
+    m1 = w @ c
+    m2 = w @ c ** 2 - m1 ** 2
+    m3 = w @ c ** 3 - 3 * m1 * (w @ c ** 2) + 2 * m1 ** 3
+    var = m2 * n / (n - 1)
+    k3 = m3 * n * n / ((n - 1) * (n - 2))
+    mean = m1 + x.mean()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fano = var / mean
+    fano = fano[np.isfinite(fano)]
+    return {"var": float(var.std(ddof=1)), "k3": float(k3.std(ddof=1)),
+            "fano": float(fano.std(ddof=1)) if fano.size > 1 else np.nan}
+
+
+def compare_counting_statistics(jumps: pd.DataFrame, ntraj: int, model, counts, window, *,
+                                order: int = 3, bins: int = 20, tau_max: float | None = None,
+                                n_boot: int = 2000, seed: int = 0) -> CountingComparison:
+    """Counting statistics and waiting times of a run beside the exact values.
+
+    Parameters
+    ----------
+    jumps : pandas.DataFrame
+        Jump table of the run (columns ``traj, t, channel``).
+    ntraj : int
+        Number of trajectories of the run.
+    model : ChainModel
+        The run's model (its ``initial`` state is prepared at ``t = 0``).
+    counts : dict
+        ``{channel name: integer weight}``, e.g. ``{"loss_right": 1,
+        "loss_left": -1}`` for the net spin to the right.
+    window : (float, float)
+        ``(t_a, t_b)``: jumps with ``t_a <= t < t_b`` are counted; ``t_b`` at
+        most the run's last output time.
+    order : int
+        2 or 3: compare mean and variance (and Fano factor), and with 3 the
+        third cumulant too (meaningful only when the run is long enough).
+    bins : int
+        Waiting-time bins on ``[0, tau_max)``.
+    tau_max : float, optional
+        Longest waiting time histogrammed (default ``(t_b - t_a) / 4``). The
+        intervals start at the counted jumps in ``[t_a, t_b - tau_max)``, so
+        every interval shorter than ``tau_max`` is complete (no censoring).
+    n_boot, seed : int
+        Bootstrap replicates and seed for the errors of variance, Fano factor
+        and third cumulant.
+
+    Returns
+    -------
+    CountingComparison
+
+    Notes
+    -----
+    Exact values: the cumulants of the count in the window from the exact
+    state at ``t_a`` (:func:`thermospin_mc.exact_counting_statistics` with
+    ``t = t_b - t_a, t0 = t_a``), and the waiting-time bin probabilities for
+    interval starts weighted by their exact rate over the start window
+    (:func:`thermospin_mc.waiting_time_bins` with ``window``), so no
+    steady-state assumption is needed. The waiting time is the delay from a
+    counted jump to the next counted jump of the same trajectory. Errors:
+    standard error over trajectories for the mean, bootstrap over trajectories
+    for variance, Fano factor and ``k3``, and the cluster-robust error of a
+    ratio (trajectories as clusters) for the bin fractions.
+    """
+    from .fcs import _check_counts, exact_counting_statistics, waiting_time_bins
+
+    df = _check_jumps(jumps)
+    ntraj = _check_ntraj(ntraj, df)
+    t_a, t_b = _check_window("window", window)
+    weights = _check_counts(model, counts)
+    order = v.integer("order", order, lo=2, hi=3)
+    bins = v.integer("bins", bins, lo=1)
+    n_boot = v.integer("n_boot", n_boot, lo=2)
+    seed = v.integer("seed", seed, lo=0)
+    tau_max = (t_b - t_a) / 4 if tau_max is None else v.real("tau_max", tau_max, lo=0.0,
+                                                             lo_open=True)
+    if not t_b - tau_max > t_a:
+        raise ValueError(f"tau_max must be < t_b - t_a = {t_b - t_a}, got {tau_max}")
+    # ---- cumulants of the weighted count
+    sel = df[(df["t"] >= t_a) & (df["t"] < t_b)]
+    x = np.zeros(ntraj)
+    for name, w in weights.items():
+        tr = sel.loc[sel["channel"] == name, "traj"].to_numpy()
+        x += w * np.bincount(tr, minlength=ntraj)
+    exact = exact_counting_statistics(model, weights, order=order, t=t_b - t_a,
+                                      t0=t_a)["cumulant"].to_numpy()
+    mean = float(x.mean())
+    var = float(x.var(ddof=1))
+    boot = _bootstrap_cumulants(x, n_boot, np.random.default_rng(seed))
+    rows = {"mean": (mean, math.sqrt(var / ntraj), exact[0]),
+            "var": (var, boot["var"], exact[1]),
+            "fano": (var / mean if mean != 0 else np.nan, boot["fano"],
+                     exact[1] / exact[0] if exact[0] != 0 else np.nan)}
+    if order >= 3:
+        rows["k3"] = (_k3(x), boot["k3"], exact[2])
+    cum = pd.DataFrame.from_dict(rows, orient="index", columns=["trajectory", "err", "exact"])
+    cum.index.name = "quantity"
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cum["z"] = (cum["trajectory"] - cum["exact"]) / cum["err"]
+    # ---- waiting times between counted jumps
+    cj = df[df["channel"].isin(list(weights))]
+    traj, t = cj["traj"].to_numpy(), cj["t"].to_numpy()
+    start = (t >= t_a) & (t < t_b - tau_max)
+    has_next = np.zeros(t.size, dtype=bool)
+    has_next[:-1] = traj[1:] == traj[:-1]
+    tau = np.full(t.size, np.inf)
+    tau[:-1] = np.where(has_next[:-1], t[1:] - t[:-1], np.inf)
+    edges = np.linspace(0.0, tau_max, bins + 1)
+    b = np.searchsorted(edges, tau[start], side="right") - 1
+    ts = traj[start]
+    n_start = start.sum()
+    per_start = np.bincount(ts, minlength=ntraj).astype(float)
+    p = np.full(bins, np.nan)
+    sem = np.full(bins, np.nan)
+    if n_start:
+        ok = (b >= 0) & (b < bins)
+        for k in range(bins):
+            nk = np.bincount(ts[ok & (b == k)], minlength=ntraj).astype(float)
+            p[k] = nk.sum() / n_start
+            resid = nk - p[k] * per_start
+            sem[k] = math.sqrt(ntraj / (ntraj - 1) * np.sum(resid ** 2)) / n_start
+    p_exact = waiting_time_bins(model, list(weights), edges, window=(t_a, t_b - tau_max))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (p - p_exact) / sem
+    wait = pd.DataFrame({"tau_lo": edges[:-1], "tau_hi": edges[1:], "p_traj": p, "sem": sem,
+                         "p_exact": p_exact, "z": z})
+    good = np.isfinite(z)
+    return CountingComparison(cumulants=cum, waiting=wait, chi2=float(np.sum(z[good] ** 2)),
+                              dof=int(good.sum()), counts=dict(weights), window=(t_a, t_b))

@@ -454,6 +454,15 @@ def _cmd_stats(args) -> int:
         print(f"\ncounting statistics in [{window[0]:g}, {window[1]:g}), hot = {args.hot} "
               "(errors of var and fano: bootstrap over trajectories)")
         print(counts.drop(columns=["ntraj", "t_a", "t_b"]).to_string(**fmt))
+        known = _stats_model(meta)
+        if known is not None:
+            net = {f"loss_{args.hot}": 1, f"loss_{'left' if args.hot == 'right' else 'right'}": -1}
+            cmp = analysis.compare_counting_statistics(jumps, ntraj, known, net, window)
+            print(f"\nnet spin to the hot side in [{window[0]:g}, {window[1]:g}): trajectories vs "
+                  "exact cumulants of the count (from the exact state at the window start)")
+            print(cmp.cumulants.to_string(**fmt))
+            print(f"waiting time between losses vs exact: chi2 = {cmp.chi2:.4g} over "
+                  f"{cmp.dof} bins (thermospin-mc fcs --jumps shows the bins)")
         # the exact steady state is a fair reference only after a burn-in
         model = _stats_model(meta) if window[0] > 0 else None
         rates = analysis.steady_state_from_jumps(jumps, ntraj, *window, model=model)
@@ -463,6 +472,104 @@ def _cmd_stats(args) -> int:
         if model is None and window[0] == 0 and _stats_model(meta) is not None:
             print("(pass --burn T, a time after which the run has relaxed, to compare the "
                   "rates with the exact steady state)")
+    return 0
+
+
+def _add_fcs(sub):
+    p = sub.add_parser(
+        "fcs", help="exact counting statistics of jumps (cumulants, waiting times)",
+        description="Exact cumulants of a weighted jump count of a paper model, in the "
+                    "magnon-block form: long-time cumulant rates (default) or the cumulants "
+                    "of the count in [t0, t0 + t). With --jumps, a recorded jump table of the "
+                    "same model is compared with them (z-scores) in --window.")
+    p.add_argument("--scenario", choices=("pump", "loss"), default="pump",
+                   help="paper scenario (default pump)")
+    p.add_argument("--N", type=int, default=7, help="chain length (default 7)")
+    p.add_argument("--delta-T", dest="delta_T", type=float, default=2.0,
+                   help="temperature difference in eps0 (default 2)")
+    p.add_argument("--gamma", type=float, default=3.102, help="edge-loss rate (default 3.102)")
+    p.add_argument("--gamma-pump", dest="gamma_pump", type=float, default=0.62,
+                   help="pump rate (default 0.62)")
+    p.add_argument("--counts", default="loss_right=1,loss_left=-1",
+                   help="channel=weight list (default: net spin to the right)")
+    p.add_argument("--order", type=int, default=4, help="highest cumulant (default 4)")
+    p.add_argument("--t", type=float, help="finite counting time (default: long-time rates)")
+    p.add_argument("--t0", type=float, default=0.0, help="start of the counting window")
+    p.add_argument("--jumps", type=Path, help="jump table to compare (needs --window)")
+    p.add_argument("--ntraj", type=int, help="trajectories of the jump table")
+    p.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
+                   help="counting window of the comparison")
+    p.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
+    p.set_defaults(func=_cmd_fcs)
+
+
+def _parse_counts(spec: str) -> dict:
+    out = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        name, sep, w = item.partition("=")
+        try:
+            weight = int(w)
+        except ValueError:
+            weight = None
+        if not sep or weight is None:
+            raise CliError(f"--counts must be a list channel=integer, got {item.strip()!r}")
+        out[name.strip()] = weight
+    if not out:
+        raise CliError("--counts must name at least one channel")
+    return out
+
+
+def _cmd_fcs(args) -> int:
+    import pandas as pd
+
+    from . import analysis
+    from .fcs import exact_counting_statistics
+    from .io import read_table, write_table
+    from .model import paper_model
+
+    model = paper_model(args.scenario, N=args.N, delta_T=args.delta_T, gamma=args.gamma,
+                        gamma_pump=args.gamma_pump)
+    counts = _parse_counts(args.counts)
+    fmt = {"float_format": lambda x: f"{x:.10g}"}
+    if args.jumps is not None:
+        if args.window is None:
+            raise CliError("--window A B is needed with --jumps")
+        jumps, meta = read_table(args.jumps)
+        ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
+        if ntraj is None:
+            raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
+        recorded = _stats_model(meta)
+        if recorded is not None and recorded != model:
+            print("(using the model recorded in the jump table's metadata)")
+            model = recorded
+        cmp = analysis.compare_counting_statistics(jumps, ntraj, model, counts,
+                                                   tuple(args.window),
+                                                   order=min(3, max(2, args.order)))
+        print(f"thermospin-mc fcs  {args.jumps}  counts={cmp.counts}  window="
+              f"[{cmp.window[0]:g}, {cmp.window[1]:g})  ntraj={ntraj}")
+        print("\ncumulants of the count in the window: trajectories vs exact")
+        print(cmp.cumulants.to_string(**fmt))
+        print(f"\nwaiting time to the next counted jump (chi2 = {cmp.chi2:.4g}, "
+              f"{cmp.dof} bins)")
+        print(cmp.waiting.to_string(index=False, **fmt))
+        table = cmp.cumulants.reset_index()
+    else:
+        df = exact_counting_statistics(model, counts, order=args.order, t=args.t, t0=args.t0)
+        what = ("long-time cumulant rates" if args.t is None else
+                f"cumulants of the count in [{args.t0:g}, {args.t0 + args.t:g})")
+        print(f"thermospin-mc fcs  {args.scenario} N={model.N} delta_T={args.delta_T:g} "
+              f"counts={df.attrs['counts']}: {what}")
+        with pd.option_context("display.width", 200):
+            print(df.to_string(index=False, **fmt))
+        if len(df) >= 2 and df["cumulant"].iloc[0] != 0:
+            print(f"Fano factor c2/c1 = {df['cumulant'].iloc[1] / df['cumulant'].iloc[0]:.10g}")
+        table = df
+    if args.out is not None:
+        write_table(table, args.out, {"command": "fcs", "model": model.to_dict(),
+                                      "counts": counts, "t": args.t, "t0": args.t0})
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -478,6 +585,7 @@ def main(argv=None) -> int:
     _add_run(sub)
     _add_reproduce(sub)
     _add_stats(sub)
+    _add_fcs(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

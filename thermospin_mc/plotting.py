@@ -31,7 +31,7 @@ def _save(fig, path: Path) -> Path:
 def plot_figure(name: str, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Draw the panels of figure ``name`` into ``out``; returns the PNG paths."""
     return {"fig2": _fig2, "fig3": _fig3, "fig4": _fig4, "fig5": _fig5,
-            "fig6": _fig6}[name](tables, Path(out))
+            "fig6": _fig6, "fcs": _fcs}[name](tables, Path(out))
 
 
 def _fig2(tables, out):
@@ -150,4 +150,47 @@ def _fig6(tables, out):
     ax.set_title(r"dashed: $c\,\Delta T^2$ fitted on $\Delta T < \epsilon_0$", fontsize=8)
     ax.legend(fontsize=8)
     paths.append(_save(fig, out / "fig6b.png"))
+    return paths
+
+
+def _fcs(tables, out):
+    plt = _plt()
+    paths = []
+    rates = tables["rates"]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    for gp, sub in rates.groupby("gamma_pump"):
+        lab = rf"$\gamma_I = {gp:g}$"
+        axes[0].plot(sub["delta_T"], sub["c1"], "o-", ms=3, label=lab)
+        axes[1].plot(sub["delta_T"], sub["c2"], "o-", ms=3, label=lab)
+        axes[2].plot(sub["delta_T"], sub["fano"], "o-", ms=3, label=lab)
+    for ax, lab in zip(axes, (r"current $c_1$", r"noise $c_2$", r"Fano factor $c_2/c_1$"),
+                       strict=True):
+        ax.set_xlabel(r"$k_B \Delta T / \epsilon_0$")
+        ax.set_ylabel(lab)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("net spin to the hot side: exact cumulant rates", fontsize=9)
+    paths.append(_save(fig, out / "fcs_rates.png"))
+    sc = tables["scgf"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+    axes[0].plot(sc["s"], sc["theta"], "-")
+    axes[0].axhline(0, color="k", lw=0.5)
+    axes[0].set_xlabel("s")
+    axes[0].set_ylabel(r"$\theta(s)$")
+    axes[1].plot(sc["x"], sc["I"], "-")
+    axes[1].set_xlabel("current x = K/t")
+    axes[1].set_ylabel("rate function I(x)")
+    paths.append(_save(fig, out / "fcs_scgf.png"))
+    w, we = tables["waiting"], tables["waiting_exact"]
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    mid = 0.5 * (w["tau_lo"] + w["tau_hi"])
+    ax.errorbar(mid, w["density_traj"], yerr=2 * w["density_sem"], fmt="o", ms=3,
+                label="trajectories (2 sem)")
+    ax.step(w["tau_hi"], w["density_exact"], where="pre", lw=0.8,
+            label="exact, same window (bin average)")
+    ax.plot(we["tau"], we["w_loss"], "--", lw=0.8, label="exact steady state")
+    ax.set_xlabel(r"waiting time $\tau$ between edge losses")
+    ax.set_ylabel(r"$w(\tau)$")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "fcs_waiting.png"))
     return paths
