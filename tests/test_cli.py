@@ -439,3 +439,41 @@ def test_api_checkpoint_in_an_unusable_place_is_refused_in_words(tmp_path):
         tsm.mcsolve(tsm.paper_model("pump", N=5), [0.0, 1.0], ntraj=64, seed=1,
                     checkpoint=tmp_path / "afile" / "ck.npz")
     assert "Errno" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------- fcs command
+def _fcs_table(argv, capsys, tmp_path):
+    out = tmp_path / "fcs.csv"
+    rc = cli.main(["fcs", "--N", "5", *argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    return pd.read_csv(out)
+
+
+def test_fcs_flags_change_the_numbers_or_are_refused(capsys, tmp_path):
+    base = _fcs_table([], capsys, tmp_path)
+    assert list(base["order"]) == [1, 2, 3, 4]
+    ref = tsm.exact_counting_statistics(tsm.paper_model("pump", N=5),
+                                        {"loss_right": 1, "loss_left": -1}, order=4)
+    np.testing.assert_allclose(base["cumulant"], ref["cumulant"], rtol=1e-12, atol=1e-15)
+    for argv in (["--order", "2"], ["--counts", "pump=1"], ["--t", "2"], ["--t", "2", "--t0", "1"],
+                 ["--delta-T", "1"], ["--T", "1"], ["--scenario", "boundary", "--counts",
+                                                    "loss@5=1"], ["--gamma-pump", "1"]):
+        got = _fcs_table(argv, capsys, tmp_path)
+        assert len(got) != len(base) or not np.allclose(got["cumulant"], base["cumulant"]), argv
+    for argv, msg in ((["--ntraj", "5"], "--ntraj only acts with --jumps"),
+                      (["--window", "0", "1"], "--window only acts with --jumps"),
+                      (["--t0", "1"], "--t0 only acts with --t"),
+                      (["--T", "1", "--T1", "0"], "cannot be combined with --T1"),
+                      (["--counts", "pump"], "--counts must be a list channel=integer")):
+        rc = cli.main(["fcs", "--N", "5", *argv])
+        err = capsys.readouterr().err
+        assert one_line_error(rc, err) and msg in err, (argv, err)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nN = 5\n[run]\nntraj = 10\n")
+    rc = cli.main(["fcs", "--config", str(cfg)])
+    err = capsys.readouterr().err
+    assert one_line_error(rc, err) and "fcs reads only the [model] table" in err
+    # at Delta T = 0 the net-spin current vanishes: no Fano factor is claimed
+    assert cli.main(["fcs", "--N", "5", "--T", "1", "--order", "2"]) == 0
+    assert "undefined (c1 vanishes to round-off)" in capsys.readouterr().out

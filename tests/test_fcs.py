@@ -198,7 +198,7 @@ def test_finite_time_cumulants_match_full_space(pump5, t0):
 
 
 def test_finite_time_counting_pump_and_loss_only_model():
-    pump = tsm.paper_model("pump", N=4, delta_T=1.0, gamma_pump=1.0)
+    pump = tsm.paper_model("pump", N=4, delta_T=1.0, gamma_pump=1.0, pump_site=2)
     ours = tsm.exact_counting_statistics(pump, {"pump": 1}, order=4, t=2.5)["cumulant"]
     ref, _ = _dense_finite(pump, {"pump": 1}, 2.5, 4)
     np.testing.assert_allclose(ours.to_numpy(), ref, rtol=0, atol=1e-8)

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import config as _config
 from .config import ConfigError, parse_times
-from .io import OutputError, check_output_dir, describe_os_error
+from .io import OutputError, check_output_dir, check_output_file, describe_os_error
 from .observables import resolve as resolve_observables
 
 __all__ = ["main", "build_model", "parse_times"]
@@ -47,19 +47,9 @@ def _d(text: str, default) -> str:
     return f"{text} (default: {default})"
 
 
-def _add_run(sub):
-    p = sub.add_parser("run", help="run trajectories (or an exact solver) of one model",
-                       description="Run a quantum-jump ensemble (default) or an exact solver "
-                       "and write tidy tables. Defaults: the paper's pump + loss scenario "
-                       "(N = 7, linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102, "
-                       "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20]. Every "
-                       "flag --some-key is also the TOML key some_key ([model] or [run] "
-                       "table of --config); flags override the file. A flag that would "
-                       "not change the run is refused.")
+def _add_model_args(p) -> None:
+    """--config and the model flags (shared by ``run`` and ``fcs``)."""
     p.add_argument("--config", type=Path, help="TOML file with [model] and [run] tables")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true",
-                   help="validate everything, print the resolved model and run as JSON, "
-                        "compute nothing")
     m = p.add_argument_group("model (temperatures in eps0, rates in J0)")
     m.add_argument("--scenario", choices=_config.SCENARIOS,
                    help=_d("preset: pump (all up, edge loss + central pump), loss "
@@ -111,6 +101,21 @@ def _add_run(sub):
     m.add_argument("--initial-p", dest="initial_p",
                    help="product mixture: comma list of the N probabilities that site i "
                         "is down (instead of --initial)")
+
+
+def _add_run(sub):
+    p = sub.add_parser("run", help="run trajectories (or an exact solver) of one model",
+                       description="Run a quantum-jump ensemble (default) or an exact solver "
+                       "and write tidy tables. Defaults: the paper's pump + loss scenario "
+                       "(N = 7, linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102, "
+                       "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20]. Every "
+                       "flag --some-key is also the TOML key some_key ([model] or [run] "
+                       "table of --config); flags override the file. A flag that would "
+                       "not change the run is refused.")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="validate everything, print the resolved model and run as JSON, "
+                        "compute nothing")
+    _add_model_args(p)
     r = p.add_argument_group("run")
     r.add_argument("--times", help=_d("output times: 'start:stop:num' or a comma list",
                                       "0:20:81"))
@@ -169,10 +174,11 @@ def _add_run(sub):
                    help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 
 
-def _gather(args) -> tuple[dict, dict]:
+def _gather(args, run_keys: bool = True) -> tuple[dict, dict]:
     """Merge the TOML tables and the flags given on the command line (flags win)."""
     mcfg, rcfg = _config.load_toml(args.config) if args.config is not None else ({}, {})
-    for keys, cfg in ((_config.MODEL_KEYS, mcfg), (_config.RUN_KEYS, rcfg)):
+    tables = [(_config.MODEL_KEYS, mcfg)] + ([(_config.RUN_KEYS, rcfg)] if run_keys else [])
+    for keys, cfg in tables:
         for k in keys:
             val = getattr(args, k, None)
             if val is not None:
@@ -293,8 +299,10 @@ def _add_reproduce(sub):
                     "trajectories for Figs. 5 and 6a), write tidy tables (parquet and CSV, "
                     "with metadata) and one PNG per panel. Defaults: the paper's sizes "
                     "(N = 7), 20,000 trajectories per curve; minutes on 2 cores.")
-    p.add_argument("figure", nargs="+", choices=("fig2", "fig3", "fig4", "fig5", "fig6", "all"),
-                   help="figure(s) to reproduce")
+    p.add_argument("figure", nargs="+",
+                   choices=("fig2", "fig3", "fig4", "fig5", "fig6", "fcs", "all"),
+                   help="figure(s) to reproduce; all = fig2-fig6; fcs (exact counting "
+                        "statistics) is extra")
     p.add_argument("--out", type=Path, default=Path("reproduced"),
                    help="output directory (default ./reproduced)")
     p.add_argument("--ntraj", type=int, help="trajectories per curve (default 20000)")
@@ -334,7 +342,8 @@ def _cmd_reproduce(args) -> int:
         kw["delta_T"] = _float_list("delta-T", args.delta_T)
     if args.gamma_pumps:
         kw["gamma_pumps"] = _float_list("gamma-pumps", args.gamma_pumps)
-    figures = FIGURES if "all" in args.figure else tuple(dict.fromkeys(args.figure))
+    figures = tuple(dict.fromkeys(
+        f for name in args.figure for f in (FIGURES if name == "all" else (name,))))
     used = {k for f in figures for k in USES[f]}
     for k in kw:
         if k not in used:
@@ -394,18 +403,24 @@ def _stats_t_end(path: Path, meta: dict) -> float | None:
     return None
 
 
-def _stats_model(meta: dict):
+def _recorded_model(meta: dict):
     """The run's ChainModel rebuilt from table metadata (None if impossible)."""
-    import thermospin_mc as tsm
+    from .model import ChainModel
 
     d = meta.get("model")
     if not isinstance(d, dict):
         return None
     try:
-        model = tsm.ChainModel.from_dict(d)
+        return ChainModel.from_dict(d)
     except (KeyError, TypeError, ValueError):
         return None
-    return model if model.gamma_pump > 0 and _small_enough(model) else None
+
+
+def _stats_model(meta: dict):
+    """The recorded model when the exact steady-state rates apply (paper pump model)."""
+    model = _recorded_model(meta)
+    return model if model is not None and model.gamma_pump > 0 and _small_enough(model) \
+        else None
 
 
 def _cmd_stats(args) -> int:
@@ -478,28 +493,25 @@ def _cmd_stats(args) -> int:
 def _add_fcs(sub):
     p = sub.add_parser(
         "fcs", help="exact counting statistics of jumps (cumulants, waiting times)",
-        description="Exact cumulants of a weighted jump count of a paper model, in the "
-                    "magnon-block form: long-time cumulant rates (default) or the cumulants "
-                    "of the count in [t0, t0 + t). With --jumps, a recorded jump table of the "
-                    "same model is compared with them (z-scores) in --window.")
-    p.add_argument("--scenario", choices=("pump", "loss"), default="pump",
-                   help="paper scenario (default pump)")
-    p.add_argument("--N", type=int, default=7, help="chain length (default 7)")
-    p.add_argument("--delta-T", dest="delta_T", type=float, default=2.0,
-                   help="temperature difference in eps0 (default 2)")
-    p.add_argument("--gamma", type=float, default=3.102, help="edge-loss rate (default 3.102)")
-    p.add_argument("--gamma-pump", dest="gamma_pump", type=float, default=0.62,
-                   help="pump rate (default 0.62)")
-    p.add_argument("--counts", default="loss_right=1,loss_left=-1",
-                   help="channel=weight list (default: net spin to the right)")
-    p.add_argument("--order", type=int, default=4, help="highest cumulant (default 4)")
-    p.add_argument("--t", type=float, help="finite counting time (default: long-time rates)")
-    p.add_argument("--t0", type=float, default=0.0, help="start of the counting window")
-    p.add_argument("--jumps", type=Path, help="jump table to compare (needs --window)")
-    p.add_argument("--ntraj", type=int, help="trajectories of the jump table")
-    p.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
-                   help="counting window of the comparison")
-    p.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
+        description="Exact cumulants of a weighted jump count, in the magnon-block form: "
+                    "long-time cumulant rates (default) or the cumulants of the count in "
+                    "[t0, t0 + t). The model is given as for 'run' (the same flags and "
+                    "[model] keys; default the paper's pump + loss chain). With --jumps, a "
+                    "recorded jump table is compared with the exact values (z-scores) in "
+                    "--window, for the model recorded in the table.")
+    _add_model_args(p)
+    f = p.add_argument_group("counting")
+    f.add_argument("--counts", help=_d("channel=weight list", "loss_right=1,loss_left=-1, "
+                                       "the net spin to the right"))
+    f.add_argument("--order", type=int, help=_d("highest cumulant", 4))
+    f.add_argument("--t", type=float, help=_d("finite counting time", "long-time rates"))
+    f.add_argument("--t0", type=float, help=_d("start of the finite counting window", 0))
+    f.add_argument("--jumps", type=Path, help="jump table to compare (needs --window)")
+    f.add_argument("--ntraj", type=int, help=_d("trajectories of the jump table",
+                                                "its metadata"))
+    f.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
+                   help="counting window A <= t < B of the comparison (with --jumps)")
+    f.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
     p.set_defaults(func=_cmd_fcs)
 
 
@@ -527,26 +539,45 @@ def _cmd_fcs(args) -> int:
     from . import analysis
     from .fcs import exact_counting_statistics
     from .io import read_table, write_table
-    from .model import paper_model
 
-    model = paper_model(args.scenario, N=args.N, delta_T=args.delta_T, gamma=args.gamma,
-                        gamma_pump=args.gamma_pump)
-    counts = _parse_counts(args.counts)
+    mcfg, rcfg = _gather(args, run_keys=False)
+    if rcfg:
+        raise CliError("fcs reads only the [model] table of --config; found [run] keys "
+                       + ", ".join(sorted(rcfg)))
+    model = _config.resolve_model(mcfg)
+    counts = _parse_counts(args.counts or "loss_right=1,loss_left=-1")
+    order = 4 if args.order is None else args.order
+    t0 = 0.0 if args.t0 is None else args.t0
+    if args.jumps is None:
+        for flag_, val in (("--window", args.window), ("--ntraj", args.ntraj)):
+            if val is not None:
+                raise CliError(f"{flag_} only acts with --jumps (a recorded jump table)")
+        if args.t0 is not None and args.t is None:
+            raise CliError("--t0 only acts with --t (a finite counting window)")
+    if args.out is not None:
+        check_output_file(args.out)
     fmt = {"float_format": lambda x: f"{x:.10g}"}
     if args.jumps is not None:
         if args.window is None:
             raise CliError("--window A B is needed with --jumps")
+        for flag_, val in (("--t", args.t), ("--t0", args.t0)):
+            if val is not None:
+                raise CliError(f"{flag_} does nothing with --jumps (the comparison uses "
+                               "--window)")
         jumps, meta = read_table(args.jumps)
         ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
         if ntraj is None:
             raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
-        recorded = _stats_model(meta)
+        recorded = _recorded_model(meta)
         if recorded is not None and recorded != model:
-            print("(using the model recorded in the jump table's metadata)")
+            if mcfg:
+                raise CliError(f"the jump table {str(args.jumps)!r} was recorded with another "
+                               "model than the model flags give; drop the model flags to use "
+                               "the recorded one")
             model = recorded
         cmp = analysis.compare_counting_statistics(jumps, ntraj, model, counts,
                                                    tuple(args.window),
-                                                   order=min(3, max(2, args.order)))
+                                                   order=min(3, max(2, order)))
         print(f"thermospin-mc fcs  {args.jumps}  counts={cmp.counts}  window="
               f"[{cmp.window[0]:g}, {cmp.window[1]:g})  ntraj={ntraj}")
         print("\ncumulants of the count in the window: trajectories vs exact")
@@ -556,19 +587,24 @@ def _cmd_fcs(args) -> int:
         print(cmp.waiting.to_string(index=False, **fmt))
         table = cmp.cumulants.reset_index()
     else:
-        df = exact_counting_statistics(model, counts, order=args.order, t=args.t, t0=args.t0)
+        df = exact_counting_statistics(model, counts, order=order, t=args.t, t0=t0)
         what = ("long-time cumulant rates" if args.t is None else
-                f"cumulants of the count in [{args.t0:g}, {args.t0 + args.t:g})")
-        print(f"thermospin-mc fcs  {args.scenario} N={model.N} delta_T={args.delta_T:g} "
+                f"cumulants of the count in [{t0:g}, {t0 + args.t:g})")
+        print(f"thermospin-mc fcs  N={model.N}  profile={model.profile.to_dict()}  "
               f"counts={df.attrs['counts']}: {what}")
         with pd.option_context("display.width", 200):
             print(df.to_string(index=False, **fmt))
-        if len(df) >= 2 and df["cumulant"].iloc[0] != 0:
-            print(f"Fano factor c2/c1 = {df['cumulant'].iloc[1] / df['cumulant'].iloc[0]:.10g}")
+        if len(df) >= 2:
+            c1, c2 = float(df["cumulant"].iloc[0]), float(df["cumulant"].iloc[1])
+            # c1 at the round-off level (e.g. the net spin at Delta T = 0): no Fano factor
+            if abs(c1) > 1e-10 * max(abs(c2), 1e-300):
+                print(f"Fano factor c2/c1 = {c2 / c1:.10g}")
+            else:
+                print("Fano factor c2/c1: undefined (c1 vanishes to round-off)")
         table = df
     if args.out is not None:
         write_table(table, args.out, {"command": "fcs", "model": model.to_dict(),
-                                      "counts": counts, "t": args.t, "t0": args.t0})
+                                      "counts": counts, "t": args.t, "t0": t0})
         print(f"wrote {args.out}")
     return 0
 

@@ -36,7 +36,8 @@ _TRAJ = ("N", "n_times", "delta_T", "ntraj", "seed", "n_jobs", "progress")
 #: Which :class:`Settings` fields each figure uses (the CLI refuses a flag that
 #: none of the requested figures would use).
 USES = {"fig2": ("alpha_N",), "fig3": ("N", "n_times"), "fig4": ("N", "n_times"),
-        "fig5": _TRAJ, "fig6": (*_TRAJ, "gamma_pumps")}
+        "fig5": _TRAJ, "fig6": (*_TRAJ, "gamma_pumps"),
+        "fcs": ("N", "ntraj", "seed", "n_jobs", "progress", "gamma_pumps")}
 
 
 @dataclass(frozen=True)
