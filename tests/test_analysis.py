@@ -315,8 +315,12 @@ def test_bad_input_is_rejected_with_named_fields():
         analysis.exit_sides(df, 3)
     with pytest.raises(ValueError, match="ntraj must be >= 1, got 0"):
         analysis.exit_sides(df.iloc[:0], 0)
-    with pytest.raises(ValueError, match="jumps.channel must be one of"):
-        analysis.waiting_times(df.assign(channel="dephase"))
+    with pytest.raises(ValueError, match="jumps.channel must hold channel names"):
+        analysis.waiting_times(df.assign(channel=""))
+    # a general chain's own channel names are accepted and counted
+    other = analysis.jump_counts(df.assign(channel="dephasing@2"), 4, (0.0, 100.0))
+    assert list(other.columns) == ["dephasing@2"]
+    assert int(other["dephasing@2"].sum()) == len(df)
     with pytest.raises(ValueError, match="jumps.t must be >= 0"):
         analysis.waiting_times(df.assign(t=-1.0))
     with pytest.raises(ValueError, match="jumps must be a pandas DataFrame"):

@@ -279,3 +279,22 @@ def test_cli_fcs_prints_and_writes(tmp_path, capsys, pump5):
     assert main(["fcs", "--N", "5", "--counts", "loss_top=1"]) == 2
     assert "loss_left" in capsys.readouterr().err
     assert main(["fcs", "--N", "5", "--counts", "pump=x"]) == 2
+
+
+def test_finite_time_cumulants_of_a_mixture_combine_its_configurations():
+    # G(s, t) = Tr exp(L_s t) rho0 is linear in rho0: the raw moments of a mixture are
+    # the weighted raw moments of its pure configurations
+    channels = [tsm.Loss(1, 1.0), tsm.Pump(3, 0.5), tsm.Dephasing(2, 0.3)]
+    mix = tsm.ChainModel(N=4, profile=tsm.BondCouplings((1.0, 1.2, 0.8)), channels=channels,
+                         initial=tsm.mixture({(): 0.2, (2,): 0.5, (2, 4): 0.3}))
+    counts = {"loss@1": 1, "pump@3": -1}
+    got = tsm.exact_counting_statistics(mix, counts, order=3, t=1.7)["cumulant"].to_numpy()
+    raw = np.zeros(3)
+    for sites, w in (((), 0.2), ((2,), 0.5), ((2, 4), 0.3)):
+        pure = mix.with_(initial=tsm.magnons(*sites))
+        k1, k2, k3 = tsm.exact_counting_statistics(pure, counts, order=3,
+                                                   t=1.7)["cumulant"].to_numpy()
+        raw += w * np.array([k1, k2 + k1**2, k3 + 3 * k2 * k1 + k1**3])
+    mu1, mu2, mu3 = raw
+    want = np.array([mu1, mu2 - mu1**2, mu3 - 3 * mu2 * mu1 + 2 * mu1**3])
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

@@ -82,10 +82,13 @@ def _check_jumps(jumps) -> pd.DataFrame:
         raise ValueError("jumps.t must hold finite jump times, got NaN or inf")
     if t.size and t.min() < 0:
         raise ValueError(f"jumps.t must be >= 0, got minimum {t.min()}")
-    channel = jumps["channel"].astype(str).to_numpy()
-    bad = sorted(set(np.unique(channel)) - set(CHANNELS))
+    channel = jumps["channel"].to_numpy()
+    bad = sorted({repr(c) for c in np.unique(channel.astype(object))
+                  if not isinstance(c, str) or not c.strip()})
     if bad:
-        raise ValueError(f"jumps.channel must be one of {CHANNELS}, got {bad}")
+        raise ValueError(f"jumps.channel must hold channel names (the paper's {CHANNELS} or "
+                         f"a model's own, e.g. 'loss@1'), got {', '.join(bad)}")
+    channel = channel.astype(str)
     out = pd.DataFrame({"traj": traj, "t": t, "channel": channel})
     return out.sort_values(["traj", "t"], kind="stable", ignore_index=True)
 
@@ -201,8 +204,16 @@ class WaitingTimes:
     t0: float
 
 
-def _check_channels(channel) -> tuple[str, ...]:
-    allowed = CHANNELS + ("any",)
+def _channel_names(df: pd.DataFrame) -> tuple[str, ...]:
+    """The paper's channels for a paper table; otherwise the names present in the table."""
+    present = set(df["channel"].unique())
+    if present <= set(CHANNELS):
+        return CHANNELS
+    return tuple(c for c in CHANNELS if c in present) + tuple(sorted(present - set(CHANNELS)))
+
+
+def _check_channels(channel, present: tuple[str, ...] = CHANNELS) -> tuple[str, ...]:
+    allowed = tuple(present) + ("any",)
     if channel is None:
         return allowed
     names = (channel,) if isinstance(channel, str) else tuple(channel)
@@ -262,7 +273,7 @@ def waiting_times(jumps: pd.DataFrame, channel=None, t0: float = 0.0) -> Waiting
     times unless the run is much longer than the mean waiting time.
     """
     df = _check_jumps(jumps)
-    names = _check_channels(channel)
+    names = _check_channels(channel, _channel_names(df))
     t0 = v.real("t0", t0, lo=0.0)
     df = df[df["t"] >= t0]
     rows, samples, first = [], {}, {}
@@ -316,14 +327,16 @@ def jump_counts(jumps: pd.DataFrame, ntraj: int, t_window) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Index ``traj``, integer columns ``loss_left, loss_right, pump``.
+        Index ``traj``, integer columns ``loss_left, loss_right, pump``; for a
+        general chain's table (other channel names, e.g. ``loss@1``) one column
+        per channel name present.
     """
     df = _check_jumps(jumps)
     ntraj = _check_ntraj(ntraj, df)
     t_a, t_b = _check_window("t_window", t_window)
     sel = df[(df["t"] >= t_a) & (df["t"] < t_b)]
     out = {}
-    for name in CHANNELS:
+    for name in _channel_names(df):
         tr = sel.loc[sel["channel"] == name, "traj"].to_numpy()
         out[name] = np.bincount(tr, minlength=ntraj).astype(np.int64)
     return pd.DataFrame(out, index=pd.RangeIndex(ntraj, name="traj"))

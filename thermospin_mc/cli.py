@@ -448,6 +448,9 @@ def _cmd_stats(args) -> int:
         window = None
     exits = analysis.exit_sides(jumps, ntraj)  # validates the table and ntraj first
     waits = analysis.waiting_times(jumps, t0=burn)
+    general = bool(set(jumps["channel"].astype(str)) - set(analysis.CHANNELS))
+    if general:
+        return _stats_general(args, jumps, ntraj, window, waits, burn)
     counts = analysis.counting_statistics(jumps, ntraj, window, hot=args.hot) \
         if window is not None else None
 
@@ -487,6 +490,35 @@ def _cmd_stats(args) -> int:
         if model is None and window[0] == 0 and _stats_model(meta) is not None:
             print("(pass --burn T, a time after which the run has relaxed, to compare the "
                   "rates with the exact steady state)")
+    return 0
+
+
+def _stats_general(args, jumps, ntraj, window, waits, burn) -> int:
+    """``stats`` for a general chain's jump table (channels other than the paper's)."""
+    import pandas as pd
+
+    from . import analysis
+
+    fmt = {"float_format": lambda x: f"{x:.6g}"}
+    print(f"thermospin-mc stats  {args.jumps}  ntraj={ntraj}  jumps={len(jumps)}")
+    print("(channels other than the paper's: exit sides and the net spin to the hot side are "
+          "defined for loss_left/loss_right only; per-channel statistics below, exact "
+          "cumulants with 'thermospin-mc fcs --jumps')")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\nwaiting times between jumps of each channel (t0 = {burn:g})")
+        print(waits.summary.to_string(index=False, **fmt))
+        if window is None:
+            print("\ncounts per channel: pass --window A B")
+            return 0
+        counts = analysis.jump_counts(jumps, ntraj, window)
+        n = counts.to_numpy(dtype=float)
+        table = pd.DataFrame({"mean": n.mean(axis=0),
+                              "sem": n.std(axis=0, ddof=1) / np.sqrt(ntraj) if ntraj > 1
+                              else np.nan,
+                              "var": n.var(axis=0, ddof=1) if ntraj > 1 else np.nan},
+                             index=pd.Index(counts.columns, name="channel"))
+        print(f"\njumps per trajectory in [{window[0]:g}, {window[1]:g})")
+        print(table.to_string(**fmt))
     return 0
 
 

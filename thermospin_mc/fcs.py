@@ -259,8 +259,8 @@ class _System:
         return x / (self.trace @ x)
 
     def initial_vector(self) -> np.ndarray:
-        m0, psi0 = self.space.initial_state()
-        return self.layout.pure(m0, psi0)
+        """The model's rho0 (pure or a site-diagonal mixture) in block form."""
+        return self.layout.initial(self.model)
 
     def derivative(self, weights: dict, k: int) -> sp.csr_matrix:
         """``L^(k) = sum_ch nu_ch^k J_ch`` (``k >= 1``)."""
