@@ -48,6 +48,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from . import _validate as v
+from ._threads import blas_threads
 from .exact import BlockLayout, _check_model, _evolve_grid, _nojump_generator, _NoJumpInverse
 from .sectors import SectorSpace
 
@@ -342,6 +343,7 @@ def _finite_time(sysm: _System, weights: dict, order: int, x0: np.ndarray, T: fl
     return _cumulants_from_central(mean, mu, order)
 
 
+@blas_threads
 def exact_counting_statistics(model, counts, order: int = 4, t=None, *, t0: float = 0.0,
                               tol: float = 1e-13) -> pd.DataFrame:
     """Exact cumulants of a weighted jump count, block by block (MODEL.md 11).
@@ -471,6 +473,7 @@ def _leading(sysm: _System, Ls: sp.csr_matrix, Fs: sp.csr_matrix, guess: float,
     raise RuntimeError(f"inverse iteration for theta(s) did not converge (last theta {theta})")
 
 
+@blas_threads
 def scgf(model, counts, s) -> np.ndarray:
     """Scaled cumulant generating function ``theta(s)`` (MODEL.md 11).
 
@@ -595,6 +598,7 @@ def _wtd_vectors(sysm: _System, counted, start, end, x: np.ndarray):
     return M, y / norm, tend
 
 
+@blas_threads
 def waiting_time_distribution(model, channels, tau, *, start=None, end=None) -> np.ndarray:
     """Steady-state density of the waiting time between counted jumps (MODEL.md 11).
 
@@ -644,6 +648,7 @@ def _integral_grid(M: sp.csr_matrix, y: np.ndarray, edges: np.ndarray) -> np.nda
     return np.array([z[n:] for z in _evolve_grid(aug, y0, edges)])
 
 
+@blas_threads
 def waiting_time_bins(model, channels, edges, *, start=None, end=None,
                       window=None) -> np.ndarray:
     """Exact probability of the waiting time in each bin ``[edges[i], edges[i+1])``.
