@@ -27,6 +27,7 @@ import platform
 import time
 
 import numpy as np
+from bench_vs_qutip import qutip_problem  # scripts/ is on sys.path when run as a script
 
 import thermospin_mc as tsm
 
@@ -34,23 +35,12 @@ NET = {"loss_right": 1, "loss_left": -1}
 
 
 def qutip_liouvillian(model):
-    """Full-space Liouvillian and [c_right, c_left] built from MODEL.md only."""
+    """Full-space Liouvillian and the counted [c_right, c_left] (built from MODEL.md only,
+    by the QuTiP benchmark's own problem builder)."""
     import qutip
 
-    N, a = model.N, np.asarray(model.couplings, dtype=float)
-
-    def op(o, i):
-        return qutip.tensor([o if k == i else qutip.qeye(2) for k in range(N)])
-
-    sx = [op(qutip.sigmax(), i) for i in range(N)]
-    sy = [op(qutip.sigmay(), i) for i in range(N)]
-    sz = [op(qutip.sigmaz(), i) for i in range(N)]
-    H = sum(0.5 * a[l] * (sx[l] * sx[l + 1] + sy[l] * sy[l + 1] + sz[l] * sz[l + 1])
-            for l in range(N - 1))
-    c_right = np.sqrt(model.gamma) * op(qutip.sigmap(), N - 1)
-    c_left = np.sqrt(model.gamma) * op(qutip.sigmap(), 0)
-    c_pump = np.sqrt(model.gamma_pump) * op(qutip.sigmam(), model.pump_site - 1)
-    return qutip.liouvillian(H, [c_right, c_left, c_pump]), [c_right, c_left]
+    H, c_ops, _, _ = qutip_problem(model)  # c_ops: loss_left, loss_right, pump
+    return qutip.liouvillian(H, c_ops), [c_ops[1], c_ops[0]]
 
 
 def main() -> None:
