@@ -105,6 +105,8 @@ REFUSED = [
     (["--pairs", "1-9", "--observables", "nn"], "pair sites must be integers in 1..7"),
     (["--pairs", "1-3", "--observables", "j"], "--pairs does nothing without a two-point"),
     (["--observables", "nn"], "need pairs"),
+    (["--solver", "steady", "--observables", "count"], "got 'count' (with --solver steady)"),
+    (["--observables", "norm"], "got 'norm' (with --solver mc)"),
 ]
 # refused by mcsolve itself (the same checks and messages as the Python API), before
 # anything is computed

@@ -174,6 +174,18 @@ def _add_run(sub):
                    help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 
 
+def _check_observables(spec, N: int) -> None:
+    """Observable names and pairs as the chosen solver will check them (also in dry runs)."""
+    from . import observables as obs
+
+    allowed = {"mc": obs.TRAJECTORY, "exact": obs.OBSERVABLES,
+               "steady": tuple(o for o in obs.OBSERVABLES if o != "count")}[spec.solver]
+    try:
+        resolve_observables(spec.observables, spec.pairs, N, allowed=allowed)
+    except ValueError as exc:
+        raise CliError(f"{exc} (with --solver {spec.solver})") from exc
+
+
 def _gather(args, run_keys: bool = True) -> tuple[dict, dict]:
     """Merge the TOML tables and the flags given on the command line (flags win)."""
     mcfg, rcfg = _config.load_toml(args.config) if args.config is not None else ({}, {})
@@ -194,7 +206,7 @@ def _cmd_run(args) -> int:
     mcfg, rcfg = _gather(args)
     model = _config.resolve_model(mcfg)
     spec = _config.resolve_run(rcfg)
-    resolve_observables(spec.observables, spec.pairs, model.N)  # names and pair sites
+    _check_observables(spec, model.N)
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
     _io.check_output_dir(spec.out, create=not args.dry_run)

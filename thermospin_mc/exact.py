@@ -129,17 +129,28 @@ class BlockLayout:
         x[o:o + d * d] = np.outer(psi, psi.conj()).ravel()
         return x
 
-    def diagonal(self, weights) -> np.ndarray:
-        """Block-diagonal, site-diagonal ``rho`` from ``[(m, weights over sector m)]``."""
+    def diagonal(self, weights, drop: tuple[int, ...] = ()) -> np.ndarray:
+        """Block-diagonal, site-diagonal ``rho`` from ``[(m, weights over sector m)]``.
+
+        Weight in the sectors ``drop`` is left out (a caller whose layout omits
+        sectors that cannot contribute, e.g. the all-up sector for losses);
+        weight in any other sector outside the layout is an error.
+        """
         x = np.zeros(self.size, dtype=complex)
         for m, w in weights:
+            if m not in self.dims:
+                if m in drop:
+                    continue
+                raise ValueError(f"the initial state has weight in sector m = {m}, which "
+                                 f"this solver's layout {self.sectors} does not hold")
             x[self._diag_idx[m]] = w
         return x
 
-    def initial(self, model: ChainModel) -> np.ndarray:
-        """The model's initial density matrix (pure or a site-diagonal mixture)."""
+    def initial(self, model: ChainModel, drop: tuple[int, ...] = ()) -> np.ndarray:
+        """The model's initial density matrix (pure or a site-diagonal mixture);
+        see :meth:`diagonal` for ``drop``."""
         if model.is_mixed:
-            return self.diagonal(self.space.initial_mixture())
+            return self.diagonal(self.space.initial_mixture(), drop)
         return self.pure(*self.space.initial_state())
 
 
@@ -598,7 +609,7 @@ def exit_probabilities(model: ChainModel) -> pd.Series:
     sectors = list(range(1, top + 1))
     layout = BlockLayout(space, sectors)
     F = _feed_generator(layout)
-    rho0 = layout.initial(model)
+    rho0 = layout.initial(model, drop=(0,))  # all up: nothing left to lose
     dephasing = model.has_kind("dephasing")
     Ainv = None if dephasing else _NoJumpInverse(layout)
     x = np.zeros(layout.size, dtype=complex)

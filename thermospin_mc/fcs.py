@@ -131,9 +131,8 @@ def _steady_sectors(model) -> list[int]:
 
 
 def _reachable_sectors(model) -> list[int]:
-    has_loss, has_pump = _kinds(model)
-    m0 = model.initial_sector
-    return list(range(0 if has_loss else m0, (model.N if has_pump else m0) + 1))
+    """Every sector the dynamics can visit from any sector of the initial state."""
+    return model.reachable_sectors()
 
 
 def _jump_superoperator(layout: BlockLayout, ch) -> sp.csr_matrix:
