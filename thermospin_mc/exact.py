@@ -650,9 +650,11 @@ def _solve_block(layout: BlockLayout, m: int, y: np.ndarray) -> np.ndarray:
         try:
             X = spla.spsolve(Lm, y)
         except (RuntimeError, spla.MatrixRankWarning) as exc:
-            raise ValueError(f"sector m = {m} has a state that never loses its magnons; "
-                             "the expected losses diverge") from exc
+            raise ValueError(f"sector m = {m} has a (dark) state that never loses its "
+                             "magnons; exit_probabilities needs every magnon to leave, use "
+                             "mesolve's count observables at long times instead") from exc
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"sector m = {m} has a state that never loses its magnons; "
-                         "the expected losses diverge")
+        raise ValueError(f"sector m = {m} has a (dark) state that never loses its magnons; "
+                         "exit_probabilities needs every magnon to leave, use mesolve's "
+                         "count observables at long times instead")
     return X
