@@ -155,8 +155,19 @@ class SectorPack:
             row[K.OFF_DATA] = self._add("c", Hc.data)
             row[K.NNZ] = Hc.nnz
             self.hnorms[m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+            off = (Hc - sp.diags(Hc.diagonal())).tocsr()
+            off.eliminate_zeros()
+            off.sort_indices()
+            if mode == K.MODE_CHEB and np.any(off.data.imag):
+                mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
             if mode == K.MODE_CHEB:
-                row[K.OFF_CHEB] = self._add("r", cheb_params(Hc))
+                par = cheb_params(Hc)
+                c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
+                par[K.CHEB_OPTR] = self._add("i", off.indptr)
+                par[K.CHEB_OIDX] = self._add("i", off.indices)
+                par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
+                par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
+                row[K.OFF_CHEB] = self._add("r", par)
         row[K.MODE] = mode
         self.modes[m] = {K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor",
                          K.MODE_CHEB: "chebyshev"}[mode]
@@ -297,7 +308,9 @@ def cheb_params(H) -> np.ndarray:
             if cost < best[0]:
                 best = (cost, rho, h)
     _, rho, h = best
-    return np.array([cr, ci, rho, h, kcap], dtype=float)
+    par = np.zeros(K.CHEB_NPAR)
+    par[[K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]] = cr, ci, rho, h, kcap
+    return par
 
 
 # --------------------------------------------------------------------------- components

@@ -53,8 +53,11 @@ MODE_TAYLOR = 1
 MODE_CHEB = 2
 
 # layout of a sector's Chebyshev parameters at reals[off_cheb:off_cheb + CHEB_NPAR]
-CHEB_CR, CHEB_CI, CHEB_RHO, CHEB_H, CHEB_KCAP = range(5)
-CHEB_NPAR = 5
+# (offsets into ints: off-diagonal CSR indptr, indices; into reals: its values / rho;
+# into cpx: the diagonal (H_jj - c) / rho)
+CHEB_CR, CHEB_CI, CHEB_RHO, CHEB_H, CHEB_KCAP, CHEB_OPTR, CHEB_OIDX, CHEB_OVAL, \
+    CHEB_ODG = range(9)
+CHEB_NPAR = 9
 #: a Chebyshev step stops adding terms when two consecutive terms
 #: ``|J_k(rho h)| ||T_k psi||`` fall below this fraction of ``||psi||``
 CHEB_TOL = 1e-17
@@ -196,40 +199,56 @@ def _bessel_j(x, K, out):
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_build(indptr, indices, data, cr, ci, rho, h, kcap, psi0, d, B, bes):
-    """Chebyshev vectors of one step: ``B[k d:(k+1) d] = T_k(Hs) psi0``,
-    ``Hs = (H - c) / rho``, ``c = cr + i ci``, for ``k = 0..K``.
+def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
+    """Chebyshev vectors of one step, ``v_k = T_k(Hs) psi0``, ``Hs = (H - c) / rho``,
+    for ``k = 0..K``, split into real and imaginary parts:
+    ``B[2 k d + i] = Re v_k[i]``, ``B[(2 k + 1) d + i] = Im v_k[i]``;
+    ``vn[k] = ||v_k||^2``.
 
-    Terms are added until two consecutive ones satisfy
-    ``|J_k(rho h)| ||T_k(Hs) psi0|| <= CHEB_TOL ||psi0||`` with ``k > rho h``
-    (where ``|J_k(rho tau)|`` grows with ``tau``, so the bound holds on all of
+    ``Hs`` is given as its real off-diagonal part (CSR ``optr, oidx, oval``,
+    already divided by ``rho``) and its complex diagonal ``dgs``. Terms are
+    added until two consecutive ones satisfy
+    ``|J_k(rho h)| ||v_k|| <= CHEB_TOL ||psi0||`` with ``k > rho h`` (where
+    ``|J_k(rho tau)|`` grows with ``tau``, so the bound holds on all of
     ``[0, h]``). Returns ``K``, or -1 if ``kcap`` terms did not suffice.
     """
     x = rho * h
     _bessel_j(x, kcap, bes)
     n0 = 0.0
     for i in range(d):
-        B[i] = psi0[i]
+        B[i] = psi0[i].real
+        B[d + i] = psi0[i].imag
         n0 += psi0[i].real * psi0[i].real + psi0[i].imag * psi0[i].imag
+    vn[0] = n0
     if x <= 0.0 or n0 == 0.0:
         return 0
-    c = complex(cr, ci)
-    inv = 1.0 / rho
     tol2 = CHEB_TOL * CHEB_TOL * n0
     small = 0
     for k in range(1, kcap + 1):
-        base = k * d
-        prev = base - d
+        base = 2 * k * d
+        pr_ = base - 2 * d
+        pi_ = pr_ + d
         nrm = 0.0
+        two = 2.0 if k > 1 else 1.0
         for i in range(d):
-            acc = 0j
-            for p in range(indptr[i], indptr[i + 1]):
-                acc += data[p] * B[prev + indices[p]]
-            val = (acc - c * B[prev + i]) * inv
+            br = B[pr_ + i]
+            bi = B[pi_ + i]
+            g = dgs[i]
+            ar = g.real * br - g.imag * bi
+            ai = g.real * bi + g.imag * br
+            for p in range(optr[i], optr[i + 1]):
+                j = oidx[p]
+                ar += oval[p] * B[pr_ + j]
+                ai += oval[p] * B[pi_ + j]
+            ar *= two
+            ai *= two
             if k > 1:
-                val = 2.0 * val - B[prev - d + i]
-            B[base + i] = val
-            nrm += val.real * val.real + val.imag * val.imag
+                ar -= B[pr_ - 2 * d + i]
+                ai -= B[pr_ - d + i]
+            B[base + i] = ar
+            B[base + d + i] = ai
+            nrm += ar * ar + ai * ai
+        vn[k] = nrm
         if k > x and bes[k] * bes[k] * nrm <= tol2:
             small += 1
             if small >= 2:
@@ -240,23 +259,47 @@ def _cheb_build(indptr, indices, data, cr, ci, rho, h, kcap, psi0, d, B, bes):
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_eval(B, K, d, cr, ci, rho, tau, bes, psi):
+def _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs):
     """``psi = exp(-i H tau) psi0`` from the step's Chebyshev vectors
-    (``0 <= tau <= h``): ``e^{-i c tau} sum_k (2 - delta_k0) (-i)^k J_k(rho tau) T_k psi0``.
-    Returns the squared norm."""
-    _bessel_j(rho * tau, K, bes)
+    (``0 <= tau <= h``): ``e^{-i c tau} sum_k (2 - delta_k0) (-i)^k J_k(rho tau) v_k``,
+    summed up to the first two consecutive terms below ``CHEB_TOL ||psi0||``
+    beyond ``k = rho tau`` (the tail decays from there). ``fs`` is real
+    scratch of size ``2 d``. Returns the squared norm."""
+    x = rho * tau
+    _bessel_j(x, K, bes)
+    tol2 = CHEB_TOL * CHEB_TOL * vn[0]
+    Ke = K
+    small = 0
+    for k in range(1, K + 1):
+        if k > x and bes[k] * bes[k] * vn[k] <= tol2:
+            small += 1
+            if small >= 2:
+                Ke = k
+                break
+        else:
+            small = 0
+    ud = np.uint64(d)
     fac = np.exp(complex(ci * tau, -cr * tau))
     for i in range(d):
-        psi[i] = fac * bes[0] * B[i]
-    for k in range(1, K + 1):
+        fs[i] = 0.0
+        fs[d + i] = 0.0
+    for k in range(Ke + 1):
+        coef = fac * bes[k] * (2.0 if k > 0 else 1.0)
         fac = fac * (-1j)
-        coef = 2.0 * bes[k] * fac
-        base = k * d
+        cre = coef.real
+        cim = coef.imag
+        br = np.uint64(2 * k * d)
+        bi = np.uint64(2 * k * d + d)
         for i in range(d):
-            psi[i] += coef * B[base + i]
+            ui = np.uint64(i)
+            vr = B[br + ui]
+            vi = B[bi + ui]
+            fs[ui] += cre * vr - cim * vi
+            fs[ud + ui] += cre * vi + cim * vr
     nrm = 0.0
     for i in range(d):
-        nrm += psi[i].real * psi[i].real + psi[i].imag * psi[i].imag
+        psi[i] = complex(fs[i], fs[d + i])
+        nrm += fs[i] * fs[i] + fs[d + i] * fs[d + i]
     return nrm
 
 
@@ -602,8 +645,8 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, wend, B, bes,
-                  N, flags, X, counts):
+def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, wend, B, vn,
+                  bes, fs, N, flags, X, counts):
     """No-jump evolution in a Chebyshev-mode sector from ``cur`` (site basis,
     unnormalised) at ``t_cur``, until the jump or the last output time.
 
@@ -618,14 +661,16 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     """
     nt = times.size
     d = stab[m, DIM]
-    oi = stab[m, OFF_INDPTR]
-    nnz = stab[m, NNZ]
-    oj = stab[m, OFF_INDICES]
-    od = stab[m, OFF_DATA]
-    indptr = ints[oi:oi + d + 1]
-    indices = ints[oj:oj + nnz]
-    data = cpx[od:od + nnz]
     pr = stab[m, OFF_CHEB]
+    op_ = int(reals[pr + CHEB_OPTR])
+    optr = ints[op_:op_ + d + 1]
+    onnz = optr[d]
+    oi_ = int(reals[pr + CHEB_OIDX])
+    oidx = ints[oi_:oi_ + onnz]
+    ov_ = int(reals[pr + CHEB_OVAL])
+    oval = reals[ov_:ov_ + onnz]
+    og_ = int(reals[pr + CHEB_ODG])
+    dgs = cpx[og_:og_ + d]
     cr = reals[pr + CHEB_CR]
     ci = reals[pr + CHEB_CI]
     rho = reals[pr + CHEB_RHO]
@@ -651,13 +696,13 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
                 h = 0.0
             at_end = True
         while True:
-            K = _cheb_build(indptr, indices, data, cr, ci, rho, h, kcap, cur, d, B, bes)
+            K = _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, cur, d, B, vn, bes)
             if K >= 0:
                 break
             h *= 0.5
             at_end = False
         t_b = t_cur
-        n_e = _cheb_eval(B, K, d, cr, ci, rho, h, bes, wend)
+        n_e = _cheb_eval(B, vn, K, d, cr, ci, rho, h, bes, wend, fs)
         jump_here = n_e <= r
         lo = 0.0
         n_lo = n_b
@@ -667,7 +712,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
         g_hi = _decay_rate(stab, reals, m, wend) if jump_here else 0.0
         while k < nt and (at_end or times[k] - t_b <= h):
             tau = times[k] - t_b
-            nrm = _cheb_eval(B, K, d, cr, ci, rho, tau, bes, psi)
+            nrm = _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs)
             if nrm <= r:
                 hi = tau
                 n_hi = nrm
@@ -698,7 +743,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     else:
         x = 0.5 * (lo + hi)
     for _ in range(200):
-        nx = _cheb_eval(B, K, d, cr, ci, rho, x, bes, psi)
+        nx = _cheb_eval(B, vn, K, d, cr, ci, rho, x, bes, psi, fs)
         fx = np.log(nx) - logr if nx > 0.0 else -np.inf
         if abs(fx) <= _ROOT_TOL:
             break
@@ -714,7 +759,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
             xn = 0.5 * (lo + hi)
         if hi - lo <= 1e-15 * (1.0 + t_b + hi):
             x = hi
-            _cheb_eval(B, K, d, cr, ci, rho, x, bes, psi)
+            _cheb_eval(B, vn, K, d, cr, ci, rho, x, bes, psi, fs)
             break
         x = xn
     return k, t_b + x
@@ -832,8 +877,9 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
                 nbuf = (kc + 1) * stab[ms, DIM]
             if kc + 1 > kbuf:
                 kbuf = kc + 1
-    B = np.zeros(nbuf, dtype=np.complex128)
+    B = np.zeros(2 * nbuf)
     bes = np.zeros(kbuf + 1)
+    vn = np.zeros(kbuf + 1)
     njumps = 0
     ntrunc = 0
     cap = jump_buf.shape[0]
@@ -909,7 +955,8 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
             while True:
                 if stab[m, MODE] == MODE_CHEB:
                     k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur,
-                                              r, cur, psi, w1, B, bes, N, flags, X, counts)
+                                              r, cur, psi, w1, B, vn, bes, fs, N, flags,
+                                              X, counts)
                     if k == nt:
                         break
                 else:
