@@ -37,7 +37,7 @@ DENSE_MAX = 400
 LARGE_MODES = ("chebyshev", "taylor")
 #: Memory of one Chebyshev step's vectors per worker; at least ``CHEB_KMIN + 1``
 #: and at most ``CHEB_KMAX + 1`` vectors of the sector's dimension.
-CHEB_BYTES = 64 * 2**20
+CHEB_BYTES = 256 * 2**20
 CHEB_KMIN, CHEB_KMAX = 24, 72
 #: Longest Chebyshev step in units of the damping spread: ``b h <= CHEB_BH``
 #: keeps the partial sums within ``e^{b h}`` of the state (round-off).
