@@ -95,7 +95,8 @@ def main(argv=None):
     t_start = time.perf_counter()
     for N in Ns:
         model = tsm.paper_model("pump", N=N, delta_T=2.0)
-        ntraj = args.ntraj or max(64, int(NTRAJ.get(N, 64) * args.ntraj_scale))
+        # at least one statistics block (64 trajectories) per worker
+        ntraj = args.ntraj or max(64 * args.cores, int(NTRAJ.get(N, 64) * args.ntraj_scale))
         t0 = time.perf_counter()
         ours(model, min(ntraj, 32), 1, seed=99)  # builds the sectors it visits (not timed)
         setup = time.perf_counter() - t0
