@@ -7,12 +7,18 @@ the non-Hermitian ``H_eff = h - (i/2) sum_k L_k^+ L_k`` of that sector, exactly:
   is precomputed; the state is kept as eigen-coefficients ``c`` and
   ``psi(t) = V (exp(-i lam t) c)``; on a uniform grid the phases advance by a
   cached ``exp(-i lam dt)``;
-- *Taylor mode* (large sectors, or eigenvectors ill-conditioned near an
-  exceptional point): ``psi(t + h) = exp(-i H_eff h) psi`` by a Taylor series
-  of the sparse ``H_eff`` with substeps ``||H|| h_sub <= 1``, summed until the
-  terms fall below double precision.
+- *Chebyshev mode* (large sectors, or eigenvectors ill-conditioned near an
+  exceptional point; the default): a step stores ``v_k = T_k((H_eff - c)/rho) psi``
+  and gives ``psi`` at any time inside the step as a Bessel-weighted sum of
+  them (dense output for output times and jump-time iterations), with the
+  number of terms controlled a posteriori to below double precision;
+- *Taylor mode* (the same sectors with ``SectorPack(large="taylor")``):
+  ``psi(t + h) = exp(-i H_eff h) psi`` by a Taylor series of the sparse
+  ``H_eff`` with substeps ``||H||_1 h_sub <= TAYLOR_THETA``, summed until the
+  terms fall below double precision (also used for the shared initial path
+  outside eigen mode).
 
-Neither mode has a time-step error. The jump time is the root of
+No mode has a time-step error. The jump time is the root of
 ``log ||psi(t)||^2 = log r`` (``r`` uniform), bracketed by the output grid and
 found by safeguarded Newton (``d||psi||^2/dt = -psi^+ Gamma psi``) to 1e-10
 relative in the norm. The channel is drawn with weight ``rate ||L_k psi||^2``.
