@@ -34,13 +34,14 @@ def test_trajectories_agree_with_mesolve(N, scenario):
     assert (res.expect["ntraj"] == ntraj).all()
 
 
-def test_taylor_mode_in_every_sector_agrees_with_mesolve():
-    # dense_max = 1 forces the sparse Taylor propagator in every visited sector
+def test_chebyshev_mode_in_every_sector_agrees_with_mesolve():
+    # dense_max = 1 forces the sparse propagator of large sectors (Chebyshev
+    # steps with dense output) in every visited sector
     model = tsm.paper_model("pump", N=7, delta_T=2.0)
     ntraj = 2000
     res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=77, dense_max=1)
     modes = res.metadata["sector_modes"]  # sectors 0 and N have dimension 1
-    assert all(mode == "taylor" for m, mode in modes.items() if 0 < int(m) < 7)
+    assert all(mode == "chebyshev" for m, mode in modes.items() if 0 < int(m) < 7)
     assert len(modes) >= 3
     check_against(res, tsm.mesolve(model, TIMES), ntraj)
 
@@ -183,14 +184,14 @@ def test_keep_trajectories_reproduces_the_streamed_mean():
     np.testing.assert_allclose(sem[1:], res.get("j", "sem")[1:, 0], rtol=1e-9)
 
 
-def test_long_chain_single_impurity_taylor_mode_agrees_with_exact():
-    # one magnon on a 201-site chain, sector forced into sparse Taylor mode
+def test_long_chain_single_impurity_chebyshev_mode_agrees_with_exact():
+    # one magnon on a 201-site chain, sector forced into sparse Chebyshev mode
     N, ntraj = 201, 1000
     model = tsm.paper_model("loss", N=N, delta_T=2.0)
     times = np.linspace(0.0, 150.0, 31)
     res = tsm.mcsolve(model, times, ntraj=ntraj, seed=8, record_jumps=True,
                       observables=("j", "m", "n"), dense_max=100)
-    assert res.metadata["sector_modes"]["1"] == "taylor"
+    assert res.metadata["sector_modes"]["1"] == "chebyshev"
     ref = tsm.mesolve(model, times, observables=("j", "m", "n"))
     check_against(res, ref, ntraj)
     # at most one loss per trajectory; the number lost by t_end is binomial

@@ -32,6 +32,16 @@ BLOCK = 64
 #: the sparse Taylor propagator, which is cheaper per step beyond a few hundred
 #: states (cost ~ nnz * terms instead of dim^2) and needs no dense storage.
 DENSE_MAX = 400
+#: Propagators of the sectors that are not diagonalised: Chebyshev steps with
+#: dense output (default) or the plain Taylor substeps.
+LARGE_MODES = ("chebyshev", "taylor")
+#: Memory of one Chebyshev step's vectors per worker; at least ``CHEB_KMIN + 1``
+#: and at most ``CHEB_KMAX + 1`` vectors of the sector's dimension.
+CHEB_BYTES = 256 * 2**20
+CHEB_KMIN, CHEB_KMAX = 24, 72
+#: Longest Chebyshev step in units of the damping spread: ``b h <= CHEB_BH``
+#: keeps the partial sums within ``e^{b h}`` of the state (round-off).
+CHEB_BH = 4.0
 #: Eigenvector condition number above which a sector falls back to Taylor mode.
 COND_LIMIT = 1e8
 #: Memory cap of the stored shared no-jump path (Taylor mode), per worker.
@@ -49,7 +59,10 @@ class SectorPack:
     """
 
     def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
-                 pairs=None):
+                 pairs=None, large: str = "chebyshev"):
+        if large not in LARGE_MODES:
+            raise ValueError(f"large must be one of {LARGE_MODES}, got {large!r}")
+        self.large = large
         self.model = model
         #: two-point pairs, 0-based sites
         self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
@@ -128,6 +141,7 @@ class SectorPack:
                 row[K.OFF_LAM] = self._add("c", lam)
                 row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
         if mode == K.MODE_TAYLOR:
+            mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
             # Shift the real diagonal to the middle of its range: a global phase
             # exp(-i c t), invisible to norms, jumps and observables, which cuts
             # ||H|| from ~ sum_l a_l / 2 (the Ising offset) to ~ 4 max(a) + gamma,
@@ -141,8 +155,22 @@ class SectorPack:
             row[K.OFF_DATA] = self._add("c", Hc.data)
             row[K.NNZ] = Hc.nnz
             self.hnorms[m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+            off = (Hc - sp.diags(Hc.diagonal())).tocsr()
+            off.eliminate_zeros()
+            off.sort_indices()
+            if mode == K.MODE_CHEB and np.any(off.data.imag):
+                mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
+            if mode == K.MODE_CHEB:
+                par = cheb_params(Hc)
+                c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
+                par[K.CHEB_OPTR] = self._add("i", off.indptr)
+                par[K.CHEB_OIDX] = self._add("i", off.indices)
+                par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
+                par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
+                row[K.OFF_CHEB] = self._add("r", par)
         row[K.MODE] = mode
-        self.modes[m] = "eigen" if mode == K.MODE_EIGEN else "taylor"
+        self.modes[m] = {K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor",
+                         K.MODE_CHEB: "chebyshev"}[mode]
         row[K.OFF_SITES] = self._add("i", sec.sites)
         row[K.OFF_HOP] = self._add("i", np.concatenate([sec.hop_bond, sec.hop_to,
                                                        sec.hop_from]))
@@ -168,7 +196,7 @@ class SectorPack:
         refinement is capped at ``PATH_BYTES`` of stored states.
         """
         times = self.times
-        if self.stab[m, K.MODE] != K.MODE_TAYLOR or self.hnorms[m] == 0.0 or times[-1] <= 0:
+        if self.stab[m, K.MODE] == K.MODE_EIGEN or self.hnorms[m] == 0.0 or times[-1] <= 0:
             return times, np.arange(times.size, dtype=np.int64)
         d = int(self.stab[m, K.DIM])
         step = max(K.TAYLOR_THETA / self.hnorms[m], times[-1] * 16.0 * d / PATH_BYTES)
@@ -211,6 +239,80 @@ class SectorPack:
     @property
     def maxdim(self) -> int:
         return int(max(self.stab[:, K.DIM].max(), 1))
+
+
+def _hermitian_range(A) -> tuple[float, float]:
+    """Smallest and largest eigenvalue of the sparse Hermitian ``A`` (padded)."""
+    d = A.shape[0]
+    if d <= 300:
+        w = np.linalg.eigvalsh(A.toarray())
+        lo, hi = float(w[0]), float(w[-1])
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        M = A.real if not np.any(A.imag.data) else A
+        v0 = np.ones(d) / np.sqrt(d)
+        # loose Lanczos tolerance, covered by the padding (and a slightly too
+        # small range only costs a few terms: convergence is checked a posteriori)
+        hi = float(eigsh(M, k=1, which="LA", tol=1e-6, v0=v0,
+                         return_eigenvectors=False)[0])
+        lo = float(eigsh(M, k=1, which="SA", tol=1e-6, v0=v0,
+                         return_eigenvectors=False)[0])
+    pad = 1e-4 * max(hi - lo, 1.0)
+    return lo - pad, hi + pad
+
+
+def cheb_params(H) -> np.ndarray:
+    """Chebyshev parameters of the sparse ``H_eff`` of one sector (``kernels.CHEB_*``).
+
+    The numerical range of ``H = A - i B`` (``A``, ``B`` Hermitian, ``B >= 0``
+    the decay part) lies in the rectangle ``[a0, a1] x -i [b0, b1]``; its
+    centre is ``c``, the focal half-length ``rho`` of the ellipse is chosen
+    with the step length ``h`` to minimise the estimated products per unit
+    time, ``(K + 1) / h``, where ``K`` is the first term with
+    ``|J_K(rho h)| R^K <= CHEB_TOL`` (``R`` the ellipse through the rectangle's
+    corners), subject to ``K <= kcap`` and ``(b1 - b0) h / 2 <= CHEB_BH``.
+    The kernel checks convergence a posteriori on the actual vectors.
+    """
+    from scipy.special import jv
+
+    d = H.shape[0]
+    Hh = (0.5 * (H + H.conj().T)).tocsr()
+    Bd = (0.5j * (H - H.conj().T)).tocsr()
+    a0, a1 = _hermitian_range(Hh)
+    # Gershgorin bounds of the decay part (exact when it is diagonal)
+    diag = Bd.diagonal().real
+    off = np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel()
+    b0 = float(np.min(diag - off)) if d else 0.0
+    b1 = float(np.max(diag + off)) if d else 0.0
+    cr, ci = 0.5 * (a0 + a1), -0.5 * (b0 + b1)
+    ar, br = max(0.5 * (a1 - a0), 1e-12), 0.5 * (b1 - b0)
+    kcap = int(np.clip(CHEB_BYTES // (16 * max(d, 1)) - 1, CHEB_KMIN, CHEB_KMAX))
+    hcap = CHEB_BH / br if br > 0 else np.inf
+    kk = np.arange(kcap + 2)
+    best = (np.inf, ar, 1.0 / ar)
+    for s in (1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5):
+        rho = s * ar
+        z = complex(ar, br) / rho
+        R = abs(z + np.sqrt(z - 1) * np.sqrt(z + 1))
+        R = max(R, 1.0)
+        for x in np.linspace(2.0, kcap, 60):
+            h = x / rho
+            if h > hcap:
+                break
+            tail = np.abs(jv(kk, x)) * R ** kk
+            ok = (tail <= K.CHEB_TOL) & (kk > x)
+            both = ok[1:] & ok[:-1]
+            if not both.any():
+                continue
+            Kn = int(np.argmax(both)) + 1
+            cost = (Kn + 1) / h
+            if cost < best[0]:
+                best = (cost, rho, h)
+    _, rho, h = best
+    par = np.zeros(K.CHEB_NPAR)
+    par[[K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]] = cr, ci, rho, h, kcap
+    return par
 
 
 # --------------------------------------------------------------------------- components

@@ -7,12 +7,18 @@ the non-Hermitian ``H_eff = h - (i/2) sum_k L_k^+ L_k`` of that sector, exactly:
   is precomputed; the state is kept as eigen-coefficients ``c`` and
   ``psi(t) = V (exp(-i lam t) c)``; on a uniform grid the phases advance by a
   cached ``exp(-i lam dt)``;
-- *Taylor mode* (large sectors, or eigenvectors ill-conditioned near an
-  exceptional point): ``psi(t + h) = exp(-i H_eff h) psi`` by a Taylor series
-  of the sparse ``H_eff`` with substeps ``||H|| h_sub <= 1``, summed until the
-  terms fall below double precision.
+- *Chebyshev mode* (large sectors, or eigenvectors ill-conditioned near an
+  exceptional point; the default): a step stores ``v_k = T_k((H_eff - c)/rho) psi``
+  and gives ``psi`` at any time inside the step as a Bessel-weighted sum of
+  them (dense output for output times and jump-time iterations), with the
+  number of terms controlled a posteriori to below double precision;
+- *Taylor mode* (the same sectors with ``SectorPack(large="taylor")``):
+  ``psi(t + h) = exp(-i H_eff h) psi`` by a Taylor series of the sparse
+  ``H_eff`` with substeps ``||H||_1 h_sub <= TAYLOR_THETA``, summed until the
+  terms fall below double precision (also used for the shared initial path
+  outside eigen mode).
 
-Neither mode has a time-step error. The jump time is the root of
+No mode has a time-step error. The jump time is the root of
 ``log ||psi(t)||^2 = log r`` (``r`` uniform), bracketed by the output grid and
 found by safeguarded Newton (``d||psi||^2/dt = -psi^+ Gamma psi``) to 1e-10
 relative in the norm. The channel is drawn with weight ``rate ||L_k psi||^2``.
@@ -45,11 +51,22 @@ from numba import njit
 
 # columns of stab
 BUILT, DIM, MODE, OFF_V, OFF_VINV, OFF_LAM, OFF_SITES, OFF_HOP, NHOP, OFF_DECAY, \
-    OFF_INDPTR, OFF_INDICES, OFF_DATA, NNZ, OFF_PHASE = range(15)
-NCOL = 15
+    OFF_INDPTR, OFF_INDICES, OFF_DATA, NNZ, OFF_PHASE, OFF_CHEB = range(16)
+NCOL = 16
 
 MODE_EIGEN = 0
 MODE_TAYLOR = 1
+MODE_CHEB = 2
+
+# layout of a sector's Chebyshev parameters at reals[off_cheb:off_cheb + CHEB_NPAR]
+# (offsets into ints: off-diagonal CSR indptr, indices; into reals: its values / rho;
+# into cpx: the diagonal (H_jj - c) / rho)
+CHEB_CR, CHEB_CI, CHEB_RHO, CHEB_H, CHEB_KCAP, CHEB_OPTR, CHEB_OIDX, CHEB_OVAL, \
+    CHEB_ODG = range(9)
+CHEB_NPAR = 9
+#: a Chebyshev step stops adding terms when two consecutive terms
+#: ``|J_k(rho h)| ||T_k psi||`` fall below this fraction of ``||psi||``
+CHEB_TOL = 1e-17
 
 # kernel status codes (>= 0: ok; the value is the number of jumps written)
 STATUS_NEED_SECTOR = -1
@@ -147,6 +164,149 @@ def _taylor(indptr, indices, data, hnorm, x, tau, out, w1, w2, d):
                 tn += w1[i].real * w1[i].real + w1[i].imag * w1[i].imag
             if tn <= 1e-34 * onorm:  # term below 1e-17 of the state (2-norms)
                 break
+
+
+@njit(cache=True, _nrt=False)
+def _bessel_j(x, K, out):
+    """``out[k] = J_k(x)`` for ``k = 0..K`` (``x >= 0``): Miller's backward
+    recurrence from well above ``max(K, x)``, normalised by
+    ``J_0 + 2 sum J_2k = 1`` (rescaled on the way to avoid overflow)."""
+    for k in range(K + 1):
+        out[k] = 0.0
+    if x <= 0.0:
+        out[0] = 1.0
+        return
+    top = K if K > x else int(x)
+    M = top + 30 + int(6.0 * x ** (1.0 / 3.0))
+    if M % 2 == 1:
+        M += 1
+    jp1 = 0.0
+    j = 1.0
+    s = 0.0
+    for n in range(M, 0, -1):
+        if n <= K:
+            out[n] = j
+        if n % 2 == 0:
+            s += 2.0 * j
+        jm1 = (2.0 * n / x) * j - jp1
+        jp1 = j
+        j = jm1
+        if abs(j) > 1e250:
+            j *= 1e-250
+            jp1 *= 1e-250
+            s *= 1e-250
+            for q in range(n, K + 1):
+                out[q] *= 1e-250
+    s += j
+    out[0] = j
+    inv = 1.0 / s
+    for k in range(K + 1):
+        out[k] *= inv
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
+    """Chebyshev vectors of one step, ``v_k = T_k(Hs) psi0``, ``Hs = (H - c) / rho``,
+    for ``k = 0..K``, split into real and imaginary parts:
+    ``B[2 k d + i] = Re v_k[i]``, ``B[(2 k + 1) d + i] = Im v_k[i]``;
+    ``vn[k] = ||v_k||^2``.
+
+    ``Hs`` is given as its real off-diagonal part (CSR ``optr, oidx, oval``,
+    already divided by ``rho``) and its complex diagonal ``dgs``. Terms are
+    added until two consecutive ones satisfy
+    ``|J_k(rho h)| ||v_k|| <= CHEB_TOL ||psi0||`` with ``k > rho h`` (where
+    ``|J_k(rho tau)|`` grows with ``tau``, so the bound holds on all of
+    ``[0, h]``). Returns ``K``, or -1 if ``kcap`` terms did not suffice.
+    """
+    x = rho * h
+    _bessel_j(x, kcap, bes)
+    n0 = 0.0
+    for i in range(d):
+        B[i] = psi0[i].real
+        B[d + i] = psi0[i].imag
+        n0 += psi0[i].real * psi0[i].real + psi0[i].imag * psi0[i].imag
+    vn[0] = n0
+    if x <= 0.0 or n0 == 0.0:
+        return 0
+    tol2 = CHEB_TOL * CHEB_TOL * n0
+    small = 0
+    for k in range(1, kcap + 1):
+        base = 2 * k * d
+        pr_ = base - 2 * d
+        pi_ = pr_ + d
+        nrm = 0.0
+        two = 2.0 if k > 1 else 1.0
+        for i in range(d):
+            br = B[pr_ + i]
+            bi = B[pi_ + i]
+            g = dgs[i]
+            ar = g.real * br - g.imag * bi
+            ai = g.real * bi + g.imag * br
+            for p in range(optr[i], optr[i + 1]):
+                j = oidx[p]
+                ar += oval[p] * B[pr_ + j]
+                ai += oval[p] * B[pi_ + j]
+            ar *= two
+            ai *= two
+            if k > 1:
+                ar -= B[pr_ - 2 * d + i]
+                ai -= B[pr_ - d + i]
+            B[base + i] = ar
+            B[base + d + i] = ai
+            nrm += ar * ar + ai * ai
+        vn[k] = nrm
+        if k > x and bes[k] * bes[k] * nrm <= tol2:
+            small += 1
+            if small >= 2:
+                return k
+        else:
+            small = 0
+    return -1
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs):
+    """``psi = exp(-i H tau) psi0`` from the step's Chebyshev vectors
+    (``0 <= tau <= h``): ``e^{-i c tau} sum_k (2 - delta_k0) (-i)^k J_k(rho tau) v_k``,
+    summed up to the first two consecutive terms below ``CHEB_TOL ||psi0||``
+    beyond ``k = rho tau`` (the tail decays from there). ``fs`` is real
+    scratch of size ``2 d``. Returns the squared norm."""
+    x = rho * tau
+    _bessel_j(x, K, bes)
+    tol2 = CHEB_TOL * CHEB_TOL * vn[0]
+    Ke = K
+    small = 0
+    for k in range(1, K + 1):
+        if k > x and bes[k] * bes[k] * vn[k] <= tol2:
+            small += 1
+            if small >= 2:
+                Ke = k
+                break
+        else:
+            small = 0
+    ud = np.uint64(d)
+    fac = np.exp(complex(ci * tau, -cr * tau))
+    for i in range(d):
+        fs[i] = 0.0
+        fs[d + i] = 0.0
+    for k in range(Ke + 1):
+        coef = fac * bes[k] * (2.0 if k > 0 else 1.0)
+        fac = fac * (-1j)
+        cre = coef.real
+        cim = coef.imag
+        br = np.uint64(2 * k * d)
+        bi = np.uint64(2 * k * d + d)
+        for i in range(d):
+            ui = np.uint64(i)
+            vr = B[br + ui]
+            vi = B[bi + ui]
+            fs[ui] += cre * vr - cim * vi
+            fs[ud + ui] += cre * vi + cim * vr
+    nrm = 0.0
+    for i in range(d):
+        psi[i] = complex(fs[i], fs[d + i])
+        nrm += fs[i] * fs[i] + fs[d + i] * fs[d + i]
+    return nrm
 
 
 @njit(cache=True, _nrt=False)
@@ -491,6 +651,127 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
 
 
 @njit(cache=True, _nrt=False)
+def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, wend, B, vn,
+                  bes, fs, N, flags, X, counts):
+    """No-jump evolution in a Chebyshev-mode sector from ``cur`` (site basis,
+    unnormalised) at ``t_cur``, until the jump or the last output time.
+
+    Each step builds the Chebyshev vectors once (:func:`_cheb_build`); the
+    output times inside the step and the jump-time iterations are then dense
+    output from those vectors (``(K + 1) d`` operations each, no further
+    products). The step length is the sector's ``h``, shortened to about twice
+    the time the current decay rate needs to bring the norm to ``r``, and to
+    the last output time. Returns ``(k, t_jump)``: ``k == times.size`` means
+    no jump before the end; otherwise ``psi`` holds the unnormalised state at
+    ``t_jump``, the root of ``log ||psi||^2 = log r`` to ``_ROOT_TOL``.
+    """
+    nt = times.size
+    d = stab[m, DIM]
+    pr = stab[m, OFF_CHEB]
+    op_ = int(reals[pr + CHEB_OPTR])
+    optr = ints[op_:op_ + d + 1]
+    onnz = optr[d]
+    oi_ = int(reals[pr + CHEB_OIDX])
+    oidx = ints[oi_:oi_ + onnz]
+    ov_ = int(reals[pr + CHEB_OVAL])
+    oval = reals[ov_:ov_ + onnz]
+    og_ = int(reals[pr + CHEB_ODG])
+    dgs = cpx[og_:og_ + d]
+    cr = reals[pr + CHEB_CR]
+    ci = reals[pr + CHEB_CI]
+    rho = reals[pr + CHEB_RHO]
+    hmax = reals[pr + CHEB_H]
+    kcap = int(reals[pr + CHEB_KCAP])
+    logr = np.log(r)
+    t_last = times[nt - 1]
+    want_extra = flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0
+    while True:
+        n_b = 0.0
+        for i in range(d):
+            n_b += cur[i].real * cur[i].real + cur[i].imag * cur[i].imag
+        g_b = _decay_rate(stab, reals, m, cur)
+        h = hmax
+        if g_b > 0.0 and n_b > r:
+            h_est = 2.0 * np.log(n_b / r) / g_b
+            if h_est < h:
+                h = h_est if h_est > 0.25 * hmax else 0.25 * hmax
+        at_end = False
+        if t_cur + h >= t_last:
+            h = t_last - t_cur
+            if h < 0.0:
+                h = 0.0
+            at_end = True
+        while True:
+            K = _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, cur, d, B, vn, bes)
+            if K >= 0:
+                break
+            h *= 0.5
+            at_end = False
+        t_b = t_cur
+        n_e = _cheb_eval(B, vn, K, d, cr, ci, rho, h, bes, wend, fs)
+        jump_here = n_e <= r
+        lo = 0.0
+        n_lo = n_b
+        g_lo = g_b
+        hi = h
+        n_hi = n_e
+        g_hi = _decay_rate(stab, reals, m, wend) if jump_here else 0.0
+        while k < nt and (at_end or times[k] - t_b <= h):
+            tau = times[k] - t_b
+            nrm = _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs)
+            if nrm <= r:
+                hi = tau
+                n_hi = nrm
+                g_hi = _decay_rate(stab, reals, m, psi)
+                jump_here = True
+                break
+            _record(stab, ints, m, psi, nrm, N, flags, X, k)
+            if want_extra:
+                _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
+            lo = tau
+            n_lo = nrm
+            if jump_here:
+                g_lo = _decay_rate(stab, reals, m, psi)
+            k += 1
+        if jump_here:
+            break
+        if k >= nt:
+            return nt, 0.0
+        for i in range(d):
+            cur[i] = wend[i]
+        t_cur = t_b + h
+    # ---- jump inside (lo, hi] of this step: Hermite guess, safeguarded Newton
+    f_hi = np.log(n_hi) - logr if n_hi > 0.0 else -np.inf
+    f_lo = np.log(n_lo) - logr
+    w = hi - lo
+    if np.isfinite(f_hi) and f_lo - f_hi > 0.0 and n_hi > 0.0:
+        x = lo + w * _hermite_root(f_lo, -g_lo / n_lo * w, f_hi, -g_hi / n_hi * w)
+    else:
+        x = 0.5 * (lo + hi)
+    for _ in range(200):
+        nx = _cheb_eval(B, vn, K, d, cr, ci, rho, x, bes, psi, fs)
+        fx = np.log(nx) - logr if nx > 0.0 else -np.inf
+        if abs(fx) <= _ROOT_TOL:
+            break
+        if fx > 0.0:
+            lo = x
+        else:
+            hi = x
+        g = _decay_rate(stab, reals, m, psi)
+        xn = -1.0
+        if nx > 0.0 and g > 0.0:
+            xn = x + fx * nx / g  # f' = -g / n
+        if not (lo < xn < hi):
+            xn = 0.5 * (lo + hi)
+        if hi - lo <= 1e-15 * (1.0 + t_b + hi):
+            x = hi
+            _cheb_eval(B, vn, K, d, cr, ci, rho, x, bes, psi, fs)
+            break
+        x = xn
+    return k, t_b + x
+
+
+@njit(cache=True, _nrt=False)
 def _choose_channel(jtab, ints, ch_rate, m, psi, u, weights):
     """Channel ``k`` drawn with weight ``rate_k ||L_k psi||^2`` by the uniform ``u``.
 
@@ -592,6 +873,19 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
     weights = np.zeros(ch_rate.size)
     counts = np.zeros(ch_rate.size)
     psi_init = np.zeros(maxdim, dtype=np.complex128)
+    # Chebyshev workspace: the largest (kcap + 1) d over the built Chebyshev sectors
+    nbuf = 1
+    kbuf = 1
+    for ms in range(stab.shape[0]):
+        if stab[ms, BUILT] != 0 and stab[ms, MODE] == MODE_CHEB:
+            kc = int(reals[stab[ms, OFF_CHEB] + CHEB_KCAP])
+            if (kc + 1) * stab[ms, DIM] > nbuf:
+                nbuf = (kc + 1) * stab[ms, DIM]
+            if kc + 1 > kbuf:
+                kbuf = kc + 1
+    B = np.zeros(2 * nbuf)
+    bes = np.zeros(kbuf + 1)
+    vn = np.zeros(kbuf + 1)
     njumps = 0
     ntrunc = 0
     cap = jump_buf.shape[0]
@@ -665,14 +959,22 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
             # the eigen-mode phase cache holds for steps between output times
             on_grid = k > 0 and out_idx[k - 1] == f0 - 1
             while True:
-                k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
-                    stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur,
-                    on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X,
-                    counts)
-                if k == nt:
-                    break
-                t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur,
-                                      times[k], n_hi, g_hi, r, cur, psi, coef, w1, w2, fs)
+                if stab[m, MODE] == MODE_CHEB:
+                    k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur,
+                                              r, cur, psi, w1, B, vn, bes, fs, N, flags,
+                                              X, counts)
+                    if k == nt:
+                        break
+                else:
+                    k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
+                        stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
+                        g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                        flags, X, counts)
+                    if k == nt:
+                        break
+                    t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur,
+                                          g_cur, times[k], n_hi, g_hi, r, cur, psi, coef, w1,
+                                          w2, fs)
                 ch, sq = _choose_channel(jtab, ints, ch_rate, m, psi, next_uniform(state),
                                          weights)
                 m_new = m + ch_dm[ch]

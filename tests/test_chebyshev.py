@@ -1,0 +1,168 @@
+"""Chebyshev mode of large sectors: kernels against scipy, trajectories against
+the exact solver and against the Taylor mode, and reproducibility.
+
+``dense_max`` is set low so that small, fast chains use the propagator of
+large sectors. Statistical tolerances as in ``test_mcsolve.py``: >= 90% of the
+rows within 2 sem, none beyond 5 sem.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from scipy.sparse.linalg import expm_multiply
+from scipy.special import jv
+
+import thermospin_mc as tsm
+from thermospin_mc import ensemble as E
+from thermospin_mc import kernels as K
+
+TIMES = np.linspace(0.0, 20.0, 81)
+
+
+def _check_against(res, ref, ntraj):
+    z = res.compare(ref)
+    z = z[z.observable != "norm"]
+    with_err = z[z["sem"] > 0]
+    no_err = z[z["sem"] == 0]
+    frac = float((with_err.z.abs() < 2).mean())
+    assert frac >= 0.90, f"only {frac:.3f} of rows within 2 sem"
+    assert with_err.z.abs().max() < 5.0, with_err.loc[with_err.z.abs().idxmax()].to_dict()
+    scale = np.maximum(1.0, np.abs(no_err["mean_other"]))
+    assert (no_err["diff"].abs() <= 3.0 / ntraj * scale * 7 + 1e-9).all()
+
+
+@pytest.mark.parametrize("x", [0.0, 1e-9, 0.3, 7.5, 17.3, 45.0, 60.0])
+def test_bessel_recurrence_matches_scipy(x):
+    K_ = 40
+    out = np.zeros(K_ + 1)
+    K._bessel_j(x, K_, out)
+    ref = jv(np.arange(K_ + 1), x)
+    assert np.abs(out - ref).max() < 1e-14
+
+
+def _cheb_sector(N, m, scenario="pump"):
+    model = tsm.paper_model(scenario, N=N, delta_T=2.0)
+    pack = E.SectorPack(model, TIMES, dense_max=1)
+    pack.ensure(m)
+    stab, _, _, _, cpx, ints, reals, _ = pack.snapshot()
+    assert stab[m, K.MODE] == K.MODE_CHEB
+    d = int(stab[m, K.DIM])
+    P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+    op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL, K.CHEB_ODG))
+    optr = ints[op:op + d + 1]
+    n = int(optr[d])
+    # the independent reference: H_eff built by the sector code, unshifted
+    sec = pack.space.sector(m)
+    H = sec.heff_sparse(pack.space.a)
+    return model, d, P, (optr, ints[oi:oi + n], reals[ov:ov + n], cpx[og:og + d]), H
+
+
+@pytest.mark.parametrize("N,m", [(9, 4), (11, 5)])
+def test_no_jump_propagation_matches_expm_multiply(N, m):
+    # norm decay (and the state up to the global phase of the diagonal shift)
+    # of exp(-i H_eff t) psi0 against scipy, at times across a whole step
+    _, d, P, ops, H = _cheb_sector(N, m)
+    cr, ci, rho, h = (P[j] for j in (K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H))
+    kcap = int(P[K.CHEB_KCAP])
+    rng = np.random.default_rng(N)
+    psi0 = rng.normal(size=d) + 1j * rng.normal(size=d)
+    psi0 /= np.linalg.norm(psi0)
+    B = np.zeros(2 * (kcap + 1) * d)
+    vn = np.zeros(kcap + 2)
+    bes = np.zeros(kcap + 2)
+    Kn = K._cheb_build(*ops, rho, h, kcap, psi0, d, B, vn, bes)
+    assert 0 < Kn <= kcap
+    out = np.zeros(d, dtype=complex)
+    fs = np.zeros(2 * d)
+    for tau in (0.0, 0.13 * h, 0.5 * h, 0.97 * h, h):
+        nrm = K._cheb_eval(B, vn, Kn, d, cr, ci, rho, tau, bes, out, fs)
+        ref = expm_multiply(-1j * tau * H, psi0) if tau > 0 else psi0
+        nref = float(np.vdot(ref, ref).real)
+        assert abs(nrm / nref - 1.0) < 1e-10
+        # global phase of the shift: compare |overlap| and moduli
+        assert abs(abs(np.vdot(ref, out)) / nref - 1.0) < 1e-10
+        assert np.abs(np.abs(out) - np.abs(ref)).max() < 1e-10
+    assert nrm < 0.999  # the test is not vacuous: the state decays over the step
+
+
+def test_chebyshev_trajectories_agree_with_mesolve():
+    # N = 9 with dense_max = 50: sectors m = 2..7 (36 to 126 states) in Chebyshev mode
+    model = tsm.paper_model("pump", N=9, delta_T=2.0)
+    ntraj = 2000
+    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=4242, dense_max=50,
+                      observables=("j", "j_bond", "m", "n"))
+    modes = res.metadata["sector_modes"]
+    assert sum(v == "chebyshev" for v in modes.values()) >= 3
+    ref = tsm.mesolve(model, TIMES, observables=("j", "j_bond", "m", "n"))
+    _check_against(res, ref, ntraj)
+
+
+def test_chebyshev_general_chain_with_dephasing_agrees_with_mesolve():
+    # in-sector dephasing jumps, a product-state mixture and two-point observables
+    base = tsm.ChainModel(5, profile=tsm.BondCouplings((1.0, 1.2, 0.9, 1.1)), gamma=1.5,
+                          gamma_pump=0.6, initial=tsm.ProductMixture((0.2, 0.5, 0.1, 0.7, 0.3)),
+                          anisotropy=0.7, fields=(0.3, 0.0, -0.2, 0.1, 0.0))
+    model = tsm.with_dephasing(base, 0.4, sites=(2, 4))
+    obs = ["j", "m", "n", "nn", "pm", "count"]
+    times = np.linspace(0.0, 6.0, 25)
+    ntraj = 3000
+    res = tsm.mcsolve(model, times, ntraj=ntraj, seed=31, observables=obs, pairs=[(1, 3)],
+                      dense_max=1)
+    assert "chebyshev" in res.metadata["sector_modes"].values()
+    ref = tsm.mesolve(model, times, observables=obs, pairs=[(1, 3)])
+    _check_against(res, ref, ntraj)
+
+
+def test_chebyshev_and_taylor_trajectories_coincide():
+    # two independent exact propagators, same random streams: the same jumps
+    # (times to the 1e-10 root tolerance) and the same means up to round-off
+    model = tsm.paper_model("pump", N=7, delta_T=2.0)
+    key = np.random.SeedSequence(5).generate_state(4, dtype=np.uint64)
+    names = ("j", "m", "n")
+    got = {}
+    for large in ("chebyshev", "taylor"):
+        pack = E.SectorPack(model, TIMES, dense_max=1, large=large)
+        blocks, modes = E.run_batch(model, TIMES, key, [0, 1], 128, names, True, False, 7,
+                                    dense_max=1, pack=pack)
+        assert set(modes.values()) - {"eigen"} == {large}
+        got[large] = blocks
+    for bc, bt in zip(got["chebyshev"], got["taylor"], strict=True):
+        jc, jt = bc["jumps"], bt["jumps"]
+        assert jc.shape == jt.shape and jc.shape[0] > 500
+        assert np.array_equal(jc[:, [0, 2, 3]], jt[:, [0, 2, 3]])
+        assert np.abs(jc[:, 1] - jt[:, 1]).max() < 1e-8
+        assert np.abs(bc["mean"] - bt["mean"]).max() < 1e-8
+
+
+def test_chebyshev_mode_is_bit_identical_across_jobs_and_batches():
+    model = tsm.paper_model("pump", N=9, delta_T=2.0)
+    kw = dict(ntraj=300, seed=17, dense_max=1, observables=("j", "m", "n"),
+              record_jumps=True, progress=False)
+    a = tsm.mcsolve(model, TIMES, n_jobs=1, **kw)
+    assert "chebyshev" in a.metadata["sector_modes"].values()
+    for extra in (dict(n_jobs=2), dict(n_jobs=2, batch_size=64), dict(n_jobs=2, batch_size=192),
+                  dict(n_jobs=2, backend="loky", batch_size=128)):
+        b = tsm.mcsolve(model, TIMES, **kw, **extra)
+        pd.testing.assert_frame_equal(a.expect, b.expect, check_exact=True)
+        pd.testing.assert_frame_equal(a.jumps, b.jumps, check_exact=True)
+
+
+def test_large_mode_option_is_checked():
+    model = tsm.paper_model("pump", N=5)
+    with pytest.raises(ValueError, match="large"):
+        E.SectorPack(model, TIMES, large="krylov")
+
+
+def test_cheb_params_enclose_the_spectrum():
+    # the ellipse parameters: centre and focal half-length cover the eigenvalues
+    _, d, P, _, H = _cheb_sector(7, 3)
+    lam = np.linalg.eigvals(H.toarray())
+    diag = H.diagonal().real
+    shift = 0.5 * (diag.max() + diag.min())
+    c = complex(P[K.CHEB_CR], P[K.CHEB_CI])
+    z = (lam - shift - c) / P[K.CHEB_RHO]
+    assert np.abs(z.real).max() <= 1.0 + 1e-9
+    assert sp.issparse(H) and d == 35
