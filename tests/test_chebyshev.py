@@ -14,24 +14,13 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.linalg import expm_multiply
 from scipy.special import jv
+from zscores import check_against
 
 import thermospin_mc as tsm
 from thermospin_mc import ensemble as E
 from thermospin_mc import kernels as K
 
 TIMES = np.linspace(0.0, 20.0, 81)
-
-
-def _check_against(res, ref, ntraj):
-    z = res.compare(ref)
-    z = z[z.observable != "norm"]
-    with_err = z[z["sem"] > 0]
-    no_err = z[z["sem"] == 0]
-    frac = float((with_err.z.abs() < 2).mean())
-    assert frac >= 0.90, f"only {frac:.3f} of rows within 2 sem"
-    assert with_err.z.abs().max() < 5.0, with_err.loc[with_err.z.abs().idxmax()].to_dict()
-    scale = np.maximum(1.0, np.abs(no_err["mean_other"]))
-    assert (no_err["diff"].abs() <= 3.0 / ntraj * scale * 7 + 1e-9).all()
 
 
 @pytest.mark.parametrize("x", [0.0, 1e-9, 0.3, 7.5, 17.3, 45.0, 60.0])
@@ -97,7 +86,7 @@ def test_chebyshev_trajectories_agree_with_mesolve():
     modes = res.metadata["sector_modes"]
     assert sum(v == "chebyshev" for v in modes.values()) >= 3
     ref = tsm.mesolve(model, TIMES, observables=("j", "j_bond", "m", "n"))
-    _check_against(res, ref, ntraj)
+    check_against(res, ref, ntraj)
 
 
 def test_chebyshev_general_chain_with_dephasing_agrees_with_mesolve():
@@ -113,7 +102,7 @@ def test_chebyshev_general_chain_with_dephasing_agrees_with_mesolve():
                       dense_max=1)
     assert "chebyshev" in res.metadata["sector_modes"].values()
     ref = tsm.mesolve(model, times, observables=obs, pairs=[(1, 3)])
-    _check_against(res, ref, ntraj)
+    check_against(res, ref, ntraj)
 
 
 def test_chebyshev_and_taylor_trajectories_coincide():
