@@ -48,6 +48,11 @@ __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayo
 #: direct solve to preconditioned GMRES (fill-in of the direct solve grows fast).
 DIRECT_STEADY_LIMIT = 1_000
 
+#: Above this many stored numbers mesolve switches from ``expm_multiply`` of the
+#: assembled generator to the matrix-free Chebyshev propagator (both exact to
+#: round-off; the crossover is a measured timing).
+CHEBYSHEV_MIN_SIZE = 20_000
+
 
 def _metadata(model: ChainModel, solver: str, **extra) -> dict:
     from . import __version__
@@ -290,7 +295,8 @@ class _PureLayout:
 
 # ---------------------------------------------------------------------------- mesolve
 @blas_threads
-def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
+def mesolve(model: ChainModel, times, observables=None, pairs=None,
+            method: str = "auto") -> Result:
     """Exact Lindblad evolution of the block density matrix.
 
     Parameters
@@ -308,6 +314,12 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
         integrated exactly with the state (table rows ``count:<channel name>``).
     pairs : sequence of (i, k), optional
         1-based site pairs of ``nn`` and ``pm``.
+    method : {"auto", "expm", "chebyshev"}
+        ``expm``: the assembled sparse block Liouvillian and scipy's
+        ``expm_multiply``; ``chebyshev``: the matrix-free generator and a
+        Chebyshev expansion of ``exp(L t)`` with a-posteriori truncation
+        (:mod:`thermospin_mc._blockops`). ``auto``: ``expm`` up to
+        ``CHEBYSHEV_MIN_SIZE`` stored numbers, ``chebyshev`` above.
 
     Returns
     -------
@@ -317,13 +329,16 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
     Notes
     -----
     Memory is ``sum_m C(N, m)^2`` complex numbers over the reachable sectors
-    (plus the sparse generator, about 2N nonzeros per stored number); a
+    (``chebyshev``: about six copies of them; ``expm``: plus the sparse
+    generator, about 2N nonzeros per stored number); a
     model with loss channels only, started with at most one magnon, costs
     ``O(N^2)`` and runs for N in the thousands.
     """
     model = _check_model(model)
     times = v.times(times)
     names, pairs = _check_observables(observables, pairs, model.N)
+    if method not in ("auto", "expm", "chebyshev"):
+        raise ValueError(f"method must be 'auto', 'expm' or 'chebyshev', got {method!r}")
     extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
     simple = pairs is None and "count" not in names and not model.is_mixed
     if model.is_closed and simple:
@@ -339,24 +354,73 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
         op = -1j * space.sector(m0).heff_sparse(space.a)
         series = [layout.observables(psi, names) for psi in _evolve_grid(op, psi0, times)]
     else:
-        L, layout = liouvillian(model)
-        x0 = layout.initial(model)
-        nch = len(model.channels) if "count" in names else 0
-        if nch:
-            # augmented generator: d c_k / dt = rate_k Tr(L_k^+ L_k rho), c_k(0) = 0
-            R = sp.csr_matrix(OBS.count_rates(layout, model.channels).astype(complex))
-            L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
-                        format="csr")
-            x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
-        series = []
-        for x in _evolve_grid(L, x0, times):
-            obs = layout.observables(x[:layout.size], names, pairs)
-            if nch:
-                obs["count"] = x[layout.size:].real.copy()
-            series.append(obs)
+        layout = BlockLayout(space, model.reachable_sectors())
+        if method == "auto":
+            method = "expm" if layout.size <= CHEBYSHEV_MIN_SIZE else "chebyshev"
+        extra["method"] = method
+        if method == "chebyshev":
+            series = _mesolve_chebyshev(model, layout, times, names, pairs, extra)
+        else:
+            series = _mesolve_expm(model, layout, times, names, pairs)
     means = _stack(series, names)
     return Result(expect_table(times, model.N, means, pairs=pairs, channels=model.channels),
                   _metadata(model, "mesolve", **extra))
+
+
+def _mesolve_expm(model, layout, times, names, pairs) -> list[dict]:
+    """Observables at ``times`` by ``expm_multiply`` of the assembled generator."""
+    L = (_nojump_generator(layout) + _feed_generator(layout)).tocsr()
+    x0 = layout.initial(model)
+    nch = len(model.channels) if "count" in names else 0
+    if nch:
+        # augmented generator: d c_k / dt = rate_k Tr(L_k^+ L_k rho), c_k(0) = 0
+        R = sp.csr_matrix(OBS.count_rates(layout, model.channels).astype(complex))
+        L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
+                    format="csr")
+        x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
+    series = []
+    for x in _evolve_grid(L, x0, times):
+        obs = layout.observables(x[:layout.size], names, pairs)
+        if nch:
+            obs["count"] = x[layout.size:].real.copy()
+        series.append(obs)
+    return series
+
+
+def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict) -> list[dict]:
+    """Observables at ``times`` by the matrix-free Chebyshev propagator."""
+    from ._blockops import BlockGenerator, chebyshev_evolve
+
+    gen = BlockGenerator(layout)
+    lin = [n for n in names if n != "count"]
+    shapes = {}
+    N = model.N
+
+    def observe(x):
+        obs = layout.observables(x, lin, pairs)
+        if "m" in obs:  # N/2 - sum_m m p_m is affine: keep its linear part
+            obs["m"] = obs["m"] - N / 2
+        for n in lin:
+            shapes[n] = obs[n].size
+        return np.concatenate([obs[n] for n in lin]) if lin else np.zeros(0)
+
+    R = None
+    if "count" in names:
+        R = sp.csr_matrix(OBS.count_rates(layout, model.channels))
+    vals, counts, run = chebyshev_evolve(gen, layout.initial(model), times, observe, R)
+    info.update(run)
+    series = []
+    for i in range(times.size):
+        obs, pos = {}, 0
+        for n in lin:
+            obs[n] = vals[i, pos:pos + shapes[n]].copy()
+            pos += shapes[n]
+        if "m" in obs:
+            obs["m"] = obs["m"] + N / 2
+        if R is not None:
+            obs["count"] = counts[i].copy()
+        series.append(obs)
+    return series
 
 
 # ---------------------------------------------------------------------------- no-jump inverse
