@@ -172,7 +172,7 @@ class BlockGenerator:
             width = max(width, float(ext[-1] - ext[0]))
             gam = max(gam, float(dec.max()) if d else 0.0)
             self.blocks.append((m, d, o, h, hd, np.ascontiguousarray(dec, dtype=float), deph))
-        self.feeds = []
+        self.feeds, self.feed_dm = [], []
         for ch in space.channels:
             if ch.kind == "dephasing":
                 continue
@@ -184,6 +184,7 @@ class BlockGenerator:
                 if src.size:
                     self.feeds.append((layout.offsets[t], layout.dims[t], dst,
                                        layout.offsets[m], layout.dims[m], src, float(ch.rate)))
+                    self.feed_dm.append(ch.dm)
         dmax = max(layout.dims.values())
         self._work = np.empty(dmax * dmax if dmax > DENSE_DIM else 0, dtype=complex)
         self.width = width
@@ -235,6 +236,19 @@ class BlockGenerator:
         self._feed_into(Hk, new, f)
         return nk
 
+    def feed_except(self, x: np.ndarray, dm: int) -> np.ndarray:
+        """The jump terms except those changing the magnon number by ``dm`` (loss:
+        -1, pump: +1): the opposite direction and the dephasing."""
+        y = np.zeros_like(x)
+        for _m, d, o, _h, _hd, _dec, deph in self.blocks:
+            if deph.size:
+                y[o:o + d * d] = (deph * x[o:o + d * d].reshape(d, d)).ravel()
+        for f, fdm in zip(self.feeds, self.feed_dm, strict=True):
+            if fdm != dm:
+                oy, dy, dst, ox, dx, src, rate = f
+                _feed(y, oy, dy, dst, x, ox, dx, src, rate)
+        return y
+
     def feed(self, x: np.ndarray) -> np.ndarray:
         """The jump part alone: index maps between blocks and the dephasing factor."""
         y = np.zeros_like(x)
@@ -243,6 +257,26 @@ class BlockGenerator:
                 y[o:o + d * d] = (deph * x[o:o + d * d].reshape(d, d)).ravel()
         self._feed_into(x, y)
         return y
+
+
+def triangular_solve(gen: BlockGenerator, block_solve, y: np.ndarray, dm: int) -> np.ndarray:
+    """Solve ``(A + F_dm) x = y``: ``A`` the block no-jump part (``block_solve(m, Y)``
+    solves ``A_m X = Y``), ``F_dm`` the jumps changing the magnon number by ``dm``.
+    Block triangular in ``m``: swept from the sector nothing feeds (top for
+    ``dm = -1``, bottom for ``dm = +1``)."""
+    lay = gen.layout
+    x = np.zeros_like(y)
+    order = sorted(lay.sectors, reverse=dm < 0)
+    for m in order:
+        d, o = lay.dims[m], lay.offsets[m]
+        rhs = y[o:o + d * d].copy()
+        for f, fdm in zip(gen.feeds, gen.feed_dm, strict=True):
+            oy, dy, dst, ox, dx, src, rate = f
+            if fdm == dm and oy == o:
+                # subtract the feeding into block m from the block already solved
+                _feed(rhs, 0, dy, dst, x, ox, dx, src, -rate)
+        x[o:o + d * d] = block_solve(m, rhs.reshape(d, d)).ravel()
+    return x
 
 
 def _extremes(h) -> np.ndarray:
@@ -265,7 +299,7 @@ def _bessel_weights(K: int, theta: np.ndarray) -> np.ndarray:
 
 
 def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, observe,
-                     count_R=None, tol: float = 1e-15, growth: float = 100.0,
+                     count_R=None, tol: float = 1e-15, growth: float = 200.0,
                      margin: float = 0.1):
     """Evolve ``x0`` (Hermitian blocks) under ``gen`` and return the observables.
 

@@ -48,6 +48,9 @@ __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayo
 #: direct solve to preconditioned GMRES (fill-in of the direct solve grows fast).
 DIRECT_STEADY_LIMIT = 1_000
 
+#: Memory budget of the steady-state GMRES basis (sets its restart length).
+GMRES_BASIS_BYTES = 2_000_000_000
+
 #: Above this many stored numbers mesolve switches from ``expm_multiply`` of the
 #: assembled generator to the matrix-free Chebyshev propagator (both exact to
 #: round-off; the crossover is a measured timing).
@@ -451,20 +454,21 @@ class _NoJumpInverse:
         out = np.empty_like(y)
         for m in lay.sectors:
             d, o = lay.dims[m], lay.offsets[m]
-            Y = y[o:o + d * d].reshape(d, d)
-            kind, A, B, den = self.data[m]
-            if kind == "eig":
-                V, W = A, B
-                X = V @ ((W @ Y @ W.conj().T) / den) @ V.conj().T
-            else:
-                T, Q = A, B
-                C = Q.conj().T @ (1j * Y) @ Q
-                Xt, scale, info = sla.lapack.ztrsyl(T, T, C, trana="N", tranb="C", isgn=-1)
-                if info < 0:
-                    raise RuntimeError(f"ztrsyl failed with info = {info}")
-                X = Q @ (Xt / scale) @ Q.conj().T
-            out[o:o + d * d] = X.ravel()
+            out[o:o + d * d] = self.solve_block(m, y[o:o + d * d].reshape(d, d)).ravel()
         return out
+
+    def solve_block(self, m: int, Y: np.ndarray) -> np.ndarray:
+        """``X`` with ``-i (H_m X - X H_m^+) = Y`` (``Y`` a ``d x d`` block)."""
+        kind, A, B, den = self.data[m]
+        if kind == "eig":
+            V, W = A, B
+            return V @ ((W @ Y @ W.conj().T) / den) @ V.conj().T
+        T, Q = A, B
+        C = Q.conj().T @ (1j * Y) @ Q
+        Xt, scale, info = sla.lapack.ztrsyl(T, T, C, trana="N", tranb="C", isgn=-1)
+        if info < 0:
+            raise RuntimeError(f"ztrsyl failed with info = {info}")
+        return Q @ (Xt / scale) @ Q.conj().T
 
 
 # ---------------------------------------------------------------------------- steady state
@@ -546,21 +550,34 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
                 raise ValueError("the steady state is not unique for this model (singular "
                                  "Liouvillian: a dark state or a conserved quantity)")
         else:
-            F = _feed_generator(layout)
+            from ._blockops import BlockGenerator, triangular_solve
+
+            gen = BlockGenerator(layout)
             Ainv = _NoJumpInverse(layout)
+            # preconditioner: the no-jump part plus the jumps of the dominant direction
+            # (block triangular in m, one sweep of exact block solves)
+            rate = {k: sum(ch.rate for ch in model.channels if ch.kind == k)
+                    for k in ("loss", "pump")}
+            dm = -1 if rate["loss"] >= rate["pump"] else 1
+
+            def Minv(y):
+                return triangular_solve(gen, Ainv.solve_block, y, dm)
 
             def matvec(x):
-                return x + Ainv.apply(F @ x + e * (trace @ x))
+                return x + Minv(gen.feed_except(x, dm) + e * (trace @ x))
 
             op = spla.LinearOperator((layout.size, layout.size), matvec=matvec, dtype=complex)
-            rhs = Ainv.apply(e)
+            rhs = Minv(e)
             iters = [0]
 
             def count(_):
                 iters[0] += 1
 
-            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=80, maxiter=50,
-                                 callback=count, callback_type="pr_norm")
+            # the Krylov basis holds `restart` vectors: at most ~2 GB of them
+            restart = int(min(80, max(8, GMRES_BASIS_BYTES // (16 * layout.size))))
+            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=restart,
+                                 maxiter=max(50, 4000 // restart), callback=count,
+                                 callback_type="pr_norm")
             if code != 0:
                 raise RuntimeError(f"steady-state GMRES did not converge (code {code})")
             info["gmres_iterations"] = iters[0]
@@ -569,8 +586,10 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
             B = layout.block(x, m)
             B[...] = 0.5 * (B + B.conj().T)
         info["method"] = method
-        L_check = (_nojump_generator(layout) + _feed_generator(layout)).tocsr()
-        info["residual"] = float(np.linalg.norm(L_check @ x) / max(np.linalg.norm(x), 1e-300))
+        from ._blockops import BlockGenerator
+
+        r = BlockGenerator(layout).apply(x)
+        info["residual"] = float(np.linalg.norm(r) / max(np.linalg.norm(x), 1e-300))
     obs = layout.observables(x, names, pairs)
     means = {k: val[None, :] for k, val in obs.items()}
     if pairs is not None:
