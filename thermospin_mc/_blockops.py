@@ -297,6 +297,48 @@ def _bessel_weights(K: int, theta: np.ndarray) -> np.ndarray:
     w[:, 1:] *= 2.0
     return w
 
+#: Accepted round-off estimate of a segment, relative to the norm of its start.
+ROUND_TOL = 1e-12
+
+
+def _sweep(gen, x, theta, scale, c, s, tol, observe, count_R, acc, abort=True):
+    """Chebyshev terms of one segment from ``x`` (left intact): per-term observables
+    and counts, ``acc`` (if given) the end state; ``err`` estimates the round-off
+    (machine epsilon times the largest weighted term)."""
+    terms_obs, terms_cnt = [], []
+    Hk, Hm, new = x, np.zeros_like(x), np.empty_like(x)
+    W = _bessel_weights(int(theta[-1] + 60), theta)
+    nrm0 = np.linalg.norm(x)
+    small, k, big, matvecs = 0, 0, 0.0, 0
+    while True:
+        if k >= W.shape[1]:
+            W = _bessel_weights(2 * W.shape[1], theta)
+        terms_obs.append(observe(Hk))
+        if count_R is not None:
+            terms_cnt.append(count_R @ Hk)
+        wk = scale[-1] * W[-1, k]
+        # next term: H_{k+1} = 2 A H_k + H_{k-1}, A = (L - c) / s (H_1 = A H_0)
+        nk = np.sqrt(gen.chebyshev_step(Hk, Hm, new, c, (2.0 if k else 1.0) / s, acc, wk))
+        matvecs += 1
+        contrib = np.max(np.abs(scale * W[:, k])) * nk
+        big = max(big, contrib)
+        # a-posteriori cut: the weighted terms against the start's norm
+        if k > theta[-1] and contrib <= tol * nrm0:
+            small += 1
+            if small >= 2:
+                break
+        else:
+            small = 0
+        if k == 1:  # keep the segment start intact (a rejected segment restarts there)
+            Hm, Hk, new = Hk, new, np.empty_like(x)
+        else:
+            Hm, Hk, new = Hk, new, Hm
+        k += 1
+        if not np.isfinite(nk) or (abort and np.finfo(float).eps * big > ROUND_TOL * nrm0):
+            break  # hopeless: the caller shortens the segment
+    err = np.finfo(float).eps * big * np.sqrt(k + 1) if np.isfinite(big) else np.inf
+    return terms_obs, terms_cnt, acc, err, k, W, scale, matvecs
+
 
 def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, observe,
                      count_R=None, tol: float = 1e-15, growth: float = 200.0,
@@ -328,7 +370,7 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
     obs : (len(times), nobs) ndarray
     counts : (len(times), nch) ndarray or None
     info : dict
-        ``matvecs`` and ``segments``.
+        ``matvecs`` (including those of rejected segments) and ``segments``.
     """
     s = max(gen.width, 1e-3) * 1.01 + margin * gen.gamma
     c = -0.5 * gen.gamma
@@ -349,45 +391,24 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
                 counts[j] = cnt_now
             j += 1
             continue
-        t_end = min(times[-1], t_now + tau_max)
-        # outputs inside (t_now, t_end]
-        jj = j
-        while jj < times.size and times[jj] <= t_end:
-            jj += 1
-        taus = np.append(times[j:jj] - t_now, t_end - t_now)
-        theta = s * taus
-        # sweep the recurrence, storing per-term observables and counts
-        last = jj == times.size  # the state after the last output is not needed
-        terms_obs, terms_cnt = [], []
-        acc = None if last else np.zeros_like(x)
-        Hk, Hm, new = x, np.zeros_like(x), np.empty_like(x)
-        W = _bessel_weights(int(theta[-1] + 60), theta)
-        small = 0
-        k = 0
-        scale = np.exp(c * taus)
-        big = 0.0
+        tau_try = tau_max
         while True:
-            if k >= W.shape[1]:
-                W = _bessel_weights(2 * W.shape[1], theta)
-            terms_obs.append(observe(Hk))
-            if nch:
-                terms_cnt.append(count_R @ Hk)
-            wk = scale[-1] * W[-1, k]
-            # next term: H_{k+1} = 2 A H_k + H_{k-1}, A = (L - c) / s (H_1 = A H_0)
-            nk = np.sqrt(gen.chebyshev_step(Hk, Hm, new, c, (2.0 if k else 1.0) / s, acc, wk))
-            matvecs += 1
-            # a-posteriori cut: the terms' contributions against the largest one
-            contrib = np.max(np.abs(W[:, k])) * nk
-            big = max(big, contrib)
-            if k > theta[-1] and contrib <= tol * big:
-                small += 1
-                if small >= 2:
-                    break
-            else:
-                small = 0
-            # rotate the buffers (the segment start is overwritten from k = 2 on)
-            Hm, Hk, new = Hk, new, Hm
-            k += 1
+            t_end = min(times[-1], t_now + tau_try)
+            # outputs inside (t_now, t_end]
+            jj = j
+            while jj < times.size and times[jj] <= t_end:
+                jj += 1
+            taus = np.append(times[j:jj] - t_now, t_end - t_now)
+            theta = s * taus
+            last = jj == times.size  # the state after the last output is not needed
+            final = tau_try * s < 8.0  # short enough to accept whatever the growth
+            sweep = _sweep(gen, x, theta, np.exp(c * taus), c, s, tol, observe, count_R,
+                           None if last else np.zeros_like(x), abort=not final)
+            matvecs += sweep[-1]
+            if final or sweep[3] <= ROUND_TOL * np.linalg.norm(x):
+                break
+            tau_try *= 0.5  # round-off from term growth too large: shorter segment
+        terms_obs, terms_cnt, acc, _err, k, W, scale, _ = sweep
         K = k + 1
         To = np.array(terms_obs)  # (K, nobs)
         wts = scale[:-1, None] * W[:-1, :K]  # outputs
