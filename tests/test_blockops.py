@@ -95,7 +95,7 @@ def test_chebyshev_mesolve_agrees_with_expm(seed, N, kinds, initial):
     model = random_model(seed, N, kinds, initial)
     pairs = [p for p in PAIRS if max(p) <= N]
     # non-uniform, repeated, not starting at 0, long enough for several segments
-    times = np.array([0.3, 0.3, 1.0, 2.2, 7.0, 7.05, 19.0, 60.0])
+    times = np.array([0.3, 0.3, 1.0, 2.2, 7.0, 7.05, 19.0])
     kw = dict(observables=OBS_ALL, pairs=pairs)
     ref = exact.mesolve(model, times, method="expm", **kw)
     got = exact.mesolve(model, times, method="chebyshev", **kw)
@@ -108,7 +108,7 @@ def test_chebyshev_mesolve_uses_several_segments_and_matches_full_space():
     model = random_model(46, 5, ["loss", "pump", "dephasing", "loss"],
                          tsm.product_mixture([0.3, 0.6, 0.2, 0.5, 0.9]))
     pairs = [p for p in PAIRS if max(p) <= 5]
-    times = np.array([0.0, 0.35, 1.1, 2.5, 40.0, 140.0])
+    times = np.array([0.0, 0.35, 1.1, 2.5, 30.0, 60.0])
     res = exact.mesolve(model, times, observables=OBS_ALL, pairs=pairs, method="chebyshev")
     assert res.metadata["segments"] >= 2
     got = table_dict(res)
