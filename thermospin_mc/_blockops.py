@@ -14,13 +14,20 @@ largest width ``E_max - E_min`` of a sector Hamiltonian, ``c``: centre of the
 decay rates). With ``H_0 = v``, ``H_1 = A v``, ``H_{k+1} = 2 A H_k + H_{k-1}``
 (Hermitian for Hermitian ``v``), ``exp(theta A) v = J_0(theta) H_0 + 2 sum_k
 J_k(theta) H_k``, ``theta = s tau`` (Jacobi-Anger). The series is cut a
-posteriori once ``|J_k(theta)| ||H_k|| / ||v||`` stays below ``tol``; segments are
-short enough that the growth of ``H_k`` from the decay rates (``exp(Gamma tau /
-2)``) keeps the round-off near double precision. Every output time inside a
-segment is a combination of the same ``H_k`` with its own Bessel weights, so
-output times never force steps: observables (linear in ``rho``) are taken per
-term and combined; the jump counts (time integrals of linear functionals) use
-the integrated weights (Gauss-Legendre, exact for the smooth integrand).
+posteriori once the weighted terms ``|e^{c tau} J_k(theta)| ||H_k||`` stay below
+``tol ||v||``. The terms grow like the slowest mode of ``exp(tau (L - c))``;
+a segment whose round-off estimate (machine epsilon times its largest weighted
+term) exceeds ``ROUND_TOL ||v||`` is redone at half the length, so segments are
+as long as accuracy allows (one segment over ``[0, 20]`` for the paper's
+models). Every output time inside a segment is a combination of the same
+``H_k`` with its own Bessel weights, so output times never force steps:
+observables (real-linear in ``rho``) are taken per term and combined; the jump
+counts (time integrals of linear functionals) use the integrated weights
+(Gauss-Legendre, exact to round-off for the smooth integrand). The state after
+the last output time is never formed.
+
+The steady-state preconditioner :func:`triangular_solve` inverts the no-jump
+part plus the jumps of one direction (block triangular in ``m``).
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numba as nb
 import numpy as np
 import scipy.special as ssp
 
-__all__ = ["BlockGenerator", "chebyshev_evolve"]
+__all__ = ["BlockGenerator", "chebyshev_evolve", "triangular_solve"]
 
 #: Blocks up to this dimension use a dense (BLAS) product with ``h``.
 DENSE_DIM = 48

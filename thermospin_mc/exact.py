@@ -13,15 +13,21 @@ loss channel and ``m - 1`` for the pump, and ``P_k`` the 0/1 index map of the
 channel. Blocks are stored row-major and stacked in increasing ``m``.
 
 - ``sesolve``: closed system, pure state, exact via ``eigh`` of the sector ``h``.
-- ``mesolve``: the block Liouvillian as a sparse matrix and its exact action
-  ``expm(L t) v`` (scipy's ``expm_multiply``, truncation to double precision);
-  a pump-free model started with at most one magnon only needs the no-jump
-  path of its one-magnon sector (the rest is the lost population), which runs
-  for chains of any length.
+- ``mesolve``: small problems assemble the block Liouvillian as a sparse matrix
+  and take its exact action ``expm(L t) v`` (scipy's ``expm_multiply``,
+  truncation to double precision); above ``CHEBYSHEV_MIN_SIZE`` stored numbers
+  the generator is applied matrix-free and ``exp(L t)`` expanded in Chebyshev
+  polynomials with a-posteriori truncation (:mod:`._blockops`, memory a few
+  copies of the blocks, all output times from one expansion); a pump-free
+  model started with at most one magnon only needs the no-jump path of its
+  one-magnon sector (the rest is the lost population), which runs for chains
+  of any length.
 - ``steadystate``: ``L x = 0`` with unit trace, either by a sparse direct solve
-  (small problems) or by GMRES left-preconditioned with the exact inverse of
-  the block no-jump part (``-i(H X - X H^+) = Y`` solved in the eigenbasis of
-  ``H``, Schur-based fallback when that basis is ill-conditioned).
+  (small problems) or by GMRES on the matrix-free generator, left-preconditioned
+  with the exact inverse of the block no-jump part plus the jumps of the
+  dominant direction (block triangular in ``m``: one sweep of exact block solves
+  ``-i(H X - X H^+) = Y`` in the eigenbasis of ``H``, Schur-based fallback when
+  that basis is ill-conditioned).
 - ``exit_probabilities``: expected number of losses on each edge, integrated to
   infinite time (for one magnon: the probability to leave left or right).
 """
