@@ -13,15 +13,21 @@ loss channel and ``m - 1`` for the pump, and ``P_k`` the 0/1 index map of the
 channel. Blocks are stored row-major and stacked in increasing ``m``.
 
 - ``sesolve``: closed system, pure state, exact via ``eigh`` of the sector ``h``.
-- ``mesolve``: the block Liouvillian as a sparse matrix and its exact action
-  ``expm(L t) v`` (scipy's ``expm_multiply``, truncation to double precision);
-  a pump-free model started with at most one magnon only needs the no-jump
-  path of its one-magnon sector (the rest is the lost population), which runs
-  for chains of any length.
+- ``mesolve``: small problems assemble the block Liouvillian as a sparse matrix
+  and take its exact action ``expm(L t) v`` (scipy's ``expm_multiply``,
+  truncation to double precision); above ``CHEBYSHEV_MIN_SIZE`` stored numbers
+  the generator is applied matrix-free and ``exp(L t)`` expanded in Chebyshev
+  polynomials with a-posteriori truncation (:mod:`._blockops`, memory a few
+  copies of the blocks, all output times from one expansion); a pump-free
+  model started with at most one magnon only needs the no-jump path of its
+  one-magnon sector (the rest is the lost population), which runs for chains
+  of any length.
 - ``steadystate``: ``L x = 0`` with unit trace, either by a sparse direct solve
-  (small problems) or by GMRES left-preconditioned with the exact inverse of
-  the block no-jump part (``-i(H X - X H^+) = Y`` solved in the eigenbasis of
-  ``H``, Schur-based fallback when that basis is ill-conditioned).
+  (small problems) or by GMRES on the matrix-free generator, left-preconditioned
+  with the exact inverse of the block no-jump part plus the jumps of the
+  dominant direction (block triangular in ``m``: one sweep of exact block solves
+  ``-i(H X - X H^+) = Y`` in the eigenbasis of ``H``, Schur-based fallback when
+  that basis is ill-conditioned).
 - ``exit_probabilities``: expected number of losses on each edge, integrated to
   infinite time (for one magnon: the probability to leave left or right).
 """
@@ -47,6 +53,14 @@ __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayo
 #: Above this many stored numbers the steady state switches from a sparse
 #: direct solve to preconditioned GMRES (fill-in of the direct solve grows fast).
 DIRECT_STEADY_LIMIT = 1_000
+
+#: Memory budget of the steady-state GMRES basis (sets its restart length).
+GMRES_BASIS_BYTES = 2_000_000_000
+
+#: Above this many stored numbers mesolve switches from ``expm_multiply`` of the
+#: assembled generator to the matrix-free Chebyshev propagator (both exact to
+#: round-off; the crossover is a measured timing).
+CHEBYSHEV_MIN_SIZE = 20_000
 
 
 def _metadata(model: ChainModel, solver: str, **extra) -> dict:
@@ -301,7 +315,8 @@ class _PureLayout:
 
 # ---------------------------------------------------------------------------- mesolve
 @blas_threads
-def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
+def mesolve(model: ChainModel, times, observables=None, pairs=None,
+            method: str = "auto") -> Result:
     """Exact Lindblad evolution of the block density matrix.
 
     Parameters
@@ -319,6 +334,12 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
         integrated exactly with the state (table rows ``count:<channel name>``).
     pairs : sequence of (i, k), optional
         1-based site pairs of ``nn`` and ``pm``.
+    method : {"auto", "expm", "chebyshev"}
+        ``expm``: the assembled sparse block Liouvillian and scipy's
+        ``expm_multiply``; ``chebyshev``: the matrix-free generator and a
+        Chebyshev expansion of ``exp(L t)`` with a-posteriori truncation
+        (:mod:`thermospin_mc._blockops`). ``auto``: ``expm`` up to
+        ``CHEBYSHEV_MIN_SIZE`` stored numbers, ``chebyshev`` above.
 
     Returns
     -------
@@ -328,13 +349,16 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
     Notes
     -----
     Memory is ``sum_m C(N, m)^2`` complex numbers over the reachable sectors
-    (plus the sparse generator, about 2N nonzeros per stored number); a
+    (``chebyshev``: about six copies of them; ``expm``: plus the sparse
+    generator, about 2N nonzeros per stored number); a
     model with loss channels only, started with at most one magnon, costs
     ``O(N^2)`` and runs for N in the thousands.
     """
     model = _check_model(model)
     times = v.times(times)
     names, pairs = _check_observables(observables, pairs, model.N)
+    if method not in ("auto", "expm", "chebyshev"):
+        raise ValueError(f"method must be 'auto', 'expm' or 'chebyshev', got {method!r}")
     extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
     simple = pairs is None and "count" not in names and not model.is_mixed
     if model.is_closed and simple:
@@ -350,24 +374,77 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None) -> Result:
         op = -1j * space.sector(m0).heff_sparse(space.a)
         series = [layout.observables(psi, names) for psi in _evolve_grid(op, psi0, times)]
     else:
-        L, layout = liouvillian(model)
-        x0 = layout.initial(model)
-        nch = len(model.channels) if "count" in names else 0
-        if nch:
-            # augmented generator: d c_k / dt = rate_k Tr(L_k^+ L_k rho), c_k(0) = 0
-            R = sp.csr_matrix(OBS.count_rates(layout, model.channels).astype(complex))
-            L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
-                        format="csr")
-            x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
-        series = []
-        for x in _evolve_grid(L, x0, times):
-            obs = layout.observables(x[:layout.size], names, pairs)
-            if nch:
-                obs["count"] = x[layout.size:].real.copy()
-            series.append(obs)
+        layout = BlockLayout(space, model.reachable_sectors())
+        if method == "auto":
+            method = "expm" if layout.size <= CHEBYSHEV_MIN_SIZE else "chebyshev"
+        extra["method"] = method
+        if method == "chebyshev":
+            series = _mesolve_chebyshev(model, layout, times, names, pairs, extra)
+        else:
+            series = _mesolve_expm(model, layout, times, names, pairs)
     means = _stack(series, names)
     return Result(expect_table(times, model.N, means, pairs=pairs, channels=model.channels),
                   _metadata(model, "mesolve", **extra))
+
+
+def _mesolve_expm(model, layout, times, names, pairs) -> list[dict]:
+    """Observables at ``times`` by ``expm_multiply`` of the assembled generator."""
+    L = (_nojump_generator(layout) + _feed_generator(layout)).tocsr()
+    x0 = layout.initial(model)
+    nch = len(model.channels) if "count" in names else 0
+    if nch:
+        # augmented generator: d c_k / dt = rate_k Tr(L_k^+ L_k rho), c_k(0) = 0
+        R = sp.csr_matrix(OBS.count_rates(layout, model.channels).astype(complex))
+        L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
+                    format="csr")
+        x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
+    series = []
+    for x in _evolve_grid(L, x0, times):
+        obs = layout.observables(x[:layout.size], names, pairs)
+        if nch:
+            obs["count"] = x[layout.size:].real.copy()
+        series.append(obs)
+    return series
+
+
+def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict) -> list[dict]:
+    """Observables at ``times`` by the matrix-free Chebyshev propagator."""
+    from ._blockops import BlockGenerator, chebyshev_evolve
+
+    gen = BlockGenerator(layout)
+    lin = [n for n in names if n != "count"]
+    if pairs is not None:  # observe runs once per term: build the pair maps once
+        import functools
+
+        layout.space.pair_maps = functools.lru_cache(maxsize=None)(layout.space.pair_maps)
+    shapes = {}
+    N = model.N
+
+    def observe(x):
+        obs = layout.observables(x, lin, pairs)
+        if "m" in obs:  # N/2 - sum_m m p_m is affine: keep its linear part
+            obs["m"] = obs["m"] - N / 2
+        for n in lin:
+            shapes[n] = obs[n].size
+        return np.concatenate([obs[n] for n in lin]) if lin else np.zeros(0)
+
+    R = None
+    if "count" in names:
+        R = sp.csr_matrix(OBS.count_rates(layout, model.channels))
+    vals, counts, run = chebyshev_evolve(gen, layout.initial(model), times, observe, R)
+    info.update(run)
+    series = []
+    for i in range(times.size):
+        obs, pos = {}, 0
+        for n in lin:
+            obs[n] = vals[i, pos:pos + shapes[n]].copy()
+            pos += shapes[n]
+        if "m" in obs:
+            obs["m"] = obs["m"] + N / 2
+        if R is not None:
+            obs["count"] = counts[i].copy()
+        series.append(obs)
+    return series
 
 
 # ---------------------------------------------------------------------------- no-jump inverse
@@ -381,8 +458,13 @@ class _NoJumpInverse:
         for m in layout.sectors:
             H = space.sector(m).heff_sparse(space.a).toarray()
             lam, V = np.linalg.eig(H)
-            if np.linalg.cond(V) < cond_limit:
+            # ||V||_F ||V^-1||_F >= cond_2(V): a conservative, SVD-free conditioning test
+            try:
                 W = np.linalg.inv(V)
+                kappa = np.linalg.norm(V) * np.linalg.norm(W)
+            except np.linalg.LinAlgError:
+                kappa = np.inf
+            if np.isfinite(kappa) and kappa < cond_limit:
                 den = -1j * (lam[:, None] - lam.conj()[None, :])
                 # a (numerically) non-decaying eigenmode: a dark state of H_eff
                 if np.min(np.abs(den)) <= 1e-13 * max(1.0, float(np.abs(den).max())):
@@ -398,20 +480,21 @@ class _NoJumpInverse:
         out = np.empty_like(y)
         for m in lay.sectors:
             d, o = lay.dims[m], lay.offsets[m]
-            Y = y[o:o + d * d].reshape(d, d)
-            kind, A, B, den = self.data[m]
-            if kind == "eig":
-                V, W = A, B
-                X = V @ ((W @ Y @ W.conj().T) / den) @ V.conj().T
-            else:
-                T, Q = A, B
-                C = Q.conj().T @ (1j * Y) @ Q
-                Xt, scale, info = sla.lapack.ztrsyl(T, T, C, trana="N", tranb="C", isgn=-1)
-                if info < 0:
-                    raise RuntimeError(f"ztrsyl failed with info = {info}")
-                X = Q @ (Xt / scale) @ Q.conj().T
-            out[o:o + d * d] = X.ravel()
+            out[o:o + d * d] = self.solve_block(m, y[o:o + d * d].reshape(d, d)).ravel()
         return out
+
+    def solve_block(self, m: int, Y: np.ndarray) -> np.ndarray:
+        """``X`` with ``-i (H_m X - X H_m^+) = Y`` (``Y`` a ``d x d`` block)."""
+        kind, A, B, den = self.data[m]
+        if kind == "eig":
+            V, W = A, B
+            return V @ ((W @ Y @ W.conj().T) / den) @ V.conj().T
+        T, Q = A, B
+        C = Q.conj().T @ (1j * Y) @ Q
+        Xt, scale, info = sla.lapack.ztrsyl(T, T, C, trana="N", tranb="C", isgn=-1)
+        if info < 0:
+            raise RuntimeError(f"ztrsyl failed with info = {info}")
+        return Q @ (Xt / scale) @ Q.conj().T
 
 
 # ---------------------------------------------------------------------------- steady state
@@ -493,21 +576,34 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
                 raise ValueError("the steady state is not unique for this model (singular "
                                  "Liouvillian: a dark state or a conserved quantity)")
         else:
-            F = _feed_generator(layout)
+            from ._blockops import BlockGenerator, triangular_solve
+
+            gen = BlockGenerator(layout)
             Ainv = _NoJumpInverse(layout)
+            # preconditioner: the no-jump part plus the jumps of the dominant direction
+            # (block triangular in m, one sweep of exact block solves)
+            rate = {k: sum(ch.rate for ch in model.channels if ch.kind == k)
+                    for k in ("loss", "pump")}
+            dm = -1 if rate["loss"] >= rate["pump"] else 1
+
+            def Minv(y):
+                return triangular_solve(gen, Ainv.solve_block, y, dm)
 
             def matvec(x):
-                return x + Ainv.apply(F @ x + e * (trace @ x))
+                return x + Minv(gen.feed_except(x, dm) + e * (trace @ x))
 
             op = spla.LinearOperator((layout.size, layout.size), matvec=matvec, dtype=complex)
-            rhs = Ainv.apply(e)
+            rhs = Minv(e)
             iters = [0]
 
             def count(_):
                 iters[0] += 1
 
-            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=80, maxiter=50,
-                                 callback=count, callback_type="pr_norm")
+            # the Krylov basis holds `restart` vectors: at most ~2 GB of them
+            restart = int(min(80, max(8, GMRES_BASIS_BYTES // (16 * layout.size))))
+            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=restart,
+                                 maxiter=max(50, 4000 // restart), callback=count,
+                                 callback_type="pr_norm")
             if code != 0:
                 raise RuntimeError(f"steady-state GMRES did not converge (code {code})")
             info["gmres_iterations"] = iters[0]
@@ -516,8 +612,10 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
             B = layout.block(x, m)
             B[...] = 0.5 * (B + B.conj().T)
         info["method"] = method
-        L_check = (_nojump_generator(layout) + _feed_generator(layout)).tocsr()
-        info["residual"] = float(np.linalg.norm(L_check @ x) / max(np.linalg.norm(x), 1e-300))
+        from ._blockops import BlockGenerator
+
+        r = BlockGenerator(layout).apply(x)
+        info["residual"] = float(np.linalg.norm(r) / max(np.linalg.norm(x), 1e-300))
     obs = layout.observables(x, names, pairs)
     means = {k: val[None, :] for k, val in obs.items()}
     if pairs is not None:

@@ -1,0 +1,154 @@
+"""The matrix-free block generator and the solvers built on it (issue 12, item 2).
+
+References: the assembled sparse block Liouvillian (``exact.liouvillian``, an
+independent construction from Kronecker products and index triples), scipy's
+``expm_multiply`` on it (``mesolve(method="expm")``), the sparse direct steady
+state (``steadystate(method="direct")``) and the full 2^N-space Lindblad solver
+of tests/test_general.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_general import PAIRS, random_model, reference_mesolve, table_dict
+
+import thermospin_mc as tsm
+from thermospin_mc import exact
+from thermospin_mc._blockops import BlockGenerator, triangular_solve
+
+OBS_ALL = ["j", "j_bond", "flow", "m", "n", "norm", "nn", "pm", "count"]
+
+GEN_CASES = [  # (seed, N, kinds)
+    (21, 4, ["loss", "pump", "dephasing"]),
+    (22, 5, None),
+    (23, 5, ["dephasing", "dephasing", "loss"]),
+    (24, 6, ["pump", "loss", "pump"]),
+    (25, 6, None),
+    (26, 7, ["loss", "dephasing", "pump"]),
+]
+
+
+def _random_vector(rng, n):
+    return rng.normal(size=n) + 1j * rng.normal(size=n)
+
+
+@pytest.mark.parametrize("seed,N,kinds", GEN_CASES)
+def test_generator_equals_assembled_liouvillian(seed, N, kinds):
+    model = random_model(seed, N, kinds)
+    L, layout = exact.liouvillian(model, sectors=list(range(N + 1)))
+    gen = BlockGenerator(layout)
+    rng = np.random.default_rng(seed)
+    x = _random_vector(rng, layout.size)
+    scale = np.abs(L @ x).max()
+    np.testing.assert_allclose(gen.apply(x), L @ x, rtol=0, atol=1e-12 * scale)
+    F = exact._feed_generator(layout)
+    np.testing.assert_allclose(gen.feed(x), F @ x, rtol=0, atol=1e-12 * scale)
+    # Hermitian blocks: the one-product path
+    for m in layout.sectors:
+        B = layout.block(x, m)
+        B[...] = B + B.conj().T
+    np.testing.assert_allclose(gen.apply(x, hermitian=True), L @ x, rtol=0,
+                               atol=1e-12 * scale)
+    # the Chebyshev step: new = f (L - c) x + Hm, acc += w x, returns ||x||^2
+    Hm, acc = _random_vector(rng, layout.size), _random_vector(rng, layout.size)
+    acc0, new = acc.copy(), np.empty_like(x)
+    nk = gen.chebyshev_step(x, Hm, new, 0.3, 0.7, acc, -1.25)
+    np.testing.assert_allclose(new, 0.7 * (L @ x - 0.3 * x) + Hm, rtol=0, atol=1e-12 * scale)
+    np.testing.assert_allclose(acc, acc0 - 1.25 * x, rtol=0, atol=1e-12)
+    assert nk == pytest.approx(np.vdot(x, x).real, rel=1e-12)
+
+
+@pytest.mark.parametrize("dm", [-1, 1])
+def test_triangular_solve_inverts_nojump_plus_one_direction(dm):
+    model = random_model(31, 5, ["loss", "pump", "loss", "dephasing"])
+    layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
+    gen = BlockGenerator(layout)
+    A = exact._nojump_generator(layout)
+    # assemble F_dm from the generator's own index maps applied to unit vectors would be
+    # circular: take it from the assembled feeding, restricted to entries between blocks
+    F = exact._feed_generator(layout).tocoo()
+    blk = np.searchsorted([layout.offsets[m] for m in layout.sectors], np.arange(layout.size),
+                          side="right") - 1
+    keep = (blk[F.row] - blk[F.col]) == dm
+    Fdm = sp.csr_matrix((F.data[keep], (F.row[keep], F.col[keep])), shape=F.shape)
+    y = _random_vector(np.random.default_rng(5), layout.size)
+    x = triangular_solve(gen, exact._NoJumpInverse(layout).solve_block, y, dm)
+    np.testing.assert_allclose((A + Fdm) @ x, y, rtol=0, atol=1e-10 * np.abs(y).max())
+    # and the rest of the jumps
+    rest = exact._feed_generator(layout) - Fdm
+    np.testing.assert_allclose(gen.feed_except(y, dm), rest @ y, rtol=0, atol=1e-12)
+
+
+MES_CASES = [  # (seed, N, kinds, initial)
+    (41, 5, ["loss", "pump", "dephasing"], None),
+    (42, 6, None, tsm.product_mixture([0.1, 0.7, 0.0, 1.0, 0.4, 0.5])),
+    (43, 6, ["pump", "pump", "loss"], None),
+    (44, 7, ["loss", "dephasing"], tsm.magnons(2, 6)),
+    (45, 5, ["pump", "dephasing"], tsm.magnons(1)),
+]
+
+
+@pytest.mark.parametrize("seed,N,kinds,initial", MES_CASES)
+def test_chebyshev_mesolve_agrees_with_expm(seed, N, kinds, initial):
+    model = random_model(seed, N, kinds, initial)
+    pairs = [p for p in PAIRS if max(p) <= N]
+    # non-uniform, repeated, not starting at 0, long enough for several segments
+    times = np.array([0.3, 0.3, 1.0, 2.2, 7.0, 7.05, 19.0])
+    kw = dict(observables=OBS_ALL, pairs=pairs)
+    ref = exact.mesolve(model, times, method="expm", **kw)
+    got = exact.mesolve(model, times, method="chebyshev", **kw)
+    assert got.metadata["method"] == "chebyshev"
+    a, b = ref.expect["mean"].to_numpy(), got.expect["mean"].to_numpy()
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-10 * max(1.0, np.abs(a).max()))
+
+
+def test_chebyshev_mesolve_uses_several_segments_and_matches_full_space():
+    model = random_model(46, 5, ["loss", "pump", "dephasing", "loss"],
+                         tsm.product_mixture([0.3, 0.6, 0.2, 0.5, 0.9]))
+    pairs = [p for p in PAIRS if max(p) <= 5]
+    times = np.array([0.0, 0.35, 1.1, 2.5, 30.0, 60.0])
+    res = exact.mesolve(model, times, observables=OBS_ALL, pairs=pairs, method="chebyshev")
+    assert res.metadata["segments"] >= 2
+    got = table_dict(res)
+    ref = reference_mesolve(model, times, pairs)
+    for key, val in ref.items():
+        np.testing.assert_allclose(got[key], val, rtol=0, atol=1e-8, err_msg=str(key))
+
+
+def test_auto_method_switches_on_size():
+    small = tsm.paper_model("pump", N=5)
+    assert exact.mesolve(small, [0.0, 1.0]).metadata["method"] == "expm"
+    big = tsm.paper_model("pump", N=8, pump_site=4)  # C(16, 8) = 12870 stored numbers
+    size = exact.BlockLayout(tsm.SectorSpace(big), big.reachable_sectors()).size
+    want = "expm" if size <= exact.CHEBYSHEV_MIN_SIZE else "chebyshev"
+    assert exact.mesolve(big, [0.0, 0.5]).metadata["method"] == want
+    with pytest.raises(ValueError, match="method must be"):
+        exact.mesolve(small, [0.0, 1.0], method="rk4")
+
+
+STEADY_CASES = [  # (seed, N, kinds)
+    (51, 5, ["loss", "pump"]),
+    (52, 5, ["pump", "pump", "loss", "dephasing"]),   # pump-dominated: upward sweep
+    (53, 6, ["loss", "dephasing", "pump", "loss"]),
+    (54, 6, None),
+]
+
+
+@pytest.mark.parametrize("seed,N,kinds", STEADY_CASES)
+def test_gmres_steadystate_agrees_with_direct(seed, N, kinds):
+    model = random_model(seed, N, kinds)
+    pairs = [p for p in PAIRS if max(p) <= N]
+    try:
+        ref = exact.steadystate(model, method="direct", pairs=pairs)
+    except ValueError as exc:  # not unique (no pump/loss pair): both must refuse
+        with pytest.raises(ValueError, match=str(exc)[:20]):
+            exact.steadystate(model, method="gmres", pairs=pairs)
+        return
+    got = exact.steadystate(model, method="gmres", pairs=pairs)
+    assert got.metadata["residual"] < 1e-10
+    a, b = ref.expect["mean"].to_numpy(), got.expect["mean"].to_numpy()
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-10)
+    for m, B in ref.blocks.items():
+        np.testing.assert_allclose(got.blocks[m], B, rtol=0, atol=1e-10)
