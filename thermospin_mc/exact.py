@@ -295,22 +295,9 @@ class _PureLayout:
         lost = 1.0 - norm if self.lost_to is not None else 0.0
         jb = np.bincount(sec.hop_bond, -4.0 * (psi[sec.hop_to].conj() * psi[sec.hop_from]).imag,
                          minlength=N - 1) if sec.hop_bond.size else np.zeros(N - 1)
-        out = {}
-        for name in names:
-            if name == "n":
-                out[name] = self.occ.T @ p
-            elif name == "j_bond":
-                out[name] = jb
-            elif name == "flow":
-                out[name] = 0.5 * a * jb
-            elif name == "j":
-                out[name] = np.array([jb.sum()])
-            elif name == "m":
-                mm = self.m * norm + (self.lost_to or 0) * lost
-                out[name] = np.array([N / 2 - mm])
-            elif name == "norm":
-                out[name] = np.array([norm + lost])
-        return out
+        return OBS.assemble(names, N, a, n=self.occ.T @ p, jb=jb,
+                            magnons=self.m * norm + (self.lost_to or 0) * lost,
+                            norm=norm + lost)
 
 
 # ---------------------------------------------------------------------------- mesolve

@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
-           "resolve", "check_pairs", "observable_sites", "table_rows", "kernel_layout",
+           "resolve", "assemble", "check_pairs", "observable_sites", "table_rows", "kernel_layout",
            "evaluate_blocks", "count_rates"]
 
 #: Observable names, in table order.
@@ -212,6 +212,15 @@ def evaluate_blocks(layout, x: np.ndarray, names, pairs=None) -> dict:
                 both, src, dst = space.pair_maps(int(i), int(k), m)
                 nn[p] += B[both, both].real.sum()
                 pm[p] += B[src, dst].sum()
+    return assemble(names, N, a, n=n, jb=jb, magnons=sum(m * p for m, p in pops.items()),
+                    norm=sum(pops.values()), nn=nn, pm=pm)
+
+
+def assemble(names, N: int, a, *, n, jb, magnons: float, norm: float, nn=None,
+             pm=None) -> dict:
+    """Observables from their primitives (the one place that defines each name):
+    occupations ``n``, bond currents ``jb`` (``j_l``), the mean magnon number,
+    the trace, and the two-point sums ``nn`` and ``pm``."""
     out = {}
     for name in names:
         if name == "n":
@@ -219,13 +228,13 @@ def evaluate_blocks(layout, x: np.ndarray, names, pairs=None) -> dict:
         elif name == "j_bond":
             out[name] = jb
         elif name == "flow":
-            out[name] = 0.5 * a * jb
+            out[name] = 0.5 * np.asarray(a) * jb
         elif name == "j":
             out[name] = np.array([jb.sum()])
         elif name == "m":
-            out[name] = np.array([N / 2 - sum(m * p for m, p in pops.items())])
+            out[name] = np.array([N / 2 - magnons])
         elif name == "norm":
-            out[name] = np.array([sum(pops.values())])
+            out[name] = np.array([norm])
         elif name == "nn":
             out[name] = nn
         elif name == "pm_re":
