@@ -55,6 +55,7 @@ CHANGES = [
     ["--dephasing", "0.2", "--dephasing-sites", "2,3"], ["--fields", "0,0,0,0,0,0,1"],
     ["--anisotropy", "0.5,1,1,1,1,1"], ["--initial-p", "0,0,0.5,0.5,0.5,0,0"],
     ["--pairs", "1-3"], ["--pairs", "1-3,2-5", "--observables", "nn,pm"],
+    ["--initial-mixture", "4:0.5; 3,5:0.5"], ["--initial-mixture", ":0.2; 4:0.8"],
 ]
 REFUSED = [
     (["--T", "1", "--T1", "0.5"], "cannot be combined with --T1"),
@@ -101,7 +102,10 @@ REFUSED = [
     (["--anisotropy", "1,2"], "anisotropy"),
     (["--initial-p", "0.5,0.5"], "p"),
     (["--initial-p", "0,0,0,0,0,0,2"], "probabilit"),
-    (["--initial", "3", "--initial-p", "0,0,0,0,0,0,1"], "either --initial"),
+    (["--initial", "3", "--initial-p", "0,0,0,0,0,0,1"], "give one initial state"),
+    (["--initial-p", "0,0,0,0,0,0,1", "--initial-mixture", "3:1"], "give one initial state"),
+    (["--initial-mixture", "3"], "--initial-mixture must be 'SITES:WEIGHT; ...'"),
+    (["--initial-mixture", "9:1"], "9"),
     (["--pairs", "1-9", "--observables", "nn"], "pair sites must be integers in 1..7"),
     (["--pairs", "1-3", "--observables", "j"], "--pairs does nothing without a two-point"),
     (["--observables", "nn"], "need pairs"),
@@ -349,7 +353,8 @@ def test_version_help_defaults_and_one_line_usage_errors(capsys):
                and a.option_strings[0] not in ("--config", "--checkpoint", "--target-sem",
                                                "--scheduler", "--T", "--couplings",
                                                "--bond-temperatures", "--channel",
-                                               "--initial-p", "--pairs")
+                                               "--initial-p", "--pairs",
+                                               "--initial-mixture")
                and "default" not in (a.help or "")]
     assert not lacking, lacking
     with pytest.raises(SystemExit):
@@ -479,3 +484,18 @@ def test_fcs_flags_change_the_numbers_or_are_refused(capsys, tmp_path):
     # at Delta T = 0 the net-spin current vanishes: no Fano factor is claimed
     assert cli.main(["fcs", "--N", "5", "--T", "1", "--order", "2"]) == 0
     assert "undefined (c1 vanishes to round-off)" in capsys.readouterr().out
+
+
+def test_initial_mixture_from_flags_and_toml_equals_the_api(capsys, tmp_path):
+    rc, a, err = dry(["--scenario", "loss", "--N", "5", "--initial-mixture",
+                      ":0.2; 3:0.5; 2,4:0.3"], capsys, tmp_path)
+    assert rc == 0, err
+    path = tmp_path / "m.toml"
+    path.write_text('[model]\nscenario = "loss"\nN = 5\ninitial_mixture = [\n'
+                    '  {sites = [], weight = 0.2}, {sites = [3], weight = 0.5},\n'
+                    '  {sites = [2, 4], weight = 0.3}]\n')
+    rc, b, err = dry(["--config", str(path)], capsys, tmp_path)
+    assert rc == 0 and a == b, err
+    api = tsm.paper_model("loss", N=5).with_(
+        initial=tsm.mixture({(): 0.2, (3,): 0.5, (2, 4): 0.3}))
+    assert a["model"] == api.to_dict()

@@ -101,6 +101,9 @@ def _add_model_args(p) -> None:
     m.add_argument("--initial-p", dest="initial_p",
                    help="product mixture: comma list of the N probabilities that site i "
                         "is down (instead of --initial)")
+    m.add_argument("--initial-mixture", dest="initial_mixture",
+                   help="site-diagonal mixture 'SITES:WEIGHT; ...', e.g. '3:0.5; 2,4:0.5' "
+                        "(empty SITES = all up; TOML: [{sites = [3], weight = 0.5}, ...])")
 
 
 def _add_run(sub):

@@ -54,7 +54,7 @@ FORMATS = ("parquet", "csv", "both")
 MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "gamma_pump",
               "pump_site", "initial", "alpha_method", "couplings", "bond_temperatures",
               "anisotropy", "fields", "channel", "rate_in", "rate_out", "dephasing",
-              "dephasing_sites", "initial_p")
+              "dephasing_sites", "initial_p", "initial_mixture")
 #: Keys of the ``[run]`` table (and the matching flags).
 RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables", "pairs",
             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
@@ -248,6 +248,35 @@ def _channels(value) -> list:
     return out
 
 
+def _mixture(value):
+    """``"1,3:0.5; :0.5"`` (sites:weight items; empty sites = all up) or TOML
+    ``[{sites = [1, 3], weight = 0.5}, ...]`` -> a site-diagonal :func:`mixture`."""
+    bad = ConfigError(f"{flag('initial_mixture')} must be 'SITES:WEIGHT; ...' (e.g. "
+                      f"'1,3:0.5; :0.5') or a list of {{sites, weight}} tables, got {value!r}")
+    items = []
+    if isinstance(value, str):
+        for part in value.split(";"):
+            if not part.strip():
+                continue
+            sites, sep, w = part.rpartition(":")
+            if not sep:
+                raise bad
+            try:
+                items.append((tuple(int(x) for x in sites.split(",") if x.strip()), float(w)))
+            except ValueError as exc:
+                raise bad from exc
+    elif isinstance(value, list):
+        for d in value:
+            if not isinstance(d, dict) or set(d) != {"sites", "weight"}:
+                raise bad
+            items.append((tuple(d["sites"]), d["weight"]))
+    else:
+        raise bad
+    if not items:
+        raise bad
+    return _model.mixture(items)
+
+
 def _scalar_or_seq(key: str, value):
     if isinstance(value, str):
         vals = _float_seq(key, value)
@@ -290,9 +319,10 @@ def resolve_model(cfg: dict) -> ChainModel:
                               "(--channel), which replace the scenario's channels")
     if "dephasing_sites" in cfg and "dephasing" not in cfg:
         raise ConfigError("--dephasing-sites needs --dephasing RATE")
-    if "initial_p" in cfg and "initial" in cfg:
-        raise ConfigError("give either --initial (a product state) or --initial-p (a "
-                          "product mixture), not both")
+    given = [k for k in ("initial", "initial_p", "initial_mixture") if k in cfg]
+    if len(given) > 1:
+        raise ConfigError(f"give one initial state: {flag(given[0])} and {flag(given[1])} "
+                          "both set it")
     if scenario == "boundary" and not any(k in cfg for k in (
             "profile", "T", "T1", "T2", "delta_T", "couplings", "bond_temperatures")):
         profile = UniformProfile(0.0)
@@ -300,6 +330,8 @@ def resolve_model(cfg: dict) -> ChainModel:
         profile = _profile(cfg, scenario)
     if "initial_p" in cfg:
         initial = _model.product_mixture(_float_seq("initial_p", cfg["initial_p"]))
+    elif "initial_mixture" in cfg:
+        initial = _mixture(cfg["initial_mixture"])
     elif "initial" in cfg:
         initial = _initial(cfg["initial"])
     elif scenario in ("pump", "boundary"):
