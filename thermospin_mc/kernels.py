@@ -404,6 +404,23 @@ def _decay_rate(stab, reals, m, psi):
 
 
 @njit(cache=True, _nrt=False)
+def _newton_bracket(x, fx, nx, g, lo, hi):
+    """One safeguarded Newton step on ``f = log n - log r`` (``f' = -g / n``, ``g``
+    the decay rate at ``x``): the narrowed bracket ``(lo, hi)`` and the next
+    iterate, bisecting when Newton leaves the bracket."""
+    if fx > 0.0:
+        lo = x
+    else:
+        hi = x
+    xn = -1.0
+    if nx > 0.0 and g > 0.0:
+        xn = x + fx * nx / g
+    if not (lo < xn < hi):
+        xn = 0.5 * (lo + hi)
+    return lo, hi, xn
+
+
+@njit(cache=True, _nrt=False)
 def _hermite_root(f0, s0, f1, s1):
     """Root in [0, 1] of the cubic with values ``f0 > 0 >= f1`` and slopes ``s0, s1``
     at 0 and 1 (safeguarded Newton from the secant root)."""
@@ -631,16 +648,7 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
         fx = np.log(nx) - logr if nx > 0.0 else -np.inf
         if abs(fx) <= _ROOT_TOL:
             break
-        if fx > 0.0:
-            lo = x
-        else:
-            hi = x
-        g = _decay_rate(stab, reals, m, psi)
-        xn = -1.0
-        if nx > 0.0 and g > 0.0:
-            xn = x + fx * nx / g  # f' = -g / n
-        if not (lo < xn < hi):
-            xn = 0.5 * (lo + hi)
+        lo, hi, xn = _newton_bracket(x, fx, nx, _decay_rate(stab, reals, m, psi), lo, hi)
         if hi - lo <= 1e-15 * (1.0 + t_cur + hi):
             x = hi
             _eval_state(stab, cpx, ints, reals, hnorms, m, cur, x, False,
@@ -753,16 +761,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
         fx = np.log(nx) - logr if nx > 0.0 else -np.inf
         if abs(fx) <= _ROOT_TOL:
             break
-        if fx > 0.0:
-            lo = x
-        else:
-            hi = x
-        g = _decay_rate(stab, reals, m, psi)
-        xn = -1.0
-        if nx > 0.0 and g > 0.0:
-            xn = x + fx * nx / g  # f' = -g / n
-        if not (lo < xn < hi):
-            xn = 0.5 * (lo + hi)
+        lo, hi, xn = _newton_bracket(x, fx, nx, _decay_rate(stab, reals, m, psi), lo, hi)
         if hi - lo <= 1e-15 * (1.0 + t_b + hi):
             x = hi
             _cheb_eval(B, vn, K, d, cr, ci, rho, x, bes, psi, fs)
