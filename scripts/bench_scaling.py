@@ -84,6 +84,10 @@ def main(argv=None):
     ap.add_argument("--qutip-budget", type=float, default=25.0,
                     help="seconds of QuTiP per N (default 25)")
     ap.add_argument("--skip-qutip", action="store_true")
+    ap.add_argument("--exact-N", dest="exact_N", type=int, nargs="*", default=[],
+                    help="also run scripts/bench_exact_scaling.py (exact mesolve/steadystate "
+                         "time and peak memory, fresh process per case) for these N, e.g. "
+                         "7 9 11 13; default: none")
     args = ap.parse_args(argv)
     Ns = parse_ns(args.N)
     header()
@@ -118,6 +122,11 @@ def main(argv=None):
               f"{sectors} | {os.getloadavg()[0]:.1f} |", flush=True)
     print(f"\n# total {time.perf_counter() - t_start:.0f} s; 1-min load average at the end "
           f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    if args.exact_N:
+        import bench_exact_scaling  # scripts/ is on sys.path when run as a script
+
+        print("\n## Exact block solvers (bench_exact_scaling.py)")
+        bench_exact_scaling.main(["--N", *map(str, args.exact_N)])
 
 
 if __name__ == "__main__":
