@@ -80,6 +80,9 @@ NFLAGS = 6
 INIT_PURE, INIT_PRODUCT, INIT_TABLE = 0, 1, 2
 
 _ROOT_TOL = 1e-10
+#: a Chebyshev step probes the estimated jump time only if that spares more than
+#: about this many terms before the next output time
+PROBE_SAVE = 4.0
 #: Taylor substeps satisfy ||H||_1 h <= TAYLOR_THETA: about 40 terms to 1e-17, fewer
 #: matrix-vector products per unit time than smaller substeps; the largest term is
 #: <= 6^6/6! ~ 65, so cancellation costs under two digits.
@@ -205,32 +208,28 @@ def _bessel_j(x, K, out):
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
-    """Chebyshev vectors of one step, ``v_k = T_k(Hs) psi0``, ``Hs = (H - c) / rho``,
-    for ``k = 0..K``, split into real and imaginary parts:
-    ``B[2 k d + i] = Re v_k[i]``, ``B[(2 k + 1) d + i] = Im v_k[i]``;
-    ``vn[k] = ||v_k||^2``.
-
-    ``Hs`` is given as its real off-diagonal part (CSR ``optr, oidx, oval``,
-    already divided by ``rho``) and its complex diagonal ``dgs``. Terms are
-    added until two consecutive ones satisfy
-    ``|J_k(rho h)| ||v_k|| <= CHEB_TOL ||psi0||`` with ``k > rho h`` (where
-    ``|J_k(rho tau)|`` grows with ``tau``, so the bound holds on all of
-    ``[0, h]``). Returns ``K``, or -1 if ``kcap`` terms did not suffice.
-    """
-    x = rho * h
-    _bessel_j(x, kcap, bes)
+def _cheb_start(psi0, d, B, vn):
+    """Term ``v_0 = psi0`` of a Chebyshev step (split storage, see
+    :func:`_cheb_extend`); returns ``||psi0||^2``."""
     n0 = 0.0
     for i in range(d):
         B[i] = psi0[i].real
         B[d + i] = psi0[i].imag
         n0 += psi0[i].real * psi0[i].real + psi0[i].imag * psi0[i].imag
     vn[0] = n0
-    if x <= 0.0 or n0 == 0.0:
-        return 0
-    tol2 = CHEB_TOL * CHEB_TOL * n0
-    small = 0
-    for k in range(1, kcap + 1):
+    return n0
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_extend(optr, oidx, oval, dgs, d, B, vn, k_from, k_to):
+    """Chebyshev terms ``v_k = T_k(Hs) psi0`` for ``k = k_from + 1 .. k_to``
+    (``v_0 .. v_{k_from}`` present), ``Hs = (H - c) / rho``, split into real and
+    imaginary parts: ``B[2 k d + i] = Re v_k[i]``, ``B[(2 k + 1) d + i] = Im v_k[i]``;
+    ``vn[k] = ||v_k||^2``. ``Hs`` is given as its real off-diagonal part (CSR
+    ``optr, oidx, oval``, already divided by ``rho``) and its complex diagonal
+    ``dgs``. The terms do not depend on the step length, so a step computes
+    only as many as its latest evaluation time needs (:func:`_cheb_terms`)."""
+    for k in range(k_from + 1, k_to + 1):
         base = 2 * k * d
         pr_ = base - 2 * d
         pi_ = pr_ + d
@@ -255,13 +254,42 @@ def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
             B[base + d + i] = ai
             nrm += ar * ar + ai * ai
         vn[k] = nrm
-        if k > x and bes[k] * bes[k] * nrm <= tol2:
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap):
+    """Number of terms ``Ke`` that evaluation at ``x = rho tau`` needs, computing
+    further terms after the ``kb`` present (``v_0 .. v_kb``) as required:
+    the first ``k > x`` where two consecutive terms satisfy
+    ``|J_k(x)| ||v_k|| <= CHEB_TOL ||psi0||`` (``|J_k(rho t)|`` grows with ``t``
+    for ``k > rho t``, so the bound also holds at every earlier time). ``bes``
+    receives ``J_0(x) .. J_kcap(x)``. Returns ``(Ke, kb)`` with the new count of
+    present terms; ``Ke = -1`` if ``kcap`` terms do not suffice."""
+    _bessel_j(x, kcap, bes)
+    if x <= 0.0 or vn[0] == 0.0:
+        return 0, kb
+    tol2 = CHEB_TOL * CHEB_TOL * vn[0]
+    small = 0
+    for k in range(1, kcap + 1):
+        if k > kb:
+            _cheb_extend(optr, oidx, oval, dgs, d, B, vn, kb, k)
+            kb = k
+        if k > x and bes[k] * bes[k] * vn[k] <= tol2:
             small += 1
             if small >= 2:
-                return k
+                return k, kb
         else:
             small = 0
-    return -1
+    return -1, kb
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
+    """All Chebyshev terms a step of length ``h`` needs (:func:`_cheb_start`,
+    :func:`_cheb_terms`); returns ``K``, or -1 if ``kcap`` terms did not suffice."""
+    _cheb_start(psi0, d, B, vn)
+    K, _ = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * h, 0, kcap)
+    return K
 
 
 @njit(cache=True, _nrt=False)
@@ -284,6 +312,13 @@ def _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs):
                 break
         else:
             small = 0
+    return _cheb_sum(B, Ke, d, cr, ci, tau, bes, psi, fs)
+
+
+@njit(cache=True, _nrt=False)
+def _cheb_sum(B, Ke, d, cr, ci, tau, bes, psi, fs):
+    """``psi = e^{-i c tau} sum_{k <= Ke} (2 - delta_k0) (-i)^k J_k(rho tau) v_k``
+    with ``bes[k] = J_k(rho tau)`` given; returns the squared norm."""
     ud = np.uint64(d)
     fac = np.exp(complex(ci * tau, -cr * tau))
     for i in range(d):
@@ -659,19 +694,23 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, wend, B, vn,
+def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, B, vn,
                   bes, fs, N, flags, X, counts):
     """No-jump evolution in a Chebyshev-mode sector from ``cur`` (site basis,
     unnormalised) at ``t_cur``, until the jump or the last output time.
 
-    Each step builds the Chebyshev vectors once (:func:`_cheb_build`); the
-    output times inside the step and the jump-time iterations are then dense
-    output from those vectors (``(K + 1) d`` operations each, no further
-    products). The step length is the sector's ``h``, shortened to about twice
-    the time the current decay rate needs to bring the norm to ``r``, and to
-    the last output time. Returns ``(k, t_jump)``: ``k == times.size`` means
-    no jump before the end; otherwise ``psi`` holds the unnormalised state at
-    ``t_jump``, the root of ``log ||psi||^2 = log r`` to ``_ROOT_TOL``.
+    A step of at most the sector's length ``h`` starts from one state; its
+    Chebyshev terms are computed lazily (:func:`_cheb_terms`): only as many as
+    the latest time evaluated so far needs. The step is probed at the output
+    times inside it and, where outputs are sparse, at the time the current
+    decay rate brings the squared norm to ``r`` (a Newton step on the
+    log-norm, slightly overshot). The norm never increases along a no-jump
+    path, so the first probe with squared norm ``<= r`` brackets the jump and
+    no term beyond it is ever computed. Evaluations are dense output from the
+    terms (``(K + 1) d`` operations each, no further products). Returns
+    ``(k, t_jump)``: ``k == times.size`` means no jump before the end;
+    otherwise ``psi`` holds the unnormalised state at ``t_jump``, the root of
+    ``log ||psi||^2 = log r`` to ``_ROOT_TOL``.
     """
     nt = times.size
     d = stab[m, DIM]
@@ -693,61 +732,72 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     logr = np.log(r)
     t_last = times[nt - 1]
     want_extra = flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0
+    kb = 0
     while True:
-        n_b = 0.0
-        for i in range(d):
-            n_b += cur[i].real * cur[i].real + cur[i].imag * cur[i].imag
-        g_b = _decay_rate(stab, reals, m, cur)
+        # ---- one step from cur at t_b
+        n_b = _cheb_start(cur, d, B, vn)
+        kb = 0
+        t_b = t_cur
         h = hmax
-        if g_b > 0.0 and n_b > r:
-            h_est = 2.0 * np.log(n_b / r) / g_b
-            if h_est < h:
-                h = h_est if h_est > 0.25 * hmax else 0.25 * hmax
         at_end = False
-        if t_cur + h >= t_last:
-            h = t_last - t_cur
+        if t_b + h >= t_last:
+            h = t_last - t_b
             if h < 0.0:
                 h = 0.0
             at_end = True
-        while True:
-            K = _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, cur, d, B, vn, bes)
-            if K >= 0:
-                break
-            h *= 0.5
-            at_end = False
-        t_b = t_cur
-        n_e = _cheb_eval(B, vn, K, d, cr, ci, rho, h, bes, wend, fs)
-        jump_here = n_e <= r
         lo = 0.0
         n_lo = n_b
-        g_lo = g_b
-        hi = h
-        n_hi = n_e
-        g_hi = _decay_rate(stab, reals, m, wend) if jump_here else 0.0
-        while k < nt and (at_end or times[k] - t_b <= h):
-            tau = times[k] - t_b
-            nrm = _cheb_eval(B, vn, K, d, cr, ci, rho, tau, bes, psi, fs)
+        g_lo = _decay_rate(stab, reals, m, cur)
+        jump_here = False
+        hi = 0.0
+        n_hi = 0.0
+        g_hi = 0.0
+        while True:
+            is_out = k < nt and times[k] - t_b <= h
+            if is_out:
+                tau = times[k] - t_b
+            elif at_end:
+                return nt, 0.0  # every remaining output lies inside the step
+            else:
+                tau = h
+            if g_lo > 0.0 and n_lo > r:
+                # Newton step of the log-norm to log r, overshot a little
+                t_p = lo + 1.1 * np.log(n_lo / r) * n_lo / g_lo + 1.0 / rho
+                if t_p < tau - PROBE_SAVE / rho:
+                    tau = t_p
+                    is_out = False
+            Ke, kb = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * tau, kb, kcap)
+            if Ke < 0:
+                # kcap terms do not reach tau: end the step earlier
+                h = lo if lo > 0.0 else 0.5 * tau
+                at_end = False
+                continue
+            nrm = _cheb_sum(B, Ke, d, cr, ci, tau, bes, psi, fs)
+            g_p = _decay_rate(stab, reals, m, psi)
             if nrm <= r:
                 hi = tau
                 n_hi = nrm
-                g_hi = _decay_rate(stab, reals, m, psi)
+                g_hi = g_p
                 jump_here = True
                 break
-            _record(stab, ints, m, psi, nrm, N, flags, X, k)
-            if want_extra:
-                _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
+            if is_out:
+                _record(stab, ints, m, psi, nrm, N, flags, X, k)
+                if want_extra:
+                    _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
+                k += 1
             lo = tau
             n_lo = nrm
-            if jump_here:
-                g_lo = _decay_rate(stab, reals, m, psi)
-            k += 1
+            g_lo = g_p
+            if not is_out and tau >= h:
+                break  # the step's end, no jump: psi holds the state there
+            if is_out and k >= nt:
+                return nt, 0.0
         if jump_here:
             break
-        if k >= nt:
-            return nt, 0.0
         for i in range(d):
-            cur[i] = wend[i]
+            cur[i] = psi[i]
         t_cur = t_b + h
+    K = kb
     # ---- jump inside (lo, hi] of this step: Hermite guess, safeguarded Newton
     f_hi = np.log(n_hi) - logr if n_hi > 0.0 else -np.inf
     f_lo = np.log(n_lo) - logr
@@ -960,7 +1010,7 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
             while True:
                 if stab[m, MODE] == MODE_CHEB:
                     k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur,
-                                              r, cur, psi, w1, B, vn, bes, fs, N, flags,
+                                              r, cur, psi, B, vn, bes, fs, N, flags,
                                               X, counts)
                     if k == nt:
                         break
