@@ -32,9 +32,14 @@ part plus the jumps of one direction (block triangular in ``m``).
 
 from __future__ import annotations
 
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
 import numba as nb
 import numpy as np
 import scipy.special as ssp
+
+from . import _threads
 
 __all__ = ["BlockGenerator", "chebyshev_evolve", "triangular_solve"]
 
@@ -150,9 +155,14 @@ class BlockGenerator:
 
     ``apply(x)`` equals ``liouvillian(model)[0] @ x`` (to round-off) without
     building it; ``feed(x)`` is its jump part (``exact._feed_generator``).
+
+    ``n_jobs`` threads (default: the exact solver's ``n_jobs``) share out the
+    blocks of a Chebyshev step (the numba loops release the GIL); each block
+    is finished by one thread, its incoming jumps in a fixed order, so the
+    step's result does not depend on the thread count (bit for bit).
     """
 
-    def __init__(self, layout):
+    def __init__(self, layout, n_jobs: int | None = None):
         self.layout = layout
         space = layout.space
         self.blocks = []
@@ -193,16 +203,37 @@ class BlockGenerator:
                                        layout.offsets[m], layout.dims[m], src, float(ch.rate)))
                     self.feed_dm.append(ch.dm)
         dmax = max(layout.dims.values())
-        self._work = np.empty(dmax * dmax if dmax > DENSE_DIM else 0, dtype=complex)
         self.width = width
         self.gamma = gam
         self.size = layout.size
+        # jumps into each block, in list order (the order of the additions)
+        index = {o: i for i, (_m, _d, o, *_rest) in enumerate(self.blocks)}
+        self.feeds_into = [[] for _ in self.blocks]
+        for q, fd in enumerate(self.feeds):
+            self.feeds_into[index[fd[0]]].append(q)
+        n = _threads.current() if n_jobs is None else int(n_jobs)
+        n = max(1, min(n, len(self.blocks)))
+        # blocks shared out by work (~ d^2), largest first, to the least loaded thread
+        load = [0.0] * n
+        self.groups = [[] for _ in range(n)]
+        for i in sorted(range(len(self.blocks)), key=lambda i: -self.blocks[i][1]):
+            g = int(np.argmin(load))
+            self.groups[g].append(i)
+            load[g] += float(self.blocks[i][1]) ** 2
+        self.groups = [sorted(g) for g in self.groups if g]
+        wsize = dmax * dmax
+        self._works = [np.empty(wsize, dtype=complex) for _ in self.groups]
+        self._work = self._works[0]
+        self._pool = None
+        if len(self.groups) > 1:
+            self._pool = ThreadPoolExecutor(len(self.groups))
+            weakref.finalize(self, self._pool.shutdown, wait=False)
 
-    def _hx(self, h, hd, X):
+    def _hx(self, h, hd, X, work=None):
         if hd is not None:
             return hd @ X
         d = X.shape[0]
-        P = self._work[:d * d].reshape(d, d)
+        P = (self._work if work is None else work)[:d * d].reshape(d, d)
         _csr_rows(h.indptr, h.indices, h.data, X, P)
         return P
 
@@ -231,16 +262,31 @@ class BlockGenerator:
     def chebyshev_step(self, Hk, Hm, new, c: float, f: float, acc, w: float) -> float:
         """``new = f (L - c) Hk + Hm`` and ``acc += w Hk`` (``acc=None``: skipped) for
         Hermitian ``Hk`` in one pass per block; returns ``||Hk||^2``."""
-        nk = 0.0
+        nks = [0.0] * len(self.blocks)
         none = np.zeros((0, 0), dtype=complex)
-        for _m, d, o, h, hd, dec, deph in self.blocks:
-            sl = slice(o, o + d * d)
-            X = Hk[sl].reshape(d, d)
-            P = self._hx(h, hd, X)
-            nk += _combine_step(P, X, dec, deph, c, f,
-                                Hm[sl].reshape(d, d), new[sl].reshape(d, d),
-                                none if acc is None else acc[sl].reshape(d, d), w)
-        self._feed_into(Hk, new, f)
+
+        def run(group, work):
+            for i in group:
+                _m, d, o, h, hd, dec, deph = self.blocks[i]
+                sl = slice(o, o + d * d)
+                X = Hk[sl].reshape(d, d)
+                P = self._hx(h, None, X, work)  # numba rows: no BLAS inside the threads
+                nks[i] = _combine_step(P, X, dec, deph, c, f,
+                                       Hm[sl].reshape(d, d), new[sl].reshape(d, d),
+                                       none if acc is None else acc[sl].reshape(d, d), w)
+                for q in self.feeds_into[i]:  # the jumps into block i, in list order
+                    oy, dy, dst, ox, dx, src, rate = self.feeds[q]
+                    _feed(new, oy, dy, dst, Hk, ox, dx, src, rate * f)
+
+        if self._pool is None:
+            run(self.groups[0], self._works[0])
+        else:
+            for fut in [self._pool.submit(run, g, wk)
+                        for g, wk in zip(self.groups, self._works, strict=True)]:
+                fut.result()
+        nk = 0.0
+        for x in nks:  # block order, whatever the threads
+            nk += x
         return nk
 
     def feed_except(self, x: np.ndarray, dm: int) -> np.ndarray:
@@ -291,8 +337,11 @@ def _extremes(h) -> np.ndarray:
     widened by the returned residual bound)."""
     import scipy.sparse.linalg as spla
 
-    lo = spla.eigsh(h, k=1, which="SA", tol=1e-8, return_eigenvectors=False)[0]
-    hi = spla.eigsh(h, k=1, which="LA", tol=1e-8, return_eigenvectors=False)[0]
+    # a fixed start vector: ARPACK's own is random, which would make the
+    # propagator's scale (and results, at round-off) differ from call to call
+    v0 = np.random.default_rng(12345).standard_normal(h.shape[0])
+    lo = spla.eigsh(h, k=1, which="SA", tol=1e-8, v0=v0, return_eigenvectors=False)[0]
+    hi = spla.eigsh(h, k=1, which="LA", tol=1e-8, v0=v0, return_eigenvectors=False)[0]
     pad = 1e-6 * max(1.0, abs(lo), abs(hi))
     return np.array([lo - pad, hi + pad])
 
