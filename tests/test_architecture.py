@@ -36,6 +36,27 @@ TRAJECTORY_MODULES = ("kernels", "ensemble", "scaleout", "pack", "stats", "backe
                       "mcsolve", "checkpoint")
 #: Modules allowed to import the package root (none: the root only re-exports).
 ROOT_IMPORTERS = ()
+#: Layers, bottom up (docs/architecture.md): a module imports only modules of its own
+#: layer or below; the root (``__init__``) sits above all and no module imports it.
+#: Names not present in the package are ignored (e.g. the re-cut's new modules before
+#: the merge); a module of the package missing here fails ``test_every_module_has_a_layer``.
+LAYERS = (
+    # 0 foundations: import nothing of the package but each other
+    ("_validate", "_threads", "_version", "canonical", "kernels", "_blockops"),
+    # 1 physics inputs: a(T), profiles, initial states, channels, the model
+    ("thermal", "profiles", "states", "channels", "model"),
+    # 2 sector data and the shared definitions (observables, files)
+    ("sectors", "observables", "io"),
+    # 3 the result type
+    ("results",),
+    # 4 solvers: exact (block density matrix) and trajectories, side by side
+    ("exact", "fcs", "pack", "stats", "backends", "checkpoint", "mcsolve", "ensemble",
+     "scaleout"),
+    # 5 statistics of finished runs
+    ("jumpstats", "timeavg", "jumpcompare", "analysis"),
+    # 6 applications: figures, configuration, command line
+    ("plotting", "reproduce", "config", "cli_args", "cli_jumps", "cli"),
+)
 #: Longest module without a written reason, and the docstring tag giving one.
 MAX_LINES = 500
 LENGTH_TAG = "Length:"
@@ -253,6 +274,29 @@ def root_importers(info: dict[str, ModuleInfo], allowed) -> list[str]:
             sorted(info.items()) if m != ROOT and ROOT in i.imports and m not in allowed]
 
 
+def layer_of(layers) -> dict[str, int]:
+    return {m: k for k, mods in enumerate(layers) for m in mods}
+
+
+def unlayered(info: dict[str, ModuleInfo], layers) -> list[str]:
+    known = layer_of(layers)
+    return [f"{m}.py: no layer in LAYERS" for m in sorted(info) if m != ROOT and m not in known]
+
+
+def layer_violations(info: dict[str, ModuleInfo], layers) -> list[str]:
+    """Imports of a higher layer (imports of the root: :func:`root_importers`)."""
+    known = layer_of(layers)
+    out = []
+    for m, i in sorted(info.items()):
+        if m == ROOT or m not in known:
+            continue
+        for t, line in sorted(i.imports.items(), key=lambda x: x[1]):
+            lt = known.get(t)
+            if lt is not None and lt > known[m]:
+                out.append(f"{m}.py:{line}: layer {known[m]} imports {t} (layer {lt})")
+    return out
+
+
 def long_modules(info: dict[str, ModuleInfo], max_lines: int, tag: str) -> list[str]:
     return [f"{m}.py: {i.lines} lines, no '{tag}' line in its docstring"
             for m, i in sorted(info.items())
@@ -288,6 +332,9 @@ def test_checks_on_a_synthetic_package(tmp_path):
     assert root_importers(info, ()) == ["c.py:1: imports the package root"]
     assert long_modules(info, 20, "Length:") == ["long.py: 21 lines, no 'Length:' line in "
                                                  "its docstring"]
+    layers = (("c", "k"), ("b", "e"), ("a", "d"))
+    assert unlayered(info, layers) == ["long.py: no layer in LAYERS"]
+    assert layer_violations(info, layers) == ["k.py:2: layer 0 imports e (layer 1)"]
 
 
 def test_attribute_chains_and_absolute_imports(tmp_path):
@@ -343,3 +390,13 @@ def test_no_module_imports_the_package_root(package):
 def test_long_modules_say_why(package):
     bad = long_modules(package, MAX_LINES, LENGTH_TAG)
     assert not bad, "\n".join(bad)
+
+
+def test_every_module_has_a_layer(package):
+    bad = unlayered(package, LAYERS)
+    assert not bad, "\n".join(bad)
+
+
+def test_imports_go_down_the_layers(package):
+    bad = layer_violations(package, LAYERS)
+    assert not bad, "imports of a higher layer:\n" + "\n".join(bad)
