@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from thermospin_mc import thermal
+from thermospin_mc import canonical
 from thermospin_mc.thermal import (
     ALPHA_METHODS,
     EPS0_FACTOR,
@@ -158,7 +158,7 @@ T_GRID = (1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 50.0)
 def test_canonical_matches_reference_recursion(N):
     T = np.array(T_GRID)
     clear_cache()
-    am1 = thermal._canonical_ratio_minus_one(T, N)  # a - 1 before adding 1
+    am1 = canonical.ratio_minus_one(T, N)  # a - 1 before adding 1
     a = alpha_ratio(T, N=N)
     ref = np.array([reference_ratio_minus_one(t, N) for t in T])
     ok = ref > 1e-300
@@ -175,7 +175,7 @@ def test_canonical_matches_reference_recursion(N):
 def test_canonical_matches_reference_recursion_N301(T):
     # several hundred particle-hole pairs: exercises the row scaling of the recursion
     clear_cache()
-    am1 = thermal._canonical_ratio_minus_one(np.array([T]), 301)[0]
+    am1 = canonical.ratio_minus_one(np.array([T]), 301)[0]
     assert am1 == pytest.approx(reference_ratio_minus_one(T, 301), rel=1e-12)
 
 
@@ -186,10 +186,10 @@ def test_pair_cutoff_guess_changes_cost_not_result():
     for N in (7, 60, 301):
         T = np.array([0.02, 0.1, 0.7, 2.0, 8.0])
         b = 3.0 / (N * N * T)
-        kl, nm = thermal._n_levels(b, N), thermal._n_min(b, N)
-        base = thermal._canonical_excitation_kernel(b, N, kl, nm, thermal._P_WIDTH)
+        kl, nm = canonical.levels_kept(b, N), canonical.holes_kept(b, N)
+        base = canonical.excitation_kernel(b, N, kl, nm, canonical.P_WIDTH)
         for width in (0.0, 1.0, 1e6):
-            other = thermal._canonical_excitation_kernel(b, N, kl, nm, width)
+            other = canonical.excitation_kernel(b, N, kl, nm, width)
             np.testing.assert_allclose(other, base, rtol=1e-13, atol=0.0)
 
 

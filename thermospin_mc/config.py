@@ -20,6 +20,10 @@ Rules for temperatures (``--scenario`` picks the two-temperature profile:
 
 Run keys that do nothing for the chosen solver (trajectory options with
 ``--solver exact``/``steady``, ``--times`` with ``steady``) are refused.
+
+Length: one vocabulary for the model and the run; both halves (``resolve_model``,
+``resolve_run``) share the key tables, ``flag`` and the refusal rule, so they are
+read and changed together.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from .model import (
     LinearProfile,
     StepProfile,
     UniformProfile,
+    channel_from_dict,
 )
 
 __all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMATS",
@@ -227,8 +232,6 @@ def _sub(a, b):
 
 def _channels(value) -> list:
     """``[[channel]]`` tables, or ``--channel kind:site:rate[:name]`` strings."""
-    from .model import channel_from_dict
-
     items = value if isinstance(value, (list, tuple)) else [value]
     out = []
     for item in items:

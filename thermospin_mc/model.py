@@ -6,6 +6,11 @@ units of ``eps0 = pi^2 rho^2 / 6``; rates and times in units of ``J0``.
 
 Internally (sector bases, kernels) sites are 0-based; every table and every
 public argument is 1-based.
+
+The parts of a model live in their own modules and are re-exported here:
+:mod:`~thermospin_mc.profiles` (temperature profiles),
+:mod:`~thermospin_mc.states` (initial states), :mod:`~thermospin_mc.channels`
+(jump channels); this module holds :class:`ChainModel` and the presets.
 """
 
 from __future__ import annotations
@@ -13,11 +18,40 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from math import comb
 
 import numpy as np
 
 from . import _validate as v
+from .channels import (
+    Channel,
+    Dephasing,
+    Loss,
+    Pump,
+    channel_from_dict,
+    normalise_channels,
+    spec_of,
+)
+from .profiles import (
+    PROFILE_TYPES,
+    BondCouplings,
+    BondTemperatures,
+    LinearProfile,
+    StepProfile,
+    UniformProfile,
+    profile_from_dict,
+)
+from .states import (
+    Magnons,
+    Mixture,
+    ProductMixture,
+    StateVector,
+    initial_from_dict,
+    magnons,
+    mixture,
+    normalise_initial,
+    product_mixture,
+)
+from .thermal import alpha_ratio
 
 __all__ = [
     "UniformProfile", "StepProfile", "LinearProfile", "BondTemperatures", "BondCouplings",
@@ -29,260 +63,6 @@ __all__ = [
 
 PAPER_GAMMA = 3.102
 PAPER_GAMMA_PUMP = 0.620
-
-
-# --------------------------------------------------------------------------- profiles
-@dataclass(frozen=True)
-class UniformProfile:
-    """Every bond at the same temperature ``T`` (units of eps0)."""
-
-    T: float = 0.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "T", v.real("T", self.T, lo=0.0))
-
-    def bond_temperatures(self, N: int) -> np.ndarray:
-        return np.full(N - 1, self.T)
-
-    def to_dict(self) -> dict:
-        return {"kind": "uniform", "T": self.T}
-
-
-@dataclass(frozen=True)
-class StepProfile:
-    """Paper's closed-system step: ``T_l = T1`` for ``l < (N+1)/2``, else ``T2``."""
-
-    T1: float = 0.0
-    T2: float = 2.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "T1", v.real("T1", self.T1, lo=0.0))
-        object.__setattr__(self, "T2", v.real("T2", self.T2, lo=0.0))
-
-    def bond_temperatures(self, N: int) -> np.ndarray:
-        l = np.arange(1, N)
-        return np.where(l < (N + 1) / 2, self.T1, self.T2)
-
-    def to_dict(self) -> dict:
-        return {"kind": "step", "T1": self.T1, "T2": self.T2}
-
-
-@dataclass(frozen=True)
-class LinearProfile:
-    """Paper's open-system ramp ``T_l = T1 + (T2 - T1)(l - 1)/(N - 2)``.
-
-    The outer bonds sit exactly at ``T1`` and ``T2``; for ``N = 2`` (one bond)
-    the single bond takes the mean temperature.
-    """
-
-    T1: float = 0.0
-    T2: float = 2.0
-
-    def __post_init__(self):
-        object.__setattr__(self, "T1", v.real("T1", self.T1, lo=0.0))
-        object.__setattr__(self, "T2", v.real("T2", self.T2, lo=0.0))
-
-    def bond_temperatures(self, N: int) -> np.ndarray:
-        if N == 2:
-            return np.array([(self.T1 + self.T2) / 2])
-        l = np.arange(1, N)
-        return np.where(l == N - 1, self.T2, self.T1 + (self.T2 - self.T1) * (l - 1) / (N - 2))
-
-    def to_dict(self) -> dict:
-        return {"kind": "linear", "T1": self.T1, "T2": self.T2}
-
-
-@dataclass(frozen=True)
-class BondTemperatures:
-    """User-given temperature of every bond (``N - 1`` values, units of eps0)."""
-
-    values: tuple
-
-    def __post_init__(self):
-        arr = v.real_array("bond temperatures", self.values, lo=0.0)
-        object.__setattr__(self, "values", tuple(float(x) for x in arr))
-
-    def bond_temperatures(self, N: int) -> np.ndarray:
-        if len(self.values) != N - 1:
-            raise ValueError(f"bond temperatures must have N - 1 = {N - 1} values, "
-                             f"got {len(self.values)}")
-        return np.array(self.values)
-
-    def to_dict(self) -> dict:
-        return {"kind": "bond_temperatures", "values": list(self.values)}
-
-
-@dataclass(frozen=True)
-class BondCouplings:
-    """User-given couplings ``a_l`` of every bond (``N - 1`` values, units of J0)."""
-
-    values: tuple
-
-    def __post_init__(self):
-        arr = v.real_array("couplings", self.values, lo=0.0)
-        object.__setattr__(self, "values", tuple(float(x) for x in arr))
-
-    def bond_temperatures(self, N: int):
-        return None
-
-    def to_dict(self) -> dict:
-        return {"kind": "bond_couplings", "values": list(self.values)}
-
-
-_PROFILE_TYPES = (UniformProfile, StepProfile, LinearProfile, BondTemperatures, BondCouplings)
-
-
-# --------------------------------------------------------------------------- initial states
-@dataclass(frozen=True)
-class Magnons:
-    """Product state with down spins (magnons) at the given 1-based sites."""
-
-    sites: tuple = ()
-
-    def to_dict(self) -> dict:
-        return {"kind": "magnons", "sites": list(self.sites)}
-
-
-def magnons(*sites: int) -> Magnons:
-    """Product state with magnons at ``sites`` (1-based); ``magnons()`` is all up."""
-    if len(sites) == 1 and isinstance(sites[0], (list, tuple, np.ndarray)):
-        sites = tuple(sites[0])
-    return Magnons(tuple(int(s) for s in sites))
-
-
-@dataclass(frozen=True)
-class StateVector:
-    """A user state inside the ``m``-magnon sector.
-
-    ``amplitudes`` are given in the sector's basis order (see
-    :meth:`thermospin_mc.sectors.SectorSpace.basis`): colexicographic order of
-    the occupied-site sets. The vector is normalised on use.
-    """
-
-    m: int
-    amplitudes: tuple
-
-    def to_dict(self) -> dict:
-        amps = np.asarray(self.amplitudes, dtype=complex)
-        return {"kind": "state_vector", "m": self.m,
-                "re": amps.real.tolist(), "im": amps.imag.tolist()}
-
-
-@dataclass(frozen=True)
-class ProductMixture:
-    """Product mixture: site ``i`` is down (a magnon) with probability ``p[i-1]``,
-    independently of the others (``rho0 = prod_i diag(1 - p_i, p_i)`` in the
-    (up, down) order)."""
-
-    p: tuple
-
-    def to_dict(self) -> dict:
-        return {"kind": "product_mixture", "p": list(self.p)}
-
-
-def product_mixture(p) -> ProductMixture:
-    """Product mixture with ``p[i-1]`` the probability that site ``i`` is down."""
-    return ProductMixture(tuple(float(x) for x in np.ravel(np.asarray(p, dtype=float))))
-
-
-@dataclass(frozen=True)
-class Mixture:
-    """Mixture diagonal in the site basis: configuration ``configurations[k]``
-    (a tuple of 1-based down sites) with probability ``weights[k]``. The weights
-    are normalised on use."""
-
-    configurations: tuple
-    weights: tuple
-
-    def to_dict(self) -> dict:
-        return {"kind": "mixture", "configurations": [list(c) for c in self.configurations],
-                "weights": list(self.weights)}
-
-
-def mixture(weights) -> Mixture:
-    """Site-diagonal mixture from ``{(down sites...): weight}`` or ``[(sites, weight), ...]``.
-
-    An int key is one magnon site; ``()`` is the all-up configuration.
-    """
-    items = weights.items() if isinstance(weights, dict) else weights
-    cfgs, ws = [], []
-    for cfg, w in items:
-        if isinstance(cfg, (int, np.integer)):
-            cfg = (int(cfg),)
-        cfgs.append(tuple(int(x) for x in cfg))
-        ws.append(w)
-    return Mixture(tuple(cfgs), tuple(ws))
-
-
-_CHANNEL_KINDS = ("loss", "pump", "dephasing")
-
-
-@dataclass(frozen=True)
-class Channel:
-    """One jump channel as the engine sees it.
-
-    ``kind`` is ``"loss"`` (``sqrt(rate) s+_site``), ``"pump"`` (``sqrt(rate) s-_site``)
-    or ``"dephasing"`` (``sqrt(rate) sigma^z_site``); ``site`` is 0-based; ``name``
-    as in tables.
-    """
-
-    name: str
-    kind: str
-    site: int
-    rate: float
-
-    @property
-    def dm(self) -> int:
-        """Change of the magnon number by one jump: -1 (loss), +1 (pump), 0 (dephasing)."""
-        return {"loss": -1, "pump": +1}.get(self.kind, 0)
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "site": self.site + 1, "rate": self.rate, "name": self.name}
-
-
-@dataclass(frozen=True)
-class _ChannelSpec:
-    site: int
-    rate: float
-    name: str | None = None
-    kind = ""
-
-    def channel(self, N: int) -> Channel:
-        site = v.integer(f"{self.kind} site", self.site, lo=1, hi=N)
-        rate = v.real(f"{self.kind} rate", self.rate, lo=0.0, lo_open=True)
-        name = f"{self.kind}@{site}" if self.name is None else self.name
-        if not isinstance(name, str) or not name.strip() or name != name.strip():
-            raise ValueError(f"channel name must be a non-empty string without surrounding "
-                             f"spaces, got {name!r}")
-        return Channel(name, self.kind, site - 1, rate)
-
-
-@dataclass(frozen=True)
-class Loss(_ChannelSpec):
-    """Loss channel ``L = sqrt(rate) s+_site`` (removes a magnon at the 1-based ``site``)."""
-
-    kind = "loss"
-
-
-@dataclass(frozen=True)
-class Pump(_ChannelSpec):
-    """Pump channel ``L = sqrt(rate) s-_site`` (adds a magnon at the 1-based ``site``)."""
-
-    kind = "pump"
-
-
-@dataclass(frozen=True)
-class Dephasing(_ChannelSpec):
-    """Dephasing channel ``L = sqrt(rate) sigma^z_site`` (keeps the magnon sector)."""
-
-    kind = "dephasing"
-
-
-_SPEC_TYPES = {"loss": Loss, "pump": Pump, "dephasing": Dephasing}
-
-
-def _spec_of(ch: Channel) -> _ChannelSpec:
-    return _SPEC_TYPES[ch.kind](site=ch.site + 1, rate=ch.rate, name=ch.name)
 
 
 # --------------------------------------------------------------------------- the model
@@ -345,7 +125,7 @@ class ChainModel:
         set_ = object.__setattr__
         N = v.integer("N", self.N, lo=2)
         set_(self, "N", N)
-        if not isinstance(self.profile, _PROFILE_TYPES):
+        if not isinstance(self.profile, PROFILE_TYPES):
             raise ValueError("profile must be one of UniformProfile, StepProfile, LinearProfile,"
                              f" BondTemperatures, BondCouplings; got {self.profile!r}")
         set_(self, "rho", v.real("rho", self.rho, lo=0.0, lo_open=True))
@@ -389,7 +169,7 @@ class ChainModel:
                                  f"gamma/gamma_pump/pump_site, not both (got channels and "
                                  f"{', '.join(given)})")
             set_(self, "pump_site", None)
-            chans = _normalise_channels(self.channels, N)
+            chans = normalise_channels(self.channels, N)
             set_(self, "_explicit", bool(chans))
         else:
             set_(self, "_explicit", False)
@@ -415,8 +195,6 @@ class ChainModel:
             if a.size != N - 1:
                 raise ValueError(f"couplings must have N - 1 = {N - 1} values, got {a.size}")
         else:
-            from .thermal import alpha_ratio
-
             a = np.atleast_1d(np.asarray(
                 alpha_ratio(T_bonds, N=self.alpha_N, rho=self.rho, method=self.alpha_method),
                 dtype=float))
@@ -424,7 +202,7 @@ class ChainModel:
         set_(self, "_a", a)
         set_(self, "_T_bonds", None if T_bonds is None else np.asarray(T_bonds, dtype=float))
         # initial state
-        set_(self, "initial", _normalise_initial(self.initial, N))
+        set_(self, "initial", normalise_initial(self.initial, N))
 
     # ------------------------------------------------------------------ derived data
     @property
@@ -454,6 +232,12 @@ class ChainModel:
                 return ch
         raise ValueError(f"channel must be one of {[c.name for c in self.channels]}, "
                          f"got {name!r}")
+
+    @property
+    def explicit_channels(self) -> bool:
+        """Whether the channels were given as a list (``channels=``) rather than by the
+        paper's shorthand ``gamma`` / ``gamma_pump`` / ``pump_site``."""
+        return self._explicit
 
     def has_kind(self, kind: str) -> bool:
         """Whether any channel is of ``kind`` (``loss``, ``pump`` or ``dephasing``)."""
@@ -506,7 +290,7 @@ class ChainModel:
         params["alpha_N"] = None if self.alpha_N == self.N else self.alpha_N
         shorthand = ("gamma", "gamma_pump", "pump_site")
         if self._explicit:
-            params["channels"] = tuple(_spec_of(ch) for ch in self.channels)
+            params["channels"] = tuple(spec_of(ch) for ch in self.channels)
             params.update(gamma=0.0, gamma_pump=0.0, pump_site=None)
             if any(k in changes for k in shorthand) and "channels" not in changes:
                 params["channels"] = None
@@ -586,140 +370,6 @@ class ChainModel:
                 f"initial={self.initial!r}, alpha_method={self.alpha_method!r})")
 
 
-def profile_from_dict(d: dict):
-    """A profile object from its ``to_dict`` form."""
-    kind = d.get("kind")
-    if kind == "uniform":
-        return UniformProfile(d["T"])
-    if kind == "step":
-        return StepProfile(d["T1"], d["T2"])
-    if kind == "linear":
-        return LinearProfile(d["T1"], d["T2"])
-    if kind == "bond_temperatures":
-        return BondTemperatures(tuple(d["values"]))
-    if kind == "bond_couplings":
-        return BondCouplings(tuple(d["values"]))
-    raise ValueError(f"profile kind must be one of uniform, step, linear, bond_temperatures, "
-                     f"bond_couplings; got {kind!r}")
-
-
-def initial_from_dict(d: dict):
-    """An initial-state object from its ``to_dict`` form."""
-    kind = d.get("kind")
-    if kind == "magnons":
-        return Magnons(tuple(d["sites"]))
-    if kind == "state_vector":
-        amps = np.asarray(d["re"], dtype=float) + 1j * np.asarray(d["im"], dtype=float)
-        return StateVector(d["m"], tuple(complex(x) for x in amps))
-    if kind == "product_mixture":
-        return ProductMixture(tuple(d["p"]))
-    if kind == "mixture":
-        return Mixture(tuple(tuple(c) for c in d["configurations"]), tuple(d["weights"]))
-    raise ValueError(f"initial kind must be one of magnons, state_vector, product_mixture, "
-                     f"mixture; got {kind!r}")
-
-
-def channel_from_dict(d: dict) -> _ChannelSpec:
-    """A channel spec from ``{"kind": "loss" | "pump" | "dephasing", "site": i,
-    "rate": r, "name": optional}`` (a TOML ``[[channel]]`` table, or
-    :meth:`Channel.to_dict`). Site and rate are validated by the model."""
-    if not isinstance(d, dict):
-        raise ValueError(f"a channel must be a table with kind, site, rate; got {d!r}")
-    unknown = sorted(set(d) - {"kind", "site", "rate", "name"})
-    if unknown:
-        raise ValueError(f"unknown channel key(s) {unknown}; allowed: kind, site, rate, name")
-    missing = [k for k in ("kind", "site", "rate") if k not in d]
-    if missing:
-        raise ValueError(f"channel {d!r} lacks {', '.join(missing)}")
-    if d["kind"] not in _SPEC_TYPES:
-        raise ValueError(f"channel kind must be one of {_CHANNEL_KINDS}, got {d['kind']!r}")
-    return _SPEC_TYPES[d["kind"]](site=d["site"], rate=d["rate"], name=d.get("name"))
-
-
-def _normalise_channels(channels, N: int) -> list[Channel]:
-    if isinstance(channels, (Channel, _ChannelSpec)):
-        channels = [channels]
-    out = []
-    for c in channels:
-        if isinstance(c, Channel):
-            c = _spec_of(c)
-        if not isinstance(c, _ChannelSpec) or type(c) is _ChannelSpec:
-            raise ValueError(f"channels must be Loss, Pump or Dephasing objects, got {c!r}")
-        out.append(c.channel(N))
-    names = [c.name for c in out]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ValueError(f"channel names must be unique, got duplicates {dup} (give name=...)")
-    return out
-
-
-def _normalise_initial(initial, N: int):
-    if isinstance(initial, str):
-        if initial != "all_up":
-            raise ValueError(f"initial must be 'all_up', magnon sites, Magnons or StateVector; "
-                             f"got {initial!r}")
-        return Magnons(())
-    if isinstance(initial, (int, np.integer)) and not isinstance(initial, bool):
-        initial = Magnons((int(initial),))
-    elif isinstance(initial, (list, tuple)):
-        initial = Magnons(tuple(int(s) for s in initial))
-    if isinstance(initial, Magnons):
-        sites = tuple(int(s) for s in initial.sites)
-        for s in sites:
-            if not 1 <= s <= N:
-                raise ValueError(f"initial magnon site must be in 1..{N}, got {s}")
-        if len(set(sites)) != len(sites):
-            raise ValueError(f"initial magnon sites must be distinct, got {sites}")
-        return Magnons(tuple(sorted(sites)))
-    if isinstance(initial, StateVector):
-        m = v.integer("initial.m", initial.m, lo=0, hi=N)
-        try:
-            amps = np.asarray(initial.amplitudes, dtype=complex).ravel()
-        except (TypeError, ValueError) as exc:
-            raise ValueError("initial.amplitudes must be complex numbers") from exc
-        dim = comb(N, m)
-        if amps.size != dim:
-            raise ValueError(f"initial state vector must have C(N, m) = C({N}, {m}) = {dim} "
-                             f"entries, got {amps.size}")
-        if not np.all(np.isfinite(amps)):
-            raise ValueError("initial state vector must be finite")
-        nrm = float(np.linalg.norm(amps))
-        if nrm == 0.0:
-            raise ValueError("initial state vector must have non-zero norm, got norm 0")
-        # normalise once: a vector normalised to round-off is kept bit for bit, so that
-        # to_dict/from_dict round trips (and fingerprints) are exact
-        if abs(nrm - 1.0) > 8 * np.finfo(float).eps:
-            amps = amps / nrm
-        return StateVector(m, tuple(complex(x) for x in amps))
-    if isinstance(initial, ProductMixture):
-        p = v.real_array("initial.p", initial.p, lo=0.0)
-        if p.size != N:
-            raise ValueError(f"product_mixture needs N = {N} probabilities (one per site), "
-                             f"got {p.size}")
-        if p.max() > 1.0:
-            raise ValueError(f"product_mixture probabilities must be <= 1, got maximum "
-                             f"{p.max()}")
-        return ProductMixture(tuple(float(x) for x in p))
-    if isinstance(initial, Mixture):
-        w = v.real_array("initial.weights", initial.weights, lo=0.0)
-        if len(initial.configurations) != w.size or w.size == 0:
-            raise ValueError(f"mixture needs one weight per configuration and at least one "
-                             f"configuration, got {len(initial.configurations)} "
-                             f"configurations and {w.size} weights")
-        if w.sum() <= 0.0:
-            raise ValueError("mixture weights must not all be 0")
-        cfgs = {}
-        for cfg, wk in zip(initial.configurations, w, strict=True):
-            sites = _normalise_initial(Magnons(tuple(cfg)), N).sites
-            if wk > 0.0:
-                cfgs[sites] = cfgs.get(sites, 0.0) + float(wk)
-        keys = sorted(cfgs, key=lambda c: (len(c), c))
-        tot = sum(cfgs.values())
-        return Mixture(tuple(keys), tuple(cfgs[k] / tot for k in keys))
-    raise ValueError(f"initial must be 'all_up', magnon sites, Magnons, StateVector, "
-                     f"ProductMixture or Mixture; got {initial!r}")
-
-
 # --------------------------------------------------------------------------- paper presets
 def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
                 gamma: float = PAPER_GAMMA, gamma_pump: float = PAPER_GAMMA_PUMP,
@@ -785,6 +435,6 @@ def with_dephasing(model: ChainModel, rate: float, sites=None) -> ChainModel:
         [sites] if isinstance(sites, (int, np.integer)) else list(sites))
     if not len(sites):
         raise ValueError("sites must name at least one site")
-    specs = [_spec_of(ch) for ch in model.channels]
+    specs = [spec_of(ch) for ch in model.channels]
     specs += [Dephasing(site=int(s), rate=rate) for s in sites]
     return model.with_(channels=specs)

@@ -23,8 +23,15 @@ import pandas as pd
 from scipy import special
 
 from . import _validate as v
+from ._version import __version__
+from .analysis import compare_counting_statistics
+from .ensemble import mcsolve  # TODO(merge): the driver's module after the re-cut
 from .exact import exit_probabilities, mesolve, sesolve, steadystate
+from .fcs import NET_SPIN, exact_counting_statistics, rate_function, scgf
+from .fcs import waiting_time_distribution as wtd
+from .io import write_table
 from .model import paper_model
+from .plotting import plot_figure
 from .thermal import alpha_ratio
 
 __all__ = ["FIGURES", "EXTRA_FIGURES", "Settings", "reproduce", "quadratic_fit", "fig2", "fig3",
@@ -105,8 +112,6 @@ class Settings:
 
 
 def _meta(settings: Settings, figure: str, **extra) -> dict:
-    from . import __version__
-
     return {"figure": figure, "settings": asdict(settings), "version": __version__, **extra}
 
 
@@ -175,8 +180,6 @@ def fig4(settings: Settings) -> dict[str, pd.DataFrame]:
 
 # --------------------------------------------------------------------------- Figs. 5-6a
 def _series(settings: Settings, scenario: str, offset: int, **kw) -> pd.DataFrame:
-    from .ensemble import mcsolve
-
     times = np.linspace(0.0, settings.t_open, settings.n_times)
     frames = []
     for i, dT in enumerate(settings.delta_T):
@@ -201,8 +204,6 @@ def fig5(settings: Settings) -> dict[str, pd.DataFrame]:
     Delta T (exact and trajectories), and the exit-side probabilities: exact at
     t -> inf, and the fraction of trajectories whose impurity leaves on the right,
     run to a time where the exact survival probability is below 1e-6."""
-    from .ensemble import mcsolve
-
     series = _series(settings, "loss", 0)
     rows = []
     for i, dT in enumerate(settings.delta_T):
@@ -300,11 +301,6 @@ def fcs(settings: Settings) -> dict[str, pd.DataFrame]:
       the same window, and the exact steady-state densities ``w(tau)`` of the
       losses and of the pump.
     """
-    from .analysis import compare_counting_statistics
-    from .ensemble import mcsolve
-    from .fcs import NET_SPIN, exact_counting_statistics, rate_function, scgf
-    from .fcs import waiting_time_distribution as wtd
-
     dTs = np.round(np.linspace(0.0, 3.0, 13), 10)
     rows = []
     for gp in settings.gamma_pumps:
@@ -352,8 +348,6 @@ def reproduce(figures, out, settings: Settings | None = None, formats=("parquet"
 
     Returns ``{figure: {table: DataFrame}}``.
     """
-    from .io import write_table
-
     settings = settings or Settings()
     if isinstance(figures, str):
         figures = [figures]
@@ -381,8 +375,6 @@ def reproduce(figures, out, settings: Settings | None = None, formats=("parquet"
             for fmt in formats:
                 write_table(df, out / f"{name}_{tname}.{fmt}", tmeta)
         if plots:
-            from .plotting import plot_figure
-
             for path in plot_figure(name, tables, out):
                 log(f"wrote {path}")
         log(f"{name}: {', '.join(tables)} in {time.perf_counter() - t0:.1f} s")

@@ -19,7 +19,7 @@ from math import comb
 import numpy as np
 import scipy.sparse as sp
 
-from .model import ChainModel, Channel
+from .model import ChainModel, Channel, Magnons, ProductMixture
 
 __all__ = ["Sector", "SectorSpace", "MAX_SECTOR_DIM"]
 
@@ -236,8 +236,6 @@ class SectorSpace:
 
     def initial_state(self) -> tuple[int, np.ndarray]:
         """``(m0, psi0)``: the model's initial pure state in its sector's basis."""
-        from .model import Magnons
-
         ini = self.model.initial
         if self.model.is_mixed:
             raise ValueError("the initial state is a mixture, not a pure state; use "
@@ -253,8 +251,6 @@ class SectorSpace:
     def initial_mixture(self) -> list[tuple[int, np.ndarray]]:
         """Site-diagonal initial mixture as ``[(m, weights over sector m's basis)]``
         (weights sum to 1 over all sectors); sectors without weight are left out."""
-        from .model import ProductMixture
-
         ini = self.model.initial
         out = []
         if isinstance(ini, ProductMixture):

@@ -1,0 +1,105 @@
+"""Command-line pieces shared by the subcommands of :mod:`thermospin_mc.cli`: the
+model flags (``run`` and ``fcs``), merging flags into the TOML tables, and the
+size limit of the exact reference. Flags and TOML keys follow one rule
+(:mod:`thermospin_mc.config`): each changes the run or is refused.
+"""
+
+from __future__ import annotations
+
+from math import comb
+from pathlib import Path
+
+from . import config as _config
+from .config import ConfigError
+
+__all__ = ["CliError", "help_default", "add_model_args", "gather", "exact_affordable"]
+
+#: Errors of bad command-line input (one line, exit status 2).
+CliError = ConfigError
+
+
+def help_default(text: str, default) -> str:
+    """``text (default: default)`` for an argparse help string."""
+    return f"{text} (default: {default})"
+
+
+_d = help_default
+
+
+def add_model_args(p) -> None:
+    """--config and the model flags (shared by ``run`` and ``fcs``)."""
+    p.add_argument("--config", type=Path, help="TOML file with [model] and [run] tables")
+    m = p.add_argument_group("model (temperatures in eps0, rates in J0)")
+    m.add_argument("--scenario", choices=_config.SCENARIOS,
+                   help=_d("preset: pump (all up, edge loss + central pump), loss "
+                           "(centre magnon, edge loss), closed (centre magnon, step profile), "
+                           "boundary (all up, pump at site 1, loss at site N, uniform T = 0)",
+                           "pump"))
+    m.add_argument("--N", type=int, help=_d("number of sites", 7))
+    m.add_argument("--profile", choices=_config.PROFILES,
+                   help=_d("temperature profile", "step for closed, linear otherwise; "
+                           "--T implies uniform"))
+    m.add_argument("--T1", type=float, help=_d("cold-end temperature", 0))
+    m.add_argument("--T2", type=float, help=_d("hot-end temperature", "T1 + delta-T"))
+    m.add_argument("--delta-T", dest="delta_T", type=float,
+                   help=_d("T2 - T1 (give at most two of --T1, --T2, --delta-T)", 2))
+    m.add_argument("--T", type=float, help="uniform temperature of every bond (implies "
+                   "--profile uniform)")
+    m.add_argument("--couplings", help="comma list of the N-1 bond couplings a_l (J0); "
+                   "replaces the temperature profile")
+    m.add_argument("--bond-temperatures", dest="bond_temperatures",
+                   help="comma list of the N-1 bond temperatures (eps0)")
+    m.add_argument("--gamma", type=float, help=_d("edge-loss rate", "3.102; 0 for closed"))
+    m.add_argument("--gamma-pump", dest="gamma_pump", type=float,
+                   help=_d("pump rate", "0.62 for pump, else 0"))
+    m.add_argument("--pump-site", dest="pump_site", type=int,
+                   help=_d("1-based pump site (required for even N)", "(N+1)/2 for odd N"))
+    m.add_argument("--initial", help=_d("'all_up' or comma-separated magnon sites (1-based)",
+                                        "all_up for pump, the site (N+1)//2 otherwise"))
+    m.add_argument("--alpha-method", dest="alpha_method",
+                   choices=("canonical", "thermodynamic", "sommerfeld"),
+                   help=_d("a(T) curve", "canonical"))
+    m.add_argument("--anisotropy",
+                   help=_d("XXZ anisotropy Delta: one number or N-1 comma-separated values",
+                           1))
+    m.add_argument("--fields", help=_d("comma list of the N site fields h_i "
+                                       "(H += sum_i (h_i/2) sigma^z_i)", "0"))
+    m.add_argument("--channel", action="append",
+                   help="KIND:SITE:RATE[:NAME] with KIND loss, pump or dephasing (1-based "
+                        "site); repeat for several; replaces the scenario's channels "
+                        "(TOML: [[channel]] tables)")
+    m.add_argument("--rate-in", dest="rate_in", type=float,
+                   help=_d("pump rate at site 1 of --scenario boundary", 1))
+    m.add_argument("--rate-out", dest="rate_out", type=float,
+                   help=_d("loss rate at site N of --scenario boundary", 1))
+    m.add_argument("--dephasing", type=float,
+                   help="add dephasing sqrt(rate) sigma^z at --dephasing-sites (default "
+                        "every site) to the model")
+    m.add_argument("--dephasing-sites", dest="dephasing_sites",
+                   help=_d("comma list of 1-based sites for --dephasing", "every site"))
+    m.add_argument("--initial-p", dest="initial_p",
+                   help="product mixture: comma list of the N probabilities that site i "
+                        "is down (instead of --initial)")
+    m.add_argument("--initial-mixture", dest="initial_mixture",
+                   help="site-diagonal mixture 'SITES:WEIGHT; ...', e.g. '3:0.5; 2,4:0.5' "
+                        "(empty SITES = all up; TOML: [{sites = [3], weight = 0.5}, ...])")
+
+
+def gather(args, run_keys: bool = True) -> tuple[dict, dict]:
+    """Merge the TOML tables and the flags given on the command line (flags win)."""
+    mcfg, rcfg = _config.load_toml(args.config) if args.config is not None else ({}, {})
+    tables = [(_config.MODEL_KEYS, mcfg)] + ([(_config.RUN_KEYS, rcfg)] if run_keys else [])
+    for keys, cfg in tables:
+        for k in keys:
+            val = getattr(args, k, None)
+            if val is not None:
+                cfg[k] = val
+    return mcfg, rcfg
+
+
+
+def exact_affordable(model) -> bool:
+    """Whether the exact block solver is cheap enough to print as a reference
+    (at most 10^5 density-matrix entries over the reachable sectors)."""
+    secs = model.reachable_sectors()
+    return sum(comb(model.N, m) ** 2 for m in secs) <= 100_000

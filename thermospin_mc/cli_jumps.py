@@ -1,0 +1,286 @@
+"""The ``stats`` and ``fcs`` subcommands of :mod:`thermospin_mc.cli`: statistics of
+a recorded jump table, and exact counting statistics (optionally beside a jump
+table). :func:`add_stats` and :func:`add_fcs` register them on the parser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import _validate as v
+from . import analysis
+from . import config as _config
+from .cli_args import CliError, add_model_args, exact_affordable, gather
+from .cli_args import help_default as _d
+from .fcs import exact_counting_statistics
+from .io import check_output_file, read_table, write_table
+from .model import ChainModel
+
+__all__ = ["add_stats", "add_fcs"]
+
+
+def add_stats(sub):
+    p = sub.add_parser(
+        "stats", help="statistics of a recorded jump table",
+        description="Analyse a jump table written by 'thermospin-mc run --record-jumps' "
+                    "(jumps.parquet or jumps.csv): exit side of the first loss, waiting times "
+                    "per channel, counting statistics in a time window and the jump rates "
+                    "after burn-in (with the exact steady-state rates when the model allows).")
+    p.add_argument("jumps", type=Path, help="jump table (.parquet or .csv)")
+    p.add_argument("--ntraj", type=int, help="number of trajectories (default: table metadata)")
+    p.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
+                   help="counting window A <= t < B (default: burn-in to the run's last time)")
+    p.add_argument("--burn", type=float, default=0.0,
+                   help="burn-in time: waiting times and the default window start here "
+                        "(default 0)")
+    p.add_argument("--hot", choices=("right", "left"), default="right",
+                   help="hot edge for the net transfer (default right)")
+    p.set_defaults(func=_cmd_stats)
+
+
+def _stats_t_end(path: Path, meta: dict) -> float | None:
+    """Last output time of the run that wrote a jump table, if it can be known."""
+    for key in ("t_end", "t_max"):
+        if isinstance(meta.get(key), (int, float)):
+            return float(meta[key])
+    if meta.get("times"):
+        return float(np.max(meta["times"]))
+    # the expect table written next to the jump table by the same run
+    if "jumps" not in path.name:
+        return None
+    head, _, tail = path.name.rpartition("jumps")
+    for suffix in (path.suffix, ".parquet", ".csv"):
+        cand = path.with_name(head + "expect" + tail).with_suffix(suffix)
+        if not cand.exists():
+            continue
+        try:
+            df, m2 = read_table(cand)
+        except (ValueError, OSError):
+            continue
+        same = all(m2.get(k) == meta.get(k) for k in ("seed", "ntraj", "model"))
+        if same and "t" in df and len(df):
+            return float(df["t"].max())
+    return None
+
+
+def _recorded_model(meta: dict):
+    """The run's ChainModel rebuilt from table metadata (None if impossible)."""
+    d = meta.get("model")
+    if not isinstance(d, dict):
+        return None
+    try:
+        return ChainModel.from_dict(d)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _stats_model(meta: dict):
+    """The recorded model when the exact steady-state rates apply (paper pump model)."""
+    model = _recorded_model(meta)
+    return model if model is not None and model.gamma_pump > 0 and exact_affordable(model) \
+        else None
+
+
+def _cmd_stats(args) -> int:
+    jumps, meta = read_table(args.jumps)
+    ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
+    if ntraj is None:
+        raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
+    ntraj = v.integer("--ntraj", ntraj, lo=1)
+    burn = v.real("--burn", args.burn, lo=0.0)
+    t_end = _stats_t_end(args.jumps, meta)
+    if args.window is not None:
+        window = tuple(args.window)
+        if t_end is not None and window[1] > t_end * (1 + 1e-12):
+            raise CliError(f"--window end must be <= the run's last output time {t_end}, "
+                           f"got {window[1]}")
+    elif t_end is not None and t_end > burn:
+        window = (burn, t_end)
+    else:
+        window = None
+    exits = analysis.exit_sides(jumps, ntraj)  # validates the table and ntraj first
+    waits = analysis.waiting_times(jumps, t0=burn)
+    general = bool(set(jumps["channel"].astype(str)) - set(analysis.CHANNELS))
+    if general:
+        return _stats_general(args, jumps, ntraj, window, waits, burn)
+    counts = analysis.counting_statistics(jumps, ntraj, window, hot=args.hot) \
+        if window is not None else None
+
+    print(f"thermospin-mc stats  {args.jumps}  ntraj={ntraj}  jumps={len(jumps)}"
+          + (f"  last output time={t_end:g}" if t_end is not None else ""))
+    if meta.get("truncated_fraction"):
+        print(f"warning: {meta['truncated_fraction']:.4g} of the trajectories were stopped by "
+              "max_magnons; counts are biased low")
+    fmt = {"float_format": lambda x: f"{x:.6g}"}
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print("\nexit sides (first loss of each trajectory; Wilson 95% interval)")
+        print(exits.to_string(**fmt))
+        print(f"\nwaiting times between jumps of each channel (t0 = {burn:g})")
+        print(waits.summary.to_string(index=False, **fmt))
+        if counts is None:
+            print("\ncounting statistics: pass --window A B (the run's last output time is "
+                  "neither in the metadata nor in a matching expect table)")
+            return 0
+        print(f"\ncounting statistics in [{window[0]:g}, {window[1]:g}), hot = {args.hot} "
+              "(errors of var and fano: bootstrap over trajectories)")
+        print(counts.drop(columns=["ntraj", "t_a", "t_b"]).to_string(**fmt))
+        known = _stats_model(meta)
+        if known is not None:
+            net = {f"loss_{args.hot}": 1, f"loss_{'left' if args.hot == 'right' else 'right'}": -1}
+            cmp = analysis.compare_counting_statistics(jumps, ntraj, known, net, window)
+            print(f"\nnet spin to the hot side in [{window[0]:g}, {window[1]:g}): trajectories vs "
+                  "exact cumulants of the count (from the exact state at the window start)")
+            print(cmp.cumulants.to_string(**fmt))
+            print(f"waiting time between losses vs exact: chi2 = {cmp.chi2:.4g} over "
+                  f"{cmp.dof} bins (thermospin-mc fcs --jumps shows the bins)")
+        # the exact steady state is a fair reference only after a burn-in
+        model = _stats_model(meta) if window[0] > 0 else None
+        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window, model=model)
+        print(f"\nrates per unit time in [{window[0]:g}, {window[1]:g})"
+              + ("; exact: steady state of the run's model" if "exact" in rates else ""))
+        print(rates.drop(columns=["ntraj"]).to_string(**fmt))
+        if model is None and window[0] == 0 and _stats_model(meta) is not None:
+            print("(pass --burn T, a time after which the run has relaxed, to compare the "
+                  "rates with the exact steady state)")
+    return 0
+
+
+def _stats_general(args, jumps, ntraj, window, waits, burn) -> int:
+    """``stats`` for a general chain's jump table (channels other than the paper's)."""
+    fmt = {"float_format": lambda x: f"{x:.6g}"}
+    print(f"thermospin-mc stats  {args.jumps}  ntraj={ntraj}  jumps={len(jumps)}")
+    print("(channels other than the paper's: exit sides and the net spin to the hot side are "
+          "defined for loss_left/loss_right only; per-channel statistics below, exact "
+          "cumulants with 'thermospin-mc fcs --jumps')")
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(f"\nwaiting times between jumps of each channel (t0 = {burn:g})")
+        print(waits.summary.to_string(index=False, **fmt))
+        if window is None:
+            print("\ncounts per channel: pass --window A B")
+            return 0
+        counts = analysis.jump_counts(jumps, ntraj, window)
+        n = counts.to_numpy(dtype=float)
+        table = pd.DataFrame({"mean": n.mean(axis=0),
+                              "sem": n.std(axis=0, ddof=1) / np.sqrt(ntraj) if ntraj > 1
+                              else np.nan,
+                              "var": n.var(axis=0, ddof=1) if ntraj > 1 else np.nan},
+                             index=pd.Index(counts.columns, name="channel"))
+        print(f"\njumps per trajectory in [{window[0]:g}, {window[1]:g})")
+        print(table.to_string(**fmt))
+    return 0
+
+
+def add_fcs(sub):
+    p = sub.add_parser(
+        "fcs", help="exact counting statistics of jumps (cumulants, waiting times)",
+        description="Exact cumulants of a weighted jump count, in the magnon-block form: "
+                    "long-time cumulant rates (default) or the cumulants of the count in "
+                    "[t0, t0 + t). The model is given as for 'run' (the same flags and "
+                    "[model] keys; default the paper's pump + loss chain). With --jumps, a "
+                    "recorded jump table is compared with the exact values (z-scores) in "
+                    "--window, for the model recorded in the table.")
+    add_model_args(p)
+    f = p.add_argument_group("counting")
+    f.add_argument("--counts", help=_d("channel=weight list", "loss_right=1,loss_left=-1, "
+                                       "the net spin to the right"))
+    f.add_argument("--order", type=int, help=_d("highest cumulant", 4))
+    f.add_argument("--t", type=float, help=_d("finite counting time", "long-time rates"))
+    f.add_argument("--t0", type=float, help=_d("start of the finite counting window", 0))
+    f.add_argument("--jumps", type=Path, help="jump table to compare (needs --window)")
+    f.add_argument("--ntraj", type=int, help=_d("trajectories of the jump table",
+                                                "its metadata"))
+    f.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
+                   help="counting window A <= t < B of the comparison (with --jumps)")
+    f.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
+    p.set_defaults(func=_cmd_fcs)
+
+
+def _parse_counts(spec: str) -> dict:
+    out = {}
+    for item in spec.split(","):
+        if not item.strip():
+            continue
+        name, sep, w = item.partition("=")
+        try:
+            weight = int(w)
+        except ValueError:
+            weight = None
+        if not sep or weight is None:
+            raise CliError(f"--counts must be a list channel=integer, got {item.strip()!r}")
+        out[name.strip()] = weight
+    if not out:
+        raise CliError("--counts must name at least one channel")
+    return out
+
+
+def _cmd_fcs(args) -> int:
+    mcfg, rcfg = gather(args, run_keys=False)
+    if rcfg:
+        raise CliError("fcs reads only the [model] table of --config; found [run] keys "
+                       + ", ".join(sorted(rcfg)))
+    model = _config.resolve_model(mcfg)
+    counts = _parse_counts(args.counts or "loss_right=1,loss_left=-1")
+    order = 4 if args.order is None else args.order
+    t0 = 0.0 if args.t0 is None else args.t0
+    if args.jumps is None:
+        for flag_, val in (("--window", args.window), ("--ntraj", args.ntraj)):
+            if val is not None:
+                raise CliError(f"{flag_} only acts with --jumps (a recorded jump table)")
+        if args.t0 is not None and args.t is None:
+            raise CliError("--t0 only acts with --t (a finite counting window)")
+    if args.out is not None:
+        check_output_file(args.out)
+    fmt = {"float_format": lambda x: f"{x:.10g}"}
+    if args.jumps is not None:
+        if args.window is None:
+            raise CliError("--window A B is needed with --jumps")
+        for flag_, val in (("--t", args.t), ("--t0", args.t0)):
+            if val is not None:
+                raise CliError(f"{flag_} does nothing with --jumps (the comparison uses "
+                               "--window)")
+        jumps, meta = read_table(args.jumps)
+        ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
+        if ntraj is None:
+            raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
+        recorded = _recorded_model(meta)
+        if recorded is not None and recorded != model:
+            if mcfg:
+                raise CliError(f"the jump table {str(args.jumps)!r} was recorded with another "
+                               "model than the model flags give; drop the model flags to use "
+                               "the recorded one")
+            model = recorded
+        cmp = analysis.compare_counting_statistics(jumps, ntraj, model, counts,
+                                                   tuple(args.window),
+                                                   order=min(3, max(2, order)))
+        print(f"thermospin-mc fcs  {args.jumps}  counts={cmp.counts}  window="
+              f"[{cmp.window[0]:g}, {cmp.window[1]:g})  ntraj={ntraj}")
+        print("\ncumulants of the count in the window: trajectories vs exact")
+        print(cmp.cumulants.to_string(**fmt))
+        print(f"\nwaiting time to the next counted jump (chi2 = {cmp.chi2:.4g}, "
+              f"{cmp.dof} bins)")
+        print(cmp.waiting.to_string(index=False, **fmt))
+        table = cmp.cumulants.reset_index()
+    else:
+        df = exact_counting_statistics(model, counts, order=order, t=args.t, t0=t0)
+        what = ("long-time cumulant rates" if args.t is None else
+                f"cumulants of the count in [{t0:g}, {t0 + args.t:g})")
+        print(f"thermospin-mc fcs  N={model.N}  profile={model.profile.to_dict()}  "
+              f"counts={df.attrs['counts']}: {what}")
+        with pd.option_context("display.width", 200):
+            print(df.to_string(index=False, **fmt))
+        if len(df) >= 2:
+            c1, c2 = float(df["cumulant"].iloc[0]), float(df["cumulant"].iloc[1])
+            # c1 at the round-off level (e.g. the net spin at Delta T = 0): no Fano factor
+            if abs(c1) > 1e-10 * max(abs(c2), 1e-300):
+                print(f"Fano factor c2/c1 = {c2 / c1:.10g}")
+            else:
+                print("Fano factor c2/c1: undefined (c1 vanishes to round-off)")
+        table = df
+    if args.out is not None:
+        write_table(table, args.out, {"command": "fcs", "model": model.to_dict(),
+                                      "counts": counts, "t": args.t, "t0": t0})
+        print(f"wrote {args.out}")
+    return 0
