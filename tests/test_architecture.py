@@ -30,7 +30,7 @@ ROOT = "__init__"
 #: Modules that may import nothing of the package (pure numba kernels).
 LEAF_MODULES = ("kernels",)
 #: The exact (density-matrix) solvers ...
-EXACT_MODULES = ("exact", "fcs", "_blockops")
+EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "counting", "waiting")
 #: ... never reach, even transitively, these trajectory modules.
 TRAJECTORY_MODULES = ("kernels", "ensemble", "scaleout", "pack", "stats", "backends",
                       "mcsolve", "checkpoint")
@@ -50,7 +50,7 @@ LAYERS = (
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
-    ("exact", "fcs", "pack", "stats", "backends", "checkpoint", "mcsolve", "ensemble",
+    ("blocks", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends", "checkpoint", "mcsolve", "ensemble",
      "scaleout"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from test_general import PAIRS, random_model, reference_mesolve, table_dict
 
 import thermospin_mc as tsm
-from thermospin_mc import exact
+from thermospin_mc import blocks, exact
 from thermospin_mc._blockops import BlockGenerator, triangular_solve
 
 OBS_ALL = ["j", "j_bond", "flow", "m", "n", "norm", "nn", "pm", "count"]
@@ -43,7 +43,7 @@ def test_generator_equals_assembled_liouvillian(seed, N, kinds):
     x = _random_vector(rng, layout.size)
     scale = np.abs(L @ x).max()
     np.testing.assert_allclose(gen.apply(x), L @ x, rtol=0, atol=1e-12 * scale)
-    F = exact._feed_generator(layout)
+    F = blocks.feed_generator(layout)
     np.testing.assert_allclose(gen.feed(x), F @ x, rtol=0, atol=1e-12 * scale)
     # Hermitian blocks: the one-product path
     for m in layout.sectors:
@@ -65,19 +65,19 @@ def test_triangular_solve_inverts_nojump_plus_one_direction(dm):
     model = random_model(31, 5, ["loss", "pump", "loss", "dephasing"])
     layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
     gen = BlockGenerator(layout)
-    A = exact._nojump_generator(layout)
+    A = blocks.nojump_generator(layout)
     # assemble F_dm from the generator's own index maps applied to unit vectors would be
     # circular: take it from the assembled feeding, restricted to entries between blocks
-    F = exact._feed_generator(layout).tocoo()
+    F = blocks.feed_generator(layout).tocoo()
     blk = np.searchsorted([layout.offsets[m] for m in layout.sectors], np.arange(layout.size),
                           side="right") - 1
     keep = (blk[F.row] - blk[F.col]) == dm
     Fdm = sp.csr_matrix((F.data[keep], (F.row[keep], F.col[keep])), shape=F.shape)
     y = _random_vector(np.random.default_rng(5), layout.size)
-    x = triangular_solve(gen, exact._NoJumpInverse(layout).solve_block, y, dm)
+    x = triangular_solve(gen, blocks.NoJumpInverse(layout).solve_block, y, dm)
     np.testing.assert_allclose((A + Fdm) @ x, y, rtol=0, atol=1e-10 * np.abs(y).max())
     # and the rest of the jumps
-    rest = exact._feed_generator(layout) - Fdm
+    rest = blocks.feed_generator(layout) - Fdm
     np.testing.assert_allclose(gen.feed_except(y, dm), rest @ y, rtol=0, atol=1e-12)
 
 

@@ -33,6 +33,11 @@ Random numbers: xoshiro256** per trajectory, its state seeded by splitmix64
 from (run key, trajectory index), so a trajectory is a pure function of the
 run seed and its index.
 
+Length: this module is the whole compiled trajectory engine (RNG, the three
+propagation modes, jump search, observables, the block loop). Its functions
+share the flat-table layout below and call each other inline; keeping them in
+one module keeps that layout in one place and one numba cache unit.
+
 Sector data layout (see ``ensemble.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
 off_decay, off_indptr, off_indices, off_data, nnz, off_phase``; ``jtab[k, m]``
