@@ -11,7 +11,10 @@ the non-Hermitian ``H_eff = h - (i/2) sum_k L_k^+ L_k`` of that sector, exactly:
   exceptional point; the default): a step stores ``v_k = T_k((H_eff - c)/rho) psi``
   and gives ``psi`` at any time inside the step as a Bessel-weighted sum of
   them (dense output for output times and jump-time iterations), with the
-  number of terms controlled a posteriori to below double precision;
+  number of terms controlled a posteriori to below double precision; the
+  terms are computed lazily, only as far as the latest time evaluated needs,
+  and the step is probed at the output times and at the Newton estimate of
+  the jump time, so no term beyond the jump's bracket is ever computed;
 - *Taylor mode* (the same sectors with ``SectorPack(large="taylor")``):
   ``psi(t + h) = exp(-i H_eff h) psi`` by a Taylor series of the sparse
   ``H_eff`` with substeps ``||H||_1 h_sub <= TAYLOR_THETA``, summed until the
