@@ -340,8 +340,8 @@ def _extremes(h) -> np.ndarray:
     # a fixed start vector: ARPACK's own is random, which would make the
     # propagator's scale (and results, at round-off) differ from call to call
     v0 = np.random.default_rng(12345).standard_normal(h.shape[0])
-    lo = spla.eigsh(h, k=1, which="SA", tol=1e-8, v0=v0, return_eigenvectors=False)[0]
-    hi = spla.eigsh(h, k=1, which="LA", tol=1e-8, v0=v0, return_eigenvectors=False)[0]
+    w = spla.eigsh(h, k=2, which="BE", tol=1e-8, v0=v0, return_eigenvectors=False)
+    lo, hi = float(np.min(w)), float(np.max(w))
     pad = 1e-6 * max(1.0, abs(lo), abs(hi))
     return np.array([lo - pad, hi + pad])
 
