@@ -11,6 +11,7 @@ resident memory (``VmHWM`` of ``/proc/self/status``). QuTiP 5 ``mesolve`` /
     python scripts/bench_exact_scaling.py --N 7 9 11 --qutip-max-N 9
     python scripts/bench_exact_scaling.py --tree /work/main   # another checkout
     python scripts/bench_exact_scaling.py --method expm       # assembled generator
+    python scripts/bench_exact_scaling.py --N 12 13 --n-jobs 1 2   # threads per solve
 
 Figures are printed (load averages with them); nothing is asserted.
 """
@@ -41,7 +42,7 @@ def _model(N: int):
     return tsm.paper_model("pump", N=N, pump_site=None if N % 2 else N // 2)
 
 
-def _child(kind: str, N: int, method: str) -> dict:
+def _child(kind: str, N: int, method: str, n_jobs: int = 1) -> dict:
     """Run one case in this (fresh) process; returns the figures."""
     import numpy as np
 
@@ -66,12 +67,12 @@ def _child(kind: str, N: int, method: str) -> dict:
     t0 = time.perf_counter()
     if kind == "mesolve":
         kw = {} if method == "auto" else {"method": method}
-        res = exact.mesolve(model, times, **kw)
+        res = exact.mesolve(model, times, n_jobs=n_jobs, **kw)
         meta = res.metadata
         info = (f"{meta.get('method', '')} matvecs={meta['matvecs']}" if "matvecs" in meta
                 else str(meta.get("method", "")))
     else:
-        res = exact.steadystate(model)
+        res = exact.steadystate(model, n_jobs=n_jobs)
         meta = res.metadata
         info = f"{meta.get('method', '')} it={meta.get('gmres_iterations', '')}"
     dt = time.perf_counter() - t0
@@ -89,41 +90,45 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout", type=float, default=1200.0, help="per case, seconds")
     ap.add_argument("--skip", nargs="*", default=[],
                     help="cases to skip: mesolve steadystate qutip_mesolve qutip_steadystate")
-    ap.add_argument("--child", nargs=3, metavar=("KIND", "N", "METHOD"), help=argparse.SUPPRESS)
+    ap.add_argument("--n-jobs", dest="n_jobs", type=int, nargs="+", default=[1],
+                    help="threads of our solvers (BLAS and block generator); one row each")
+    ap.add_argument("--child", nargs=4, metavar=("KIND", "N", "METHOD", "NJOBS"),
+                    help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        out = _child(args.child[0], int(args.child[1]), args.child[2])
+        out = _child(args.child[0], int(args.child[1]), args.child[2], int(args.child[3]))
         print("RESULT " + json.dumps(out))
         return
-    env = dict(os.environ, PYTHONPATH=args.tree, OMP_NUM_THREADS="1",
-               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print(f"tree {args.tree}; mesolve method {args.method}; cores {os.cpu_count()}; "
-          f"1 BLAS thread")
-    print(f"{'N':>3} {'case':>18} {'time [s]':>10} {'peak RSS [MB]':>14} {'load(1m)':>9}  info")
+          f"threads per solve {args.n_jobs} (QuTiP: 1 BLAS thread)")
+    print(f"{'N':>3} {'case':>18} {'threads':>7} {'time [s]':>10} {'peak RSS [MB]':>14} "
+          f"{'load(1m)':>9}  info")
     for N in args.N:
-        kinds = ["mesolve", "steadystate"]
+        kinds = [(k, n) for k in ("mesolve", "steadystate") for n in args.n_jobs]
         if N <= args.qmax:
-            kinds += ["qutip_mesolve", "qutip_steadystate"]
-        for kind in kinds:
+            kinds += [("qutip_mesolve", 1), ("qutip_steadystate", 1)]
+        for kind, nj in kinds:
             if kind in args.skip:
                 continue
+            env = dict(os.environ, PYTHONPATH=args.tree, OMP_NUM_THREADS=str(nj),
+                       OPENBLAS_NUM_THREADS=str(nj), MKL_NUM_THREADS=str(nj))
             cmd = [sys.executable, os.path.abspath(__file__), "--child", kind, str(N),
-                   args.method]
+                   args.method, str(nj)]
             try:
                 p = subprocess.run(cmd, env=env, capture_output=True, text=True,
                                    timeout=args.timeout)
                 line = [s for s in p.stdout.splitlines() if s.startswith("RESULT ")]
                 if not line:
                     err = (p.stderr.strip().splitlines() or ["?"])[-1]
-                    print(f"{N:>3} {kind:>18} {'failed':>10} {'':>14} "
+                    print(f"{N:>3} {kind:>18} {nj:>7} {'failed':>10} {'':>14} "
                           f"{os.getloadavg()[0]:>9.2f}  {err[:80]}")
                     continue
                 r = json.loads(line[0][7:])
                 extra = f" j(end)={r['j']:.12g}" if "j" in r else ""
-                print(f"{N:>3} {kind:>18} {r['time']:>10.2f} {r['hwm']:>14.0f} "
+                print(f"{N:>3} {kind:>18} {nj:>7} {r['time']:>10.2f} {r['hwm']:>14.0f} "
                       f"{os.getloadavg()[0]:>9.2f}  {r['info']}{extra}", flush=True)
             except subprocess.TimeoutExpired:
-                print(f"{N:>3} {kind:>18} {'>' + str(int(args.timeout)):>10} {'':>14} "
+                print(f"{N:>3} {kind:>18} {nj:>7} {'>' + str(int(args.timeout)):>10} {'':>14} "
                       f"{os.getloadavg()[0]:>9.2f}  timeout", flush=True)
 
 

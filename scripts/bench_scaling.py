@@ -84,6 +84,8 @@ def main(argv=None):
     ap.add_argument("--qutip-budget", type=float, default=25.0,
                     help="seconds of QuTiP per N (default 25)")
     ap.add_argument("--skip-qutip", action="store_true")
+    ap.add_argument("--exact-n-jobs", dest="exact_n_jobs", type=int, nargs="+", default=[1],
+                    help="threads per exact solve (one row each), e.g. 1 2")
     ap.add_argument("--exact-N", dest="exact_N", type=int, nargs="*", default=[],
                     help="also run scripts/bench_exact_scaling.py (exact mesolve/steadystate "
                          "time and peak memory, fresh process per case) for these N, e.g. "
@@ -126,7 +128,8 @@ def main(argv=None):
         import bench_exact_scaling  # scripts/ is on sys.path when run as a script
 
         print("\n## Exact block solvers (bench_exact_scaling.py)")
-        bench_exact_scaling.main(["--N", *map(str, args.exact_N)])
+        bench_exact_scaling.main(["--N", *map(str, args.exact_N),
+                                  "--n-jobs", *map(str, args.exact_n_jobs)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""Benchmark: does advancing trajectories of one sector together pay? (issue 12)
+
+A Chebyshev term of one trajectory is ``v_k = 2 Hs v_{k-1} - v_{k-2}`` with the
+sector's sparse ``Hs`` (:func:`thermospin_mc.kernels._cheb_extend`, the
+engine's kernel). Batching ``nb`` trajectories that sit in the same sector
+would replace it by a sparse matrix times a ``d x nb`` block: the matrix
+indices and values are read once for ``nb`` vectors and the gathers become
+contiguous. This script times both on the sectors that dominate the paper's
+pump + loss runs at N = 17 and 21 and prints the cost per nonzero and vector;
+nothing is asserted. The batched kernel is written here for the measurement
+only (same arithmetic per vector, vectors interleaved, ``nb`` fixed at
+compile time so that the inner loop vectorises).
+
+    python scripts/bench_batching.py            # N = 17 (m = 5, 6, 7), ~30 s
+    python scripts/bench_batching.py --N 21 --m 7 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+from numba import njit
+
+import thermospin_mc as tsm
+from thermospin_mc import kernels as K
+from thermospin_mc.ensemble import SectorPack
+
+
+def _batched(nb: int):
+    @njit(cache=False, _nrt=False)
+    def step(optr, oidx, oval, dgs, d, Vp, Vpp, Vn, two, acc):
+        # V[(i * 2 + part) * nb + b]: row i, real/imag part, trajectory b
+        for i in range(d):
+            g = dgs[i]
+            bi = 2 * nb * i
+            for b in range(nb):
+                xr = Vp[bi + b]
+                xi = Vp[bi + nb + b]
+                acc[b] = g.real * xr - g.imag * xi
+                acc[nb + b] = g.real * xi + g.imag * xr
+            for p in range(optr[i], optr[i + 1]):
+                w = oval[p]
+                bj = 2 * nb * oidx[p]
+                for b in range(2 * nb):
+                    acc[b] += w * Vp[bj + b]
+            for b in range(2 * nb):
+                Vn[bi + b] = two * acc[b] - Vpp[bi + b]
+    return step
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--N", type=int, default=17)
+    ap.add_argument("--m", type=int, nargs="+", default=[5, 6, 7])
+    ap.add_argument("--nb", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--terms", type=int, default=40)
+    args = ap.parse_args(argv)
+    model = tsm.paper_model("pump", N=args.N)
+    pack = SectorPack(model, np.linspace(0.0, 20.0, 81))
+    for m in args.m:
+        pack.ensure(m)
+    stab, _, _, _, cpx, ints, reals, _ = pack.snapshot()
+    kernels = {nb: _batched(nb) for nb in args.nb}
+    rng = np.random.default_rng(0)
+    print(f"N = {args.N}, {args.terms} terms per timing, best of 5; load(1m) "
+          f"{os.getloadavg()[0]:.2f}")
+    print(f"{'m':>2} {'d':>7} {'nnz/row':>7} {'kernel':>14} {'ns/(nnz*vector)':>16} "
+          f"{'vs single':>9}")
+    for m in args.m:
+        d = int(stab[m, K.DIM])
+        P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+        op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL,
+                                              K.CHEB_ODG))
+        optr = ints[op:op + d + 1]
+        nnz = int(optr[d])
+        oidx, oval, dgs = ints[oi:oi + nnz], reals[ov:ov + nnz], cpx[og:og + d]
+        psi = rng.normal(size=d) + 1j * rng.normal(size=d)
+        B = np.zeros(2 * (args.terms + 1) * d)
+        vn = np.zeros(args.terms + 2)
+        K._cheb_start(psi, d, B, vn)
+        K._cheb_extend(optr, oidx, oval, dgs, d, B, vn, 0, args.terms)
+        best = np.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            K._cheb_extend(optr, oidx, oval, dgs, d, B, vn, 0, args.terms)
+            best = min(best, time.perf_counter() - t0)
+        single = best / args.terms / nnz * 1e9
+        print(f"{m:>2} {d:>7} {nnz / d:>7.1f} {'single (ours)':>14} {single:>16.2f} {1.0:>9.2f}")
+        for nb, kern in kernels.items():
+            V = [rng.normal(size=2 * nb * d) for _ in range(3)]
+            acc = np.zeros(2 * nb)
+            kern(optr, oidx, oval, dgs, d, V[0], V[1], V[2], 2.0, acc)
+            best = np.inf
+            for _ in range(5):
+                t0 = time.perf_counter()
+                for _k in range(args.terms):
+                    kern(optr, oidx, oval, dgs, d, V[0], V[1], V[2], 2.0, acc)
+                best = min(best, time.perf_counter() - t0)
+            per = best / args.terms / nnz / nb * 1e9
+            print(f"{m:>2} {d:>7} {nnz / d:>7.1f} {f'batched nb={nb}':>14} {per:>16.2f} "
+                  f"{single / per:>9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
