@@ -21,12 +21,15 @@ checks that refuse models without a unique steady state.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
+from . import _threads
 from . import observables as OBS
 from .model import ChainModel
 from .sectors import SectorSpace
@@ -216,29 +219,41 @@ class PureLayout:
 class NoJumpInverse:
     """Exact solution of ``-i (H X - X H^+) = Y`` per block (all blocks decay)."""
 
-    def __init__(self, layout: BlockLayout, cond_limit: float = 1e8):
+    def __init__(self, layout: BlockLayout, cond_limit: float = 1e8, n_jobs: int | None = None):
         self.layout = layout
-        self.data = {}
+        self.cond_limit = cond_limit
         space = layout.space
-        for m in layout.sectors:
-            H = space.sector(m).heff_sparse(space.a).toarray()
-            lam, V = np.linalg.eig(H)
-            # ||V||_F ||V^-1||_F >= cond_2(V): a conservative, SVD-free conditioning test
-            try:
-                W = np.linalg.inv(V)
-                kappa = np.linalg.norm(V) * np.linalg.norm(W)
-            except np.linalg.LinAlgError:
-                kappa = np.inf
-            if np.isfinite(kappa) and kappa < cond_limit:
-                den = -1j * (lam[:, None] - lam.conj()[None, :])
-                # a (numerically) non-decaying eigenmode: a dark state of H_eff
-                if np.min(np.abs(den)) <= 1e-13 * max(1.0, float(np.abs(den).max())):
-                    raise ValueError(f"sector m = {m} has a non-decaying (dark) state; "
-                                     "the steady state is not unique for this model")
-                self.data[m] = ("eig", V, W, den)
+        # the dense H_eff of every block first (serially), then the decompositions:
+        # one LAPACK thread each, ``n_jobs`` blocks at a time, largest first (a
+        # decomposition does not depend on the thread count, so neither do results)
+        mats = {m: space.sector(m).heff_sparse(space.a).toarray() for m in layout.sectors}
+        order = sorted(layout.sectors, key=lambda m: -layout.dims[m])
+        n = _threads.current() if n_jobs is None else int(n_jobs)
+        with threadpool_limits(limits=1):
+            if n > 1 and len(order) > 1:
+                with ThreadPoolExecutor(min(n, len(order))) as ex:
+                    parts = list(ex.map(lambda m: self._decompose(m, mats[m]), order))
             else:
-                T, Q = sla.schur(H, output="complex")
-                self.data[m] = ("schur", T, Q, None)
+                parts = [self._decompose(m, mats[m]) for m in order]
+        self.data = {m: parts[order.index(m)] for m in layout.sectors}
+
+    def _decompose(self, m: int, H: np.ndarray):
+        lam, V = np.linalg.eig(H)
+        # ||V||_F ||V^-1||_F >= cond_2(V): a conservative, SVD-free conditioning test
+        try:
+            W = np.linalg.inv(V)
+            kappa = np.linalg.norm(V) * np.linalg.norm(W)
+        except np.linalg.LinAlgError:
+            kappa = np.inf
+        if np.isfinite(kappa) and kappa < self.cond_limit:
+            den = -1j * (lam[:, None] - lam.conj()[None, :])
+            # a (numerically) non-decaying eigenmode: a dark state of H_eff
+            if np.min(np.abs(den)) <= 1e-13 * max(1.0, float(np.abs(den).max())):
+                raise ValueError(f"sector m = {m} has a non-decaying (dark) state; "
+                                 "the steady state is not unique for this model")
+            return ("eig", V, W, den)
+        T, Q = sla.schur(H, output="complex")
+        return ("schur", T, Q, None)
 
     def apply(self, y: np.ndarray) -> np.ndarray:
         lay = self.layout
