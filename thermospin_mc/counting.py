@@ -15,7 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .blocks import BlockLayout, NoJumpInverse, nojump_generator
+from .blocks import BlockLayout, BorderedSolver, nojump_generator
 from .sectors import SectorSpace
 
 __all__ = ["CountingSystem", "check_counts", "check_channel_names", "channel_dm", "kinds",
@@ -165,10 +165,11 @@ class CountingSystem:
         e = self._border()
         t = self.trace
         method = "direct" if n <= DIRECT_LIMIT else "gmres"
-        Ainv = None
+        bordered = None
         if method == "gmres":
             try:
-                Ainv = self.Ainv = NoJumpInverse(self.layout)
+                bordered = BorderedSolver(self.layout, self.model.channels, tol)
+                self.Ainv = bordered.Ainv
             except ValueError:  # a non-decaying no-jump block: no preconditioner
                 method = "direct"
         self.info["method"] = method
@@ -187,28 +188,8 @@ class CountingSystem:
                                      "(the steady state is not unique for this model)")
                 return x
             return solve
-        F = self.F
-
-        def matvec(x):
-            return x + Ainv.apply(F @ x + e * (t @ x))
-
-        op = spla.LinearOperator((n, n), matvec=matvec, dtype=complex)
-
-        def solve(y):
-            rhs = Ainv.apply(y)
-            it = [0]
-
-            def count(_):
-                it[0] += 1
-
-            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=100, maxiter=50,
-                                 callback=count, callback_type="pr_norm")
-            if code != 0:
-                raise RuntimeError(f"GMRES of the bordered Liouvillian did not converge "
-                                   f"(code {code})")
-            self.info["gmres_iterations"].append(it[0])
-            return x
-        return solve
+        self.info["gmres_iterations"] = bordered.iterations
+        return bordered.solve
 
     def solve(self, y: np.ndarray, tol: float = 1e-13) -> np.ndarray:
         """``x`` with ``L x + e Tr(x) = y``: the steady state for ``y = e``, the

@@ -34,8 +34,6 @@ channel. Blocks are stored row-major and stacked in increasing ``m``.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -43,11 +41,12 @@ import scipy.sparse.linalg as spla
 
 from . import _validate as v
 from . import observables as OBS
-from ._blockops import BlockGenerator, chebyshev_evolve, triangular_solve
+from ._blockops import BlockGenerator, chebyshev_evolve
 from ._threads import blas_threads
 from ._version import __version__
 from .blocks import (
     BlockLayout,
+    BorderedSolver,
     NoJumpInverse,
     PureLayout,
     check_model,
@@ -69,15 +68,6 @@ __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayo
 #: Above this many stored numbers the steady state switches from a sparse
 #: direct solve to preconditioned GMRES (fill-in of the direct solve grows fast).
 DIRECT_STEADY_LIMIT = 1_000
-
-#: Memory budget of the steady-state GMRES basis (sets its restart length): 5 GB,
-#: at most a quarter of the machine's memory. A restart shorter than the number of
-#: iterations costs iterations (measured at N = 11: 25 without restart, 40 with 12).
-try:
-    _PHYS = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
-    _PHYS = 16 * 2**30
-GMRES_BASIS_BYTES = int(min(5e9, 0.25 * _PHYS))
 
 #: Above this many stored numbers mesolve switches from ``expm_multiply`` of the
 #: assembled generator to the matrix-free Chebyshev propagator (both exact to
@@ -355,35 +345,9 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
                 raise ValueError("the steady state is not unique for this model (singular "
                                  "Liouvillian: a dark state or a conserved quantity)")
         else:
-            gen = BlockGenerator(layout)
-            Ainv = NoJumpInverse(layout)
-            # preconditioner: the no-jump part plus the jumps of the dominant direction
-            # (block triangular in m, one sweep of exact block solves)
-            rate = {k: sum(ch.rate for ch in model.channels if ch.kind == k)
-                    for k in ("loss", "pump")}
-            dm = -1 if rate["loss"] >= rate["pump"] else 1
-
-            def Minv(y):
-                return triangular_solve(gen, Ainv.solve_block, y, dm)
-
-            def matvec(x):
-                return x + Minv(gen.feed_except(x, dm) + e * (trace @ x))
-
-            op = spla.LinearOperator((layout.size, layout.size), matvec=matvec, dtype=complex)
-            rhs = Minv(e)
-            iters = [0]
-
-            def count(_):
-                iters[0] += 1
-
-            # the Krylov basis holds `restart` vectors: at most ~2 GB of them
-            restart = int(min(80, max(8, GMRES_BASIS_BYTES // (16 * layout.size))))
-            x, code = spla.gmres(op, rhs, rtol=tol, atol=0.0, restart=restart,
-                                 maxiter=max(50, 4000 // restart), callback=count,
-                                 callback_type="pr_norm")
-            if code != 0:
-                raise RuntimeError(f"steady-state GMRES did not converge (code {code})")
-            info["gmres_iterations"] = iters[0]
+            solver = BorderedSolver(layout, model.channels, tol)
+            x = solver.solve(e)
+            info["gmres_iterations"] = solver.iterations[0]
         x = x / (trace @ x)
         for m in sectors:  # enforce Hermiticity (removes round-off only)
             B = layout.block(x, m)
