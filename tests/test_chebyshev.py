@@ -17,7 +17,7 @@ from scipy.special import jv
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import ensemble as E
+from thermospin_mc import pack as E
 from thermospin_mc import kernels as K
 
 TIMES = np.linspace(0.0, 20.0, 81)

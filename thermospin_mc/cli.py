@@ -657,7 +657,7 @@ def _cmd_fcs(args) -> int:
 
 
 def main(argv=None) -> int:
-    from . import __version__
+    from ._version import __version__
 
     parser = _Parser(
         prog="thermospin-mc",

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
-           "resolve", "assemble", "check_pairs", "observable_sites", "table_rows", "kernel_layout",
-           "evaluate_blocks", "count_rates"]
+__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY", "ONE_EVENT",
+           "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
+           "table_rows", "kernel_layout", "evaluate_blocks", "count_rates"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm", "nn", "pm_re", "pm_im", "count")
@@ -51,6 +51,34 @@ DEFAULT = ("j", "j_bond", "flow", "m", "n")
 PAIR_NAMES = ("nn", "pm_re", "pm_im")
 #: What trajectories can estimate (``norm`` is 1 on every trajectory).
 TRAJECTORY = tuple(o for o in OBSERVABLES if o != "norm")
+
+#: One event's worth of each trajectory observable: the largest change of one
+#: trajectory's value that one magnon more or less (one quantum jump) can make.
+#: ``j``: one magnon's current lies in (-4, 4) (Eq. 9 in the one-magnon sector
+#: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
+#: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
+#: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
+#: ``(a_l / 2) * 2 = a_l`` (``flow_factor`` times the ``j_bond`` value); two-point
+#: ``nn``, ``pm_re``, ``pm_im`` lie in [-1, 1]; a jump count (``count:<channel>``)
+#: changes by 1 per jump.
+ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
+             "pm_im": 1.0}
+
+
+def flow_factor(couplings) -> np.ndarray:
+    """``a_l / 2`` per bond: the flow is ``F_l = (a_l / 2) j_l`` (the one definition).
+
+    Every solver and statistic derives ``flow`` rows (means, standard errors,
+    sums of squared deviations, one-event floors) from the ``j_bond`` ones by
+    this factor (squared for second moments).
+    """
+    return np.asarray(couplings, dtype=float) / 2
+
+
+def source(name: str) -> str:
+    """The computed observable a table observable is derived from (``flow`` -> ``j_bond``)."""
+    return "j_bond" if name == "flow" else name
+
 
 LABELS = {
     "j": "total spin current j (Eq. 9)",
@@ -228,7 +256,7 @@ def assemble(names, N: int, a, *, n, jb, magnons: float, norm: float, nn=None,
         elif name == "j_bond":
             out[name] = jb
         elif name == "flow":
-            out[name] = 0.5 * np.asarray(a) * jb
+            out[name] = flow_factor(a) * jb
         elif name == "j":
             out[name] = np.array([jb.sum()])
         elif name == "m":

@@ -105,7 +105,7 @@ class Settings:
 
 
 def _meta(settings: Settings, figure: str, **extra) -> dict:
-    from . import __version__
+    from ._version import __version__
 
     return {"figure": figure, "settings": asdict(settings), "version": __version__, **extra}
 
@@ -175,7 +175,7 @@ def fig4(settings: Settings) -> dict[str, pd.DataFrame]:
 
 # --------------------------------------------------------------------------- Figs. 5-6a
 def _series(settings: Settings, scenario: str, offset: int, **kw) -> pd.DataFrame:
-    from .ensemble import mcsolve
+    from .driver import mcsolve
 
     times = np.linspace(0.0, settings.t_open, settings.n_times)
     frames = []
@@ -201,7 +201,7 @@ def fig5(settings: Settings) -> dict[str, pd.DataFrame]:
     Delta T (exact and trajectories), and the exit-side probabilities: exact at
     t -> inf, and the fraction of trajectories whose impurity leaves on the right,
     run to a time where the exact survival probability is below 1e-6."""
-    from .ensemble import mcsolve
+    from .driver import mcsolve
 
     series = _series(settings, "loss", 0)
     rows = []
@@ -301,7 +301,7 @@ def fcs(settings: Settings) -> dict[str, pd.DataFrame]:
       losses and of the pump.
     """
     from .analysis import compare_counting_statistics
-    from .ensemble import mcsolve
+    from .driver import mcsolve
     from .fcs import NET_SPIN, exact_counting_statistics, rate_function, scgf
     from .fcs import waiting_time_distribution as wtd
 
