@@ -15,7 +15,8 @@ A backend is a class registered in :data:`BACKENDS` (name -> class) with
 
 Results may arrive in completion order: :class:`stats.Reducer` restores block
 order, so every backend gives bit-identical results. Adding a backend is one
-class decorated with :func:`register` plus its name in :data:`NAMES`.
+class decorated with :func:`register` (``mcsolve(backend=name)`` then accepts
+it); :data:`NAMES` lists the built-in ones.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from . import _validate as v
 from . import kernels as K
 from . import pack as P
 from .checkpoint import code_identity
-from .observables import kernel_layout
 
 __all__ = ["BACKENDS", "NAMES", "Cluster", "Job", "register", "deferred_sigint",
            "prepare_worker", "DASK_RETRIES"]
@@ -63,7 +63,7 @@ def register(name: str):
 class Cluster:
     """Where a run's batches go (validated on construction).
 
-    ``backend``: one of :data:`NAMES`, or ``None``: ``"serial"`` for
+    ``backend``: a name registered in :data:`BACKENDS`, or ``None``: ``"serial"`` for
     ``n_jobs=1``, ``"threads"`` otherwise, ``"dask"`` when ``client`` or
     ``scheduler`` is given. ``n_jobs``: threads / loky processes / local Dask
     workers (``-1``: every core). ``client``: a ``dask.distributed.Client``
@@ -79,8 +79,8 @@ class Cluster:
         set_ = object.__setattr__
         set_(self, "n_jobs", v.n_jobs(self.n_jobs))
         backend, client, scheduler = self.backend, self.client, self.scheduler
-        if backend is not None and backend not in NAMES:
-            raise ValueError(f"backend must be one of {NAMES}, got {backend!r}")
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
         if scheduler is not None and (not isinstance(scheduler, str) or not scheduler.strip()):
             raise ValueError("scheduler must be the address of a Dask scheduler, e.g. "
                              f"'tcp://10.0.0.1:8786', got {scheduler!r}")
@@ -142,7 +142,7 @@ def prepare_worker(job: Job) -> dict:
     kind, m0, psi0, *_ = P.initial_draw(job.model, pk.space)
     pk.ensure(m0)
     if kind == K.INIT_PURE:  # the shared no-jump path
-        flags, _, ncomp = kernel_layout(job.model.N, job.names, len(pk.pairs),
+        flags, _, ncomp = P.kernel_layout(job.model.N, job.names, len(pk.pairs),
                                         len(job.model.channels))
         pk.initial_path(m0, psi0, flags, ncomp)
     return code_identity()

@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .io import check_output_file
 from .model import ChainModel
-from .pack import BLOCK, DENSE_MAX, warm_kernels
+from .pack import BLOCK, DENSE_MAX, kernel_layout, warm_kernels
 from .progress import Progress, want_progress
 from .results import Result, expect_table, metadata, table_values
 from .stats import Reducer, Target, target_value
@@ -293,7 +293,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             checkpointing: Checkpointing, target: Target, pairs=None) -> Result:
     """Run (or resume) an ensemble and assemble its ``Result`` (see :func:`mcsolve`)."""
     npair = 0 if pairs is None else len(pairs)
-    _, cols, ncomp = OBS.kernel_layout(model.N, names, npair, len(model.channels))
+    _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels))
     target_names, cap = target.resolve(names, ntraj)
     goal, path = target.sem, checkpointing.path
     if goal is not None and not np.any(times > 0):

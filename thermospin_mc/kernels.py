@@ -79,7 +79,7 @@ CHEB_TOL = 1e-17
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 
-# observable flags (component layout: see thermospin_mc.observables.kernel_layout)
+# observable flags (component layout: see thermospin_mc.pack.kernel_layout)
 FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT = 0, 1, 2, 3, 4, 5
 NFLAGS = 6
 

@@ -4,8 +4,9 @@ The single source of truth for what an observable is (MODEL.md sections 7 and
 10). The trajectory kernels and the exact solvers both evaluate observables
 from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
 occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
-names them, fixes their table rows and their kernel component layout, and
-evaluates them on the exact solvers' block density matrices.
+names them, fixes their table rows, and evaluates them on the exact solvers'
+block density matrices (the trajectory kernels' column layout is
+``pack.kernel_layout``; this module imports nothing of the trajectory engine).
 
 Names (table column ``observable``), with ``site`` / ``site2`` of their rows:
 
@@ -41,7 +42,7 @@ import numpy as np
 
 __all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY", "ONE_EVENT",
            "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
-           "table_rows", "kernel_layout", "evaluate_blocks", "count_rates"]
+           "table_rows", "evaluate_blocks", "count_rates"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm", "nn", "pm_re", "pm_im", "count")
@@ -166,46 +167,6 @@ def table_rows(name: str, N: int, pairs=None, channels=()) -> tuple[list, np.nda
                 np.zeros(len(channels), dtype=np.int64))
     sites = observable_sites(name, N)
     return [name] * sites.size, sites, np.zeros(sites.size, dtype=np.int64)
-
-
-def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
-    """Kernel flags and the column slice of each observable in a kernel row.
-
-    Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
-    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
-    """
-    from . import kernels as K
-
-    want = set(names)
-    flags = np.zeros(K.NFLAGS, dtype=np.int64)
-    flags[K.FLAG_J] = "j" in want
-    flags[K.FLAG_JBOND] = "j_bond" in want or "flow" in want
-    flags[K.FLAG_N] = "n" in want
-    flags[K.FLAG_NN] = "nn" in want
-    flags[K.FLAG_PM] = "pm_re" in want or "pm_im" in want
-    flags[K.FLAG_COUNT] = "count" in want
-    cols, pos = {}, 0
-
-    def take(name, size):
-        nonlocal pos
-        cols[name] = slice(pos, pos + size)
-        pos += size
-
-    if flags[K.FLAG_J]:
-        take("j", 1)
-    if flags[K.FLAG_JBOND]:
-        take("j_bond", N - 1)
-    take("m", 1)
-    if flags[K.FLAG_N]:
-        take("n", N)
-    if flags[K.FLAG_NN]:
-        take("nn", npair)
-    if flags[K.FLAG_PM]:
-        take("pm_re", npair)
-        take("pm_im", npair)
-    if flags[K.FLAG_COUNT]:
-        take("count", nch)
-    return flags, cols, pos
 
 
 # ---------------------------------------------------------------------------- exact side

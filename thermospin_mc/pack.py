@@ -21,10 +21,9 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from .model import ChainModel
-from .observables import kernel_layout
 from .sectors import SectorSpace
 
-__all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch",
+__all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch", "kernel_layout",
            "warm_kernels", "run_spec", "DENSE_MAX", "LARGE_MODES", "BLOCK"]
 
 #: Trajectories per statistics block (the unit of the fixed reduction order).
@@ -339,6 +338,44 @@ def cheb_params(H) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- batches
+def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
+    """Kernel flags and the column slice of each observable in a kernel row.
+
+    Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
+    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
+    """
+    want = set(names)
+    flags = np.zeros(K.NFLAGS, dtype=np.int64)
+    flags[K.FLAG_J] = "j" in want
+    flags[K.FLAG_JBOND] = "j_bond" in want or "flow" in want
+    flags[K.FLAG_N] = "n" in want
+    flags[K.FLAG_NN] = "nn" in want
+    flags[K.FLAG_PM] = "pm_re" in want or "pm_im" in want
+    flags[K.FLAG_COUNT] = "count" in want
+    cols, pos = {}, 0
+
+    def take(name, size):
+        nonlocal pos
+        cols[name] = slice(pos, pos + size)
+        pos += size
+
+    if flags[K.FLAG_J]:
+        take("j", 1)
+    if flags[K.FLAG_JBOND]:
+        take("j_bond", N - 1)
+    take("m", 1)
+    if flags[K.FLAG_N]:
+        take("n", N)
+    if flags[K.FLAG_NN]:
+        take("nn", npair)
+    if flags[K.FLAG_PM]:
+        take("pm_re", npair)
+        take("pm_im", npair)
+    if flags[K.FLAG_COUNT]:
+        take("count", nch)
+    return flags, cols, pos
+
+
 _PACKS: dict = {}
 _PACKS_LOCK = threading.Lock()
 
