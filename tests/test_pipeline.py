@@ -23,7 +23,7 @@ from thermospin_mc.backends import BACKENDS, NAMES, Cluster, register
 from thermospin_mc.checkpoint import Checkpointing
 from thermospin_mc.stats import Target
 
-MODEL = tsm.paper_model("pump", N=4, delta_T=2.0)
+MODEL = tsm.paper_model("pump", N=5, delta_T=2.0)
 TIMES = np.linspace(0.0, 6.0, 13)
 NAMES_ = ("j", "j_bond", "flow", "m", "n")
 
@@ -122,7 +122,7 @@ def test_result_is_immutable(parts):
     meta = res.metadata
     meta["ntraj"] = -1
     meta["model"]["N"] = 99
-    assert res.metadata["ntraj"] == 200 and res.metadata["model"]["N"] == 4
+    assert res.metadata["ntraj"] == 200 and res.metadata["model"]["N"] == 5
     rows = res.trajectories["rows"]
     with pytest.raises(ValueError, match="read-only"):
         rows[0, 0, 0] = 1.0
