@@ -390,12 +390,12 @@ def test_merged_results_equal_the_union_of_trajectories(tmp_path):
     assert merged.jumps["traj"].max() < 534
     assert merged.jumps["traj"].min() == 0
     # tsm.merge, sum() and a merge of results read back from files agree (bit for
-    # bit when the same parts are pooled in the same way; chained pairwise merges
-    # differ from one n-ary merge by rounding only)
+    # bit when the same parts are pooled in the same way: the files keep each
+    # row's m2; chained pairwise merges differ from one n-ary merge by rounding only)
     via_merge = tsm.merge(parts)
     _same(merged, sum(parts), jumps=True)
     parts[1].to_parquet(tmp_path, prefix="b_")
-    loaded = tsm.Result(*read_table(tmp_path / "b_expect.parquet"))
+    loaded = tsm.read_result(tmp_path, prefix="b_")  # with the exact per-row m2
     _same(via_merge, tsm.merge(parts[0], loaded, parts[2]))
     for stat in ("mean", "sem"):
         np.testing.assert_allclose(via_merge.expect[stat], merged.expect[stat], rtol=1e-12,
