@@ -243,7 +243,9 @@ class Loky(_Base):
 @register("dask")
 class Dask(_Base):
     """Batches on a Dask cluster: a given client, a scheduler address, or a local
-    cluster of ``n_jobs`` single-threaded worker processes started for the run.
+    cluster of ``n_jobs`` single-threaded worker processes started for the run
+    (forked from this process on Linux when it runs no other thread, so they
+    start with the package and kernels loaded).
 
     On entry the job is scattered to every worker once and each worker is
     prepared in parallel (:func:`prepare_worker`: kernels loaded, sector pack
@@ -318,6 +320,18 @@ class Dask(_Base):
                     client.cancel(list(live))
 
 
+def fork_method() -> str:
+    """``"fork"`` where the platform forks safely (Linux), else dask's configured method."""
+    import multiprocessing
+    import sys
+
+    import dask
+
+    if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return dask.config.get("distributed.worker.multiprocessing-method")
+
+
 @contextlib.contextmanager
 def _dask_client(client, scheduler, n_jobs):
     if client is not None:
@@ -336,8 +350,17 @@ def _dask_client(client, scheduler, n_jobs):
         finally:
             c.close()
         return
-    cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    import dask
+
+    # Fork the workers when this process runs no other thread: they inherit the
+    # loaded package and compiled kernels and are up in a fraction of a second
+    # (spawned workers import dask, numba and the package first: seconds).
+    # Workers the cluster restarts later (a lost worker) are spawned as usual.
+    method = (fork_method() if threading.active_count() == 1
+              else dask.config.get("distributed.worker.multiprocessing-method"))
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+        cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
     c = Client(cluster)
     try:
         yield c

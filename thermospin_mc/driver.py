@@ -345,11 +345,11 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
         compile_s = warm_kernels() if stopped_by is None and runner.warm_here else 0.0
         start = time.monotonic()
         if stopped_by is None:
+            stack.enter_context(runner)  # before the progress thread (see backends.Dask)
             bar = None
             if want_progress(progress, cap if goal is None else ntraj):
                 bar = Progress(red, start, first, cap, goal, target.relative, ntraj)
                 stack.callback(bar.close)
-            stack.enter_context(runner)
             workers = runner.workers
             if batch_size is None:  # sized on ntraj, where a target is first tested
                 per = max(1, min(64, math.ceil(ntraj / BLOCK) // max(1, 4 * workers)))
