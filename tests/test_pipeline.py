@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,6 +135,12 @@ def test_result_is_immutable(parts):
     j = res.jumps
     j.loc[:, "t"] = -1.0
     assert (res.jumps["t"] >= 0).all()
+    # a pickled (or copied) result is the same result
+    back = pickle.loads(pickle.dumps(res))
+    pd.testing.assert_frame_equal(back.expect, res.expect, check_exact=True)
+    assert np.array_equal(back.accumulators.m2, res.accumulators.m2)
+    assert np.array_equal(back.trajectories["rows"], rows) and back.metadata == res.metadata
+    assert copy.deepcopy(res).metadata == res.metadata
     # replace gives a changed copy and leaves the original alone
     other = res.replace(metadata={**res.metadata, "note": "x"})
     assert other.metadata["note"] == "x" and "note" not in res.metadata

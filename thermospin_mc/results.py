@@ -227,6 +227,10 @@ def _readonly(arr):
     return view
 
 
+def _rebuild(expect, metadata, jumps, trajectories, m2, blocks):
+    return Result(expect, metadata, jumps, trajectories, m2=m2, blocks=blocks)
+
+
 class Result:
     """Expectation values (and optionally jump records) of one run; immutable.
 
@@ -301,6 +305,11 @@ class Result:
 
     def __delattr__(self, name):
         raise AttributeError(f"Result is immutable (cannot delete {name!r})")
+
+    def __reduce__(self):
+        # pickle / copy through the constructor (attributes cannot be set afterwards)
+        return (_rebuild, (self._expect, self._metadata, self._jumps, self.trajectories,
+                           np.array(self._m2), self.blocks))
 
     def replace(self, **changes) -> Result:
         """A copy with some of ``expect, metadata, jumps, trajectories, m2, blocks`` replaced.
