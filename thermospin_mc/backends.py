@@ -3,13 +3,14 @@
 A backend is a class registered in :data:`BACKENDS` (name -> class) with
 
 - ``Backend(cluster, job)``: a :class:`Cluster` (validated options) and the
-  :class:`Job` every batch runs (picklable: model, times, run key, options);
+  :class:`worker.Job` every batch runs (picklable: model, times, run key,
+  options);
 - a context manager (``with backend:``) that starts and stops its workers;
 - ``workers``: the number of batches it runs at once (known once entered);
 - ``warm_here``: whether the kernels run in this process (the driver then
   compiles or loads them before the run's clock starts);
 - ``map(tasks)``: takes an iterator of block-id lists and yields
-  ``(ids, blocks, modes)`` = :meth:`Job.run` of each, in any order, or
+  ``(ids, blocks, modes)`` = :meth:`worker.Job.run` of each, in any order, or
   ``None`` as a heartbeat while it waits (so that the driver can honour
   Ctrl-C and time limits). Closing the generator cancels the work in flight.
 
@@ -29,15 +30,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import _validate as v
-from . import kernels as K
-from . import pack as P
-from .checkpoint import code_identity
+from .worker import Job, code_identity, prepare_worker, run_job
 
-__all__ = ["BACKENDS", "NAMES", "Cluster", "Job", "register", "deferred_sigint",
-           "prepare_worker", "DASK_RETRIES"]
+__all__ = ["BACKENDS", "NAMES", "Cluster", "register", "deferred_sigint", "fork_method",
+           "DASK_RETRIES"]
 
 #: Backend names accepted by ``mcsolve(backend=...)``.
 NAMES = ("serial", "threads", "loky", "dask")
@@ -102,50 +99,6 @@ class Cluster:
         if backend is None:
             backend = "serial" if self.n_jobs == 1 else "threads"
         set_(self, "backend", backend)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run's batch work: everything :func:`pack.run_batch` needs besides block ids."""
-
-    model: Any
-    times: np.ndarray
-    key: np.ndarray
-    ntraj: int
-    names: tuple
-    record_jumps: bool
-    keep: bool
-    max_magnons: int
-    dense_max: int
-    pairs: Any = None
-
-    def run(self, ids) -> tuple:
-        """``(ids, blocks, modes)`` of the blocks ``ids``."""
-        blocks, modes = P.run_batch(self.model, self.times, self.key, block_ids=ids,
-                                    ntraj=self.ntraj, names=self.names,
-                                    record_jumps=self.record_jumps, keep=self.keep,
-                                    max_magnons=self.max_magnons, dense_max=self.dense_max,
-                                    pairs=self.pairs)
-        return ids, blocks, modes
-
-
-def _run(job: Job, ids) -> tuple:
-    return job.run(ids)
-
-
-def prepare_worker(job: Job) -> dict:
-    """Get a worker process ready for ``job``: kernels loaded, the run's pack and
-    initial path built (run once per worker, before its first batch); returns the
-    worker's :func:`checkpoint.code_identity`."""
-    P.warm_kernels()
-    pk = P.get_pack(job.model, job.times, job.dense_max, job.pairs)
-    kind, m0, psi0, *_ = P.initial_draw(job.model, pk.space)
-    pk.ensure(m0)
-    if kind == K.INIT_PURE:  # the shared no-jump path
-        flags, _, ncomp = P.kernel_layout(job.model.N, job.names, len(pk.pairs),
-                                        len(job.model.channels))
-        pk.initial_path(m0, psi0, flags, ncomp)
-    return code_identity()
 
 
 class _Base:
@@ -228,7 +181,7 @@ class Loky(_Base):
             par = Parallel(return_as="generator_unordered", **opts)
         except ValueError:  # joblib < 1.4: in-order generator (the reducer accepts either)
             par = Parallel(return_as="generator", **opts)
-        gen = par(delayed(_run)(self.job, ids) for ids in tasks)
+        gen = par(delayed(run_job)(self.job, ids) for ids in tasks)
         try:
             for item in gen:  # noqa: UP028 - not `yield from`: closing must run below
                 yield item
@@ -248,7 +201,7 @@ class Dask(_Base):
     start with the package and kernels loaded).
 
     On entry the job is scattered to every worker once and each worker is
-    prepared in parallel (:func:`prepare_worker`: kernels loaded, sector pack
+    prepared in parallel (:func:`worker.prepare_worker`: kernels loaded, sector pack
     and initial path built, code identity checked), so the first batches
     start computing at once. A worker that dies takes its running and held
     tasks with it; the scheduler reruns them elsewhere and, as trajectories
@@ -296,7 +249,7 @@ class Dask(_Base):
         def submit() -> None:
             ids = next(tasks, None)
             if ids is not None:
-                fut = client.submit(_run, self._job, ids, pure=False, retries=DASK_RETRIES)
+                fut = client.submit(run_job, self._job, ids, pure=False, retries=DASK_RETRIES)
                 live.add(fut)
                 ac.add(fut)
 
@@ -358,9 +311,11 @@ def _dask_client(client, scheduler, n_jobs):
     # Workers the cluster restarts later (a lost worker) are spawned as usual.
     method = (fork_method() if threading.active_count() == 1
               else dask.config.get("distributed.worker.multiprocessing-method"))
+    # spawned workers load the package and the kernels while they start
+    preload = [] if method == "fork" else ["thermospin_mc.worker"]
     with dask.config.set({"distributed.worker.multiprocessing-method": method}):
         cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+                               dashboard_address=None, preload=preload)
     c = Client(cluster)
     try:
         yield c

@@ -29,7 +29,6 @@ and the file is never modified by a failed read.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -40,10 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from . import _validate as v
-from ._version import __version__
 from .io import atomic_write
 from .pack import BLOCK
 from .stats import Reducer
+from .worker import code_identity
 
 __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkpoint",
            "check_identity", "CheckpointLock", "Checkpointing", "identity", "dump",
@@ -51,10 +50,6 @@ __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkp
 
 FORMAT = "thermospin_mc.checkpoint"
 SCHEMA = 1
-
-#: Sources whose change can alter a trajectory's numbers or their reduction.
-_SOURCES = ("kernels.py", "sectors.py", "pack.py", "stats.py", "model.py", "thermal.py",
-            "driver.py", "checkpoint.py")
 
 #: Identity fields in the order they are checked, with their names in messages.
 _FIELDS = (
@@ -69,20 +64,6 @@ _FIELDS = (
     ("record_jumps", "record_jumps setting"),
     ("keep_trajectories", "keep_trajectories setting"),
 )
-
-
-@functools.lru_cache(maxsize=1)
-def code_identity() -> dict:
-    """Package version, hash of the numerical sources, numpy and numba versions."""
-    import numba
-
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in _SOURCES:
-        h.update(name.encode())
-        h.update((here / name).read_bytes())
-    return {"thermospin_mc": __version__, "source_sha256": h.hexdigest()[:16],
-            "numpy": np.__version__, "numba": numba.__version__}
 
 
 def times_hash(times: np.ndarray) -> str:

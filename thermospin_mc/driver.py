@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import _validate as v
 from . import observables as OBS
-from .backends import BACKENDS, Cluster, Job, deferred_sigint
+from .backends import BACKENDS, Cluster, deferred_sigint
 from .checkpoint import (
     Checkpointing,
     CheckpointLock,
@@ -44,6 +44,7 @@ from .pack import BLOCK, DENSE_MAX, kernel_layout, warm_kernels
 from .progress import Progress, want_progress
 from .results import Result, expect_table, metadata, table_values
 from .stats import Reducer, Target, target_value
+from .worker import Job
 
 __all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK"]
 
