@@ -8,6 +8,10 @@ worker) keeps its packs in a small cache keyed by the run (:func:`get_pack`),
 so a pack is built once per run and worker. The kernel arguments are the
 record types of :mod:`thermospin_mc.kernels` (``SectorTables``, ``Start``,
 ``RunSpec``, ``BlockOut``), built here.
+
+Length: a little over the package's ~500-line guideline: the pack, its
+Chebyshev parameters, the kernel column layout and the batch loop share the
+pack's table conventions and are read together.
 """
 
 from __future__ import annotations
