@@ -222,3 +222,21 @@ def test_a_registered_backend_runs_batches_in_its_own_order():
         BACKENDS.pop("reversed", None)
     with pytest.raises(ValueError, match="backend must be one of"):
         tsm.mcsolve(MODEL, TIMES, ntraj=64, backend="reversed")
+
+
+def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):
+    from thermospin_mc.io import atomic_write
+
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"old")
+
+    def broken(fh):
+        fh.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, broken)
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]  # no temporary left
+    atomic_write(path, "new \u00e9")
+    assert path.read_text(encoding="utf-8") == "new \u00e9"
