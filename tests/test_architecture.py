@@ -32,8 +32,8 @@ LEAF_MODULES = ("kernels",)
 #: The exact (density-matrix) solvers ...
 EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "counting", "waiting")
 #: ... never reach, even transitively, these trajectory modules.
-TRAJECTORY_MODULES = ("kernels", "ensemble", "scaleout", "pack", "stats", "backends",
-                      "mcsolve", "checkpoint")
+TRAJECTORY_MODULES = ("kernels", "pack", "stats", "backends", "worker", "progress",
+                      "driver", "checkpoint")
 #: Modules allowed to import the package root (none: the root only re-exports).
 ROOT_IMPORTERS = ()
 #: Layers, bottom up (docs/architecture.md): a module imports only modules of its own
@@ -50,8 +50,8 @@ LAYERS = (
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
-    ("blocks", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends", "checkpoint", "mcsolve", "ensemble",
-     "scaleout"),
+    ("blocks", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends", "worker",
+     "progress", "checkpoint", "driver"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),
     # 6 applications: figures, configuration, command line

@@ -173,7 +173,7 @@ def test_flag_refused_when_the_run_starts(argv, msg, capsys, workdir, monkeypatc
     def no_kernel(*a, **k):  # refusals must come before any trajectory is computed
         raise AssertionError("a trajectory batch ran")
 
-    monkeypatch.setattr("thermospin_mc.scaleout._task", no_kernel)
+    monkeypatch.setattr("thermospin_mc.pack.run_batch", no_kernel)
     rc = cli.main(["run", *SMALL, "--out", str(workdir / "o"), *argv])
     err = capsys.readouterr().err
     assert one_line_error(rc, err), err

@@ -29,9 +29,9 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import cli, scaleout
+from thermospin_mc import cli, pack, progress
 from thermospin_mc.checkpoint import CheckpointLock, read_checkpoint
-from thermospin_mc.ensemble import BLOCK
+from thermospin_mc.pack import BLOCK
 from thermospin_mc.results import ONE_EVENT, effective_sem
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,8 +79,8 @@ def test_progress_records_on_a_pipe_and_compile_time_apart(tmp_path):
     """
     code = """
         import json, numpy as np, thermospin_mc as tsm
-        from thermospin_mc import scaleout
-        scaleout.PROGRESS_EVERY = 0.02
+        from thermospin_mc import progress
+        progress.PROGRESS_EVERY = 0.02
         m = tsm.paper_model("pump", N=5, delta_T=2.0)
         t = np.linspace(0.0, 20.0, 41)
         a = tsm.mcsolve(m, t, ntraj=6000, seed=1, batch_size=64, observables=("j", "m"))
@@ -128,7 +128,7 @@ class _Terminal(io.StringIO):
 
 
 def test_a_terminal_gets_the_bar_not_records(monkeypatch):
-    monkeypatch.setattr(scaleout, "PROGRESS_EVERY", 1e-3)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY", 1e-3)
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
     tsm.mcsolve(MODEL, TIMES, ntraj=2000, seed=1, observables=("j", "m"))
@@ -138,7 +138,7 @@ def test_a_terminal_gets_the_bar_not_records(monkeypatch):
 
 
 def test_resume_is_announced_at_the_start(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(scaleout, "PROGRESS_EVERY", 1e-3)
+    monkeypatch.setattr(progress, "PROGRESS_EVERY", 1e-3)
     ck = tmp_path / "ck.npz"
     tsm.mcsolve(MODEL, TIMES, ntraj=256, checkpoint=ck, progress=False, **KW)
     capsys.readouterr()
@@ -208,7 +208,7 @@ def test_lock_file_is_removed_on_every_exit_path(tmp_path, monkeypatch):
         tsm.mcsolve(MODEL, TIMES, ntraj=128, checkpoint=ck, **dict(KW, seed=12))
     assert not _lock_file(ck).exists()
     # Ctrl-C (KeyboardInterrupt) in the middle of the run
-    real = scaleout.run_batch
+    real = pack.run_batch
     calls = []
 
     def interrupted(*a, **k):
@@ -217,13 +217,13 @@ def test_lock_file_is_removed_on_every_exit_path(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(scaleout, "run_batch", interrupted)
+    monkeypatch.setattr(pack, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, **KW)
     assert not _lock_file(ck).exists()
     _, state, _ = read_checkpoint(ck)
     assert state["prefix_ntraj"] == 128 + 2 * BLOCK  # two batches were merged and saved
-    monkeypatch.setattr(scaleout, "run_batch", real)
+    monkeypatch.setattr(pack, "run_batch", real)
     _same(tsm.mcsolve(MODEL, TIMES, ntraj=1000, **KW),
           tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, **KW))
     assert not _lock_file(ck).exists()

@@ -24,10 +24,10 @@ import pytest
 
 import thermospin_mc as tsm
 from thermospin_mc import cli
-from thermospin_mc.checkpoint import read_checkpoint, write_checkpoint
-from thermospin_mc.ensemble import BLOCK, run_batch
+from thermospin_mc.checkpoint import dump, read_checkpoint, restore, write_checkpoint
 from thermospin_mc.io import read_table
-from thermospin_mc.scaleout import _Reducer
+from thermospin_mc.pack import BLOCK, run_batch
+from thermospin_mc.stats import Reducer
 
 TIMES = np.linspace(0.0, 20.0, 41)
 MODEL = tsm.paper_model("pump", N=5, delta_T=2.0)
@@ -250,13 +250,13 @@ def test_blocks_finished_out_of_order_survive_a_checkpoint(tmp_path):
     tsm.mcsolve(MODEL, TIMES, ntraj=BLOCK, seed=9, observables=names, record_jumps=True,
                 checkpoint=ck)  # a valid identity and block 0
     identity, state, arrays = read_checkpoint(ck)
-    red = _Reducer(TIMES.size, 2, ntraj, True, False)
-    red.restore(ck, state, arrays)
+    red = Reducer(TIMES.size, 2, ntraj, True, False)
+    restore(red, ck, state, arrays)
     for ids in ([2], [4]):
         blocks, modes = run_batch(*args, block_ids=ids, **kw)
         red.offer(ids, blocks, modes)
     assert red.next_block == 1 and sorted(red.pending) == [2, 4]
-    state, arrays = red.to_checkpoint(0.0)
+    state, arrays = dump(red, 0.0)
     write_checkpoint(ck, identity, state, arrays)
     res = tsm.mcsolve(MODEL, TIMES, ntraj=ntraj, seed=9, observables=names, record_jumps=True,
                       checkpoint=ck)
@@ -390,12 +390,12 @@ def test_merged_results_equal_the_union_of_trajectories(tmp_path):
     assert merged.jumps["traj"].max() < 534
     assert merged.jumps["traj"].min() == 0
     # tsm.merge, sum() and a merge of results read back from files agree (bit for
-    # bit when the same parts are pooled in the same way; chained pairwise merges
-    # differ from one n-ary merge by rounding only)
+    # bit when the same parts are pooled in the same way: the files keep each
+    # row's m2; chained pairwise merges differ from one n-ary merge by rounding only)
     via_merge = tsm.merge(parts)
     _same(merged, sum(parts), jumps=True)
     parts[1].to_parquet(tmp_path, prefix="b_")
-    loaded = tsm.Result(*read_table(tmp_path / "b_expect.parquet"))
+    loaded = tsm.read_result(tmp_path, prefix="b_")  # with the exact per-row m2
     _same(via_merge, tsm.merge(parts[0], loaded, parts[2]))
     for stat in ("mean", "sem"):
         np.testing.assert_allclose(via_merge.expect[stat], merged.expect[stat], rtol=1e-12,

@@ -5,10 +5,9 @@ Physics conventions: ``MODEL.md`` (units hbar = m = k_B = 1, temperatures in
 eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 """
 
-__version__ = "0.1.0"
-
 from . import analysis, io, observables  # noqa: E402
-from .ensemble import mcsolve  # noqa: E402
+from ._version import __version__
+from .driver import Checkpointing, Cluster, Target, mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .fcs import (  # noqa: E402
     exact_counting_statistics,
@@ -39,8 +38,7 @@ from .model import (  # noqa: E402
     product_mixture,
     with_dephasing,
 )
-from .results import Result, read_result  # noqa: E402
-from .scaleout import merge  # noqa: E402
+from .results import Result, merge, read_result  # noqa: E402
 from .sectors import SectorSpace  # noqa: E402
 from .thermal import alpha_ratio  # noqa: E402
 
@@ -53,4 +51,5 @@ __all__ = [
     "analysis", "io",
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",
+    "Cluster", "Checkpointing", "Target", "__version__",
 ]

@@ -13,34 +13,43 @@ A checkpoint is one uncompressed ``.npz`` archive (no pickled objects) with
   prefix of blocks, the per-block accumulators of blocks finished out of
   order, and the jump/trajectory rows recorded so far.
 
-Files are written to ``<name>.tmp``, flushed, fsync'ed and renamed over the
-old file (``os.replace``), so a kill at any moment leaves either the old or
-the new checkpoint, never a mixture. Reading verifies the archive's CRCs,
-shapes and the identity; any problem is a ``ValueError`` and the file is never
-modified by a failed read.
+This module owns that schema: :func:`identity` builds the identity record,
+:func:`dump` turns a :class:`stats.Reducer` into ``(state, arrays)`` and
+:func:`restore` loads them back with every shape checked; :func:`resume`
+and :func:`resolve_seed` are the run-level entry points, :class:`Checkpointing`
+the validated option of ``mcsolve``.
+
+Files are written by :func:`thermospin_mc.io.atomic_write` (``<name>.tmp``,
+flushed, fsync'ed and renamed over the old file), so a kill at any moment
+leaves either the old or the new checkpoint, never a mixture. Reading verifies
+the archive's CRCs, shapes and the identity; any problem is a ``ValueError``
+and the file is never modified by a failed read.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import _validate as v
+from .io import atomic_write
+from .pack import BLOCK
+from .stats import Reducer
+from .worker import code_identity
+
 __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkpoint",
-           "check_identity", "CheckpointLock"]
+           "check_identity", "CheckpointLock", "Checkpointing", "identity", "dump",
+           "restore", "resume", "resolve_seed", "times_hash", "times_summary"]
 
 FORMAT = "thermospin_mc.checkpoint"
 SCHEMA = 1
-
-#: Sources whose change can alter a trajectory's numbers or their reduction.
-_SOURCES = ("kernels.py", "sectors.py", "ensemble.py", "model.py", "thermal.py",
-            "scaleout.py", "checkpoint.py")
 
 #: Identity fields in the order they are checked, with their names in messages.
 _FIELDS = (
@@ -57,22 +66,6 @@ _FIELDS = (
 )
 
 
-@functools.lru_cache(maxsize=1)
-def code_identity() -> dict:
-    """Package version, hash of the numerical sources, numpy and numba versions."""
-    import numba
-
-    from . import __version__
-
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in _SOURCES:
-        h.update(name.encode())
-        h.update((here / name).read_bytes())
-    return {"thermospin_mc": __version__, "source_sha256": h.hexdigest()[:16],
-            "numpy": np.__version__, "numba": numba.__version__}
-
-
 def times_hash(times: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(times, dtype=np.float64).tobytes()).hexdigest()
 
@@ -87,30 +80,13 @@ def _json_array(obj) -> np.ndarray:
     return np.frombuffer(json.dumps(obj, sort_keys=True).encode(), dtype=np.uint8)
 
 
-def _fsync_dir(directory: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def write_checkpoint(path: str | Path, identity: dict, state: dict,
                      arrays: dict[str, np.ndarray]) -> Path:
-    """Write a checkpoint atomically (temporary file, fsync, ``os.replace``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write a checkpoint atomically (:func:`thermospin_mc.io.atomic_write`)."""
     payload = {"identity": _json_array(identity), "state": _json_array(state)}
     for k, arr in arrays.items():
         payload["a_" + k] = np.ascontiguousarray(arr)
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **payload)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
+    return atomic_write(path, lambda fh: np.savez(fh, **payload))
 
 
 def _corrupt(path: Path, detail: str) -> ValueError:
@@ -264,3 +240,200 @@ def _hostname() -> str:
         return socket.gethostname()
     except OSError:  # pragma: no cover
         return "unknown host"
+
+
+# --------------------------------------------------------------------------- run options
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often a run writes its checkpoint (validated on construction).
+
+    ``path``: the ``.npz`` file (``None``: no checkpoint); ``resume``: ``None``
+    resumes an existing file, ``True`` requires one, ``False`` refuses one;
+    ``every``: seconds between writes (``0``: after every batch).
+    """
+
+    path: Path | None = None
+    resume: bool | None = None
+    every: float = 60.0
+
+    def __post_init__(self):
+        if self.resume is not None and not isinstance(self.resume, bool):
+            raise ValueError(f"resume must be True, False or None, got {self.resume!r}")
+        path = self.path
+        if path is not None:
+            if not isinstance(path, (str, Path)) or not str(path).strip():
+                raise ValueError(f"checkpoint must be a file path, got {path!r}")
+            path = Path(path)
+            if path.is_dir():
+                raise ValueError(f"checkpoint must be a file path, got the directory "
+                                 f"{str(path)!r}")
+            object.__setattr__(self, "path", path)
+        elif self.resume:
+            raise ValueError("resume=True needs a checkpoint path (checkpoint=...)")
+        object.__setattr__(self, "every", v.real("checkpoint_every", self.every, lo=0.0))
+
+
+# --------------------------------------------------------------------------- identity
+def _entropy_json(entropy):
+    if isinstance(entropy, (int, np.integer)):
+        return int(entropy)
+    return [int(x) for x in entropy]
+
+
+def identity(model, times: np.ndarray, names: tuple, entropy, max_magnons: int,
+             dense_max: int, record_jumps: bool, keep: bool, pairs=None) -> dict:
+    """What a checkpoint's numbers belong to (every field of ``_FIELDS`` must match)."""
+    out = {
+        "format": FORMAT, "schema": SCHEMA, "model_fingerprint": model.fingerprint(),
+        "model": json.loads(json.dumps(model.to_dict())), "times_sha256": times_hash(times),
+        "times_summary": times_summary(times), "nt": int(times.size),
+        "observables": sorted(names), "seed": _entropy_json(entropy), "code": code_identity(),
+        "block": BLOCK, "max_magnons": max_magnons, "dense_max": dense_max,
+        "record_jumps": bool(record_jumps), "keep_trajectories": bool(keep),
+    }
+    if pairs is not None and len(pairs):
+        out["pairs"] = np.asarray(pairs).tolist()
+    return out
+
+
+def resolve_seed(seed, path):
+    """``seed=None`` with an existing checkpoint continues the checkpoint's seed."""
+    if seed is None and path is not None and Path(path).exists():
+        found, _, _ = read_checkpoint(path)
+        if "seed" in found:
+            return found["seed"]
+    return seed
+
+
+# --------------------------------------------------------------------------- reducer state
+def dump(red: Reducer, elapsed: float) -> tuple[dict, dict]:
+    """A reducer's ``(state, arrays)`` in the checkpoint schema."""
+    nt, nc = red.nt, red.ncomp
+    red.compact()
+    pend = sorted(red.pending)
+    blks = [red.pending[b] for b in pend]
+    state = {"prefix_blocks": red.next_block, "prefix_ntraj": red.ntraj,
+             "ntrunc": red.ntrunc, "elapsed_s": elapsed, "cap": red.cap,
+             "modes": {str(k): m for k, m in sorted(red.modes.items())}}
+    if red.base is not None:
+        state["base"] = {"ntrunc": red.base["ntrunc"], "njumps": red.base["njumps"]}
+    acc = red.acc
+    arrays = {
+        "acc_cnt": acc.cnt, "acc_mean": acc.mean, "acc_m2": acc.m2,
+        "jumps": red.jumps[0] if red.jumps else np.zeros((0, 4)),
+        "kept": red.kept[0] if red.kept else np.zeros((0, nt, nc)),
+        "p_ids": np.array(pend, dtype=np.int64),
+        "p_nb": np.array([k["nb"] for k in blks], dtype=np.int64),
+        "p_ntrunc": np.array([k["ntrunc"] for k in blks], dtype=np.int64),
+        "p_cnt": np.stack([k["cnt"] for k in blks]) if blks
+        else np.zeros((0, nt), dtype=np.int64),
+        "p_mean": np.stack([k["mean"] for k in blks]) if blks else np.zeros((0, nt, nc)),
+        "p_m2": np.stack([k["m2"] for k in blks]) if blks else np.zeros((0, nt, nc)),
+        "p_njumps": np.array([len(k["jumps"]) if red.record_jumps else 0 for k in blks],
+                             dtype=np.int64),
+        "p_jumps": np.concatenate([k["jumps"] for k in blks])
+        if blks and red.record_jumps else np.zeros((0, 4)),
+        "p_kept": np.concatenate([k["kept"] for k in blks])
+        if blks and red.keep else np.zeros((0, nt, nc)),
+    }
+    if red.base is not None:
+        arrays.update(base_cnt=red.base["cnt"], base_mean=red.base["mean"],
+                      base_m2=red.base["m2"])
+    return state, arrays
+
+
+def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
+    """Load a verified checkpoint's state into ``red`` (shape errors: a corrupted file)."""
+    nt, nc = red.nt, red.ncomp
+    try:
+        a = {k: arrays[k] for k in ("acc_cnt", "acc_mean", "acc_m2", "jumps", "kept",
+                                     "p_ids", "p_nb", "p_ntrunc", "p_cnt", "p_mean",
+                                     "p_m2", "p_njumps", "p_jumps", "p_kept")}
+        pb, pn = int(state["prefix_blocks"]), int(state["prefix_ntraj"])
+        ntrunc = int(state["ntrunc"])
+        modes = {int(k): str(m) for k, m in dict(state["modes"]).items()}
+        k = a["p_ids"].shape[0]
+        ok = (a["acc_cnt"].shape == (nt,) and a["acc_mean"].shape == (nt, nc)
+              and a["acc_m2"].shape == (nt, nc) and a["jumps"].ndim == 2
+              and a["jumps"].shape[1] == 4 and a["kept"].shape[1:] == (nt, nc)
+              and a["p_nb"].shape == (k,) and a["p_ntrunc"].shape == (k,)
+              and a["p_cnt"].shape == (k, nt) and a["p_mean"].shape == (k, nt, nc)
+              and a["p_m2"].shape == (k, nt, nc) and a["p_njumps"].shape == (k,)
+              and a["p_jumps"].shape == (int(a["p_njumps"].sum()), 4)
+              and a["p_kept"].shape[1:] == (nt, nc)
+              and (pn == 0 if pb == 0 else (pb - 1) * BLOCK < pn <= pb * BLOCK))
+        if red.keep:
+            ok = ok and a["kept"].shape[0] == pn and \
+                a["p_kept"].shape[0] == int(a["p_nb"].sum())
+        base = None
+        if "base" in state:
+            base = {"cnt": arrays["base_cnt"].astype(np.int64),
+                    "mean": arrays["base_mean"].astype(np.float64),
+                    "m2": arrays["base_m2"].astype(np.float64),
+                    "ntrunc": int(state["base"]["ntrunc"]),
+                    "njumps": int(state["base"]["njumps"])}
+            ok = ok and (base["cnt"].shape == (nt,) and base["mean"].shape == (nt, nc)
+                         and base["m2"].shape == (nt, nc)
+                         and 0 <= base["njumps"] <= a["jumps"].shape[0]
+                         and pb >= 1 and pn < pb * BLOCK)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise _corrupt(Path(path), f"incomplete state: {exc}") from exc
+    if not ok:
+        raise _corrupt(Path(path), "inconsistent array shapes")
+    if pn > red.cap:
+        raise ValueError(
+            f"checkpoint {str(path)!r} already holds {pn} trajectories, more than the "
+            f"{red.cap} asked for (ntraj, or max_ntraj with target_sem); ask for at "
+            "least that many or use another checkpoint path")
+    if pn != pb * BLOCK and pn != red.cap:
+        if base is None:
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds a finished run of {pn} trajectories "
+                f"(not a whole number of {BLOCK}-trajectory blocks) written by an "
+                f"older version; it can only be resumed with ntraj={pn}")
+        # extend a run that ended with a short block: go back to the state
+        # before that block; it is run again in full
+        red.restored = pn
+        pb -= 1
+        pn = pb * BLOCK
+        a["acc_cnt"], a["acc_mean"], a["acc_m2"] = base["cnt"], base["mean"], base["m2"]
+        ntrunc = base["ntrunc"]
+        a["jumps"] = a["jumps"][:base["njumps"]]
+        a["kept"] = a["kept"][:pn]
+        base = None
+    red.base = base
+    red.restored = max(red.restored, pn)
+    red.acc.load(a["acc_cnt"], a["acc_mean"], a["acc_m2"])
+    red.next_block, red.ntraj, red.ntrunc, red.modes = pb, pn, ntrunc, modes
+    if red.record_jumps and len(a["jumps"]):
+        red.jumps = [a["jumps"]]
+    if red.keep and pn:
+        red.kept = [a["kept"]]
+    joff = koff = 0
+    for i, b in enumerate(a["p_ids"].tolist()):
+        nb, nj = int(a["p_nb"][i]), int(a["p_njumps"][i])
+        blk = {"cnt": a["p_cnt"][i].astype(np.int64), "mean": a["p_mean"][i],
+               "m2": a["p_m2"][i], "ntrunc": int(a["p_ntrunc"][i]), "nb": nb,
+               "jumps": a["p_jumps"][joff:joff + nj] if red.record_jumps else None,
+               "kept": a["p_kept"][koff:koff + nb] if red.keep else None}
+        joff += nj
+        koff += nb if red.keep else 0
+        # a block finished beyond the prefix is reused only if it has the same size
+        if pb <= b < red.nblocks and nb == red.block_size(b):
+            red.pending[b] = blk
+
+
+def resume(path: Path, resume_: bool | None, expected: dict, red: Reducer) -> float:
+    """Load an existing checkpoint into ``red``; returns the elapsed time it records."""
+    if not path.exists():
+        if resume_:
+            raise ValueError(f"resume=True but there is no checkpoint at {str(path)!r}")
+        return 0.0
+    if resume_ is False:
+        raise ValueError(f"checkpoint {str(path)!r} already exists; pass resume=True (or omit "
+                         "resume) to continue it, or choose another path (it is never "
+                         "overwritten by a new run)")
+    found, state, arrays = read_checkpoint(path)
+    check_identity(path, found, expected)
+    restore(red, path, state, arrays)
+    return float(state.get("elapsed_s", 0.0))

@@ -27,7 +27,7 @@ from .cli_args import CliError, add_model_args, exact_affordable, gather
 from .cli_args import help_default as _d
 from .cli_jumps import add_fcs, add_stats
 from .config import flag, parse_times
-from .ensemble import mcsolve  # TODO(merge): the driver's module after the re-cut
+from .driver import mcsolve
 from .exact import mesolve, steadystate
 from .io import OutputError, check_output_dir, describe_os_error
 from .observables import OBSERVABLES, TRAJECTORY

@@ -43,7 +43,6 @@ from . import _validate as v
 from . import observables as OBS
 from ._blockops import BlockGenerator, chebyshev_evolve
 from ._threads import blas_threads
-from ._version import __version__
 from .blocks import (
     BlockLayout,
     BorderedSolver,
@@ -61,6 +60,7 @@ from .blocks import (
 from .model import ChainModel
 from .observables import OBSERVABLES
 from .results import Result, expect_table
+from .results import metadata as result_metadata
 from .sectors import SectorSpace
 
 __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayout", "liouvillian"]
@@ -76,10 +76,7 @@ CHEBYSHEV_MIN_SIZE = 20_000
 
 
 def _metadata(model: ChainModel, solver: str, **extra) -> dict:
-    meta = {"solver": solver, "model": model.to_dict(), "ntraj": 0, "version": __version__,
-            "alpha_method": model.alpha_method}
-    meta.update(extra)
-    return meta
+    return result_metadata(solver, model, ntraj=0, **extra)
 
 
 def _check_observables(observables, pairs=None, N: int = 2, count: bool = True):
@@ -184,8 +181,7 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     simple = pairs is None and "count" not in names and not model.is_mixed
     if model.is_closed and simple:
         res = sesolve(model, times, names)
-        res.metadata["solver"] = "mesolve"
-        return res
+        return res.replace(metadata={**res.metadata, "solver": "mesolve"})
     space = SectorSpace(model)
     only_loss = all(ch.kind == "loss" for ch in model.channels)
     if simple and only_loss and model.initial_sector <= 1:
@@ -359,10 +355,9 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     means = {k: val[None, :] for k, val in obs.items()}
     if pairs is not None:
         info["pairs"] = np.asarray(pairs).tolist()
-    res = Result(expect_table(np.array([np.inf]), model.N, means, pairs=pairs),
-                 _metadata(model, "steadystate", **info))
-    res.blocks = {m: layout.block(x, m).copy() for m in sectors}
-    return res
+    return Result(expect_table(np.array([np.inf]), model.N, means, pairs=pairs),
+                  _metadata(model, "steadystate", **info),
+                  blocks={m: layout.block(x, m).copy() for m in sectors})
 
 
 # ---------------------------------------------------------------------------- exit sides

@@ -5,8 +5,10 @@ Parquet files carry the metadata as JSON under the schema key
 them as they are); their metadata goes to a sidecar JSON file next to them,
 ``<stem>.meta.json`` (``expect.csv`` -> ``expect.meta.json``). CSV files of
 earlier versions, whose first line was ``# thermospin_mc: {json}``, are still
-read. Files are written to a temporary name and renamed, so an interrupted
-write never leaves a truncated table behind.
+read. Every file of the package (tables, sidecars, checkpoints) is written by
+:func:`atomic_write`: a temporary name in the same directory, flushed and
+fsync'ed, then renamed over the target and the directory fsync'ed, so an
+interrupted write never leaves a truncated file behind.
 
 ``thermospin_mc.read_result`` (in ``results``) rebuilds a whole result from
 these files; :func:`save_result` writes one, with a rescue location if the
@@ -15,6 +17,7 @@ requested one fails.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -26,10 +29,11 @@ import pandas as pd
 
 __all__ = ["write_table", "read_table", "sidecar_path", "check_output_dir",
            "check_output_file", "save_result", "describe_os_error",
-           "OutputError"]
+           "OutputError", "atomic_write", "jsonable", "dumps"]
 
 _KEY = "thermospin_mc"
 _OLD_CSV_PREFIX = f"# {_KEY}: "
+_HIDDEN = "__hidden__"
 
 
 class OutputError(OSError):
@@ -59,7 +63,8 @@ def jsonable(obj):
     return str(obj)
 
 
-def _dumps(meta: dict) -> str:
+def dumps(meta: dict) -> str:
+    """Metadata as sorted JSON (numpy scalars and arrays become plain numbers/lists)."""
     return json.dumps(meta, sort_keys=True, default=jsonable)
 
 
@@ -69,50 +74,87 @@ def sidecar_path(path: str | Path) -> Path:
     return path.with_name(path.stem + ".meta.json")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
-def write_table(df: pd.DataFrame, path: str | Path, metadata: dict) -> Path:
-    """Write ``df`` to ``path`` (``.parquet`` or ``.csv``) atomically with metadata.
+def atomic_write(path: str | Path, write) -> Path:
+    """Write a file atomically: ``write(fh)`` fills ``<name>.tmp``, opened ``"wb"``.
 
-    Parquet keeps the metadata in its schema; a CSV table gets the sidecar
-    :func:`sidecar_path`. Returns ``path``.
+    The temporary file is flushed and fsync'ed, renamed over ``path``
+    (``os.replace``) and the directory entry fsync'ed: a kill at any moment
+    leaves either the old or the new file, never a mixture. On any error the
+    temporary file is removed and the error re-raised. ``write`` may also be
+    ``bytes`` or ``str`` (UTF-8). Returns ``path``.
     """
     path = Path(path)
-    if path.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
     tmp = path.with_name(path.name + ".tmp")
-    plain = df.copy()
-    plain.attrs = {}
+    if isinstance(write, str):
+        data = write.encode("utf-8")
+        write = lambda fh: fh.write(data)  # noqa: E731
+    elif isinstance(write, (bytes, bytearray)):
+        data = bytes(write)
+        write = lambda fh: fh.write(data)  # noqa: E731
     try:
-        if path.suffix == ".parquet":
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-
-            table = pa.Table.from_pandas(plain, preserve_index=False)
-            meta = dict(table.schema.metadata or {})
-            meta[_KEY.encode()] = _dumps(metadata).encode()
-            pq.write_table(table.replace_schema_metadata(meta), tmp)
-        else:
-            _atomic_write_text(sidecar_path(path), _dumps(metadata) + "\n")
-            plain.to_csv(tmp, index=False)
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
 
 
-def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """Read a table written by :func:`write_table`; returns ``(df, metadata)``.
+def write_table(df: pd.DataFrame, path: str | Path, metadata: dict,
+                hidden: dict | None = None) -> Path:
+    """Write ``df`` to ``path`` (``.parquet`` or ``.csv``) atomically with metadata.
+
+    Parquet keeps the metadata in its schema; a CSV table gets the sidecar
+    :func:`sidecar_path`. ``hidden`` holds JSON-able data that belongs to the
+    table but is not a column (e.g. a result's per-row sums of squared
+    deviations): parquet stores it under the schema keys
+    ``thermospin_mc.<name>``, the CSV sidecar under ``"__hidden__"``;
+    :func:`read_table` with ``hidden=True`` returns it. Returns ``path``.
+    """
+    path = Path(path)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
+    plain = df.copy()
+    plain.attrs = {}
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(plain, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[_KEY.encode()] = dumps(metadata).encode()
+        for k, val in (hidden or {}).items():
+            meta[f"{_KEY}.{k}".encode()] = json.dumps(val).encode()
+        table = table.replace_schema_metadata(meta)
+        return atomic_write(path, lambda fh: pq.write_table(table, fh))
+    side = dumps(metadata) + "\n"
+    if hidden:
+        side = dumps({_HIDDEN: hidden, **metadata}) + "\n"
+    atomic_write(sidecar_path(path), side)
+    return atomic_write(path, lambda fh: fh.write(plain.to_csv(index=False).encode("utf-8")))
+
+
+def read_table(path: str | Path, hidden: bool = False):
+    """Read a table written by :func:`write_table`; returns ``(df, metadata)``
+    (``(df, metadata, hidden)`` with ``hidden=True``).
 
     A CSV table without a sidecar (e.g. written by another program) comes back
     with empty metadata.
     """
+    extra: dict = {}
     path = Path(path)
     if not path.exists():
         raise ValueError(f"table file does not exist: {str(path)!r}")
@@ -125,6 +167,9 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
         table = pq.read_table(path)
         raw = (table.schema.metadata or {}).get(_KEY.encode())
         meta = json.loads(raw) if raw else {}
+        prefix = f"{_KEY}.".encode()
+        extra = {k[len(prefix):].decode(): json.loads(val)
+                 for k, val in (table.schema.metadata or {}).items() if k.startswith(prefix)}
         df = table.to_pandas()
     elif path.suffix == ".csv":
         meta = {}
@@ -137,11 +182,12 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, dict]:
             side = sidecar_path(path)
             if side.exists():
                 meta = json.loads(side.read_text(encoding="utf-8"))
+                extra = meta.pop(_HIDDEN, {}) if isinstance(meta, dict) else {}
             df = pd.read_csv(path)
     else:
         raise ValueError(f"table path must end in .parquet or .csv, got {str(path)!r}")
     df.attrs = {_KEY: meta}
-    return df, meta
+    return (df, meta, extra) if hidden else (df, meta)
 
 
 # --------------------------------------------------------------------------- output safety

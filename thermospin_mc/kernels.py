@@ -41,7 +41,12 @@ propagation modes, jump search, observables, the block loop). Its functions
 share the flat-table layout below and call each other inline; keeping them in
 one module keeps that layout in one place and one numba cache unit.
 
-Sector data layout (see ``ensemble.SectorPack``): ``stab[m, :]`` holds
+Entry points (:func:`initial_path`, :func:`run_block`) take their arguments as
+the record types :class:`SectorTables`, :class:`Start`, :class:`RunSpec` and
+:class:`BlockOut` (named tuples of arrays and scalars; numba compiles them
+as tuples, so they carry no Python objects into the compiled code).
+
+Sector data layout (see ``pack.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
 off_decay, off_indptr, off_indices, off_data, nnz, off_phase``; ``jtab[k, m]``
 holds ``(offset, count, amp_offset)`` of channel ``k``'s index map out of sector
@@ -53,6 +58,8 @@ holds ``(off_both, nboth, off_pm, npm)`` of the two-point pair ``p`` (see
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -80,7 +87,7 @@ CHEB_TOL = 1e-17
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 
-# observable flags (component layout: see thermospin_mc.observables.kernel_layout)
+# observable flags (component layout: see thermospin_mc.pack.kernel_layout)
 FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT = 0, 1, 2, 3, 4, 5
 NFLAGS = 6
 
@@ -573,19 +580,119 @@ def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts):
             out[k_out, pos + npair + p] = acc.imag * inv
 
 
+# --------------------------------------------------------------------------- entry records
+class SectorTables(NamedTuple):
+    """The flat sector data of a run (``pack.SectorPack.tables``).
+
+    ``stab (N+1, NCOL) int64``: per-sector row (``BUILT, DIM, MODE, OFF_*``);
+    ``jtab (nch, N+1, 3) int64``: jump maps ``(offset, count, amp_offset)``;
+    ``ptab (npair, N+1, 4) int64``: two-point maps; ``hnorms (N+1,)``: 1-norms
+    of the shifted sparse ``H_eff`` (Taylor mode); ``cpx``/``ints``/``reals``:
+    the pools the offsets point into; ``ch_rate (nch,)``, ``ch_dm (nch,)``:
+    rate and magnon-number change of each channel; ``maxdim``: the largest
+    sector dimension built so far (work-vector size).
+    """
+
+    stab: np.ndarray
+    jtab: np.ndarray
+    ptab: np.ndarray
+    hnorms: np.ndarray
+    cpx: np.ndarray
+    ints: np.ndarray
+    reals: np.ndarray
+    ch_rate: np.ndarray
+    ch_dm: np.ndarray
+    maxdim: int
+
+
+class RunSpec(NamedTuple):
+    """What every trajectory of a run shares.
+
+    ``key (4,) uint64``: run key (trajectory ``k`` seeds from ``(key, k)``);
+    ``times (nt,)``: output times; ``use_phase_grid``: the output grid is
+    uniform, eigen-mode phases advance by a cached factor (for
+    :func:`initial_path`: the fine grid is that grid); ``N``: sites;
+    ``flags (NFLAGS,) int64``: observables to record (``FLAG_*``); ``ncomp``:
+    components per output row; ``nch``: jump channels; ``max_magnons``:
+    magnon cap; ``record_jumps``, ``keep``: fill ``BlockOut.jump_buf`` /
+    ``BlockOut.kept``.
+    """
+
+    key: np.ndarray
+    times: np.ndarray
+    use_phase_grid: bool
+    N: int
+    flags: np.ndarray
+    ncomp: int
+    nch: int
+    max_magnons: int
+    record_jumps: bool
+    keep: bool
+
+
+class Start(NamedTuple):
+    """The initial state and the shared no-jump path from it.
+
+    ``init_kind``: ``INIT_PURE`` (``psi0 (d,) complex`` in sector ``m0``),
+    ``INIT_PRODUCT`` (site ``i`` down with probability ``init_p[i]``; colex
+    ranks from ``binom``) or ``INIT_TABLE`` (row ``j`` of ``init_cfg (n, 2)``
+    = ``(m, basis index)`` with cumulative weights ``init_p``). Path
+    (``INIT_PURE`` only; empty otherwise): ``fine_t (nf,)`` the refined grid,
+    ``out_idx (nt,)`` fine index of each output time, ``path_cur (nf, d)``
+    current representation, ``path_norm (nf,)`` squared norm, ``path_decay
+    (nf,)`` ``psi^+ Gamma psi``, ``path_obs (nt, ncomp)`` normalised
+    observables; :func:`initial_path` fills the ``path_*`` arrays.
+    """
+
+    m0: int
+    psi0: np.ndarray
+    init_kind: int
+    init_p: np.ndarray
+    init_cfg: np.ndarray
+    binom: np.ndarray
+    fine_t: np.ndarray
+    out_idx: np.ndarray
+    path_cur: np.ndarray
+    path_norm: np.ndarray
+    path_decay: np.ndarray
+    path_obs: np.ndarray
+
+
+class BlockOut(NamedTuple):
+    """Output buffers of one :func:`run_block` call.
+
+    ``cnt (nt,) int64``, ``mean (nt, ncomp)``, ``m2 (nt, ncomp)``: Welford
+    accumulators (zeroed by the caller); ``jump_buf (cap, 4)``: rows
+    ``(traj, t, channel, m_before)``; ``kept (ntraj, nt, ncomp)``: each
+    trajectory's rows when ``RunSpec.keep``.
+    """
+
+    cnt: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    jump_buf: np.ndarray
+    kept: np.ndarray
+
+
 # --------------------------------------------------------------------------- shared start
 @njit(cache=True, nogil=True)
-def initial_path(stab, cpx, ints, reals, hnorms, ptab, m0, psi0, fine_t, out_idx,
-                 use_phase_grid, N, flags, nch, path_cur, path_norm, path_decay, path_obs):
+def initial_path(tables, spec, start):
     """No-jump path from the initial state, shared by every trajectory.
 
-    ``fine_t`` is the output grid, refined in Taylor mode to about one
+    ``start.fine_t`` is the output grid, refined in Taylor mode to about one
     substep so that a trajectory starts its jump search at most one substep
-    before its jump; ``out_idx[k]`` is the fine index of output time ``k``.
-    Fills ``path_cur[f]`` (current representation), ``path_norm[f]``
-    (squared norm) and ``path_decay[f]`` (``psi^+ Gamma psi``) at every fine
-    point and the normalised observables ``path_obs[k]`` at every output time.
+    before its jump; ``start.out_idx[k]`` is the fine index of output time
+    ``k``. Fills ``start.path_cur[f]`` (current representation),
+    ``path_norm[f]`` (squared norm) and ``path_decay[f]`` (``psi^+ Gamma psi``)
+    at every fine point and the normalised observables ``path_obs[k]`` at
+    every output time. ``spec.use_phase_grid`` refers to ``fine_t``.
     """
+    stab, cpx, ints, reals = tables.stab, tables.cpx, tables.ints, tables.reals
+    hnorms, ptab = tables.hnorms, tables.ptab
+    m0, psi0, fine_t, out_idx = start.m0, start.psi0, start.fine_t, start.out_idx
+    path_cur, path_norm = start.path_cur, start.path_norm
+    path_decay, path_obs = start.path_decay, start.path_obs
+    use_phase_grid, N, flags, nch = spec.use_phase_grid, spec.N, spec.flags, spec.nch
     d = stab[m0, DIM]
     maxd = psi0.size if psi0.size > d else d
     cur = np.zeros(maxd, dtype=np.complex128)
@@ -895,13 +1002,13 @@ def _fold(X, valid, cnt, mean, m2):
 
 # --------------------------------------------------------------------------- one block
 @njit(cache=True, nogil=True)
-def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
-              key, traj0, ntraj, m0, psi0, init_kind, init_p, init_cfg, binom,
-              times, use_phase_grid, N, flags, ncomp,
-              max_magnons, fine_t, out_idx, path_cur, path_norm, path_decay, path_obs,
-              cnt, mean, m2, jump_buf, record_jumps, keep, kept, maxdim):
-    """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into
-    Welford accumulators ``cnt[t]``, ``mean[t, c]``, ``m2[t, c]`` in index order.
+def run_block(tables, start, spec, traj0, ntraj, out):
+    """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into the
+    Welford accumulators ``out.cnt[t]``, ``out.mean[t, c]``, ``out.m2[t, c]``
+    in index order.
+
+    Arguments: :class:`SectorTables`, :class:`Start`, :class:`RunSpec`, the
+    first trajectory index, the number of trajectories, :class:`BlockOut`.
 
     Initial state: ``init_kind == INIT_PURE``: ``psi0`` in sector ``m0`` with the
     shared no-jump path ``path_*``; otherwise a site-basis configuration drawn
@@ -916,6 +1023,17 @@ def run_block(stab, jtab, ptab, cpx, ints, reals, hnorms, ch_rate, ch_dm,
     Returns ``(status, njumps, n_truncated, missing_sector)``; status < 0
     means the block must be re-run (a sector to build, or a bigger jump buffer).
     """
+    stab, jtab, ptab, cpx, ints, reals = (tables.stab, tables.jtab, tables.ptab, tables.cpx,
+                                          tables.ints, tables.reals)
+    hnorms, ch_rate, ch_dm, maxdim = tables.hnorms, tables.ch_rate, tables.ch_dm, tables.maxdim
+    m0, psi0, init_kind, init_p = start.m0, start.psi0, start.init_kind, start.init_p
+    init_cfg, binom, fine_t, out_idx = start.init_cfg, start.binom, start.fine_t, start.out_idx
+    path_cur, path_norm = start.path_cur, start.path_norm
+    path_decay, path_obs = start.path_decay, start.path_obs
+    key, times, use_phase_grid, N = spec.key, spec.times, spec.use_phase_grid, spec.N
+    flags, ncomp, max_magnons = spec.flags, spec.ncomp, spec.max_magnons
+    record_jumps, keep = spec.record_jumps, spec.keep
+    cnt, mean, m2, jump_buf, kept = out.cnt, out.mean, out.m2, out.jump_buf, out.kept
     nt = times.size
     nfine = fine_t.size
     state = np.zeros(4, dtype=np.uint64)

@@ -4,8 +4,9 @@ The single source of truth for what an observable is (MODEL.md sections 7 and
 10). The trajectory kernels and the exact solvers both evaluate observables
 from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
 occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
-names them, fixes their table rows and their kernel component layout, and
-evaluates them on the exact solvers' block density matrices.
+names them, fixes their table rows, and evaluates them on the exact solvers'
+block density matrices (the trajectory kernels' column layout is
+``pack.kernel_layout``; this module imports nothing of the trajectory engine).
 
 Names (table column ``observable``), with ``site`` / ``site2`` of their rows:
 
@@ -39,9 +40,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
-           "resolve", "assemble", "check_pairs", "observable_sites", "table_rows", "kernel_layout",
-           "evaluate_blocks", "count_rates"]
+__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY", "ONE_EVENT",
+           "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
+           "table_rows", "evaluate_blocks", "count_rates"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm", "nn", "pm_re", "pm_im", "count")
@@ -51,6 +52,34 @@ DEFAULT = ("j", "j_bond", "flow", "m", "n")
 PAIR_NAMES = ("nn", "pm_re", "pm_im")
 #: What trajectories can estimate (``norm`` is 1 on every trajectory).
 TRAJECTORY = tuple(o for o in OBSERVABLES if o != "norm")
+
+#: One event's worth of each trajectory observable: the largest change of one
+#: trajectory's value that one magnon more or less (one quantum jump) can make.
+#: ``j``: one magnon's current lies in (-4, 4) (Eq. 9 in the one-magnon sector
+#: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
+#: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
+#: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
+#: ``(a_l / 2) * 2 = a_l`` (``flow_factor`` times the ``j_bond`` value); two-point
+#: ``nn``, ``pm_re``, ``pm_im`` lie in [-1, 1]; a jump count (``count:<channel>``)
+#: changes by 1 per jump.
+ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
+             "pm_im": 1.0}
+
+
+def flow_factor(couplings) -> np.ndarray:
+    """``a_l / 2`` per bond: the flow is ``F_l = (a_l / 2) j_l`` (the one definition).
+
+    Every solver and statistic derives ``flow`` rows (means, standard errors,
+    sums of squared deviations, one-event floors) from the ``j_bond`` ones by
+    this factor (squared for second moments).
+    """
+    return np.asarray(couplings, dtype=float) / 2
+
+
+def source(name: str) -> str:
+    """The computed observable a table observable is derived from (``flow`` -> ``j_bond``)."""
+    return "j_bond" if name == "flow" else name
+
 
 LABELS = {
     "j": "total spin current j (Eq. 9)",
@@ -140,46 +169,6 @@ def table_rows(name: str, N: int, pairs=None, channels=()) -> tuple[list, np.nda
     return [name] * sites.size, sites, np.zeros(sites.size, dtype=np.int64)
 
 
-def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
-    """Kernel flags and the column slice of each observable in a kernel row.
-
-    Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
-    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
-    """
-    from . import kernels as K
-
-    want = set(names)
-    flags = np.zeros(K.NFLAGS, dtype=np.int64)
-    flags[K.FLAG_J] = "j" in want
-    flags[K.FLAG_JBOND] = "j_bond" in want or "flow" in want
-    flags[K.FLAG_N] = "n" in want
-    flags[K.FLAG_NN] = "nn" in want
-    flags[K.FLAG_PM] = "pm_re" in want or "pm_im" in want
-    flags[K.FLAG_COUNT] = "count" in want
-    cols, pos = {}, 0
-
-    def take(name, size):
-        nonlocal pos
-        cols[name] = slice(pos, pos + size)
-        pos += size
-
-    if flags[K.FLAG_J]:
-        take("j", 1)
-    if flags[K.FLAG_JBOND]:
-        take("j_bond", N - 1)
-    take("m", 1)
-    if flags[K.FLAG_N]:
-        take("n", N)
-    if flags[K.FLAG_NN]:
-        take("nn", npair)
-    if flags[K.FLAG_PM]:
-        take("pm_re", npair)
-        take("pm_im", npair)
-    if flags[K.FLAG_COUNT]:
-        take("count", nch)
-    return flags, cols, pos
-
-
 # ---------------------------------------------------------------------------- exact side
 def evaluate_blocks(layout, x: np.ndarray, names, pairs=None) -> dict:
     """Observables of one stacked block density matrix ``x`` (``exact.BlockLayout``).
@@ -228,7 +217,7 @@ def assemble(names, N: int, a, *, n, jb, magnons: float, norm: float, nn=None,
         elif name == "j_bond":
             out[name] = jb
         elif name == "flow":
-            out[name] = 0.5 * np.asarray(a) * jb
+            out[name] = flow_factor(a) * jb
         elif name == "j":
             out[name] = np.array([jb.sum()])
         elif name == "m":

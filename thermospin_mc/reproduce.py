@@ -25,7 +25,7 @@ from scipy import special
 from . import _validate as v
 from ._version import __version__
 from .analysis import compare_counting_statistics
-from .ensemble import mcsolve  # TODO(merge): the driver's module after the re-cut
+from .driver import mcsolve
 from .exact import exit_probabilities, mesolve, sesolve, steadystate
 from .fcs import NET_SPIN, exact_counting_statistics, rate_function, scgf
 from .fcs import waiting_time_distribution as wtd

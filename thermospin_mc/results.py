@@ -1,7 +1,8 @@
 """The result type shared by the exact solvers and the trajectory engine.
 
 ``Result.expect`` is a tidy table with columns ``t, observable, site, mean, sem,
-ntraj``. Observables (MODEL.md section 7, DESIGN.md):
+ntraj``. Observables (MODEL.md section 7, DESIGN.md; defined in
+:mod:`thermospin_mc.observables`):
 
 - ``j``: total spin current of Eq. 9 (site 0);
 - ``j_bond``: the terms of Eq. 9 per bond (site = bond index 1..N-1);
@@ -11,33 +12,47 @@ ntraj``. Observables (MODEL.md section 7, DESIGN.md):
 - ``norm``: trace of the density matrix (exact solvers only).
 
 Exact results have ``sem = 0`` and ``ntraj = 0``.
+
+A :class:`Result` is immutable and owns its per-row accumulators (count =
+``ntraj``, mean, sum of squared deviations ``m2``), so that :func:`merge`
+(also ``res_a + res_b``) pools trajectory results exactly, with
+:func:`chan_merge`, the one pooling formula of the package (the trajectory
+reducer uses it too). :func:`metadata` is the one metadata builder. This
+module holds no trajectory machinery: the exact solvers build complete
+results here without reaching the trajectory engine.
+
+Length: about 700 lines, above the package's ~500 guideline on purpose: the
+result type, its table layout (:func:`expect_table`, :func:`table_values`),
+its error-bar rule (:func:`effective_sem`) and its exact merge depend on one
+another's row conventions; split apart they would share private details.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 from pathlib import Path
+from types import MappingProxyType
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from . import io as _io
-from .observables import OBSERVABLES, PAIR_NAMES, observable_sites, table_rows
+from ._version import __version__
+from .observables import (
+    OBSERVABLES,
+    ONE_EVENT,
+    PAIR_NAMES,
+    flow_factor,
+    observable_sites,
+    table_rows,
+)
 
-__all__ = ["Result", "OBSERVABLES", "expect_table", "observable_sites", "effective_sem",
-           "one_event", "read_result"]
-
-#: One event's worth of each trajectory observable: the largest change of one
-#: trajectory's value that one magnon more or less (one quantum jump) can make.
-#: ``j``: one magnon's current lies in (-4, 4) (Eq. 9 in the one-magnon sector
-#: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
-#: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
-#: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
-#: ``(a_l / 2) * 2 = a_l`` (taken from the couplings); two-point ``nn``,
-#: ``pm_re``, ``pm_im`` lie in [-1, 1]; a jump count (``count:<channel>``)
-#: changes by 1 per jump.
-ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
-             "pm_im": 1.0}
+__all__ = ["Result", "OBSERVABLES", "ONE_EVENT", "expect_table", "table_values",
+           "observable_sites", "effective_sem", "one_event", "read_result", "merge",
+           "chan_merge", "sem_from_m2", "Accumulators", "metadata"]
 
 
 def one_event(observable, site, couplings=None) -> np.ndarray:
@@ -55,7 +70,7 @@ def one_event(observable, site, couplings=None) -> np.ndarray:
         a = np.asarray(couplings, dtype=float)
         idx = site[flow].astype(int) - 1
         ok = (idx >= 0) & (idx < a.size)
-        delta[np.flatnonzero(flow)[ok]] = a[idx[ok]]
+        delta[np.flatnonzero(flow)[ok]] = 2.0 * flow_factor(a)[idx[ok]]
     return delta
 
 
@@ -103,6 +118,74 @@ def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
     return np.where(n > 0, np.maximum(base, floor), sem)
 
 
+def metadata(solver: str, model, **extra) -> dict:
+    """The metadata of a result: the one builder every solver uses.
+
+    Stamps ``solver``, the model (``model.to_dict()``), its a(T) method and the
+    package version; ``extra`` adds (or overrides) solver-specific entries
+    (``ntraj``, ``seed``, timings, ...).
+    """
+    meta = {"solver": solver, "model": model.to_dict(), "alpha_method": model.alpha_method,
+            "version": __version__}
+    meta.update(extra)
+    return meta
+
+
+def chan_merge(na, mean_a, m2a, nb, mean_b, m2b):
+    """Pool two samples' ``(count, mean, m2)`` (Chan, Golub and LeVeque's pairwise formula).
+
+    The one merge of the package: the trajectory reducer folds statistics
+    blocks with it and :func:`merge` pools finished results with it. Counts
+    broadcast against the means (``(nt, 1)`` against ``(nt, ncomp)``, or one
+    per row); a side with count 0 contributes nothing provided its mean is
+    finite. Returns ``(mean, m2)``; the pooled count is ``na + nb``.
+    """
+    na = np.asarray(na, dtype=float)
+    nb = np.asarray(nb, dtype=float)
+    n = na + nb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = mean_b - mean_a
+        fb = np.where(n > 0, nb / n, 0.0)
+        mean = mean_a + delta * fb
+        m2 = m2a + m2b + delta * delta * na * fb
+    return mean, m2
+
+
+def sem_from_m2(n, m2) -> np.ndarray:
+    """Standard error of the mean, ``sqrt(m2 / (n - 1) / n)`` (NaN for ``n < 2``)."""
+    n = np.asarray(n, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(n > 1, m2 / np.maximum(n - 1, 1), np.nan)
+        return np.sqrt(var / n)
+
+
+class Accumulators(NamedTuple):
+    """Per-row statistics of a result, in ``expect`` row order.
+
+    ``count`` is the number of trajectories behind each row (0 for exact
+    results), ``mean`` the row's mean (NaN where a trajectory row has count
+    0), ``m2`` the sum of squared deviations from the mean (0 for exact rows).
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+
+
+def table_values(times: np.ndarray, N: int, values: dict, pairs=None,
+                 channels=()) -> np.ndarray:
+    """``{name: (nt, ncomp)}`` arrays flattened in the row order of :func:`expect_table`."""
+    out = []
+    times = np.asarray(times, dtype=float)
+    for name in OBSERVABLES:
+        if name not in values:
+            continue
+        _, sites, _ = table_rows(name, N, pairs, channels)
+        if sites.size == 0:
+            continue
+        out.append(np.asarray(values[name], dtype=float).reshape(times.size, -1).T.ravel())
+    return np.concatenate(out) if out else np.zeros(0)
+
 
 def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = None,
                  ntraj: int = 0, pairs=None, channels=()) -> pd.DataFrame:
@@ -138,8 +221,40 @@ def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = Non
     return df
 
 
+def _readonly(arr):
+    view = np.asarray(arr).view()
+    view.flags.writeable = False
+    return view
+
+
+def _rebuild(expect, metadata, jumps, trajectories, m2, blocks):
+    return Result(expect, metadata, jumps, trajectories, m2=m2, blocks=blocks)
+
+
 class Result:
-    """Expectation values (and optionally jump records) of one run.
+    """Expectation values (and optionally jump records) of one run; immutable.
+
+    No attribute can be set after construction, and what the attributes hand
+    out are copies or read-only views: a result cannot change after the fact
+    (:meth:`replace` makes a changed copy).
+
+    Parameters
+    ----------
+    expect : pandas.DataFrame
+        Columns ``t, observable, site, mean, sem, ntraj`` (``site2`` with pairs).
+    metadata : dict
+        See :func:`metadata`.
+    jumps : pandas.DataFrame, optional
+        Jump records.
+    trajectories : dict, optional
+        ``{"rows": (ntraj, nt, ncomp) array, "columns": {name: (lo, hi)}}``.
+    m2 : array_like, optional
+        Per-row sums of squared deviations, in ``expect`` row order
+        (trajectory results). Without it, trajectory rows get
+        ``sem^2 n (n - 1)`` (tables written by another program or an older
+        version: exact up to the rounding of the stored standard errors).
+    blocks : dict, optional
+        Steady-state density-matrix blocks ``{m: array}`` (``steadystate``).
 
     Attributes
     ----------
@@ -149,33 +264,121 @@ class Result:
         Columns ``traj, t, channel, site, m_before`` when jumps were recorded.
     metadata : dict
         Model parameters, couplings, a(T) method, solver, seed, ntraj, version.
+    accumulators : Accumulators
+        Per-row ``(count, mean, m2)``: what :func:`merge` pools.
     """
 
+    __slots__ = ("_expect", "_jumps", "_metadata", "_trajectories", "_m2", "_blocks")
+
     def __init__(self, expect: pd.DataFrame, metadata: dict, jumps: pd.DataFrame | None = None,
-                 trajectories: dict | None = None):
-        self.expect = expect
-        self.jumps = jumps
-        self.metadata = dict(metadata)
-        self.trajectories = trajectories
-        self.expect.attrs = {"thermospin_mc": self.metadata}
-        if self.jumps is not None:
-            self.jumps.attrs = {"thermospin_mc": self.metadata}
+                 trajectories: dict | None = None, *, m2=None, blocks: dict | None = None):
+        meta = copy.deepcopy(dict(metadata))
+        expect = expect.copy()
+        expect.attrs = {"thermospin_mc": meta}
+        if jumps is not None:
+            jumps = jumps.copy()
+            jumps.attrs = {"thermospin_mc": meta}
+        if m2 is None:
+            n = expect["ntraj"].to_numpy().astype(np.float64)
+            sem = expect["sem"].to_numpy().astype(np.float64)
+            with np.errstate(invalid="ignore"):
+                m2 = np.where(n > 1, sem * sem * n * (n - 1), 0.0)
+        m2 = np.array(m2, dtype=np.float64).ravel()
+        if m2.size != len(expect):
+            raise ValueError(f"m2 must have one value per expect row ({len(expect)}), got "
+                             f"{m2.size}")
+        if trajectories is not None:
+            trajectories = MappingProxyType({
+                "rows": _readonly(np.array(trajectories["rows"])),
+                "columns": MappingProxyType({k: tuple(val) for k, val in
+                                             dict(trajectories["columns"]).items()})})
+        if blocks is not None:
+            blocks = MappingProxyType({k: _readonly(np.array(b)) for k, b in blocks.items()})
+        for name, val in (("_expect", expect), ("_jumps", jumps), ("_metadata", meta),
+                          ("_trajectories", trajectories), ("_m2", _readonly(m2)),
+                          ("_blocks", blocks)):
+            object.__setattr__(self, name, val)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Result is immutable (cannot set {name!r}); use "
+                             "Result.replace(...) for a changed copy")
+
+    def __delattr__(self, name):
+        raise AttributeError(f"Result is immutable (cannot delete {name!r})")
+
+    def __reduce__(self):
+        # pickle / copy through the constructor (attributes cannot be set afterwards)
+        return (_rebuild, (self._expect, self._metadata, self._jumps, self.trajectories,
+                           np.array(self._m2), self.blocks))
+
+    def replace(self, **changes) -> Result:
+        """A copy with some of ``expect, metadata, jumps, trajectories, m2, blocks`` replaced.
+
+        A new ``expect`` without a new ``m2`` drops the stored ``m2`` (it is
+        rebuilt from the new table's standard errors).
+        """
+        allowed = ("expect", "metadata", "jumps", "trajectories", "m2", "blocks")
+        for k in changes:
+            if k not in allowed:
+                raise ValueError(f"replace takes {', '.join(allowed)}; got {k!r}")
+        args = {"expect": self._expect, "metadata": self._metadata, "jumps": self._jumps,
+                "trajectories": self.trajectories, "blocks": self._blocks,
+                "m2": None if "expect" in changes else self._m2}
+        args.update(changes)
+        return Result(args.pop("expect"), args.pop("metadata"), args.pop("jumps"),
+                      args.pop("trajectories"), **args)
 
     # ---------------------------------------------------------------- access
     @property
+    def expect(self) -> pd.DataFrame:
+        """The tidy table (a copy: changing it leaves the result as it is)."""
+        return self._expect.copy(deep=False)
+
+    @property
+    def jumps(self) -> pd.DataFrame | None:
+        """Jump records (a copy), or ``None``."""
+        return None if self._jumps is None else self._jumps.copy(deep=False)
+
+    @property
+    def metadata(self) -> dict:
+        """Run description (a copy)."""
+        return copy.deepcopy(self._metadata)
+
+    @property
+    def trajectories(self) -> dict | None:
+        """``{"rows": read-only array, "columns": {name: (lo, hi)}}`` if trajectories were kept."""
+        if self._trajectories is None:
+            return None
+        return {"rows": self._trajectories["rows"],
+                "columns": dict(self._trajectories["columns"])}
+
+    @property
+    def blocks(self) -> dict | None:
+        """Steady-state density-matrix blocks ``{m: read-only array}`` (``steadystate``)."""
+        return None if self._blocks is None else dict(self._blocks)
+
+    @property
+    def accumulators(self) -> Accumulators:
+        """Per-row ``(count, mean, m2)`` in ``expect`` row order (copies)."""
+        e = self._expect
+        return Accumulators(e["ntraj"].to_numpy().astype(np.int64),
+                            e["mean"].to_numpy().astype(np.float64), np.array(self._m2))
+
+    @property
     def times(self) -> np.ndarray:
         """Output times in order (repeated times appear repeatedly)."""
-        first = self.expect.iloc[0]
-        sub = self.expect[(self.expect["observable"] == first["observable"])
-                          & (self.expect["site"] == first["site"])]
+        e = self._expect
+        first = e.iloc[0]
+        sub = e[(e["observable"] == first["observable"]) & (e["site"] == first["site"])]
         return sub["t"].to_numpy()
 
     def get(self, observable: str, stat: str = "mean") -> np.ndarray:
         """``(nt, ncomp)`` array of one observable (``stat`` is ``mean`` or ``sem``)."""
-        sub = self.expect[self.expect["observable"] == observable]
+        e = self._expect
+        sub = e[e["observable"] == observable]
         if sub.empty:
             raise ValueError(f"observable {observable!r} not in this result; have "
-                             f"{sorted(self.expect['observable'].unique())}")
+                             f"{sorted(e['observable'].unique())}")
         # rows of one site are in time order (times may repeat): reshape by position;
         # components keep the table's order (pairs in the order they were given)
         key = ["site", "site2"] if "site2" in sub.columns else ["site"]
@@ -186,17 +389,15 @@ class Result:
         return sub[stat].to_numpy().reshape(ncomp, -1).T
 
     def __repr__(self):
-        meta = self.metadata
+        meta = self._metadata
         return (f"Result(solver={meta.get('solver')!r}, N={meta.get('model', {}).get('N')}, "
-                f"ntraj={meta.get('ntraj')}, rows={len(self.expect)})")
+                f"ntraj={meta.get('ntraj')}, rows={len(self._expect)})")
 
     # ---------------------------------------------------------------- merging
     def __add__(self, other):
-        """``res_a + res_b``: pooled trajectory results (see ``thermospin_mc.merge``)."""
+        """``res_a + res_b``: pooled trajectory results (see :func:`merge`)."""
         if not isinstance(other, Result):
             return NotImplemented
-        from .scaleout import merge
-
         return merge(self, other)
 
     def __radd__(self, other):
@@ -208,10 +409,10 @@ class Result:
     # ---------------------------------------------------------------- comparison
     def effective_sem(self) -> np.ndarray:
         """The rows' effective standard errors (:func:`effective_sem`), in row order."""
-        e = self.expect
+        e = self._expect
         return effective_sem(e["observable"].to_numpy(), e["site"].to_numpy(),
                              e["sem"].to_numpy(), e["ntraj"].to_numpy(),
-                             self.metadata.get("model", {}).get("couplings"))
+                             self._metadata.get("model", {}).get("couplings"))
 
     def compare(self, other: Result, atol: float = 1e-12) -> pd.DataFrame:
         """Row-by-row z-scores ``diff / sqrt(sem_eff^2 + other.sem_eff^2 + atol^2)``.
@@ -243,23 +444,23 @@ class Result:
         """
         # the k-th occurrence of (t, observable, site) matches the k-th (repeated times)
         keys = ["t", "observable", "site", "_occurrence"]
-        if "site2" in self.expect.columns and "site2" in other.expect.columns:
+        if "site2" in self._expect.columns and "site2" in other._expect.columns:
             keys.insert(3, "site2")
 
         def tag(df):
             return df.assign(_occurrence=df.groupby(keys[:-1]).cumcount())
 
-        merged = tag(self.expect).merge(tag(other.expect), on=keys, suffixes=("", "_other"))
+        merged = tag(self._expect).merge(tag(other._expect), on=keys, suffixes=("", "_other"))
         if merged.empty:
             raise ValueError("the two results have no (t, observable, site) rows in common")
         diff = merged["mean"] - merged["mean_other"]
         err = np.sqrt(merged["sem"] ** 2 + merged["sem_other"] ** 2)
         obs, site = merged["observable"].to_numpy(), merged["site"].to_numpy()
         eff_a = effective_sem(obs, site, merged["sem"].to_numpy(), merged["ntraj"].to_numpy(),
-                              self.metadata.get("model", {}).get("couplings"))
+                              self._metadata.get("model", {}).get("couplings"))
         eff_b = effective_sem(obs, site, merged["sem_other"].to_numpy(),
                               merged["ntraj_other"].to_numpy(),
-                              other.metadata.get("model", {}).get("couplings"))
+                              other._metadata.get("model", {}).get("couplings"))
         eff = np.sqrt(eff_a**2 + eff_b**2)
         den = np.sqrt(eff**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -276,11 +477,11 @@ class Result:
         """Write ``expect`` (and ``jumps``) as parquet files with the metadata embedded."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        out = [_io.write_table(self.expect, directory / f"{prefix}expect.parquet",
-                               self.metadata)]
-        if self.jumps is not None:
-            out.append(_io.write_table(self.jumps, directory / f"{prefix}jumps.parquet",
-                                       self.metadata))
+        out = [_io.write_table(self._expect, directory / f"{prefix}expect.parquet",
+                               self._metadata, self._hidden())]
+        if self._jumps is not None:
+            out.append(_io.write_table(self._jumps, directory / f"{prefix}jumps.parquet",
+                                       self._metadata))
         return out
 
     def to_csv(self, directory: str | Path, prefix: str = "") -> list[Path]:
@@ -291,10 +492,11 @@ class Result:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        out = [_io.write_table(self.expect, directory / f"{prefix}expect.csv", self.metadata)]
-        if self.jumps is not None:
-            out.append(_io.write_table(self.jumps, directory / f"{prefix}jumps.csv",
-                                       self.metadata))
+        out = [_io.write_table(self._expect, directory / f"{prefix}expect.csv", self._metadata,
+                               self._hidden())]
+        if self._jumps is not None:
+            out.append(_io.write_table(self._jumps, directory / f"{prefix}jumps.csv",
+                                       self._metadata))
         return out
 
     def save(self, directory: str | Path, formats=("parquet", "csv"),
@@ -312,7 +514,13 @@ class Result:
         return _io.save_result(self, directory, tuple(formats), prefix)
 
     def metadata_json(self) -> str:
-        return json.dumps(self.metadata, sort_keys=True, default=_io.jsonable)
+        return _io.dumps(self._metadata)
+
+    def _hidden(self) -> dict | None:
+        """What the files keep besides the columns: the exact per-row ``m2``."""
+        if not (self._expect["ntraj"].to_numpy() > 0).any():
+            return None
+        return {"m2": [float(x) for x in self._m2]}
 
 
 def _find(directory: Path, prefix: str, name: str) -> Path | None:
@@ -353,8 +561,166 @@ def read_result(path: str | Path, prefix: str = ""):
         if "expect" not in exp.stem:
             raise ValueError(f"expected an expect table (…expect.parquet/.csv), got "
                              f"{str(exp)!r}")
-    expect, meta = _io.read_table(exp)
+    expect, meta, hidden = _io.read_table(exp, hidden=True)
     head, _, tail = exp.stem.rpartition("expect")
     jpath = exp.with_name(f"{head}jumps{tail}{exp.suffix}")
     jumps = _io.read_table(jpath)[0] if jpath.exists() else None
-    return Result(expect, meta, jumps)
+    m2 = hidden.get("m2")
+    if m2 is not None and len(m2) != len(expect):
+        m2 = None  # a table edited by hand: fall back to its standard errors
+    return Result(expect, meta, jumps, m2=m2)
+
+
+# --------------------------------------------------------------------------- merging
+def _seeds(meta: dict) -> list:
+    if "seeds" in meta:
+        return list(meta["seeds"])
+    return [meta.get("seed")]
+
+
+def _fingerprint(meta: dict) -> str:
+    if meta.get("model_fingerprint"):
+        return meta["model_fingerprint"]
+    blob = json.dumps(meta.get("model"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def merge(*results: Result) -> Result:
+    """Pool trajectory results of the same model and times from independent seeds.
+
+    Means and standard errors are exact pooled values: each result owns its
+    per-row accumulators (count, mean, sum of squared deviations ``m2``,
+    :attr:`Result.accumulators`), pooled by :func:`chan_merge`, the formula
+    that reduces the blocks of one run. The merged result equals, up to
+    rounding, one run over the union of the trajectories.
+
+    Parameters
+    ----------
+    *results : Result
+        Trajectory results (``mcsolve``, earlier merges, or results read back
+        with :func:`read_result`), or one list of them.
+
+    Returns
+    -------
+    Result
+        ``metadata["seeds"]`` lists the seeds of the parts, ``ntraj`` their sum.
+        Jump records are concatenated with trajectory indices shifted by the
+        number of trajectories of the preceding parts (``traj_offsets``).
+
+    Raises
+    ------
+    ValueError
+        If the parts differ in model, output times, observables or
+        ``max_magnons``, are not trajectory results (exact results have
+        ``ntraj = 0``: nothing to pool), or share a seed (their random streams
+        would overlap).
+    """
+    if len(results) == 1 and isinstance(results[0], (list, tuple)):
+        results = tuple(results[0])
+    if not results:
+        raise ValueError("merge needs at least one result")
+    for i, r in enumerate(results):
+        if not isinstance(r, Result):
+            raise ValueError(f"merge takes Result objects, got {type(r).__name__} at "
+                             f"position {i}")
+        if r._metadata.get("solver") != "mcsolve":
+            raise ValueError(f"only trajectory results (mcsolve) can be merged; result {i} "
+                             f"comes from {r._metadata.get('solver')!r}")
+    first = results[0]
+    fm0 = first._metadata
+    fp = _fingerprint(fm0)
+    keys = ["t", "observable", "site"]
+    if "site2" in first._expect.columns:  # two-point rows (pairs)
+        keys.append("site2")
+
+    def ordered(r):
+        return r._expect.assign(_m2=r._m2).sort_values(keys, kind="stable")
+
+    base = ordered(first)
+    seen = {}
+    for i, r in enumerate(results):
+        for s in _seeds(r._metadata):
+            tag = json.dumps(s)
+            if s is None or tag in seen:
+                raise ValueError(
+                    f"results {seen.get(tag, i)} and {i} share the seed {s!r}: their "
+                    "trajectories overlap, merging would count them twice; merge only runs "
+                    "with different seeds")
+            seen[tag] = i
+        if i == 0:
+            continue
+        meta = r._metadata
+        if _fingerprint(meta) != fp:
+            fm, om = fm0.get("model", {}), meta.get("model", {})
+            diff = sorted(k for k in set(fm) | set(om) if fm.get(k) != om.get(k))
+            raise ValueError(f"cannot merge results of different models (result 0 and {i} "
+                             f"differ in {', '.join(diff) or 'model fingerprint'})")
+        if meta.get("max_magnons") != fm0.get("max_magnons"):
+            raise ValueError(f"cannot merge results with different max_magnons "
+                             f"({fm0.get('max_magnons')} and {meta.get('max_magnons')})")
+        other = ordered(r)
+        if not np.array_equal(np.unique(other["t"]), np.unique(base["t"])):
+            raise ValueError(f"cannot merge results with different output times (result 0 "
+                             f"and {i})")
+        if len(other) != len(base) or not (
+                other["observable"].equals(base["observable"])
+                and np.array_equal(other["site"].to_numpy(), base["site"].to_numpy())
+                and ("site2" not in keys or ("site2" in other.columns and np.array_equal(
+                    other["site2"].to_numpy(), base["site2"].to_numpy())))
+                and np.array_equal(other["t"].to_numpy(), base["t"].to_numpy())):
+            raise ValueError(f"cannot merge results with different observables (result 0 "
+                             f"has {sorted(base['observable'].unique())}, result {i} has "
+                             f"{sorted(other['observable'].unique())})")
+    n = base["ntraj"].to_numpy().astype(np.float64)
+    mean = np.where(n > 0, base["mean"].to_numpy().astype(np.float64), 0.0)
+    m2 = base["_m2"].to_numpy()
+    for r in results[1:]:
+        o = ordered(r)
+        nb = o["ntraj"].to_numpy().astype(np.float64)
+        mb = np.where(nb > 0, o["mean"].to_numpy().astype(np.float64), 0.0)
+        mean, m2 = chan_merge(n, mean, m2, nb, mb, o["_m2"].to_numpy())
+        n = n + nb
+    out = base.drop(columns="_m2")
+    out["mean"] = np.where(n > 0, mean, np.nan)
+    out["sem"] = sem_from_m2(n, m2)
+    out["ntraj"] = n.astype(np.int64)
+    out["_m2"] = m2
+    out = out.sort_index().reset_index(drop=True)  # back to the first result's row order
+    m2 = out.pop("_m2").to_numpy()
+    out.attrs = {}
+    metas = [r._metadata for r in results]
+    total = int(sum(m.get("ntraj", 0) for m in metas))
+    meta = dict(fm0)
+    for k in ("stopped_by", "checkpoint", "resumed_ntraj", "achieved_sem", "n_jobs",
+              "backend", "time_limit", "compile_s", "run_s", "traj_per_s"):
+        meta.pop(k, None)
+    offsets = np.cumsum([0] + [int(m.get("ntraj", 0)) for m in metas[:-1]]).tolist()
+    modes = {}
+    for m in metas:
+        modes.update(m.get("sector_modes", {}))
+    meta.update({
+        "seed": None, "seeds": [s for m in metas for s in _seeds(m)], "ntraj": total,
+        "merged_from": len(results), "traj_offsets": offsets,
+        "model_fingerprint": fp,
+        "truncated_fraction": sum(m.get("truncated_fraction", 0.0) * m.get("ntraj", 0)
+                                  for m in metas) / max(total, 1),
+        "elapsed_s": float(sum(m.get("elapsed_s", 0.0) for m in metas)),
+        "sector_modes": dict(sorted(modes.items())),
+        "version": sorted({str(m.get("version")) for m in metas})[-1],
+    })
+    jumps = None
+    if all(r._jumps is not None for r in results):
+        parts = []
+        for off, r in zip(offsets, results, strict=True):
+            j = r._jumps.copy()
+            j.attrs = {}
+            j["traj"] = j["traj"] + off
+            parts.append(j)
+        jumps = pd.concat(parts, ignore_index=True)
+    traj = None
+    if all(r._trajectories is not None for r in results):
+        cols0 = first.trajectories["columns"]
+        if all(r.trajectories["columns"] == cols0 for r in results):
+            traj = {"rows": np.concatenate([r._trajectories["rows"] for r in results]),
+                    "columns": cols0}
+    return Result(out, meta, jumps=jumps, trajectories=traj, m2=m2)

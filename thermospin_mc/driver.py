@@ -1,0 +1,432 @@
+"""``mcsolve``: the one driver of trajectory runs.
+
+Flow of a run (see ``docs/_pipeline_notes.md``)::
+
+    mcsolve(keywords) -> options: Cluster, Checkpointing, Target (validated records)
+      -> Job (model, times, run key, ...) -> backend.map(block-id batches)
+      -> pack.run_batch on the workers (kernels.run_block per block)
+      -> stats.Reducer (in block order; Target tested after every block;
+         checkpoint.dump every ``checkpoint.every`` seconds)
+      -> Result (results.py: table, per-row accumulators, metadata)
+
+Reproducibility: trajectory ``k`` always draws from the random stream derived
+from ``(seed, k)``; trajectories are folded into Welford accumulators in
+fixed blocks of ``BLOCK`` consecutive indices, and blocks are merged (Chan's
+formula) strictly in block order. Neither ``n_jobs``, nor ``batch_size``, nor
+the backend changes a single bit of the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from . import _validate as v
+from . import observables as OBS
+from .backends import BACKENDS, Cluster, deferred_sigint
+from .checkpoint import (
+    Checkpointing,
+    CheckpointLock,
+    dump,
+    identity,
+    resolve_seed,
+    resume,
+    write_checkpoint,
+)
+from .io import check_output_file
+from .model import ChainModel
+from .pack import BLOCK, DENSE_MAX, kernel_layout, warm_kernels
+from .progress import Progress, want_progress
+from .results import Result, expect_table, metadata, table_values
+from .stats import Reducer, Target, target_value
+from .worker import Job
+
+__all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK"]
+
+
+def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
+            batch_size: int | None = None, observables=None, record_jumps: bool = False,
+            keep_trajectories: bool = False, max_magnons: int | None = None,
+            progress: bool | None = None, dense_max: int = DENSE_MAX,
+            backend: str | None = None, client=None, scheduler: str | None = None,
+            checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
+            target_sem: float | None = None, target_observables=None, relative: bool = False,
+            rel_floor: float = 0.25, max_ntraj: int | None = None,
+            time_limit: float | None = None, pairs=None) -> Result:
+    """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
+
+    Trajectory ``k`` always uses the random stream of ``(seed, k)`` and
+    statistics are merged in fixed blocks of ``BLOCK`` trajectories in index
+    order: the result is bit-identical for any ``n_jobs``, ``batch_size`` and
+    backend, and a resumed run equals an uninterrupted one.
+
+    Parameters
+    ----------
+    model : ChainModel
+        The initial pure state is prepared at ``t = 0``.
+    times : array_like
+        Non-decreasing output times ``>= 0``.
+    ntraj : int
+        Number of trajectories (``>= 1``). With ``target_sem`` it is the
+        minimum number run before the target is first tested.
+    seed : int, sequence of int or None
+        Root seed (``numpy.random.SeedSequence`` entropy); ``None`` draws fresh
+        entropy, which is stored in ``result.metadata["seed"]`` (or, when an
+        existing checkpoint is resumed, continues the checkpoint's seed).
+    n_jobs : int
+        Parallel workers (threads of this process by default, or loky worker
+        processes); ``-1`` uses every core, ``1`` runs here.
+        With ``backend="dask"`` and neither ``client`` nor ``scheduler``, the
+        number of workers of a temporary local Dask cluster.
+    batch_size : int, optional
+        Trajectories per parallel task (rounded up to a multiple of ``BLOCK``).
+        Does not change the result.
+    observables : sequence of str, optional
+        Subset of ``j, j_bond, flow, m, n, nn, pm_re, pm_im, count`` (``pm`` is
+        both parts of ``<s+_i s-_k>``); default ``j, j_bond, flow, m, n``, plus
+        ``nn, pm_re, pm_im`` when ``pairs`` are given. ``count`` is the mean
+        number of jumps of each channel up to ``t`` (table observables
+        ``count:<channel name>``). See :mod:`thermospin_mc.observables`.
+    record_jumps : bool
+        Keep every jump: ``result.jumps`` has ``traj, t, channel, site, m_before``.
+    keep_trajectories : bool
+        Keep each trajectory's rows in ``result.trajectories`` (memory grows as ntraj).
+    max_magnons : int, optional
+        Cap on the magnon number. A trajectory whose next jump would exceed it
+        stops contributing from that time on; the discarded fraction is reported
+        in ``metadata["truncated_fraction"]`` and the ``ntraj`` column.
+    progress : bool, optional
+        Progress reports on stderr: a bar when stderr is a terminal, else a
+        one-line record at least every ``progress.PROGRESS_EVERY`` seconds
+        (10) and one at the end: trajectories done, total (or, with
+        ``target_sem``, the achieved and target sem), traj/s, elapsed
+        seconds and ETA. Default (``None``): on for runs of at least 2000
+        trajectories (``ntraj``).
+    dense_max : int
+        Largest sector diagonalised densely; larger sectors use the sparse
+        Taylor propagator.
+    backend : {"serial", "threads", "loky", "dask"}, optional
+        Where batches run: this process, ``n_jobs`` threads of this process
+        (the kernels release the GIL; no start-up cost), local loky worker
+        processes, or a Dask distributed cluster. Default: ``"serial"`` for
+        ``n_jobs=1``, ``"threads"`` otherwise, ``"dask"`` when ``client`` or
+        ``scheduler`` is given.
+    client : dask.distributed.Client, optional
+        Run on this Dask client's cluster (it is left open).
+    scheduler : str, optional
+        Address of a running Dask scheduler, e.g. ``"tcp://10.0.0.1:8786"``.
+        Without ``client``/``scheduler``, ``backend="dask"`` starts a local
+        cluster of ``n_jobs`` single-threaded worker processes for this run.
+        A lost worker only costs a re-run of its batches.
+    checkpoint : str or path, optional
+        Checkpoint file (``.npz``). Merged statistics and finished blocks are
+        written to it atomically every ``checkpoint_every`` seconds, at the end,
+        and when the run is interrupted (Ctrl-C or an error). If the file
+        exists, the run resumes from it (see ``resume``); a checkpoint of a
+        different model, seed, output times, observables, run options or code
+        version is refused with a ``ValueError`` and left untouched. A
+        finished checkpoint extends to any larger ``ntraj`` (a short last
+        block is run again in full), bit-identical to a plain run of that
+        ``ntraj``. Resuming is announced on stderr at the start. The file
+        ``<checkpoint>.lock`` guards against two runs on one checkpoint; it
+        is removed on every exit, and one left by a killed process is taken
+        over (with a message).
+    resume : bool, optional
+        ``None`` (default): resume if the checkpoint exists, else start afresh.
+        ``True``: the checkpoint must exist. ``False``: refuse an existing file.
+    checkpoint_every : float
+        Seconds between checkpoint writes (``>= 0``; ``0`` writes after every batch).
+    target_sem : float, optional
+        Accuracy target: keep adding blocks (at least ``ntraj`` trajectories)
+        until the largest standard error of ``target_observables`` over all
+        rows with ``t > 0`` is ``<= target_sem`` (absolute), or every row's
+        standard error is ``<= target_sem * |mean|`` (``relative=True``; rows
+        below the ``rel_floor`` are left out), or ``max_ntraj`` /
+        ``time_limit`` is hit. Standard errors are the effective ones of
+        :func:`thermospin_mc.results.effective_sem` (never below the
+        one-event floor ``delta / n``, so rows where every trajectory agrees
+        do not count as converged after a handful of trajectories). The rule is tested after every
+        block, so the result equals a plain run with the final ``ntraj``.
+        ``metadata["stopped_by"]`` says what stopped the run
+        (``"target_sem"``, ``"max_ntraj"``, ``"time_limit"``, or ``"ntraj"``
+        for a plain run that completed).
+    target_observables : sequence of str, optional
+        Observables the target applies to (default: every computed one except
+        ``flow``).
+    relative : bool
+        Whether ``target_sem`` is relative to ``|mean|``.
+    rel_floor : float
+        With ``relative=True``: rows whose ``|mean|`` is below ``rel_floor``
+        times the largest ``|mean|`` of the same observable (over its sites and
+        the times ``t > 0``) are ignored by the target, since a relative error
+        of a value crossing zero never converges. In ``[0, 1)``; default 0.25.
+    max_ntraj : int, optional
+        Upper limit of trajectories of a ``target_sem`` run (``>= ntraj``;
+        default ``10**8``).
+    time_limit : float, optional
+        Wall-clock seconds (``> 0``) after which this call stops at the last
+        finished block (the checkpoint, if any, lets a later call continue).
+    pairs : sequence of (i, k), optional
+        1-based site pairs of the two-point observables ``nn`` and ``pm``
+        (table rows carry ``site = i``, ``site2 = k``).
+
+    Returns
+    -------
+    Result
+        ``expect`` rows carry the mean, its standard error over trajectories
+        and the number of contributing trajectories. Timing metadata:
+        ``compile_s`` (kernel compile or numba-cache load in this process,
+        measured on a tiny problem before the clock starts; 0 once loaded;
+        loky and Dask workers load theirs inside the run), ``run_s`` (this
+        call's wall time), ``elapsed_s`` (run time summed over the calls
+        that built a checkpoint, compile excluded) and ``traj_per_s``
+        (trajectories this call ran / ``run_s``).
+
+    Raises
+    ------
+    ValueError
+        Bad arguments (the message names the field, its value and the allowed
+        range), a corrupted or mismatched checkpoint.
+    KeyboardInterrupt
+        On Ctrl-C, after the current batch finished and the checkpoint was written.
+    """
+    if not isinstance(model, ChainModel):
+        raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
+    times = v.times(times)
+    ntraj = v.integer("ntraj", ntraj, lo=1)
+    n_jobs = v.n_jobs(n_jobs)
+    N = model.N
+    names = _check_names(observables, pairs, N)
+    pairs = OBS.check_pairs(pairs, N) if any(o in OBS.PAIR_NAMES for o in names) else None
+    max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,
+                                                          lo=model.initial_sector, hi=N)
+    dense_max = v.integer("dense_max", dense_max, lo=1)
+    if batch_size is not None:
+        batch_size = v.integer("batch_size", batch_size, lo=1)
+    cluster = Cluster(backend=backend, n_jobs=n_jobs, client=client, scheduler=scheduler)
+    ckpt = Checkpointing(path=checkpoint, resume=resume, every=checkpoint_every)
+    target = Target(sem=target_sem, observables=target_observables, relative=relative,
+                    rel_floor=rel_floor, max_ntraj=max_ntraj, time_limit=time_limit)
+    key, entropy = _root_key(resolve_seed(seed, ckpt.path))
+    return execute(model, times, names=names, key=key, entropy=entropy, ntraj=ntraj,
+                   batch_size=batch_size, record_jumps=record_jumps, keep=keep_trajectories,
+                   max_magnons=max_magnons, dense_max=dense_max, progress=progress,
+                   cluster=cluster, checkpointing=ckpt, target=target, pairs=pairs)
+
+
+def _root_key(seed) -> tuple[np.ndarray, list]:
+    ss = np.random.SeedSequence(seed)
+    return ss.generate_state(4, dtype=np.uint64), ss.entropy
+
+
+def _check_names(observables, pairs=None, N: int = 2) -> tuple[str, ...]:
+    """Observables a trajectory run can estimate (``norm`` is 1 on every trajectory)."""
+    if observables is None and pairs is None:
+        return OBS.DEFAULT
+    allowed = OBS.TRAJECTORY
+    if observables is not None:
+        obs = (observables,) if isinstance(observables, str) else tuple(observables)
+        for o in obs:
+            if o not in allowed and o != "pm":
+                raise ValueError(f"observable must be one of {allowed} (or 'pm') for "
+                                 f"trajectories, got {o!r}")
+        if not obs:
+            raise ValueError("observables must name at least one observable")
+        if pairs is None:
+            # keep the caller's order (the paper's tables and checkpoints rely on it)
+            out = []
+            for o in obs:
+                out.extend(("pm_re", "pm_im") if o == "pm" else (o,))
+            OBS.resolve(out, None, N, allowed=allowed)
+            return tuple(out)
+    return OBS.resolve(observables, pairs, N, allowed=allowed)[0]
+
+
+
+def _consume(results, red: Reducer, reason, target: Target, backend: str, save, every: float,
+             interrupted, bar, start: float, current_sem=None) -> str | None:
+    """Feed finished batches to the reducer until a stop reason appears.
+
+    Checkpoints every ``every`` seconds; on any exception (Ctrl-C included)
+    writes a last checkpoint from a consistent state and re-raises.
+    """
+    stopped_by = None
+    last_save = start
+    try:
+        for item in results:
+            if item is not None:
+                red.offer(*item)
+                while stopped_by is None and red.next_block in red.pending:
+                    nb = red.merge_next()
+                    stopped_by = reason()
+                    if bar is not None:
+                        bar.update(nb, None if current_sem is None else current_sem())
+            if stopped_by is not None:
+                return stopped_by
+            if interrupted():
+                raise KeyboardInterrupt
+            now = time.monotonic()
+            if (target.time_limit is not None and red.ntraj > 0
+                    and now - start >= target.time_limit):
+                return "time_limit"
+            if save is not None and item is not None and now - last_save >= every:
+                save()
+                last_save = time.monotonic()
+        raise RuntimeError(f"the {backend} backend ended after {red.ntraj} "
+                           f"trajectories without delivering block {red.next_block}")
+    except BaseException as exc:
+        if save is not None and not red.busy:
+            with contextlib.suppress(Exception):
+                save()
+        if interrupted() and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt from exc
+        raise
+
+
+def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarray, entropy,
+            ntraj: int, batch_size: int | None, record_jumps: bool, keep: bool,
+            max_magnons: int, dense_max: int, progress, cluster: Cluster,
+            checkpointing: Checkpointing, target: Target, pairs=None) -> Result:
+    """Run (or resume) an ensemble and assemble its ``Result`` (see :func:`mcsolve`)."""
+    npair = 0 if pairs is None else len(pairs)
+    _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels))
+    target_names, cap = target.resolve(names, ntraj)
+    goal, path = target.sem, checkpointing.path
+    if goal is not None and not np.any(times > 0):
+        raise ValueError("target_sem needs at least one output time > 0, got times "
+                         f"{times.tolist()}")
+    ident = identity(model, times, names, entropy, max_magnons, dense_max, record_jumps, keep,
+                     pairs)
+    red = Reducer(times.size, ncomp, cap, record_jumps, keep)
+    achieved = {"sem": math.inf}
+
+    def sem_now() -> float:
+        return target_value(red.acc, cols, target_names, times, model.couplings,
+                            target.relative, target.rel_floor)
+
+    def reason():
+        if goal is not None:
+            achieved["sem"] = sem_now()
+            if red.ntraj >= ntraj and achieved["sem"] <= goal:
+                return "target_sem"
+        if red.next_block >= red.nblocks:
+            return "max_ntraj" if goal is not None else "ntraj"
+        return None
+
+    job = Job(model, times, key, cap, names, bool(record_jumps), bool(keep), max_magnons,
+              dense_max, pairs)
+    runner = BACKENDS[cluster.backend](cluster, job)
+    elapsed_before = 0.0
+    with contextlib.ExitStack() as stack:
+        save = None
+        if path is not None:
+            check_output_file(path)  # directory created and writable, else one clear line
+            stack.enter_context(CheckpointLock(path))
+            elapsed_before = resume(path, checkpointing.resume, ident, red)
+
+            def save():
+                state, arrays = dump(red, elapsed_before + time.monotonic() - start)
+                write_checkpoint(path, ident, state, arrays)
+
+        resumed, first = red.restored, red.ntraj
+        stopped_by = reason()  # a finished checkpoint: nothing to run, nothing to write
+        if resumed:
+            more = ("nothing left to run" if stopped_by is not None
+                    else f"running on to {'ntraj ' + str(cap) if goal is None else 'target'}")
+            if first < resumed:
+                more = (f"its short last block of {resumed - first} is run again in full; "
+                        + more)
+            print(f"thermospin_mc: resuming from {resumed} trajectories (checkpoint "
+                  f"{str(path)!r}); {more}", file=sys.stderr, flush=True)
+        compile_s = warm_kernels() if stopped_by is None and runner.warm_here else 0.0
+        start = time.monotonic()
+        if stopped_by is None:
+            stack.enter_context(runner)  # before the progress thread (see backends.Dask)
+            bar = None
+            if want_progress(progress, cap if goal is None else ntraj):
+                bar = Progress(red, start, first, cap, goal, target.relative, ntraj)
+                stack.callback(bar.close)
+            workers = runner.workers
+            if batch_size is None:  # sized on ntraj, where a target is first tested
+                per = max(1, min(64, math.ceil(ntraj / BLOCK) // max(1, 4 * workers)))
+            else:
+                per = math.ceil(batch_size / BLOCK)
+            results = runner.map(red.todo(per))
+            interrupted = stack.enter_context(deferred_sigint())
+            with contextlib.closing(results):
+                stopped_by = _consume(results, red, reason, target, cluster.backend, save,
+                                      checkpointing.every, interrupted, bar, start,
+                                      lambda: achieved["sem"])
+            if save is not None:
+                save()
+    run_s = time.monotonic() - start
+    extra = {"backend": cluster.backend, "stopped_by": stopped_by, "max_magnons": max_magnons,
+             "model_fingerprint": ident["model_fingerprint"],
+             "checkpoint": None if path is None else str(path), "resumed_ntraj": resumed,
+             "compile_s": compile_s, "run_s": run_s,
+             "traj_per_s": (red.ntraj - first) / run_s if run_s > 0 else 0.0}
+    if goal is not None:
+        extra.update(target_sem=goal, relative=target.relative, rel_floor=target.rel_floor,
+                     target_observables=list(target_names), max_ntraj=cap,
+                     achieved_sem=sem_now())
+    if target.time_limit is not None:
+        extra["time_limit"] = target.time_limit
+    return _assemble(model, times, names, cols, red, entropy, elapsed_before + run_s,
+                     runner.workers, record_jumps, extra, pairs=pairs)
+
+
+def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
+              record_jumps, extra: dict, pairs=None) -> Result:
+    """The run's :class:`Result`: table, per-row ``m2``, jumps, kept rows, metadata."""
+    acc, ntraj = red.acc, red.ntraj
+    sem = acc.sem()
+    half_a = OBS.flow_factor(model.couplings)
+    means, sems, m2s = {}, {}, {}
+    for name in names:
+        src = OBS.source(name)
+        mu, se, m2 = acc.mean[:, cols[src]], sem[:, cols[src]], acc.m2[:, cols[src]]
+        if name == "flow":
+            mu, se, m2 = mu * half_a, se * half_a, m2 * (half_a * half_a)
+        mu = np.where(acc.cnt[:, None] > 0, mu, np.nan)  # no trajectory left (max_magnons)
+        means[name], sems[name], m2s[name] = mu, se, m2
+    df = expect_table(times, model.N, means, sems, ntraj=ntraj, pairs=pairs,
+                      channels=model.channels)
+    # per-row count of contributing trajectories (differs only under max_magnons)
+    # (expect_table lays rows out as one block of all times per component, so the
+    # counts repeat by position; times may repeat, so never match them by label)
+    if np.any(acc.cnt != ntraj):
+        df["ntraj"] = np.tile(acc.cnt, len(df) // times.size).astype(np.int64)
+    meta = metadata(
+        "mcsolve", model, seed=entropy if isinstance(entropy, int) else list(entropy),
+        ntraj=ntraj, block=BLOCK,
+        sector_modes={str(k): val for k, val in sorted(red.modes.items())},
+        truncated_fraction=red.ntrunc / ntraj, elapsed_s=elapsed, n_jobs=n_jobs,
+        t_end=float(times[-1]), n_times=int(times.size))
+    if pairs is not None and len(pairs):
+        meta["pairs"] = np.asarray(pairs).tolist()
+    meta.update(extra)
+    jt = None
+    if record_jumps:
+        arr = np.concatenate(red.jumps) if red.jumps else np.zeros((0, 4))
+        chans = model.channels
+        names_ = np.array([c.name for c in chans] or ["none"])
+        sites_ = np.array([c.site + 1 for c in chans] or [0])
+        ch_idx = arr[:, 2].astype(np.int64)
+        jt = pd.DataFrame({
+            "traj": arr[:, 0].astype(np.int64), "t": arr[:, 1],
+            "channel": names_[ch_idx] if arr.size else np.array([], dtype=str),
+            "site": sites_[ch_idx] if arr.size else np.array([], dtype=np.int64),
+            "m_before": arr[:, 3].astype(np.int64),
+        })
+        jt["channel"] = jt["channel"].astype(str)
+    traj = None
+    if red.kept:
+        traj = {"rows": np.concatenate(red.kept)[:ntraj],
+                "columns": {k: (s.start, s.stop) for k, s in cols.items()}}
+    m2 = table_values(times, model.N, m2s, pairs, model.channels)
+    return Result(df, meta, jumps=jt, trajectories=traj, m2=m2)

@@ -1,0 +1,524 @@
+"""Sector packs and batch runs: the trajectory engine's worker side.
+
+A :class:`SectorPack` holds the flat arrays of the magnon sectors a run has
+visited (built on demand, thread-safe); :func:`run_batch` runs whole
+statistics blocks of trajectories on one pack with :func:`kernels.run_block`
+and returns their accumulators. Every worker (thread, loky process, Dask
+worker) keeps its packs in a small cache keyed by the run (:func:`get_pack`),
+so a pack is built once per run and worker. The kernel arguments are the
+record types of :mod:`thermospin_mc.kernels` (``SectorTables``, ``Start``,
+``RunSpec``, ``BlockOut``), built here.
+
+Length: a little over the package's ~500-line guideline: the pack, its
+Chebyshev parameters, the kernel column layout and the batch loop share the
+pack's table conventions and are read together.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from math import comb
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import kernels as K
+from .model import ChainModel
+from .sectors import SectorSpace
+
+__all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch", "kernel_layout",
+           "warm_kernels", "run_spec", "DENSE_MAX", "LARGE_MODES", "BLOCK"]
+
+#: Trajectories per statistics block (the unit of the fixed reduction order).
+BLOCK = 64
+#: Sectors up to this dimension are diagonalised (eigen mode); larger ones use
+#: the sparse Taylor propagator, which is cheaper per step beyond a few hundred
+#: states (cost ~ nnz * terms instead of dim^2) and needs no dense storage.
+DENSE_MAX = 400
+#: Propagators of the sectors that are not diagonalised: Chebyshev steps with
+#: dense output (default) or the plain Taylor substeps.
+LARGE_MODES = ("chebyshev", "taylor")
+#: Memory of one Chebyshev step's vectors per worker; at least ``CHEB_KMIN + 1``
+#: and at most ``CHEB_KMAX + 1`` vectors of the sector's dimension.
+CHEB_BYTES = 256 * 2**20
+CHEB_KMIN, CHEB_KMAX = 24, 72
+#: Longest Chebyshev step in units of the damping spread: ``b h <= CHEB_BH``
+#: keeps the partial sums within ``e^{b h}`` of the state (round-off).
+CHEB_BH = 4.0
+#: Eigenvector condition number above which a sector falls back to Taylor mode.
+COND_LIMIT = 1e8
+#: Memory cap of the stored shared no-jump path (Taylor mode), per worker.
+PATH_BYTES = 128 * 2**20
+
+
+
+
+# --------------------------------------------------------------------------- packing
+class SectorPack:
+    """Flat arrays of the sectors a run has visited so far (grown on demand).
+
+    Thread-safe: sectors are built under a lock, and kernels run on
+    :meth:`tables`, consistent copies that a sector built by another thread
+    meanwhile cannot change under them (the kernel then asks for the sector,
+    and the caller takes new tables).
+    """
+
+    def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
+                 pairs=None, large: str = "chebyshev"):
+        if large not in LARGE_MODES:
+            raise ValueError(f"large must be one of {LARGE_MODES}, got {large!r}")
+        self.large = large
+        self.model = model
+        #: two-point pairs, 0-based sites
+        self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
+                      else np.asarray(pairs, dtype=np.int64).reshape(-1, 2) - 1)
+        self.space = SectorSpace(model)
+        self.N = model.N
+        self.channels = model.channels
+        nch = len(self.channels)
+        self.dense_max = dense_max
+        self.stab = np.zeros((self.N + 1, K.NCOL), dtype=np.int64)
+        self.jtab = np.zeros((max(nch, 1), self.N + 1, 3), dtype=np.int64)
+        self.jtab[:, :, 2] = -1
+        self.ptab = np.zeros((max(len(self.pairs), 1), self.N + 1, 4), dtype=np.int64)
+        self.hnorms = np.zeros(self.N + 1)
+        self._cpx, self._ints, self._reals = [], [], []
+        self._ncpx = self._nints = self._nreals = 0
+        self._snap = None
+        self._lock = threading.RLock()
+        d = np.diff(times)
+        self.dt = float(d[0]) if (times.size > 1 and d[0] > 0 and
+                                  np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
+            else 0.0
+        self.ch_rate = np.array([c.rate for c in self.channels] or [0.0])
+        self.ch_dm = np.array([c.dm for c in self.channels] or [0], dtype=np.int64)
+        self.modes = {}
+        self.times = times
+        self._paths = {}
+
+    def _add(self, kind: str, arr) -> int:
+        if kind == "c":
+            off = self._ncpx
+            self._cpx.append(np.ascontiguousarray(arr, dtype=np.complex128).ravel())
+            self._ncpx += self._cpx[-1].size
+        elif kind == "i":
+            off = self._nints
+            self._ints.append(np.ascontiguousarray(arr, dtype=np.int64).ravel())
+            self._nints += self._ints[-1].size
+        else:
+            off = self._nreals
+            self._reals.append(np.ascontiguousarray(arr, dtype=np.float64).ravel())
+            self._nreals += self._reals[-1].size
+        return off
+
+    def ensure(self, m: int) -> None:
+        """Build sector ``m`` (eigen or Taylor mode) and its outgoing jump maps."""
+        with self._lock:
+            if not self.stab[m, K.BUILT]:
+                self._build(m)
+                self._snap = None
+
+    def _build(self, m: int) -> None:
+        sec = self.space.sector(m)
+        a = self.space.a
+        d = sec.dim
+        row = self.stab[m]
+        row[K.DIM] = d
+        H = sec.heff_sparse(a)
+        mode = K.MODE_TAYLOR
+        if d <= self.dense_max:
+            Hd = H.toarray()
+            lam, V = np.linalg.eig(Hd)
+            try:
+                Vinv = np.linalg.inv(V)
+                cond = np.linalg.norm(V, 2) * np.linalg.norm(Vinv, 2)
+                resid = np.linalg.norm(V @ (lam[:, None] * Vinv) - Hd) / max(
+                    np.linalg.norm(Hd), 1e-300)
+            except np.linalg.LinAlgError:
+                cond, resid = np.inf, np.inf
+            if cond < COND_LIMIT and resid < 1e-11:
+                mode = K.MODE_EIGEN
+                # transposed, real and imaginary parts apart (see kernels._matvec_split)
+                row[K.OFF_V] = self._add("r", np.concatenate([V.T.real.ravel(),
+                                                              V.T.imag.ravel()]))
+                row[K.OFF_VINV] = self._add("r", np.concatenate([Vinv.T.real.ravel(),
+                                                                 Vinv.T.imag.ravel()]))
+                row[K.OFF_LAM] = self._add("c", lam)
+                row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
+        if mode == K.MODE_TAYLOR:
+            mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
+            # Shift the real diagonal to the middle of its range: a global phase
+            # exp(-i c t), invisible to norms, jumps and observables, which cuts
+            # ||H|| from ~ sum_l a_l / 2 (the Ising offset) to ~ 4 max(a) + gamma,
+            # and with it the number of Taylor substeps.
+            diag = H.diagonal().real
+            shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
+            Hc = (H - shift * sp.identity(d, format="csr")).tocsr()
+            Hc.sort_indices()
+            row[K.OFF_INDPTR] = self._add("i", Hc.indptr)
+            row[K.OFF_INDICES] = self._add("i", Hc.indices)
+            row[K.OFF_DATA] = self._add("c", Hc.data)
+            row[K.NNZ] = Hc.nnz
+            self.hnorms[m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+            off = (Hc - sp.diags(Hc.diagonal())).tocsr()
+            off.eliminate_zeros()
+            off.sort_indices()
+            if mode == K.MODE_CHEB and np.any(off.data.imag):
+                mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
+            if mode == K.MODE_CHEB:
+                par = cheb_params(Hc)
+                c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
+                par[K.CHEB_OPTR] = self._add("i", off.indptr)
+                par[K.CHEB_OIDX] = self._add("i", off.indices)
+                par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
+                par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
+                row[K.OFF_CHEB] = self._add("r", par)
+        row[K.MODE] = mode
+        self.modes[m] = {K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor",
+                         K.MODE_CHEB: "chebyshev"}[mode]
+        row[K.OFF_SITES] = self._add("i", sec.sites)
+        row[K.OFF_HOP] = self._add("i", np.concatenate([sec.hop_bond, sec.hop_to,
+                                                       sec.hop_from]))
+        row[K.NHOP] = sec.hop_bond.size
+        row[K.OFF_DECAY] = self._add("r", sec.decay)
+        for k, ch in enumerate(self.channels):
+            if 0 <= m + ch.dm <= self.N:
+                src, dst = self.space.jump_map(ch, m)
+                self.jtab[k, m, 0] = self._add("i", np.concatenate([src, dst]))
+                self.jtab[k, m, 1] = src.size
+                if ch.kind == "dephasing":
+                    self.jtab[k, m, 2] = self._add("r", self.space.jump_amplitudes(ch, m))
+        for p, (i, k) in enumerate(self.pairs):
+            both, src, dst = self.space.pair_maps(int(i), int(k), m)
+            self.ptab[p, m] = (self._add("i", both), both.size,
+                               self._add("i", np.concatenate([src, dst])), src.size)
+        row[K.BUILT] = 1
+
+    def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Output grid, refined to about one Taylor substep in Taylor mode.
+
+        Returns ``(fine_t, out_idx)`` with ``fine_t[out_idx] == times``. The
+        refinement is capped at ``PATH_BYTES`` of stored states.
+        """
+        times = self.times
+        if self.stab[m, K.MODE] == K.MODE_EIGEN or self.hnorms[m] == 0.0 or times[-1] <= 0:
+            return times, np.arange(times.size, dtype=np.int64)
+        d = int(self.stab[m, K.DIM])
+        step = max(K.TAYLOR_THETA / self.hnorms[m], times[-1] * 16.0 * d / PATH_BYTES)
+        fine_t = np.union1d(times, np.arange(0.0, times[-1], step))
+        return fine_t, np.searchsorted(fine_t, times).astype(np.int64)
+
+    def initial_path(self, m0: int, psi0: np.ndarray, flags: np.ndarray, ncomp: int):
+        """The shared no-jump path from the initial state (computed once, cached).
+
+        Returns ``(fine_t, out_idx, path_cur, path_norm, path_decay, path_obs)``.
+        """
+        key = (m0, tuple(flags.tolist()))
+        with self._lock:
+            if key not in self._paths:
+                tables = self.tables()
+                fine_t, out_idx = self.fine_grid(m0)
+                nt = self.times.size
+                start = K.Start(
+                    m0=int(m0), psi0=psi0, init_kind=K.INIT_PURE, init_p=np.zeros(1),
+                    init_cfg=np.zeros((1, 2), dtype=np.int64),
+                    binom=np.zeros((1, 1), dtype=np.int64), fine_t=fine_t, out_idx=out_idx,
+                    path_cur=np.zeros((fine_t.size, tables.stab[m0, K.DIM]),
+                                      dtype=np.complex128),
+                    path_norm=np.zeros(fine_t.size), path_decay=np.zeros(fine_t.size),
+                    path_obs=np.zeros((nt, ncomp)))
+                spec = run_spec(self, np.zeros(4, dtype=np.uint64), flags, ncomp,
+                                max_magnons=self.N, record_jumps=False, keep=False,
+                                use_phase_grid=self.dt > 0 and fine_t.size == nt)
+                K.initial_path(tables, spec, start)
+                self._paths[key] = start[6:]
+            return self._paths[key]
+
+    def snapshot(self):
+        """``(stab, jtab, ptab, hnorms, cpx, ints, reals, maxdim)`` for one kernel call."""
+        t = self.tables()
+        return t.stab, t.jtab, t.ptab, t.hnorms, t.cpx, t.ints, t.reals, t.maxdim
+
+    def tables(self) -> K.SectorTables:
+        """A consistent :class:`kernels.SectorTables` of the sectors built so far.
+
+        A copy: a sector another thread builds meanwhile cannot change it under a
+        running kernel (the kernel then asks for the sector, and the caller
+        takes new tables).
+        """
+        with self._lock:
+            if self._snap is None:
+                def cat(chunks, dtype):
+                    return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
+                self._snap = K.SectorTables(
+                    self.stab.copy(), self.jtab.copy(), self.ptab.copy(), self.hnorms.copy(),
+                    cat(self._cpx, np.complex128), cat(self._ints, np.int64),
+                    cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim)
+            return self._snap
+
+    def modes_copy(self) -> dict:
+        """``{sector: "eigen" | "taylor" | "chebyshev"}`` of the sectors built so far."""
+        with self._lock:
+            return dict(self.modes)
+
+    @property
+    def maxdim(self) -> int:
+        return int(max(self.stab[:, K.DIM].max(), 1))
+
+
+def _hermitian_range(A) -> tuple[float, float]:
+    """Smallest and largest eigenvalue of the sparse Hermitian ``A`` (padded)."""
+    d = A.shape[0]
+    if d <= 300:
+        w = np.linalg.eigvalsh(A.toarray())
+        lo, hi = float(w[0]), float(w[-1])
+    else:
+        from scipy.sparse.linalg import eigsh
+
+        M = A.real if not np.any(A.imag.data) else A
+        v0 = np.ones(d) / np.sqrt(d)
+        # loose Lanczos tolerance, covered by the padding (and a slightly too
+        # small range only costs a few terms: convergence is checked a posteriori)
+        # both ends in one Lanczos run (half the cost of two)
+        w = eigsh(M, k=2, which="BE", tol=1e-4, v0=v0, return_eigenvectors=False)
+        lo, hi = float(np.min(w)), float(np.max(w))
+    pad = 1e-4 * max(hi - lo, 1.0)
+    return lo - pad, hi + pad
+
+
+def cheb_params(H) -> np.ndarray:
+    """Chebyshev parameters of the sparse ``H_eff`` of one sector (``kernels.CHEB_*``).
+
+    The numerical range of ``H = A - i B`` (``A``, ``B`` Hermitian, ``B >= 0``
+    the decay part) lies in the rectangle ``[a0, a1] x -i [b0, b1]``; its
+    centre is ``c``, the focal half-length ``rho`` of the ellipse is chosen
+    with the step length ``h`` to minimise the estimated products per unit
+    time, ``(K + 1) / h``, where ``K`` is the first term with
+    ``|J_K(rho h)| R^K <= CHEB_TOL`` (``R`` the ellipse through the rectangle's
+    corners), subject to ``K <= kcap`` and ``(b1 - b0) h / 2 <= CHEB_BH``.
+    The kernel checks convergence a posteriori on the actual vectors.
+    """
+    from scipy.special import jv
+
+    d = H.shape[0]
+    Hh = (0.5 * (H + H.conj().T)).tocsr()
+    Bd = (0.5j * (H - H.conj().T)).tocsr()
+    a0, a1 = _hermitian_range(Hh)
+    # Gershgorin bounds of the decay part (exact when it is diagonal)
+    diag = Bd.diagonal().real
+    off = np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel()
+    b0 = float(np.min(diag - off)) if d else 0.0
+    b1 = float(np.max(diag + off)) if d else 0.0
+    cr, ci = 0.5 * (a0 + a1), -0.5 * (b0 + b1)
+    ar, br = max(0.5 * (a1 - a0), 1e-12), 0.5 * (b1 - b0)
+    kcap = int(np.clip(CHEB_BYTES // (16 * max(d, 1)) - 1, CHEB_KMIN, CHEB_KMAX))
+    hcap = CHEB_BH / br if br > 0 else np.inf
+    kk = np.arange(kcap + 2)
+    best = (np.inf, ar, 1.0 / ar)
+    for s in (1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5):
+        rho = s * ar
+        z = complex(ar, br) / rho
+        R = abs(z + np.sqrt(z - 1) * np.sqrt(z + 1))
+        R = max(R, 1.0)
+        for x in np.linspace(2.0, kcap, 60):
+            h = x / rho
+            if h > hcap:
+                break
+            tail = np.abs(jv(kk, x)) * R ** kk
+            ok = (tail <= K.CHEB_TOL) & (kk > x)
+            both = ok[1:] & ok[:-1]
+            if not both.any():
+                continue
+            Kn = int(np.argmax(both)) + 1
+            cost = (Kn + 1) / h
+            if cost < best[0]:
+                best = (cost, rho, h)
+    _, rho, h = best
+    par = np.zeros(K.CHEB_NPAR)
+    par[[K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]] = cr, ci, rho, h, kcap
+    return par
+
+
+# --------------------------------------------------------------------------- batches
+def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
+    """Kernel flags and the column slice of each observable in a kernel row.
+
+    Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
+    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
+    """
+    want = set(names)
+    flags = np.zeros(K.NFLAGS, dtype=np.int64)
+    flags[K.FLAG_J] = "j" in want
+    flags[K.FLAG_JBOND] = "j_bond" in want or "flow" in want
+    flags[K.FLAG_N] = "n" in want
+    flags[K.FLAG_NN] = "nn" in want
+    flags[K.FLAG_PM] = "pm_re" in want or "pm_im" in want
+    flags[K.FLAG_COUNT] = "count" in want
+    cols, pos = {}, 0
+
+    def take(name, size):
+        nonlocal pos
+        cols[name] = slice(pos, pos + size)
+        pos += size
+
+    if flags[K.FLAG_J]:
+        take("j", 1)
+    if flags[K.FLAG_JBOND]:
+        take("j_bond", N - 1)
+    take("m", 1)
+    if flags[K.FLAG_N]:
+        take("n", N)
+    if flags[K.FLAG_NN]:
+        take("nn", npair)
+    if flags[K.FLAG_PM]:
+        take("pm_re", npair)
+        take("pm_im", npair)
+    if flags[K.FLAG_COUNT]:
+        take("count", nch)
+    return flags, cols, pos
+
+
+_PACKS: dict = {}
+_PACKS_LOCK = threading.Lock()
+
+
+def get_pack(model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
+             pairs=None) -> SectorPack:
+    """This process's pack of a run (built on first use, then shared by its threads).
+
+    Keyed by the model fingerprint, the output times, ``dense_max`` and the
+    pairs; at most four runs are kept.
+    """
+    pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else np.asarray(
+        pairs, dtype=np.int64).reshape(-1, 2)
+    key = (model.fingerprint(), times.tobytes(), dense_max, pairs.tobytes())
+    with _PACKS_LOCK:
+        pack = _PACKS.get(key)
+        if pack is None:
+            if len(_PACKS) >= 4:
+                _PACKS.clear()
+            pack = SectorPack(model, times, dense_max, pairs)
+            _PACKS[key] = pack
+        return pack
+
+
+def initial_draw(model: ChainModel, space: SectorSpace):
+    """Kernel form of the initial state: ``(kind, m0, psi0, init_p, init_cfg, binom)``."""
+    from .model import ProductMixture
+
+    N = model.N
+    binom = np.zeros((1, 1), dtype=np.int64)
+    init_cfg = np.zeros((1, 2), dtype=np.int64)
+    if not model.is_mixed:
+        m0, psi0 = space.initial_state()
+        return K.INIT_PURE, m0, psi0, np.zeros(1), init_cfg, binom
+    m0 = model.initial_sectors[0]
+    psi0 = np.zeros(1, dtype=complex)
+    if isinstance(model.initial, ProductMixture):
+        binom = np.array([[comb(n, k) for k in range(N + 2)] for n in range(N + 1)],
+                         dtype=np.int64)
+        return K.INIT_PRODUCT, m0, psi0, np.asarray(model.initial.p, dtype=float), \
+            init_cfg, binom
+    rows, w = [], []
+    for m, wm in space.initial_mixture():
+        for idx in np.flatnonzero(wm > 0):
+            rows.append((m, idx))
+            w.append(wm[idx])
+    cum = np.cumsum(w)
+    cum /= cum[-1]
+    cum[-1] = 1.0
+    return K.INIT_TABLE, m0, psi0, cum, np.array(rows, dtype=np.int64), binom
+
+
+def run_spec(pack: SectorPack, key: np.ndarray, flags: np.ndarray, ncomp: int, *,
+             max_magnons: int, record_jumps: bool, keep: bool,
+             use_phase_grid: bool | None = None) -> K.RunSpec:
+    """The :class:`kernels.RunSpec` of a run on ``pack``."""
+    return K.RunSpec(key=key, times=pack.times,
+                     use_phase_grid=bool(pack.dt > 0 if use_phase_grid is None
+                                         else use_phase_grid),
+                     N=int(pack.N), flags=flags, ncomp=int(ncomp), nch=len(pack.channels),
+                     max_magnons=int(max_magnons), record_jumps=bool(record_jumps),
+                     keep=bool(keep))
+
+
+def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
+              names: tuple, record_jumps: bool, keep: bool, max_magnons: int,
+              dense_max: int = DENSE_MAX, pairs=None, pack: SectorPack | None = None):
+    """Run whole statistics blocks; returns ``(blocks, sector modes)``.
+
+    Block ``b`` holds trajectories ``b * BLOCK`` to ``min((b + 1) * BLOCK, ntraj) - 1``;
+    each entry of ``blocks`` is a dict ``cnt, mean, m2`` (its Welford
+    accumulators), ``ntrunc``, ``jumps`` and ``kept`` (or ``None``).
+    """
+    if pack is None:
+        pack = get_pack(model, times, dense_max, pairs)
+    space = pack.space
+    init_kind, m0, psi0, init_p, init_cfg, binom = initial_draw(model, space)
+    pack.ensure(m0)
+    flags, _, ncomp = kernel_layout(model.N, names, len(pack.pairs), len(model.channels))
+    spec = run_spec(pack, key, flags, ncomp, max_magnons=max_magnons,
+                    record_jumps=record_jumps, keep=keep)
+    nt = times.size
+    if init_kind != K.INIT_PURE:
+        # each trajectory starts from its own configuration: no shared path
+        path = (np.zeros(0), np.arange(nt, dtype=np.int64),
+                np.zeros((0, 1), dtype=np.complex128), np.zeros(0), np.zeros(0),
+                np.zeros((nt, ncomp)))
+    out = []
+    jump_cap = 4096
+    for b in block_ids:
+        t0 = b * BLOCK
+        nb = min(BLOCK, ntraj - t0)
+        while True:
+            tables = pack.tables()
+            if init_kind == K.INIT_PURE:
+                path = pack.initial_path(m0, psi0, flags, ncomp)
+            start = K.Start(int(m0), psi0, int(init_kind), init_p, init_cfg, binom, *path)
+            buf = K.BlockOut(cnt=np.zeros(nt, dtype=np.int64), mean=np.zeros((nt, ncomp)),
+                             m2=np.zeros((nt, ncomp)),
+                             jump_buf=np.zeros((jump_cap if record_jumps else 1, 4)),
+                             kept=np.zeros((nb if keep else 1, nt, ncomp)))
+            status, nj, ntrunc, need = K.run_block(tables, start, spec, t0, nb, buf)
+            if status == K.STATUS_NEED_SECTOR:
+                pack.ensure(int(need))
+                continue
+            if status == K.STATUS_JUMP_BUFFER_FULL:
+                jump_cap *= 4
+                continue
+            break
+        out.append({"cnt": buf.cnt, "mean": buf.mean, "m2": buf.m2, "ntrunc": int(ntrunc),
+                    "jumps": buf.jump_buf[:nj].copy() if record_jumps else None,
+                    "kept": buf.kept if keep else None})
+    return out, pack.modes_copy()
+
+
+# --------------------------------------------------------------------------- warm-up
+_WARM = {"done": False}
+_WARM_LOCK = threading.Lock()
+
+
+def warm_kernels() -> float:
+    """Compile (or load from numba's cache) the trajectory kernels; returns seconds.
+
+    Runs one trajectory of a 3-site pump-and-loss chain, which calls every
+    kernel entry point with the argument types of a real run, so that the
+    compile time is paid (and measured) here rather than inside a run's clock.
+    Returns 0 once the kernels are loaded in this process.
+    """
+    with _WARM_LOCK:
+        if _WARM["done"]:
+            return 0.0
+        from .model import BondCouplings
+
+        t0 = time.perf_counter()
+        model = ChainModel(3, profile=BondCouplings((1.0, 1.25)), gamma=1.0, gamma_pump=0.5)
+        times = np.linspace(0.0, 1.0, 3)
+        key = np.random.SeedSequence(0).generate_state(4, dtype=np.uint64)
+        pack = SectorPack(model, times)  # not cached: keeps the cache for real runs
+        run_batch(model, times, key, [0], 1, ("j", "j_bond", "m", "n"), True, True, 3,
+                  pack=pack)
+        _WARM["done"] = True
+        return time.perf_counter() - t0
+

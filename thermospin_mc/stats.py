@@ -1,0 +1,251 @@
+"""Streaming statistics of a trajectory run: accumulators, the in-order reducer, the stop rule.
+
+Reproducibility rule: trajectory ``k`` draws from the stream of ``(seed, k)``,
+trajectories are folded into statistics blocks of ``pack.BLOCK`` consecutive
+indices, and blocks are merged (:func:`results.chan_merge`) strictly in block
+order. Batches may finish in any order on any backend; the :class:`Reducer`
+holds blocks that arrive early until the prefix before them is complete. Hence
+any ``n_jobs``, batch size or backend gives bit-identical results, and with a
+:class:`Target` the rule is tested after every merged block, so a run stops at
+the smallest whole number of blocks that meets it (its result equals a plain
+run with that ``ntraj``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _validate as v
+from .observables import ONE_EVENT, flow_factor, source
+from .pack import BLOCK
+from .results import chan_merge, sem_from_m2
+
+__all__ = ["Accumulator", "Reducer", "Target", "target_value", "DEFAULT_MAX_NTRAJ"]
+
+#: Cap on the trajectories of a ``target_sem`` run when ``max_ntraj`` is not given.
+DEFAULT_MAX_NTRAJ = 10**8
+
+
+class Accumulator:
+    """Per-(time, component) count, mean and sum of squared deviations.
+
+    Merging is Chan's pairwise formula (:func:`results.chan_merge`); merging in
+    a fixed order gives bit-identical results however the blocks were computed.
+    """
+
+    def __init__(self, nt: int, ncomp: int):
+        self.cnt = np.zeros(nt, dtype=np.int64)
+        self.mean = np.zeros((nt, ncomp))
+        self.m2 = np.zeros((nt, ncomp))
+
+    def merge(self, cnt, mean, m2) -> None:
+        self.mean, self.m2 = chan_merge(self.cnt[:, None], self.mean, self.m2, cnt[:, None],
+                                        mean, m2)
+        self.cnt = self.cnt + cnt
+
+    def sem(self) -> np.ndarray:
+        return sem_from_m2(self.cnt[:, None], self.m2)
+
+    def state(self) -> dict:
+        return {"cnt": self.cnt.copy(), "mean": self.mean.copy(), "m2": self.m2.copy()}
+
+    def load(self, cnt, mean, m2) -> None:
+        self.cnt = np.asarray(cnt).astype(np.int64)
+        self.mean = np.asarray(mean).astype(np.float64)
+        self.m2 = np.asarray(m2).astype(np.float64)
+
+
+class Reducer:
+    """Merges blocks in block order; holds blocks that finish early.
+
+    ``busy`` is true only while a merge is half done: an emergency checkpoint
+    is written only from a consistent state. ``base`` is the state just
+    before a short last block was merged (see :meth:`merge_next`); its
+    on-disk form is owned by :mod:`thermospin_mc.checkpoint`.
+    """
+
+    def __init__(self, nt: int, ncomp: int, cap: int, record_jumps: bool, keep: bool):
+        self.nt, self.ncomp, self.cap = nt, ncomp, cap
+        self.nblocks = math.ceil(cap / BLOCK)
+        self.record_jumps, self.keep = record_jumps, keep
+        self.acc = Accumulator(nt, ncomp)
+        self.next_block = 0
+        self.ntraj = 0
+        self.ntrunc = 0
+        self.jumps: list = []
+        self.kept: list = []
+        self.pending: dict = {}
+        self.modes: dict = {}
+        self.busy = False
+        self.base: dict | None = None
+        self.restored = 0  # trajectories a loaded checkpoint held
+
+    def block_size(self, b: int) -> int:
+        return min(BLOCK, self.cap - b * BLOCK)
+
+    def todo(self, per: int):
+        """Unfinished block ids in index order, in lists of ``per`` (lazily)."""
+        batch = []
+        for b in range(self.next_block, self.nblocks):
+            if b in self.pending:
+                continue
+            batch.append(b)
+            if len(batch) == per:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def offer(self, ids, blocks, modes) -> None:
+        """Take a finished batch (any order; blocks already merged are ignored)."""
+        self.modes.update(modes)
+        for b, blk in zip(ids, blocks, strict=True):
+            if b >= self.next_block and b not in self.pending and b < self.nblocks:
+                blk["nb"] = self.block_size(b)
+                self.pending[b] = blk
+
+    def merge_next(self) -> int:
+        """Merge the next block of the prefix (it must be pending); returns its size."""
+        blk = self.pending[self.next_block]
+        self.busy = True
+        if blk["nb"] < BLOCK:
+            # a short last block: keep the state before it, so that a later call
+            # asking for more trajectories can drop it and run the block in full,
+            # exactly as a plain run of the larger ntraj reduces it
+            self.base = {**self.acc.state(), "ntrunc": self.ntrunc,
+                         "njumps": sum(len(j) for j in self.jumps) if self.record_jumps
+                         else 0}
+        self.acc.merge(blk["cnt"], blk["mean"], blk["m2"])
+        self.ntrunc += blk["ntrunc"]
+        if self.record_jumps:
+            self.jumps.append(blk["jumps"])
+        if self.keep:
+            self.kept.append(blk["kept"])
+        self.ntraj += blk["nb"]
+        del self.pending[self.next_block]
+        self.next_block += 1
+        self.busy = False
+        return blk["nb"]
+
+    def compact(self) -> None:
+        """Join the recorded jump and trajectory rows into one array each."""
+        if len(self.jumps) > 1:
+            self.jumps = [np.concatenate(self.jumps)]
+        if len(self.kept) > 1:
+            self.kept = [np.concatenate(self.kept)]
+
+
+# --------------------------------------------------------------------------- stopping
+@dataclass(frozen=True)
+class Target:
+    """When a run stops: an accuracy target, a trajectory cap, a time limit.
+
+    ``sem=None`` is a plain run of ``ntraj`` trajectories (``time_limit`` may
+    still end it early). With ``sem``, blocks are added (at least ``ntraj``
+    trajectories) until the worst effective standard error of ``observables``
+    over the rows with ``t > 0`` is ``<= sem`` (absolute), or every such row's
+    is ``<= sem * |mean|`` (``relative``; rows below ``rel_floor`` times the
+    observable's largest ``|mean|`` are left out), or ``max_ntraj`` is
+    reached. See ``mcsolve`` for the meaning of each field. Fields are
+    validated on construction; :meth:`resolve` checks them against a run's
+    observables and ``ntraj``.
+    """
+
+    sem: float | None = None
+    observables: tuple | None = None
+    relative: bool = False
+    rel_floor: float = 0.25
+    max_ntraj: int | None = None
+    time_limit: float | None = None
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.time_limit is not None:
+            set_(self, "time_limit", v.real("time_limit", self.time_limit, lo=0.0,
+                                            lo_open=True))
+        if not isinstance(self.relative, (bool, np.bool_)):
+            raise ValueError(f"relative must be True or False, got {self.relative!r}")
+        set_(self, "relative", bool(self.relative))
+        rel_floor = v.real("rel_floor", self.rel_floor, lo=0.0)
+        if rel_floor >= 1.0:
+            raise ValueError(f"rel_floor must be in [0, 1), got {rel_floor}")
+        set_(self, "rel_floor", rel_floor)
+        if self.sem is None:
+            if self.observables is not None:
+                raise ValueError("target_observables needs target_sem")
+            if self.max_ntraj is not None:
+                raise ValueError("max_ntraj only applies with target_sem (ntraj is the "
+                                 "number of trajectories of a plain run)")
+            if self.relative:
+                raise ValueError("relative=True needs target_sem")
+            return
+        set_(self, "sem", v.real("target_sem", self.sem, lo=0.0, lo_open=True))
+        if self.observables is not None:
+            tn = ((self.observables,) if isinstance(self.observables, str)
+                  else tuple(self.observables))
+            if not tn:
+                raise ValueError("target_observables must name at least one observable")
+            set_(self, "observables", tn)
+        if self.max_ntraj is not None:
+            set_(self, "max_ntraj", v.integer("max_ntraj", self.max_ntraj, lo=1))
+
+    def resolve(self, names: tuple, ntraj: int) -> tuple[tuple, int]:
+        """``(target observables, trajectory cap)`` of a run computing ``names``."""
+        if self.sem is None:
+            return (), ntraj
+        if self.observables is None:
+            tn = tuple(n for n in names if n != "flow") or names
+        else:
+            for o in self.observables:
+                if o not in names:
+                    raise ValueError(f"target_observables must be among the computed "
+                                     f"observables {names}, got {o!r}")
+            tn = self.observables
+        if self.max_ntraj is None:
+            cap = DEFAULT_MAX_NTRAJ
+        else:
+            cap = v.integer("max_ntraj", self.max_ntraj, lo=ntraj)
+        return tn, max(cap, ntraj)
+
+
+def target_value(acc: Accumulator, cols: dict, names: tuple, times: np.ndarray,
+                 couplings, relative: bool, rel_floor: float = 0.25) -> float:
+    """Worst effective standard error (absolute) or worst sem/|mean| (relative)
+    over the observables ``names`` at every output time ``t > 0`` that has
+    trajectories.
+
+    Standard errors are floored at one event's worth ``delta / n``
+    (``results.effective_sem``). Relative: rows with ``|mean|`` below
+    ``rel_floor`` times the largest ``|mean|`` of the observable are ignored.
+    """
+    rows = (times > 0) & (acc.cnt > 0)
+    if not rows.any():
+        return math.inf
+    n = acc.cnt[rows].astype(float)[:, None]
+    sem = acc.sem()[rows]
+    mean = acc.mean[rows]
+    half_a = flow_factor(couplings)
+    worst = 0.0
+    for name in names:
+        src = source(name)
+        se, mu = sem[:, cols[src]], mean[:, cols[src]]
+        delta = ONE_EVENT[src]
+        if name == "flow":
+            se, mu, delta = se * half_a, mu * half_a, delta * half_a
+        se = np.maximum(np.where(np.isnan(se), 0.0, se), delta / n)
+        if relative:
+            size = np.abs(mu)
+            keep = (size > 0) & (size >= rel_floor * size.max())
+            if not keep.any():
+                continue
+            with np.errstate(divide="ignore", invalid="ignore"):
+                val = np.where(keep, se / size, 0.0)
+        else:
+            val = se
+        if np.isnan(val).any():
+            return math.inf
+        worst = max(worst, float(val.max()))
+    return worst
