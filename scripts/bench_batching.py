@@ -26,7 +26,7 @@ from numba import njit
 
 import thermospin_mc as tsm
 from thermospin_mc import kernels as K
-from thermospin_mc.ensemble import SectorPack
+from thermospin_mc.pack import SectorPack
 
 
 def _batched(nb: int):

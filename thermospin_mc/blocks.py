@@ -72,14 +72,14 @@ class BlockLayout:
         self.size = off
         N = space.N
         # observable gather indices
-        self._diag_idx, self._occ, self._hop_idx, self._hop_bond = {}, {}, {}, {}
+        self.diag_idx, self.occ, self.hop_idx, self.hop_bond = {}, {}, {}, {}
         for m in self.sectors:
             sec = space.sector(m)
             d, o = self.dims[m], self.offsets[m]
-            self._diag_idx[m] = o + np.arange(d) * (d + 1)
-            self._occ[m] = sec.occupation()
-            self._hop_idx[m] = o + sec.hop_from * d + sec.hop_to
-            self._hop_bond[m] = sec.hop_bond
+            self.diag_idx[m] = o + np.arange(d) * (d + 1)
+            self.occ[m] = sec.occupation()
+            self.hop_idx[m] = o + sec.hop_from * d + sec.hop_to
+            self.hop_bond[m] = sec.hop_bond
         self.N = N
 
     def block(self, x: np.ndarray, m: int) -> np.ndarray:
@@ -89,7 +89,7 @@ class BlockLayout:
     def trace(self) -> np.ndarray:
         t = np.zeros(self.size, dtype=complex)
         for m in self.sectors:
-            t[self._diag_idx[m]] = 1.0
+            t[self.diag_idx[m]] = 1.0
         return t
 
     def observables(self, x: np.ndarray, names, pairs=None) -> dict:
@@ -117,7 +117,7 @@ class BlockLayout:
                     continue
                 raise ValueError(f"the initial state has weight in sector m = {m}, which "
                                  f"this solver's layout {self.sectors} does not hold")
-            x[self._diag_idx[m]] = w
+            x[self.diag_idx[m]] = w
         return x
 
     def initial(self, model: ChainModel, drop: tuple[int, ...] = ()) -> np.ndarray:

@@ -18,6 +18,7 @@ from .cli_args import help_default as _d
 from .fcs import exact_counting_statistics
 from .io import check_output_file, read_table, write_table
 from .model import ChainModel
+from .results import metadata
 
 __all__ = ["add_stats", "add_fcs"]
 
@@ -280,7 +281,7 @@ def _cmd_fcs(args) -> int:
                 print("Fano factor c2/c1: undefined (c1 vanishes to round-off)")
         table = df
     if args.out is not None:
-        write_table(table, args.out, {"command": "fcs", "model": model.to_dict(),
-                                      "counts": counts, "t": args.t, "t0": t0})
+        write_table(table, args.out, metadata("fcs", model, command="fcs", counts=counts,
+                                              t=args.t, t0=t0))
         print(f"wrote {args.out}")
     return 0

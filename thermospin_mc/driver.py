@@ -1,6 +1,6 @@
 """``mcsolve``: the one driver of trajectory runs.
 
-Flow of a run (see ``docs/_pipeline_notes.md``)::
+Flow of a run (see ``docs/architecture.md``)::
 
     mcsolve(keywords) -> options: Cluster, Checkpointing, Target (validated records)
       -> Job (model, times, run key, ...) -> backend.map(block-id batches)

@@ -82,7 +82,7 @@ def _metadata(model: ChainModel, solver: str, **extra) -> dict:
 def _check_observables(observables, pairs=None, N: int = 2, count: bool = True):
     """``(names, pairs)``; without pairs the names keep the caller's order."""
     allowed = OBSERVABLES if count else tuple(o for o in OBSERVABLES if o != "count")
-    default = ("j", "j_bond", "flow", "m", "n", "norm")
+    default = OBS.DEFAULT + ("norm",)
     if pairs is None:
         if observables is None:
             return default, None

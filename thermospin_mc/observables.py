@@ -187,13 +187,13 @@ def evaluate_blocks(layout, x: np.ndarray, names, pairs=None) -> dict:
     nn = np.zeros(len(pairs0))
     pm = np.zeros(len(pairs0), dtype=complex)
     for m in layout.sectors:
-        diag = x[layout._diag_idx[m]].real
+        diag = x[layout.diag_idx[m]].real
         pops[m] = diag.sum()
         if m:
-            n += layout._occ[m].T @ diag
-            if layout._hop_idx[m].size:
+            n += layout.occ[m].T @ diag
+            if layout.hop_idx[m].size:
                 # <j_l> = -4 Im rho[from, to] summed over the hops of bond l
-                jb += np.bincount(layout._hop_bond[m], -4.0 * x[layout._hop_idx[m]].imag,
+                jb += np.bincount(layout.hop_bond[m], -4.0 * x[layout.hop_idx[m]].imag,
                                   minlength=N - 1)
         if want_pairs:
             B = layout.block(x, m)
@@ -241,7 +241,7 @@ def count_rates(layout, channels) -> np.ndarray:
     R = np.zeros((len(channels), layout.size))
     for c, ch in enumerate(channels):
         for m in layout.sectors:
-            idx = layout._diag_idx[m]
+            idx = layout.diag_idx[m]
             if ch.kind == "dephasing":
                 R[c, idx] = ch.rate
                 continue

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .io import atomic_write
+
 __all__ = ["plot_figure"]
 
 
@@ -21,9 +23,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=110, format="png"))
     _plt().close(fig)
     return path
 

@@ -23,7 +23,6 @@ import pandas as pd
 from scipy import special
 
 from . import _validate as v
-from ._version import __version__
 from .analysis import compare_counting_statistics
 from .driver import mcsolve
 from .exact import exit_probabilities, mesolve, sesolve, steadystate
@@ -32,6 +31,7 @@ from .fcs import waiting_time_distribution as wtd
 from .io import write_table
 from .model import paper_model
 from .plotting import plot_figure
+from .results import metadata
 from .thermal import alpha_ratio
 
 __all__ = ["FIGURES", "EXTRA_FIGURES", "Settings", "reproduce", "quadratic_fit", "fig2", "fig3",
@@ -112,7 +112,7 @@ class Settings:
 
 
 def _meta(settings: Settings, figure: str, **extra) -> dict:
-    return {"figure": figure, "settings": asdict(settings), "version": __version__, **extra}
+    return metadata("reproduce", None, figure=figure, settings=asdict(settings), **extra)
 
 
 # --------------------------------------------------------------------------- Fig. 2

@@ -118,15 +118,18 @@ def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
     return np.where(n > 0, np.maximum(base, floor), sem)
 
 
-def metadata(solver: str, model, **extra) -> dict:
-    """The metadata of a result: the one builder every solver uses.
+def metadata(solver: str, model=None, **extra) -> dict:
+    """The metadata of a result or table: the one builder every writer uses.
 
-    Stamps ``solver``, the model (``model.to_dict()``), its a(T) method and the
-    package version; ``extra`` adds (or overrides) solver-specific entries
-    (``ntraj``, ``seed``, timings, ...).
+    Stamps ``solver`` (the producing solver or command), the model
+    (``model.to_dict()``) and its a(T) method when there is one model, and the
+    package version; ``extra`` adds (or overrides) specific entries
+    (``ntraj``, ``seed``, timings, figure settings, ...).
     """
-    meta = {"solver": solver, "model": model.to_dict(), "alpha_method": model.alpha_method,
-            "version": __version__}
+    meta = {"solver": solver}
+    if model is not None:
+        meta.update(model=model.to_dict(), alpha_method=model.alpha_method)
+    meta["version"] = __version__
     meta.update(extra)
     return meta
 

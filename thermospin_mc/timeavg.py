@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import _validate as v
+from . import observables as OBS
 from .results import Result
 
 __all__ = ["time_average", "batch_means", "BatchMeans", "integrated_autocorr_time"]
@@ -293,7 +294,7 @@ def _observable_blocks(data, columns, observables, couplings) -> dict:
             if a.size != jb.shape[2]:
                 raise ValueError(f"couplings must have N - 1 = {jb.shape[2]} values, "
                                  f"got {a.size}")
-            out[name] = jb * (a / 2.0)
+            out[name] = jb * OBS.flow_factor(a)
         else:
             out[name] = col(name)
     return out
