@@ -282,7 +282,9 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         ones when ``pairs`` are given).
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
-        preconditioned with the exact inverse of the no-jump part. ``auto``
+        preconditioned with the exact inverse of the no-jump part plus the
+        jumps of the dominant direction (:class:`~thermospin_mc.blocks.BorderedSolver`;
+        its Krylov basis holds at most ``blocks.GMRES_BASIS_BYTES``). ``auto``
         picks direct below ``DIRECT_STEADY_LIMIT`` stored numbers.
     tol : float
         Relative residual target of the iterative solve.
