@@ -849,7 +849,6 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     logr = np.log(r)
     t_last = times[nt - 1]
     want_extra = flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0
-    kb = 0
     while True:
         # ---- one step from cur at t_b
         n_b = _cheb_start(cur, d, B, vn)
