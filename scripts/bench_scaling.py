@@ -14,9 +14,11 @@ of the timed runs before the clock starts (its time is the ``setup`` column; a
 sector first visited by a later trajectory is built inside the timed run).
 QuTiP's times include its per-run set-up (one mcsolve call).
 
-    python scripts/bench_scaling.py                  # default, ~10-15 min on 2 cores
+    python scripts/bench_scaling.py                  # default, ~5 min on 2 cores
     python scripts/bench_scaling.py --N 5-13 --ntraj-scale 0.25
     python scripts/bench_scaling.py --N 17 --ntraj 1000 --skip-qutip
+    python scripts/bench_scaling.py --exact-N 7 9 11 12 13 --exact-n-jobs 1 2
+        # appends the exact solvers' time / memory table (bench_exact_scaling.py)
 
 Figures are printed (a markdown table); nothing is asserted.
 """
