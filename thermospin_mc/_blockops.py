@@ -32,6 +32,7 @@ part plus the jumps of one direction (block triangular in ``m``).
 
 from __future__ import annotations
 
+import functools
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 
@@ -137,19 +138,6 @@ def _combine_step(P, X, dec, deph, c, f, Hm, New, acc, w):  # pragma: no cover -
     return nk
 
 
-@nb.njit(cache=True, nogil=True)
-def _cheb_step(new, Hk, Hm, c, f, acc, w):  # pragma: no cover - numba
-    """One fused pass: ``acc += w Hk``, ``new = f (new - c Hk) + Hm`` (``Hm`` may be
-    ``Hk`` itself scaled by 0 for the first step); returns ``||Hk||^2``."""
-    nk = 0.0
-    for i in range(Hk.size):
-        h = Hk[i]
-        acc[i] += w * h
-        nk += h.real * h.real + h.imag * h.imag
-        new[i] = f * (new[i] - c * h) + Hm[i]
-    return nk
-
-
 class BlockGenerator:
     """Matrix-free Lindblad generator on a :class:`~thermospin_mc.exact.BlockLayout`.
 
@@ -166,7 +154,7 @@ class BlockGenerator:
         self.layout = layout
         space = layout.space
         self.blocks = []
-        width, gam = 0.0, 0.0
+        gam = 0.0
         for m in layout.sectors:
             sec = space.sector(m)
             d, o = layout.dims[m], layout.offsets[m]
@@ -180,13 +168,7 @@ class BlockGenerator:
                     s = space.jump_amplitudes(ch, m)
                     deph += ch.rate * np.outer(s, s)
             dec = sec.decay
-            if d <= DENSE_DIM:
-                hd = h.toarray()
-                ext = np.linalg.eigvalsh(hd) if d else np.zeros(1)
-            else:
-                hd = None
-                ext = _extremes(h)
-            width = max(width, float(ext[-1] - ext[0]))
+            hd = h.toarray() if d <= DENSE_DIM else None
             gam = max(gam, float(dec.max()) if d else 0.0)
             self.blocks.append((m, d, o, h, hd, np.ascontiguousarray(dec, dtype=float), deph))
         self.feeds, self.feed_dm = [], []
@@ -203,7 +185,6 @@ class BlockGenerator:
                                        layout.offsets[m], layout.dims[m], src, float(ch.rate)))
                     self.feed_dm.append(ch.dm)
         dmax = max(layout.dims.values())
-        self.width = width
         self.gamma = gam
         self.size = layout.size
         # jumps into each block, in list order (the order of the additions)
@@ -228,6 +209,19 @@ class BlockGenerator:
         if len(self.groups) > 1:
             self._pool = ThreadPoolExecutor(len(self.groups))
             weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    @functools.cached_property
+    def width(self) -> float:
+        """Largest spectral width ``E_max - E_min`` of a block's ``h`` (the
+        Chebyshev scale; computed on first use: the steady state never needs it)."""
+        width = 0.0
+        for _m, d, _o, h, hd, _dec, _deph in self.blocks:
+            if hd is not None:
+                ext = np.linalg.eigvalsh(hd) if d else np.zeros(1)
+            else:
+                ext = _extremes(h)
+            width = max(width, float(ext[-1] - ext[0]))
+        return width
 
     def _hx(self, h, hd, X, work=None):
         if hd is not None:

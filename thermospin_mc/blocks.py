@@ -246,7 +246,7 @@ class NoJumpInverse:
                     parts = list(ex.map(lambda m: self._decompose(m, mats[m]), order))
             else:
                 parts = [self._decompose(m, mats[m]) for m in order]
-        self.data = {m: parts[order.index(m)] for m in layout.sectors}
+        self.data = dict(zip(order, parts, strict=True))
 
     def _decompose(self, m: int, H: np.ndarray):
         lam, V = np.linalg.eig(H)

@@ -333,6 +333,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         trace = layout.trace()
         e = np.zeros(layout.size, dtype=complex)
         e[layout.offsets[sectors[0]]] = 1.0  # the (0, 0) element of the lowest block
+        gen = None
         if method == "direct":
             L = (nojump_generator(layout) + feed_generator(layout)).tocsr()
             # bordered system L x + e (t.x) = e has the unique solution x_ss
@@ -344,6 +345,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
                                  "Liouvillian: a dark state or a conserved quantity)")
         else:
             solver = BorderedSolver(layout, model.channels, tol)
+            gen = solver.gen
             x = solver.solve(e)
             info["gmres_iterations"] = solver.iterations[0]
         x = x / (trace @ x)
@@ -351,7 +353,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
             B = layout.block(x, m)
             B[...] = 0.5 * (B + B.conj().T)
         info["method"] = method
-        r = BlockGenerator(layout).apply(x)
+        r = (gen or BlockGenerator(layout)).apply(x)
         info["residual"] = float(np.linalg.norm(r) / max(np.linalg.norm(x), 1e-300))
     obs = layout.observables(x, names, pairs)
     means = {k: val[None, :] for k, val in obs.items()}

@@ -77,6 +77,12 @@ class LinearProfile:
         return {"kind": "linear", "T1": self.T1, "T2": self.T2}
 
 
+def _set_bond_values(profile, label: str) -> None:
+    """Validate a per-bond profile's ``values`` (``>= 0``) and store them as floats."""
+    arr = v.real_array(label, profile.values, lo=0.0)
+    object.__setattr__(profile, "values", tuple(float(x) for x in arr))
+
+
 @dataclass(frozen=True)
 class BondTemperatures:
     """User-given temperature of every bond (``N - 1`` values, units of eps0)."""
@@ -84,8 +90,7 @@ class BondTemperatures:
     values: tuple
 
     def __post_init__(self):
-        arr = v.real_array("bond temperatures", self.values, lo=0.0)
-        object.__setattr__(self, "values", tuple(float(x) for x in arr))
+        _set_bond_values(self, "bond temperatures")
 
     def bond_temperatures(self, N: int) -> np.ndarray:
         if len(self.values) != N - 1:
@@ -104,8 +109,7 @@ class BondCouplings:
     values: tuple
 
     def __post_init__(self):
-        arr = v.real_array("couplings", self.values, lo=0.0)
-        object.__setattr__(self, "values", tuple(float(x) for x in arr))
+        _set_bond_values(self, "couplings")
 
     def bond_temperatures(self, N: int):
         return None
