@@ -246,29 +246,34 @@ def _cheb_extend(optr, oidx, oval, dgs, d, B, vn, k_from, k_to):
     ``optr, oidx, oval``, already divided by ``rho``) and its complex diagonal
     ``dgs``. The terms do not depend on the step length, so a step computes
     only as many as its latest evaluation time needs (:func:`_cheb_terms`)."""
+    # unsigned indices: no negative-index wraparound checks in the gathers
+    # (measured 1.3-1.5x on this loop; the arithmetic is unchanged)
+    ud = np.uint64(d)
     for k in range(k_from + 1, k_to + 1):
-        base = 2 * k * d
-        pr_ = base - 2 * d
-        pi_ = pr_ + d
+        base = np.uint64(2 * k * d)
+        pr_ = base - np.uint64(2 * d)
+        pi_ = pr_ + ud
         nrm = 0.0
         two = 2.0 if k > 1 else 1.0
         for i in range(d):
-            br = B[pr_ + i]
-            bi = B[pi_ + i]
-            g = dgs[i]
+            ui = np.uint64(i)
+            br = B[pr_ + ui]
+            bi = B[pi_ + ui]
+            g = dgs[ui]
             ar = g.real * br - g.imag * bi
             ai = g.real * bi + g.imag * br
-            for p in range(optr[i], optr[i + 1]):
-                j = oidx[p]
-                ar += oval[p] * B[pr_ + j]
-                ai += oval[p] * B[pi_ + j]
+            for p in range(optr[ui], optr[ui + np.uint64(1)]):
+                j = np.uint64(oidx[p])
+                w = oval[p]
+                ar += w * B[pr_ + j]
+                ai += w * B[pi_ + j]
             ar *= two
             ai *= two
             if k > 1:
-                ar -= B[pr_ - 2 * d + i]
-                ai -= B[pr_ - d + i]
-            B[base + i] = ar
-            B[base + d + i] = ai
+                ar -= B[pr_ - ud - ud + ui]
+                ai -= B[pr_ - ud + ui]
+            B[base + ui] = ar
+            B[base + ud + ui] = ai
             nrm += ar * ar + ai * ai
         vn[k] = nrm
 
@@ -378,6 +383,8 @@ def _matvec_split(reals, off, d, x, out, fs):
     for a in range(d):
         xr = x[a].real
         xi = x[a].imag
+        if xr == 0.0 and xi == 0.0:
+            continue  # a jumped state fills only part of its sector
         br = np.uint64(off + a * d)
         bi = np.uint64(off + d * d + a * d)
         for i in range(d):
