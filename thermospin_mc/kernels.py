@@ -457,8 +457,10 @@ def _decay_rate(stab, reals, m, psi):
     d = stab[m, DIM]
     od = stab[m, OFF_DECAY]
     g = 0.0
+    uod = np.uint64(od)
     for i in range(d):
-        g += reals[od + i] * (psi[i].real * psi[i].real + psi[i].imag * psi[i].imag)
+        ui = np.uint64(i)
+        g += reals[uod + ui] * (psi[ui].real * psi[ui].real + psi[ui].imag * psi[ui].imag)
     return g
 
 
@@ -529,10 +531,13 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
             for l in range(N - 1):
                 out[k_out, jbpos + l] = 0.0
         tot = 0.0
+        uh = np.uint64(oh)
+        unh = np.uint64(nh)
         for h in range(nh):
-            b = ints[oh + h]
-            to = ints[oh + nh + h]
-            fr = ints[oh + 2 * nh + h]
+            q = uh + np.uint64(h)
+            b = ints[q]
+            to = np.uint64(ints[q + unh])
+            fr = np.uint64(ints[q + unh + unh])
             # -4 Im(conj(psi_to) psi_from)
             x = -4.0 * (psi[to].real * psi[fr].imag - psi[to].imag * psi[fr].real) * inv
             tot += x
