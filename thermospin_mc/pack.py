@@ -33,12 +33,14 @@ __all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch",
 #: Trajectories per statistics block (the unit of the fixed reduction order).
 BLOCK = 64
 #: Sectors up to this dimension are diagonalised (eigen mode); larger ones use
-#: the sparse Chebyshev propagator, which is cheaper beyond a few hundred states
-#: (cost ~ nnz * terms with lazily computed terms, instead of dim^2 per
-#: evaluation) and needs no dense storage. Measured crossover on the paper's
-#: pump + loss chain: N = 11 runs ~15-20% faster with its 330-state sectors in
-#: Chebyshev mode than in eigen mode; N <= 10 (at most 252 states) stays eigen.
-DENSE_MAX = 300
+#: the sparse Chebyshev propagator, which is cheaper beyond about a hundred
+#: states (cost ~ nnz * terms with lazily computed terms, instead of dim^2 per
+#: evaluation) and needs no dense storage. Measured on the paper's pump + loss
+#: chain (1 core, median of 5 interleaved runs each): N = 13 is 14% and N = 11
+#: 6% faster with their 286- and 165-state sectors in Chebyshev mode than in
+#: eigen mode; N = 9 runs as fast with its 126-state sectors either way and 16%
+#: slower with its 84-state ones in Chebyshev mode.
+DENSE_MAX = 100
 #: Propagators of the sectors that are not diagonalised: Chebyshev steps with
 #: dense output (default) or the plain Taylor substeps.
 LARGE_MODES = ("chebyshev", "taylor")
