@@ -9,7 +9,10 @@ contiguous. This script times both on the sectors that dominate the paper's
 pump + loss runs at N = 17 and 21 and prints the cost per nonzero and vector;
 nothing is asserted. The batched kernel is written here for the measurement
 only (same arithmetic per vector, vectors interleaved, ``nb`` fixed at
-compile time so that the inner loop vectorises).
+compile time so that the inner loop vectorises). Built into the engine (branch
+``lanes``, bit-identical results), the 1.5x cheaper product did not make whole
+runs faster: the trajectories' stored terms no longer fit the cache (README,
+Performance).
 
     python scripts/bench_batching.py            # N = 17 (m = 5, 6, 7), ~30 s
     python scripts/bench_batching.py --N 21 --m 7 8

@@ -210,3 +210,63 @@ def test_no_jump_inverse_independent_of_threads():
     x = one.apply(y)
     A = blocks.nojump_generator(layout)
     assert np.abs(A @ x - y).max() <= 1e-10 * np.abs(y).max()
+
+
+def test_hermitian_packing_is_an_isometry_of_hermitian_blocks():
+    model = random_model(61, 5, ["loss", "pump", "dephasing"])
+    layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
+    pack = blocks.HermitianPacking(layout)
+    rng = np.random.default_rng(61)
+    xs = []
+    for _ in range(2):
+        x = np.zeros(layout.size, dtype=complex)
+        for m in layout.sectors:
+            d = layout.dims[m]
+            A = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+            layout.block(x, m)[...] = A + A.conj().T
+        xs.append(x)
+    x, y = xs
+    assert pack.is_hermitian(x)
+    r = pack.pack(x)
+    assert r.dtype == float and r.size == layout.size
+    # the sqrt(2) scaling rounds: the round trip is exact to an ulp
+    np.testing.assert_allclose(pack.unpack(r), x, rtol=4e-16, atol=0)
+    # Euclidean products of packings = Frobenius products of the blocks (real here)
+    np.testing.assert_allclose(r @ pack.pack(y), np.vdot(x, y).real, rtol=1e-13)
+    assert abs(np.vdot(x, y).imag) < 1e-10 * abs(np.vdot(x, y))
+    big = max(layout.sectors, key=lambda m: layout.dims[m])
+    z = x.copy()
+    layout.block(z, big)[0, -1] += 1e-6
+    assert not pack.is_hermitian(z)
+    z = x.copy()
+    layout.block(z, big)[0, 0] += 1e-6j
+    assert not pack.is_hermitian(z)
+
+
+def test_bordered_solver_real_and_complex_paths_agree():
+    # a Hermitian right-hand side runs GMRES on the real packing; the same system
+    # with a non-Hermitian part added runs on complex vectors; by linearity the
+    # difference of the solutions solves the system with that part alone
+    model = random_model(62, 5, ["loss", "pump", "dephasing"])
+    layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
+    solver = blocks.BorderedSolver(layout, model.channels, tol=1e-13)
+    rng = np.random.default_rng(62)
+    y_h = np.zeros(layout.size, dtype=complex)
+    y_a = np.zeros(layout.size, dtype=complex)
+    for m in layout.sectors:
+        d = layout.dims[m]
+        A = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+        layout.block(y_h, m)[...] = A + A.conj().T
+        layout.block(y_a, m)[...] = A - A.T  # neither Hermitian nor anti-Hermitian
+    x_h = solver.solve(y_h)
+    x_sum = solver.solve(y_h + y_a)
+    L, _ = exact.liouvillian(model, sectors=layout.sectors)
+    e = solver.e
+    tr = layout.trace()
+
+    def apply(x):
+        return L @ x + e * (tr @ x)
+
+    for x, y in ((x_h, y_h), (x_sum, y_h + y_a)):
+        assert np.linalg.norm(apply(x) - y) <= 1e-10 * np.linalg.norm(y)
+    assert blocks.HermitianPacking(layout).is_hermitian(x_h)
