@@ -27,7 +27,14 @@ counts (time integrals of linear functionals) use the integrated weights
 the last output time is never formed.
 
 The steady-state preconditioner :func:`triangular_solve` inverts the no-jump
-part plus the jumps of one direction (block triangular in ``m``).
+part plus the jumps of one direction (block triangular in ``m``); the
+steady-state GMRES runs on the real packing of Hermitian blocks
+(:func:`hermitian_pack`).
+
+Length: the generator, its Chebyshev propagator, the preconditioner sweep and
+the Hermitian packing all walk the same stacked-block layout (offsets, dims)
+in compiled loops; one module keeps that layout's kernels in one place and one
+numba cache unit.
 """
 
 from __future__ import annotations
@@ -42,10 +49,59 @@ import scipy.special as ssp
 
 from . import _threads
 
-__all__ = ["BlockGenerator", "chebyshev_evolve", "triangular_solve"]
+__all__ = ["BlockGenerator", "chebyshev_evolve", "triangular_solve", "hermitian_pack",
+           "hermitian_unpack", "hermitian_defect"]
 
 #: Blocks up to this dimension use a dense (BLAS) product with ``h``.
 DENSE_DIM = 48
+
+
+# ---------------------------------------------------------------------------- Hermitian packing
+@nb.njit(cache=True, nogil=True)
+def hermitian_pack(x, offs, dims, r):
+    """Real coordinates of Hermitian blocks, in place of each block's ``d x d``
+    slots: ``Re X_ii`` on the diagonal, ``sqrt(2) Re X_ij`` above it and
+    ``sqrt(2) Im X_ij`` below (``i < j``); the Euclidean norm of ``r`` is the
+    Frobenius norm of the blocks."""
+    s2 = np.sqrt(2.0)
+    for b in range(offs.size):
+        o = offs[b]
+        d = dims[b]
+        for i in range(d):
+            r[o + i * d + i] = x[o + i * d + i].real
+            for j in range(i + 1, d):
+                v = x[o + i * d + j]
+                r[o + i * d + j] = s2 * v.real
+                r[o + j * d + i] = s2 * v.imag
+
+
+@nb.njit(cache=True, nogil=True)
+def hermitian_unpack(r, offs, dims, x):
+    """The Hermitian blocks of the real coordinates ``r`` (:func:`hermitian_pack`)."""
+    s2 = np.sqrt(2.0)
+    for b in range(offs.size):
+        o = offs[b]
+        d = dims[b]
+        for i in range(d):
+            x[o + i * d + i] = r[o + i * d + i]
+            for j in range(i + 1, d):
+                v = complex(r[o + i * d + j] / s2, r[o + j * d + i] / s2)
+                x[o + i * d + j] = v
+                x[o + j * d + i] = np.conj(v)
+
+
+@nb.njit(cache=True, nogil=True)
+def hermitian_defect(x, offs, dims):
+    """Largest ``|X_ij - conj(X_ji)|`` (diagonal: ``|Im X_ii|``) over the blocks."""
+    worst = 0.0
+    for b in range(offs.size):
+        o = offs[b]
+        d = dims[b]
+        for i in range(d):
+            worst = max(worst, abs(x[o + i * d + i].imag))
+            for j in range(i + 1, d):
+                worst = max(worst, abs(x[o + i * d + j] - np.conj(x[o + j * d + i])))
+    return worst
 
 
 @nb.njit(cache=True, nogil=True)

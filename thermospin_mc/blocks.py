@@ -32,7 +32,13 @@ from threadpoolctl import threadpool_limits
 
 from . import _threads
 from . import observables as OBS
-from ._blockops import BlockGenerator, triangular_solve
+from ._blockops import (
+    BlockGenerator,
+    hermitian_defect,
+    hermitian_pack,
+    hermitian_unpack,
+    triangular_solve,
+)
 from .model import ChainModel
 from .sectors import SectorSpace
 
@@ -416,51 +422,29 @@ class BorderedSolver:
 
 
 class HermitianPacking:
-    """Real coordinates of block vectors whose blocks are Hermitian: per block the
-    diagonal, then ``sqrt(2) Re`` and ``sqrt(2) Im`` of the upper triangle (row by
-    row), ``d^2`` reals for ``d^2`` complex numbers. The factor ``sqrt(2)`` makes
+    """Real coordinates of block vectors whose blocks are Hermitian, ``d^2`` reals
+    in place of each block's ``d^2`` complex numbers: ``Re X_ii`` on the diagonal,
+    ``sqrt(2) Re X_ij`` above it and ``sqrt(2) Im X_ij`` below (``i < j``;
+    :func:`~thermospin_mc._blockops.hermitian_pack`). The factor ``sqrt(2)`` makes
     the Euclidean product of the packings the Frobenius product of the blocks, so
     norms and residuals are those of the complex vectors."""
 
     def __init__(self, layout: BlockLayout):
         self.size = layout.size
-        self._index = None
-        self._layout = layout
-
-    def _indices(self):
-        if self._index is None:
-            diag, up, low = [], [], []
-            for m in self._layout.sectors:
-                d, o = self._layout.dims[m], self._layout.offsets[m]
-                i, j = np.triu_indices(d, 1)
-                diag.append(o + np.arange(d) * (d + 1))
-                up.append(o + i * d + j)
-                low.append(o + j * d + i)
-            self._index = tuple(np.concatenate(a).astype(np.int64) for a in (diag, up, low))
-        return self._index
+        self._offs = np.array([layout.offsets[m] for m in layout.sectors], dtype=np.int64)
+        self._dims = np.array([layout.dims[m] for m in layout.sectors], dtype=np.int64)
 
     def is_hermitian(self, x: np.ndarray) -> bool:
-        diag, up, low = self._indices()
-        tol = 1e-14 * (float(np.max(np.abs(x))) if x.size else 0.0)
-        return bool(np.max(np.abs(x[up] - np.conj(x[low])), initial=0.0) <= tol
-                    and np.max(np.abs(x[diag].imag), initial=0.0) <= tol)
+        """Every block Hermitian to 1e-14 of the largest element."""
+        scale = float(np.max(np.abs(x))) if x.size else 0.0
+        return bool(hermitian_defect(x, self._offs, self._dims) <= 1e-14 * scale)
 
     def pack(self, x: np.ndarray) -> np.ndarray:
-        diag, up, _ = self._indices()
-        nd, nu = diag.size, up.size
-        r = np.empty(nd + 2 * nu)
-        r[:nd] = x[diag].real
-        xu = x[up] * np.sqrt(2.0)
-        r[nd:nd + nu] = xu.real
-        r[nd + nu:] = xu.imag
+        r = np.empty(self.size)
+        hermitian_pack(x, self._offs, self._dims, r)
         return r
 
     def unpack(self, r: np.ndarray) -> np.ndarray:
-        diag, up, low = self._indices()
-        nd, nu = diag.size, up.size
         x = np.empty(self.size, dtype=complex)
-        x[diag] = r[:nd]
-        xu = (r[nd:nd + nu] + 1j * r[nd + nu:]) / np.sqrt(2.0)
-        x[up] = xu
-        x[low] = np.conj(xu)
+        hermitian_unpack(np.ascontiguousarray(r, dtype=float), self._offs, self._dims, x)
         return x
