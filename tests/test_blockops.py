@@ -30,6 +30,15 @@ GEN_CASES = [  # (seed, N, kinds)
 ]
 
 
+def _random_hermitian_blocks(layout, rng):
+    x = np.zeros(layout.size, dtype=complex)
+    for m in layout.sectors:
+        d = layout.dims[m]
+        A = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
+        layout.block(x, m)[...] = A + A.conj().T
+    return x
+
+
 def _random_vector(rng, n):
     return rng.normal(size=n) + 1j * rng.normal(size=n)
 
@@ -162,10 +171,7 @@ def test_chebyshev_step_threads_bit_identical(seed, N, kinds):
     model = random_model(seed, N, kinds)
     L, layout = exact.liouvillian(model, sectors=list(range(N + 1)))
     rng = np.random.default_rng(seed)
-    x = np.zeros(layout.size, dtype=complex)
-    for m in layout.sectors:
-        A = rng.normal(size=(layout.dims[m],) * 2) + 1j * rng.normal(size=(layout.dims[m],) * 2)
-        layout.block(x, m)[...] = A + A.conj().T
+    x = _random_hermitian_blocks(layout, rng)
     Hm = _random_vector(rng, layout.size)
     acc0 = _random_vector(rng, layout.size)
     outs = []
@@ -217,15 +223,7 @@ def test_hermitian_packing_is_an_isometry_of_hermitian_blocks():
     layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
     pack = blocks.HermitianPacking(layout)
     rng = np.random.default_rng(61)
-    xs = []
-    for _ in range(2):
-        x = np.zeros(layout.size, dtype=complex)
-        for m in layout.sectors:
-            d = layout.dims[m]
-            A = rng.normal(size=(d, d)) + 1j * rng.normal(size=(d, d))
-            layout.block(x, m)[...] = A + A.conj().T
-        xs.append(x)
-    x, y = xs
+    x, y = _random_hermitian_blocks(layout, rng), _random_hermitian_blocks(layout, rng)
     assert pack.is_hermitian(x)
     r = pack.pack(x)
     assert r.dtype == float and r.size == layout.size
@@ -244,9 +242,9 @@ def test_hermitian_packing_is_an_isometry_of_hermitian_blocks():
 
 
 def test_bordered_solver_real_and_complex_paths_agree():
-    # a Hermitian right-hand side runs GMRES on the real packing; the same system
-    # with a non-Hermitian part added runs on complex vectors; by linearity the
-    # difference of the solutions solves the system with that part alone
+    # a Hermitian right-hand side runs GMRES on the real packing; with a
+    # non-Hermitian part added it runs on complex vectors; both must solve the
+    # bordered system given by the assembled Liouvillian
     model = random_model(62, 5, ["loss", "pump", "dephasing"])
     layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
     solver = blocks.BorderedSolver(layout, model.channels, tol=1e-13)

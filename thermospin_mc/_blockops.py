@@ -92,16 +92,23 @@ def hermitian_unpack(r, offs, dims, x):
 
 @nb.njit(cache=True, nogil=True)
 def hermitian_defect(x, offs, dims):
-    """Largest ``|X_ij - conj(X_ji)|`` (diagonal: ``|Im X_ii|``) over the blocks."""
+    """``(defect, scale)``: the largest ``|X_ij - conj(X_ji)|`` (diagonal:
+    ``|Im X_ii|``) and the largest ``|X_ij|`` over the blocks."""
     worst = 0.0
+    scale = 0.0
     for b in range(offs.size):
         o = offs[b]
         d = dims[b]
         for i in range(d):
-            worst = max(worst, abs(x[o + i * d + i].imag))
+            v = x[o + i * d + i]
+            worst = max(worst, abs(v.imag))
+            scale = max(scale, abs(v))
             for j in range(i + 1, d):
-                worst = max(worst, abs(x[o + i * d + j] - np.conj(x[o + j * d + i])))
-    return worst
+                u = x[o + i * d + j]
+                w = x[o + j * d + i]
+                worst = max(worst, abs(u - np.conj(w)))
+                scale = max(scale, abs(u), abs(w))
+    return worst, scale
 
 
 @nb.njit(cache=True, nogil=True)
