@@ -14,7 +14,10 @@ of the timed runs before the clock starts (its time is the ``setup`` column; a
 sector first visited by a later trajectory is built inside the timed run).
 QuTiP's times include its per-run set-up (one mcsolve call). Every figure is the
 best of ``--repeat`` (default 3) identical timed runs, for both engines: single
-runs on this shared machine varied by 20-40% (ours and QuTiP's alike).
+runs on this shared machine varied by 20-40% (ours and QuTiP's alike), and by up
+to 1.8x between consecutive identical runs in slow spells of the host. The
+1-core runs of the two engines alternate (ours, QuTiP, ours, QuTiP, ...), so that
+both bests are drawn from the same stretch of time.
 
     python scripts/bench_scaling.py                  # default, ~10 min on 2 cores
     python scripts/bench_scaling.py --N 5-13 --ntraj-scale 0.25
@@ -67,18 +70,25 @@ def ours(model, ntraj, n_jobs, seed, repeat=1):
     return best, res
 
 
-def qutip_rate(model, budget, nmax, repeat=1):
-    """QuTiP traj/s on 1 core: a 4-trajectory probe, then the best of ``repeat``
-    runs of as many trajectories as fit ``budget / repeat`` s each."""
+def qutip_size(model, budget, nmax, repeat=1):
+    """Trajectories per timed QuTiP run: a 4-trajectory probe, then as many as fit
+    ``budget / repeat`` s (at least 4, at most ``nmax``)."""
     dt, _, _ = run_qutip(model, 4, 1)
-    rate = 4 / dt
-    n = int(min(nmax, max(4, 0.8 * budget / repeat * rate)))
-    if n > 4:
-        rate = 0.0
-        for _ in range(repeat):
-            dt, _, _ = run_qutip(model, n, 1)
-            rate = max(rate, n / dt)
-    return rate, n
+    return int(min(nmax, max(4, 0.8 * budget / repeat * 4 / dt)))
+
+
+def one_core_pair(model, ntraj, seed, repeat, qutip_n):
+    """Best 1-core traj/s of ours and of QuTiP (``qutip_n`` trajectories per run; 0:
+    QuTiP skipped), their runs alternating; also our last result."""
+    r1 = q = 0.0
+    res = None
+    for _ in range(repeat):
+        r, res = ours(model, ntraj, 1, seed=seed)
+        r1 = max(r1, r)
+        if qutip_n:
+            dt, _, _ = run_qutip(model, qutip_n, 1)
+            q = max(q, qutip_n / dt)
+    return r1, (q if qutip_n else float("nan")), res
 
 
 def main(argv=None):
@@ -123,15 +133,15 @@ def main(argv=None):
         # pure function of (seed, k)), so that the sectors they visit are built untimed
         ours(model, min(ntraj, 256 if N <= 15 else 64), 1, seed=1)
         setup = time.perf_counter() - t0
-        r1, res = ours(model, ntraj, 1, seed=1, repeat=args.repeat)
+        nq = 0
+        if not args.skip_qutip and N <= args.qutip_max_N:
+            nq = qutip_size(model, args.qutip_budget, 2000, repeat=args.repeat)
+        r1, q, res = one_core_pair(model, ntraj, 1, args.repeat, nq)
+        ratio = r1 / q if nq else float("nan")
         rall, res2 = ours(model, ntraj, args.cores, seed=1, repeat=args.repeat)
         modes = {**res.metadata["sector_modes"], **res2.metadata["sector_modes"]}
         sectors = " ".join(f"{m}:{MODE_LETTER.get(v, v)}"
                            for m, v in sorted(modes.items(), key=lambda kv: int(kv[0])))
-        q, nq, ratio = float("nan"), 0, float("nan")
-        if not args.skip_qutip and N <= args.qutip_max_N:
-            q, nq = qutip_rate(model, args.qutip_budget, 2000, repeat=args.repeat)
-            ratio = r1 / q
         qtxt = f"{q:,.2f} ({nq})" if nq else "-"
         rtxt = f"x{ratio:,.0f}" if ratio == ratio else "-"
         print(f"| {N} | {ntraj} | {setup:.1f} | {r1:,.1f} | {rall:,.1f} | {qtxt} | {rtxt} | "
