@@ -268,3 +268,18 @@ def test_bordered_solver_real_and_complex_paths_agree():
     for x, y in ((x_h, y_h), (x_sum, y_h + y_a)):
         assert np.linalg.norm(apply(x) - y) <= 1e-10 * np.linalg.norm(y)
     assert blocks.HermitianPacking(layout).is_hermitian(x_h)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.37])
+def test_shifted_no_jump_inverse(sigma):
+    # NoJumpInverse.apply solves -i (H X - X H^+) - sigma X = Y block by block (the
+    # counting statistics' inverse iteration uses the shift), in eigen and Schur form
+    model = random_model(63, 7, ["loss", "pump", "loss"])
+    layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(8)))
+    A = blocks.nojump_generator(layout)
+    y = _random_vector(np.random.default_rng(63), layout.size)
+    for cond_limit in (1e8, 0.0):  # 0: every block in Schur form
+        inv = blocks.NoJumpInverse(layout, cond_limit=cond_limit)
+        assert {inv.data[m][0] for m in layout.sectors} == ({"eig"} if cond_limit else {"schur"})
+        x = inv.apply(y, sigma)
+        assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()

@@ -273,23 +273,28 @@ class NoJumpInverse:
         T, Q = sla.schur(H, output="complex")
         return ("schur", T, Q, None)
 
-    def apply(self, y: np.ndarray) -> np.ndarray:
+    def apply(self, y: np.ndarray, sigma: float = 0.0) -> np.ndarray:
+        """Every block of ``y`` solved (:meth:`solve_block`, shift ``sigma``)."""
         lay = self.layout
         out = np.empty_like(y)
         for m in lay.sectors:
             d, o = lay.dims[m], lay.offsets[m]
-            out[o:o + d * d] = self.solve_block(m, y[o:o + d * d].reshape(d, d)).ravel()
+            out[o:o + d * d] = self.solve_block(m, y[o:o + d * d].reshape(d, d),
+                                                sigma).ravel()
         return out
 
-    def solve_block(self, m: int, Y: np.ndarray) -> np.ndarray:
-        """``X`` with ``-i (H_m X - X H_m^+) = Y`` (``Y`` a ``d x d`` block)."""
+    def solve_block(self, m: int, Y: np.ndarray, sigma: float = 0.0) -> np.ndarray:
+        """``X`` with ``-i (H_m X - X H_m^+) - sigma X = Y`` (``Y`` a ``d x d`` block,
+        ``sigma`` real; the counting statistics' inverse iteration shifts it)."""
         kind, A, B, den = self.data[m]
         if kind == "eig":
             V, W = A, B
-            return V @ ((W @ Y @ W.conj().T) / den) @ V.conj().T
+            return V @ ((W @ Y @ W.conj().T) / (den - sigma if sigma else den)) @ V.conj().T
+        # (T - i sigma) Xt - Xt T^+ = i Q^+ Y Q in the Schur basis (H = Q T Q^+)
         T, Q = A, B
         C = Q.conj().T @ (1j * Y) @ Q
-        Xt, scale, info = sla.lapack.ztrsyl(T, T, C, trana="N", tranb="C", isgn=-1)
+        Ts = T - 1j * sigma * np.eye(T.shape[0]) if sigma else T
+        Xt, scale, info = sla.lapack.ztrsyl(Ts, T, C, trana="N", tranb="C", isgn=-1)
         if info < 0:
             raise RuntimeError(f"ztrsyl failed with info = {info}")
         return Q @ (Xt / scale) @ Q.conj().T

@@ -44,7 +44,6 @@ from math import comb, factorial
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -191,29 +190,6 @@ def exact_counting_statistics(model, counts, order: int = 4, t=None, *, t0: floa
 
 
 # --------------------------------------------------------------------------- SCGF
-def _shifted_nojump_solve(Ainv: NoJumpInverse, y: np.ndarray, sigma: float) -> np.ndarray:
-    """Solve ``-i (H X - X H^+) - sigma X = Y`` per block (reuses the factorisations)."""
-    lay = Ainv.layout
-    out = np.empty_like(y)
-    for m in lay.sectors:
-        d, o = lay.dims[m], lay.offsets[m]
-        Y = y[o:o + d * d].reshape(d, d)
-        kind, A, B, den = Ainv.data[m]
-        if kind == "eig":
-            V, W = A, B
-            X = V @ ((W @ Y @ W.conj().T) / (den - sigma)) @ V.conj().T
-        else:  # (T + i sigma) X - X T^+ = i Y in the Schur basis
-            T, Q = A, B
-            C = Q.conj().T @ (1j * Y) @ Q
-            Xt, scale, info = sla.lapack.ztrsyl(T + 1j * sigma * np.eye(d), T, C,
-                                                trana="N", tranb="C", isgn=-1)
-            if info < 0:
-                raise RuntimeError(f"ztrsyl failed with info = {info}")
-            X = Q @ (Xt / scale) @ Q.conj().T
-        out[o:o + d * d] = X.ravel()
-    return out
-
-
 def _shift_invert(sysm: CountingSystem, Ls: sp.csr_matrix, Fs: sp.csr_matrix, sigma: float):
     """``b, x0 -> (L_s - sigma)^-1 b``: sparse LU, or GMRES preconditioned with the
     shifted no-jump inverse (an inexact solve is enough for inverse iteration:
@@ -225,12 +201,12 @@ def _shift_invert(sysm: CountingSystem, Ls: sp.csr_matrix, Fs: sp.csr_matrix, si
     Ainv = sysm.Ainv
 
     def matvec(x):  # preconditioned (A - sigma)^-1 (L_s - sigma) = 1 + (A - sigma)^-1 F_s
-        return x + _shifted_nojump_solve(Ainv, Fs @ x, sigma)
+        return x + Ainv.apply(Fs @ x, sigma)
 
     op = spla.LinearOperator((n, n), matvec=matvec, dtype=complex)
 
     def solve(b, x0):
-        x, _ = spla.gmres(op, _shifted_nojump_solve(Ainv, b, sigma), x0=x0,
+        x, _ = spla.gmres(op, Ainv.apply(b, sigma), x0=x0,
                           rtol=1e-11, atol=0.0, restart=60, maxiter=3)
         return x
     return solve
