@@ -108,7 +108,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         seconds and ETA. Default (``None``): on for runs of at least 2000
         trajectories (``ntraj``).
     dense_max : int
-        Largest sector diagonalised densely (default ``pack.DENSE_MAX`` = 150);
+        Largest sector diagonalised densely (default ``pack.DENSE_MAX`` = 100);
         larger sectors use the sparse Chebyshev propagator.
     backend : {"serial", "threads", "loky", "dask"}, optional
         Where batches run: this process, ``n_jobs`` threads of this process
