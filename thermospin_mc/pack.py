@@ -38,10 +38,9 @@ BLOCK = 64
 #: evaluation) and needs no dense storage. Measured on the paper's pump + loss
 #: chain (1 core, medians of 5-9 interleaved runs): N = 13 is 14% and N = 11
 #: 6% faster with their 286- and 165-state sectors in Chebyshev mode than in
-#: eigen mode; N = 9 was 3% slower with its 126-state sectors in Chebyshev mode
-#: until the term loop's unsigned nonzero counter, and is 1-6% faster with them
-#: since (three sets of six alternating runs); its 84-state sectors stay faster
-#: in eigen mode (dense_max = 60 is 8-14% slower than 100).
+#: eigen mode; N = 9 is 1-6% faster with its 126-state sectors in Chebyshev
+#: mode (three sets of six alternating runs), while its 84-state sectors are
+#: faster in eigen mode (dense_max = 60 is 8-14% slower than 100).
 DENSE_MAX = 100
 #: Propagators of the sectors that are not diagonalised: Chebyshev steps with
 #: dense output (default) or the plain Taylor substeps.
