@@ -364,14 +364,23 @@ def solve_in_block(layout: BlockLayout, m: int, y: np.ndarray) -> np.ndarray:
 class BorderedSolver:
     """``x`` with ``L x + e Tr(x) = y`` by GMRES on the matrix-free generator.
 
-    ``e`` is the ``(0, 0)`` element of the lowest block of the layout. For
-    ``y = e`` the solution is the steady state (up to normalisation); for a
-    trace-free ``y`` it is the trace-free (Drazin) solution of ``L x = y``.
     Left preconditioner: the exact inverse of the no-jump part plus the jumps
-    of the dominant direction (loss or pump, by total rate), block triangular
-    in ``m`` (one sweep of exact block solves in the ``H_eff`` eigenbases);
-    GMRES sees the remaining jumps and the border. Raises ``ValueError`` (from
-    :class:`NoJumpInverse`) when a no-jump block has a non-decaying state.
+    of one direction (loss or pump), block triangular in ``m`` (one sweep of
+    exact block solves in the ``H_eff`` eigenbases); GMRES sees the remaining
+    jumps and the border. The sweep handles the weaker direction (by total
+    rate; a direction without channels is never chosen), so it starts at the
+    end of the ``m`` range where the stronger one piles up the population, and
+    ``e`` (:attr:`e`: the ``(0, 0)`` element of the sweep's first block) sits
+    there too: the preconditioned right-hand side is then already a fair
+    steady state. Measured on the paper's pump + loss model at N = 9 / 11:
+    18 / 22 GMRES iterations, against 21 / 25 with the stronger direction and
+    ``e`` in the lowest block, and 19 / 23 with the stronger direction and
+    ``e`` at its own start (the stronger direction was better in 1 of 7 rate
+    ratios tried at N = 9, by one iteration). For ``y = e`` the solution is the
+    steady state (up to normalisation, :meth:`steady_state`); for a trace-free
+    ``y`` it is the trace-free (Drazin) solution of ``L x = y``, whatever ``e``.
+    Raises ``ValueError`` (from :class:`NoJumpInverse`) when a no-jump block
+    has a non-decaying state.
     """
 
     def __init__(self, layout: BlockLayout, channels, tol: float = 1e-13):
@@ -380,10 +389,14 @@ class BorderedSolver:
         self.gen = BlockGenerator(layout)
         self.Ainv = NoJumpInverse(layout)
         rate = {k: sum(ch.rate for ch in channels if ch.kind == k) for k in ("loss", "pump")}
-        self.dm = -1 if rate["loss"] >= rate["pump"] else 1
+        if rate["loss"] > 0 and (rate["pump"] == 0 or rate["loss"] <= rate["pump"]):
+            self.dm = -1  # the loss sweep: from the top sector down
+        else:
+            self.dm = 1  # the pump sweep: from the bottom sector up
         self.trace = layout.trace()
         self.e = np.zeros(layout.size, dtype=complex)
-        self.e[layout.offsets[layout.sectors[0]]] = 1.0
+        start = layout.sectors[-1] if self.dm < 0 else layout.sectors[0]
+        self.e[layout.offsets[start]] = 1.0
         # the Krylov basis holds `restart` vectors: at most GMRES_BASIS_BYTES of them
         self.restart = int(min(80, max(8, GMRES_BASIS_BYTES // (16 * max(layout.size, 1)))))
         self.iterations: list[int] = []
@@ -393,6 +406,11 @@ class BorderedSolver:
         self._op_h = spla.LinearOperator((n, n), dtype=float,
                                          matvec=lambda r: self._pack.pack(
                                              self._matvec(self._pack.unpack(r))))
+
+    def steady_state(self) -> np.ndarray:
+        """The steady state (unit trace): the solution for ``y = e``."""
+        x = self.solve(self.e)
+        return x / (self.trace @ x)
 
     def precondition(self, y: np.ndarray) -> np.ndarray:
         return triangular_solve(self.gen, self.Ainv.solve_block, y, self.dm)

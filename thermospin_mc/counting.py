@@ -151,18 +151,15 @@ class CountingSystem:
             raise RuntimeError(f"block Liouvillian does not preserve the trace (defect {leak:.3g});"
                                " a channel's jump and decay terms disagree")
         self._solver = None
+        self._e = None  # the border of the solver in use
         self.Ainv = None
         self.info = {}
 
     # ------------------------------------------------------------ bordered solver
-    def _border(self) -> np.ndarray:
-        e = np.zeros(self.layout.size, dtype=complex)
-        e[self.layout.offsets[self.layout.sectors[0]]] = 1.0
-        return e
-
     def _make_solver(self, tol: float):
         n = self.layout.size
-        e = self._border()
+        e = np.zeros(n, dtype=complex)  # direct: the (0, 0) element of the lowest block
+        e[self.layout.offsets[self.layout.sectors[0]]] = 1.0
         t = self.trace
         method = "direct" if n <= DIRECT_LIMIT else "gmres"
         bordered = None
@@ -180,6 +177,7 @@ class CountingSystem:
                                         (np.full(nz.size, int(np.flatnonzero(e)[0])), nz)),
                                        shape=(n, n))
             lu = spla.splu(B.tocsc())
+            self._e = e
 
             def solve(y):
                 x = lu.solve(y)
@@ -189,6 +187,7 @@ class CountingSystem:
                 return x
             return solve
         self.info["gmres_iterations"] = bordered.iterations
+        self._e = bordered.e  # the preconditioner's sweep starts in its block
         return bordered.solve
 
     def solve(self, y: np.ndarray, tol: float = 1e-13) -> np.ndarray:
@@ -198,8 +197,11 @@ class CountingSystem:
             self._solver = self._make_solver(tol)
         return self._solver(y)
 
-    def steady_state(self) -> np.ndarray:
-        x = self.solve(self._border())
+    def steady_state(self, tol: float = 1e-13) -> np.ndarray:
+        """The steady state (unit trace): :meth:`solve` with the solver's own ``e``."""
+        if self._solver is None:
+            self._solver = self._make_solver(tol)
+        x = self._solver(self._e)
         return x / (self.trace @ x)
 
     def initial_vector(self) -> np.ndarray:

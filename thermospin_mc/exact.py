@@ -346,7 +346,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         else:
             solver = BorderedSolver(layout, model.channels, tol)
             gen = solver.gen
-            x = solver.solve(e)
+            x = solver.solve(solver.e)  # its own border: the sweep's first block
             info["gmres_iterations"] = solver.iterations[0]
         x = x / (trace @ x)
         for m in sectors:  # enforce Hermiticity (removes round-off only)
