@@ -283,3 +283,34 @@ def test_shifted_no_jump_inverse(sigma):
         assert {inv.data[m][0] for m in layout.sectors} == ({"eig"} if cond_limit else {"schur"})
         x = inv.apply(y, sigma)
         assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.37])
+def test_hermitian_no_jump_inverse(sigma):
+    # the Hermitian path (triangular congruences, only the upper triangle of Y
+    # read) solves the same equation as the general one: against the assembled
+    # no-jump generator, with Hermitian solutions written into the given blocks
+    model = random_model(64, 7, ["loss", "pump", "dephasing"])
+    layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(8)))
+    A = blocks.nojump_generator(layout)
+    rng = np.random.default_rng(64)
+    y = np.zeros(layout.size, dtype=complex)
+    for m in layout.sectors:
+        Z = layout.block(y, m)
+        Z[...] = _random_vector(rng, Z.size).reshape(Z.shape)
+        Z[...] = Z + Z.conj().T
+    pack = blocks.HermitianPacking(layout)
+    for cond_limit in (1e8, 0.0):
+        inv = blocks.NoJumpInverse(layout, cond_limit=cond_limit)
+        x = inv.apply(y, sigma, hermitian=True)
+        assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()
+        assert pack.is_hermitian(x)
+        np.testing.assert_allclose(x, inv.apply(y, sigma), rtol=0, atol=1e-12 * np.abs(x).max())
+        # the part above the diagonal is never read
+        m = layout.sectors[4]
+        Y = layout.block(y, m).copy()
+        Y[np.triu_indices(Y.shape[0], 1)] = 7.0
+        out = np.empty_like(Y)
+        got = inv.solve_block(m, Y, sigma, out=out, hermitian=True)
+        assert got is out
+        np.testing.assert_allclose(out, layout.block(x, m), rtol=0, atol=1e-12 * np.abs(x).max())

@@ -50,7 +50,7 @@ import scipy.special as ssp
 from . import _threads
 
 __all__ = ["BlockGenerator", "chebyshev_evolve", "triangular_solve", "hermitian_pack",
-           "hermitian_unpack", "hermitian_defect"]
+           "hermitian_unpack", "hermitian_defect", "upper_half", "hermitian_sum"]
 
 #: Blocks up to this dimension use a dense (BLAS) product with ``h``.
 DENSE_DIM = 48
@@ -199,6 +199,38 @@ def _combine_step(P, X, dec, deph, c, f, Hm, New, acc, w):  # pragma: no cover -
                         acc[a, b] += w * xab
                     nk += xab.real * xab.real + xab.imag * xab.imag
     return nk
+
+
+@nb.njit(cache=True, nogil=True)
+def upper_half(Y, U):  # pragma: no cover - numba
+    """``U`` = the part of ``Y`` above the diagonal and half its diagonal (the
+    part of ``U`` below the diagonal is left alone): ``Y = U + U^+`` for
+    Hermitian ``Y``. Column by column (Fortran-ordered blocks)."""
+    d = Y.shape[0]
+    for j in range(d):
+        for i in range(j):
+            U[i, j] = Y[i, j]
+        U[j, j] = 0.5 * Y[j, j]
+
+
+@nb.njit(cache=True, nogil=True)
+def hermitian_sum(G, den, sigma, U, full):  # pragma: no cover - numba
+    """``U = (G + G^+) / (den - sigma)`` (``den`` of size 0: no division), tiled
+    transpose; ``full=False``: only the part above the diagonal and half the
+    diagonal (the triangle :func:`upper_half` gives). Fortran-ordered blocks."""
+    d = G.shape[0]
+    div = den.shape[0] == d
+    T = 32
+    for j0 in range(0, d, T):
+        for i0 in range(0, j0 + T if not full else d, T):
+            for j in range(j0, min(j0 + T, d)):
+                for i in range(i0, min(i0 + T, d if full else j + 1)):
+                    g = G[i, j] + np.conj(G[j, i])
+                    if i == j and not full:
+                        g = 0.5 * g
+                    if div:
+                        g = g / (den[i, j] - sigma)
+                    U[i, j] = g
 
 
 class BlockGenerator:
@@ -369,13 +401,16 @@ class BlockGenerator:
         return y
 
 
-def triangular_solve(gen: BlockGenerator, block_solve, y: np.ndarray, dm: int) -> np.ndarray:
-    """Solve ``(A + F_dm) x = y``: ``A`` the block no-jump part (``block_solve(m, Y)``
-    solves ``A_m X = Y``), ``F_dm`` the jumps changing the magnon number by ``dm``.
-    Block triangular in ``m``: swept from the sector nothing feeds (top for
-    ``dm = -1``, bottom for ``dm = +1``)."""
+def triangular_solve(gen: BlockGenerator, block_solve, y: np.ndarray, dm: int,
+                     hermitian: bool = False) -> np.ndarray:
+    """Solve ``(A + F_dm) x = y``: ``A`` the block no-jump part (``block_solve(m, Y,
+    out=X, hermitian=...)`` solves ``A_m X = Y`` into ``X``), ``F_dm`` the jumps
+    changing the magnon number by ``dm``. Block triangular in ``m``: swept from
+    the sector nothing feeds (top for ``dm = -1``, bottom for ``dm = +1``).
+    ``hermitian=True``: every block of ``y`` is Hermitian (so is every block of
+    ``x``)."""
     lay = gen.layout
-    x = np.zeros_like(y)
+    x = np.empty_like(y)  # every block is written below
     order = sorted(lay.sectors, reverse=dm < 0)
     for m in order:
         d, o = lay.dims[m], lay.offsets[m]
@@ -385,7 +420,8 @@ def triangular_solve(gen: BlockGenerator, block_solve, y: np.ndarray, dm: int) -
             if fdm == dm and oy == o:
                 # subtract the feeding into block m from the block already solved
                 _feed(rhs, 0, dy, dst, x, ox, dx, src, -rate)
-        x[o:o + d * d] = block_solve(m, rhs.reshape(d, d)).ravel()
+        block_solve(m, rhs.reshape(d, d), out=x[o:o + d * d].reshape(d, d),
+                    hermitian=hermitian)
     return x
 
 

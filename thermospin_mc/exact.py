@@ -415,13 +415,13 @@ def exit_probabilities(model: ChainModel) -> pd.Series:
         d, o = layout.dims[m], layout.offsets[m]
         keep = np.zeros(layout.size, dtype=bool)
         keep[o:o + d * d] = True
-        src = np.where(keep, -(rho0 + carry), 0.0)
+        src = -(rho0[o:o + d * d] + carry[o:o + d * d])  # Hermitian, as is the solution
+        xm = np.zeros(layout.size, dtype=complex)
         if Ainv is not None:
-            xm = Ainv.apply(src)
+            Ainv.solve_block(m, src.reshape(d, d), out=xm[o:o + d * d].reshape(d, d),
+                             hermitian=True)
         else:
-            xm = np.zeros(layout.size, dtype=complex)
-            xm[o:o + d * d] = solve_in_block(layout, m, src[o:o + d * d])
-        xm[~keep] = 0.0
+            xm[o:o + d * d] = solve_in_block(layout, m, src)
         x += xm
         carry = F @ xm
         carry[keep] = 0.0  # the in-block (dephasing) part is already in the block solve
