@@ -30,7 +30,7 @@ ROOT = "__init__"
 #: Modules that may import nothing of the package (pure numba kernels).
 LEAF_MODULES = ("kernels",)
 #: The exact (density-matrix) solvers ...
-EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "counting", "waiting")
+EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "blocksolve", "counting", "waiting")
 #: ... never reach, even transitively, these trajectory modules.
 TRAJECTORY_MODULES = ("kernels", "pack", "stats", "backends", "worker", "progress",
                       "driver", "checkpoint")
@@ -50,8 +50,8 @@ LAYERS = (
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
-    ("blocks", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends", "worker",
-     "progress", "checkpoint", "driver"),
+    ("blocks", "blocksolve", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends",
+     "worker", "progress", "checkpoint", "driver"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),
     # 6 applications: figures, configuration, command line

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from test_general import PAIRS, random_model, reference_mesolve, table_dict
 
 import thermospin_mc as tsm
-from thermospin_mc import blocks, exact
+from thermospin_mc import blocks, blocksolve, exact
 from thermospin_mc._blockops import BlockGenerator, triangular_solve
 
 OBS_ALL = ["j", "j_bond", "flow", "m", "n", "norm", "nn", "pm", "count"]
@@ -83,7 +83,7 @@ def test_triangular_solve_inverts_nojump_plus_one_direction(dm):
     keep = (blk[F.row] - blk[F.col]) == dm
     Fdm = sp.csr_matrix((F.data[keep], (F.row[keep], F.col[keep])), shape=F.shape)
     y = _random_vector(np.random.default_rng(5), layout.size)
-    x = triangular_solve(gen, blocks.NoJumpInverse(layout).solve_block, y, dm)
+    x = triangular_solve(gen, blocksolve.NoJumpInverse(layout).solve_block, y, dm)
     np.testing.assert_allclose((A + Fdm) @ x, y, rtol=0, atol=1e-10 * np.abs(y).max())
     # and the rest of the jumps
     rest = blocks.feed_generator(layout) - Fdm
@@ -206,8 +206,8 @@ def test_no_jump_inverse_independent_of_threads():
     # X -> -i (H X - X H^+) (checked against the assembled no-jump generator)
     model = random_model(24, 6, ["pump", "loss", "pump"])
     _, layout = exact.liouvillian(model, sectors=list(range(7)))
-    one = blocks.NoJumpInverse(layout, n_jobs=1)
-    two = blocks.NoJumpInverse(layout, n_jobs=2)
+    one = blocksolve.NoJumpInverse(layout, n_jobs=1)
+    two = blocksolve.NoJumpInverse(layout, n_jobs=2)
     for m in layout.sectors:
         for a, b in zip(one.data[m][1:], two.data[m][1:], strict=True):
             assert b is None if a is None else np.array_equal(a, b)
@@ -221,7 +221,7 @@ def test_no_jump_inverse_independent_of_threads():
 def test_hermitian_packing_is_an_isometry_of_hermitian_blocks():
     model = random_model(61, 5, ["loss", "pump", "dephasing"])
     layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
-    pack = blocks.HermitianPacking(layout)
+    pack = blocksolve.HermitianPacking(layout)
     rng = np.random.default_rng(61)
     x, y = _random_hermitian_blocks(layout, rng), _random_hermitian_blocks(layout, rng)
     assert pack.is_hermitian(x)
@@ -247,7 +247,7 @@ def test_bordered_solver_real_and_complex_paths_agree():
     # bordered system given by the assembled Liouvillian
     model = random_model(62, 5, ["loss", "pump", "dephasing"])
     layout = exact.BlockLayout(tsm.SectorSpace(model), list(range(6)))
-    solver = blocks.BorderedSolver(layout, model.channels, tol=1e-13)
+    solver = blocksolve.BorderedSolver(layout, model.channels, tol=1e-13)
     rng = np.random.default_rng(62)
     y_h = np.zeros(layout.size, dtype=complex)
     y_a = np.zeros(layout.size, dtype=complex)
@@ -267,7 +267,7 @@ def test_bordered_solver_real_and_complex_paths_agree():
 
     for x, y in ((x_h, y_h), (x_sum, y_h + y_a)):
         assert np.linalg.norm(apply(x) - y) <= 1e-10 * np.linalg.norm(y)
-    assert blocks.HermitianPacking(layout).is_hermitian(x_h)
+    assert blocksolve.HermitianPacking(layout).is_hermitian(x_h)
 
 
 @pytest.mark.parametrize("sigma", [0.0, 0.37])
@@ -279,7 +279,7 @@ def test_shifted_no_jump_inverse(sigma):
     A = blocks.nojump_generator(layout)
     y = _random_vector(np.random.default_rng(63), layout.size)
     for cond_limit in (1e8, 0.0):  # 0: every block in Schur form
-        inv = blocks.NoJumpInverse(layout, cond_limit=cond_limit)
+        inv = blocksolve.NoJumpInverse(layout, cond_limit=cond_limit)
         assert {inv.data[m][0] for m in layout.sectors} == ({"eig"} if cond_limit else {"schur"})
         x = inv.apply(y, sigma)
         assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()
@@ -299,9 +299,9 @@ def test_hermitian_no_jump_inverse(sigma):
         Z = layout.block(y, m)
         Z[...] = _random_vector(rng, Z.size).reshape(Z.shape)
         Z[...] = Z + Z.conj().T
-    pack = blocks.HermitianPacking(layout)
+    pack = blocksolve.HermitianPacking(layout)
     for cond_limit in (1e8, 0.0):
-        inv = blocks.NoJumpInverse(layout, cond_limit=cond_limit)
+        inv = blocksolve.NoJumpInverse(layout, cond_limit=cond_limit)
         x = inv.apply(y, sigma, hermitian=True)
         assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()
         assert pack.is_hermitian(x)

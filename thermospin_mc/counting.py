@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .blocks import BlockLayout, BorderedSolver, nojump_generator
+from .blocks import BlockLayout, nojump_generator
+from .blocksolve import BorderedSolver
 from .sectors import SectorSpace
 
 __all__ = ["CountingSystem", "check_counts", "check_channel_names", "channel_dm", "kinds",

@@ -45,8 +45,6 @@ from ._blockops import BlockGenerator, chebyshev_evolve
 from ._threads import blas_threads
 from .blocks import (
     BlockLayout,
-    BorderedSolver,
-    NoJumpInverse,
     PureLayout,
     check_model,
     evolve_grid,
@@ -57,6 +55,7 @@ from .blocks import (
     solve_in_block,
     stack,
 )
+from .blocksolve import BorderedSolver, NoJumpInverse
 from .model import ChainModel
 from .observables import OBSERVABLES
 from .results import Result, expect_table
@@ -283,8 +282,8 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
         preconditioned with the exact inverse of the no-jump part plus the
-        jumps of the dominant direction (:class:`~thermospin_mc.blocks.BorderedSolver`;
-        its Krylov basis holds at most ``blocks.GMRES_BASIS_BYTES``). ``auto``
+        jumps of the dominant direction (:class:`~thermospin_mc.blocksolve.BorderedSolver`;
+        its Krylov basis holds at most ``blocksolve.GMRES_BASIS_BYTES``). ``auto``
         picks direct below ``DIRECT_STEADY_LIMIT`` stored numbers.
     tol : float
         Relative residual target of the iterative solve.
