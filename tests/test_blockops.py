@@ -306,10 +306,10 @@ def test_hermitian_no_jump_inverse(sigma):
         assert np.abs(A @ x - sigma * x - y).max() <= 1e-10 * np.abs(y).max()
         assert pack.is_hermitian(x)
         np.testing.assert_allclose(x, inv.apply(y, sigma), rtol=0, atol=1e-12 * np.abs(x).max())
-        # the part above the diagonal is never read
+        # the part below the diagonal is never read
         m = layout.sectors[4]
         Y = layout.block(y, m).copy()
-        Y[np.triu_indices(Y.shape[0], 1)] = 7.0
+        Y[np.tril_indices(Y.shape[0], -1)] = 7.0
         out = np.empty_like(Y)
         got = inv.solve_block(m, Y, sigma, out=out, hermitian=True)
         assert got is out

@@ -203,28 +203,32 @@ def _combine_step(P, X, dec, deph, c, f, Hm, New, acc, w):  # pragma: no cover -
 
 @nb.njit(cache=True, nogil=True)
 def upper_half(Y, U):  # pragma: no cover - numba
-    """``U`` = the part of ``Y`` above the diagonal and half its diagonal (the
-    part of ``U`` below the diagonal is left alone): ``Y = U + U^+`` for
-    Hermitian ``Y``. Column by column (Fortran-ordered blocks)."""
+    """``U`` = the part of ``Y`` above the diagonal, half its diagonal and zeros
+    below: ``Y = U + U^+`` for Hermitian ``Y`` (only the upper part is read)."""
     d = Y.shape[0]
-    for j in range(d):
-        for i in range(j):
+    for i in range(d):
+        for j in range(i):
+            U[i, j] = 0.0
+        U[i, i] = 0.5 * Y[i, i]
+        for j in range(i + 1, d):
             U[i, j] = Y[i, j]
-        U[j, j] = 0.5 * Y[j, j]
 
 
 @nb.njit(cache=True, nogil=True)
 def hermitian_sum(G, den, sigma, U, full):  # pragma: no cover - numba
     """``U = (G + G^+) / (den - sigma)`` (``den`` of size 0: no division), tiled
-    transpose; ``full=False``: only the part above the diagonal and half the
-    diagonal (the triangle :func:`upper_half` gives). Fortran-ordered blocks."""
+    transpose; ``full=False``: the triangle :func:`upper_half` gives (above the
+    diagonal, half the diagonal, zeros below)."""
     d = G.shape[0]
     div = den.shape[0] == d
     T = 32
-    for j0 in range(0, d, T):
-        for i0 in range(0, j0 + T if not full else d, T):
-            for j in range(j0, min(j0 + T, d)):
-                for i in range(i0, min(i0 + T, d if full else j + 1)):
+    for i0 in range(0, d, T):
+        for j0 in range(0, d, T):
+            for i in range(i0, min(i0 + T, d)):
+                for j in range(j0, min(j0 + T, d)):
+                    if not full and j < i:
+                        U[i, j] = 0.0
+                        continue
                     g = G[i, j] + np.conj(G[j, i])
                     if i == j and not full:
                         g = 0.5 * g
