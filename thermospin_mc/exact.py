@@ -25,7 +25,7 @@ channel. Blocks are stored row-major and stacked in increasing ``m``.
 - ``steadystate``: ``L x = 0`` with unit trace, either by a sparse direct solve
   (small problems) or by GMRES on the matrix-free generator, left-preconditioned
   with the exact inverse of the block no-jump part plus the jumps of the
-  dominant direction (block triangular in ``m``: one sweep of exact block solves
+  weaker direction (block triangular in ``m``: one sweep of exact block solves
   ``-i(H X - X H^+) = Y`` in the eigenbasis of ``H``, Schur-based fallback when
   that basis is ill-conditioned).
 - ``exit_probabilities``: expected number of losses on each edge, integrated to
@@ -282,7 +282,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
         preconditioned with the exact inverse of the no-jump part plus the
-        jumps of the dominant direction (:class:`~thermospin_mc.blocksolve.BorderedSolver`;
+        jumps of the weaker direction (:class:`~thermospin_mc.blocksolve.BorderedSolver`;
         its Krylov basis holds at most ``blocksolve.GMRES_BASIS_BYTES``). ``auto``
         picks direct below ``DIRECT_STEADY_LIMIT`` stored numbers.
     tol : float

@@ -22,7 +22,7 @@ stacked blocks of :class:`thermospin_mc.exact.BlockLayout`, never on the
   and ``c_n = n! theta_n``. Each ``r_n`` is one application of the Drazin
   inverse: the bordered solve ``(L + e Tr) x = y`` of the steady-state solver
   (sparse LU for small problems, otherwise GMRES left-preconditioned with the
-  exact inverse of the no-jump part plus the jumps of the dominant direction,
+  exact inverse of the no-jump part plus the jumps of the weaker direction,
   :class:`thermospin_mc.blocksolve.BorderedSolver`), with one factorisation or
   preconditioner shared by all orders.
 - Finite time (``t=T``): the derivatives ``v_k = d^k/ds^k exp(L_s t) rho0`` at
