@@ -213,7 +213,8 @@ class BorderedSolver:
         start = layout.sectors[-1] if self.dm < 0 else layout.sectors[0]
         self.e[layout.offsets[start]] = 1.0
         # the Krylov basis holds `restart` vectors: at most GMRES_BASIS_BYTES of them
-        self.restart = int(min(80, max(8, GMRES_BASIS_BYTES // (16 * max(layout.size, 1)))))
+        # (complex vectors; the real packing's vectors take half the bytes)
+        self.restart = self._restart(16)
         self.iterations: list[int] = []
         n = layout.size
         self._op = spla.LinearOperator((n, n), matvec=self._matvec, dtype=complex)
@@ -221,6 +222,9 @@ class BorderedSolver:
         self._op_h = spla.LinearOperator((n, n), dtype=float,
                                          matvec=lambda r: self._pack.pack(
                                              self._matvec(self._pack.unpack(r), True)))
+
+    def _restart(self, itemsize: int) -> int:
+        return int(min(80, max(8, GMRES_BASIS_BYTES // (itemsize * max(self.layout.size, 1)))))
 
     def steady_state(self) -> np.ndarray:
         """The steady state (unit trace): the solution for ``y = e``."""
@@ -240,7 +244,8 @@ class BorderedSolver:
         is Hermitian then (it maps Hermitian blocks to Hermitian blocks, and the
         Frobenius products of Hermitian matrices are real): GMRES runs on the
         real packing of the blocks (:class:`HermitianPacking`), the same
-        iteration in half the memory of its basis."""
+        iteration with vectors of half the bytes (the basis budget holds twice
+        as many before a restart)."""
         it = [0]
 
         def count(_):
@@ -249,8 +254,9 @@ class BorderedSolver:
         herm = self._pack.is_hermitian(y)
         b = self.precondition(y, herm)
         op, rhs = (self._op_h, self._pack.pack(b)) if herm else (self._op, b)
+        restart = self._restart(8) if herm else self.restart
         x, code = spla.gmres(op, rhs, rtol=self.tol, atol=0.0,
-                             restart=self.restart, maxiter=max(50, 4000 // self.restart),
+                             restart=restart, maxiter=max(50, 4000 // restart),
                              callback=count, callback_type="pr_norm")
         if code != 0:
             raise RuntimeError(f"GMRES of the bordered Liouvillian did not converge "
