@@ -77,6 +77,8 @@ class NoJumpInverse:
     their own) left their idle threads spinning against each other (measured:
     the N = 11 steady state took 7.6 s and 14.5 s of CPU with scipy's ``zgemm`` /
     ``ztrmm`` for these products, 5.3 s and 9.9 s with numpy's, two threads).
+    The Hermitian path uses work blocks held by the instance: one solve at a
+    time per instance (the solvers here call it from one thread).
     """
 
     def __init__(self, layout: BlockLayout, cond_limit: float = 1e8, n_jobs: int | None = None):
