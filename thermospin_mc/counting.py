@@ -194,15 +194,16 @@ class CountingSystem:
     def solve(self, y: np.ndarray, tol: float = 1e-13) -> np.ndarray:
         """``x`` with ``L x + e Tr(x) = y``: the steady state for ``y = e``, the
         trace-free Drazin solution of ``L x = y`` for trace-free ``y``."""
+        return self._ensure(tol)(y)
+
+    def _ensure(self, tol: float):
         if self._solver is None:
             self._solver = self._make_solver(tol)
-        return self._solver(y)
+        return self._solver
 
     def steady_state(self, tol: float = 1e-13) -> np.ndarray:
         """The steady state (unit trace): :meth:`solve` with the solver's own ``e``."""
-        if self._solver is None:
-            self._solver = self._make_solver(tol)
-        x = self._solver(self._e)
+        x = self._ensure(tol)(self._e)
         return x / (self.trace @ x)
 
     def initial_vector(self) -> np.ndarray:

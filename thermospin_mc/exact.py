@@ -330,10 +330,10 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         if method == "auto":
             method = "direct" if layout.size <= DIRECT_STEADY_LIMIT else "gmres"
         trace = layout.trace()
-        e = np.zeros(layout.size, dtype=complex)
-        e[layout.offsets[sectors[0]]] = 1.0  # the (0, 0) element of the lowest block
         gen = None
         if method == "direct":
+            e = np.zeros(layout.size, dtype=complex)
+            e[layout.offsets[sectors[0]]] = 1.0  # the (0, 0) element of the lowest block
             L = (nojump_generator(layout) + feed_generator(layout)).tocsr()
             # bordered system L x + e (t.x) = e has the unique solution x_ss
             Lb = (L + sp.csr_matrix(np.outer(e, trace)) if layout.size < 2000
@@ -345,7 +345,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         else:
             solver = BorderedSolver(layout, model.channels, tol)
             gen = solver.gen
-            x = solver.solve(solver.e)  # its own border: the sweep's first block
+            x = solver.steady_state()  # its own border: the sweep's first block
             info["gmres_iterations"] = solver.iterations[0]
         x = x / (trace @ x)
         for m in sectors:  # enforce Hermiticity (removes round-off only)
