@@ -82,7 +82,7 @@ CHEB_NPAR = 9
 #: a Chebyshev evaluation stops adding terms when two consecutive terms
 #: ``|J_k(rho tau)| ||T_k psi||`` fall below this fraction of ``||psi||``. The
 #: neglected tail is then far below the round-off of the sum itself: whole steps
-#: agree with the dense exponential to 6e-16 to 8e-16 of the state, as with the
+#: agree with the dense exponential to 6e-16 to 1.2e-15 of the state, as with the
 #: 1e-16 used before, which took 2-3 more terms per step (6% of the terms of a
 #: trajectory at N = 11); ``tests/test_chebyshev.py`` holds the error below 2e-15
 #: (a rule of 1e-12 fails that).
