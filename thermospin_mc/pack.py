@@ -338,7 +338,8 @@ def cheb_params(H) -> np.ndarray:
     kopt = min(kcap, CHEB_KOPT)
     hopt = CHEB_BH_OPT / br if br > 0 else np.inf
     kk = np.arange(kcap + 2)
-    best = (np.inf, ar, 1.0 / ar)
+    z = complex(ar, br) / ar
+    best = (np.inf, ar, 1.0 / ar, max(abs(z + np.sqrt(z - 1) * np.sqrt(z + 1)), 1.0))
     for s in (1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5):
         rho = s * ar
         z = complex(ar, br) / rho
@@ -356,16 +357,14 @@ def cheb_params(H) -> np.ndarray:
             Kn = int(np.argmax(both)) + 1
             cost = (Kn + 1) / h
             if cost < best[0]:
-                best = (cost, rho, h)
-    _, rho, h = best
+                best = (cost, rho, h, R)
+    _, rho, h, R = best
     # Terms are computed lazily (only as far as the latest time evaluated), so a
     # step longer than the cost optimum costs nothing on visits that end before
     # it, and spares the fresh tail of ~25 terms that a restart needs on those
     # that do not: the step is the longest that ``kcap`` terms and ``CHEB_BH``
     # allow for this ``rho``.
-    z = complex(ar, br) / rho
-    R = max(abs(z + np.sqrt(z - 1) * np.sqrt(z + 1)), 1.0)
-    for x in np.linspace(rho * h, rho * min(hcap, kcap / rho), 40):
+    for x in np.linspace(rho * h, min(rho * hcap, kcap), 40):
         ok = (np.abs(jv(kk, x)) * R ** kk <= K.CHEB_TOL) & (kk > x)
         if (ok[1:] & ok[:-1])[:kcap].any():  # some K <= kcap suffices
             h = max(h, x / rho)
