@@ -42,11 +42,11 @@ ROOT_IMPORTERS = ()
 #: the merge); a module of the package missing here fails ``test_every_module_has_a_layer``.
 LAYERS = (
     # 0 foundations: import nothing of the package but each other
-    ("_validate", "_threads", "_version", "canonical", "kernels", "_blockops"),
+    ("_validate", "_threads", "_version", "canonical", "kernels", "_blockops", "signals"),
     # 1 physics inputs: a(T), profiles, initial states, channels, the model
     ("thermal", "profiles", "states", "channels", "model"),
     # 2 sector data and the shared definitions (observables, files)
-    ("sectors", "observables", "io"),
+    ("sectors", "observables", "errorbars", "io"),
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side

@@ -78,7 +78,7 @@ REFUSED = [
     (["--resume"], "--resume needs --checkpoint"),
     (["--target-sem", "1e-3", "--rel-floor", "0.5"], "--rel-floor only acts with a relative"),
     (["--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint"),
-    (["--n-jobs", "0"], "n_jobs must be >= 1 or -1 (all cores), got 0"),
+    (["--n-jobs", "0"], "--n-jobs must be >= 1 or -1 (all cores), got 0"),
     (["--times", "a:b"], "--times must be"),
     (["--target-sem", "abc"], "--target-sem must be a number"),
     (["--initial", "x"], "--initial must be 'all_up' or comma-separated magnon sites"),
@@ -411,9 +411,9 @@ def test_general_chain_from_toml_equals_flags_and_api(capsys, tmp_path):
     path = tmp_path / "general.toml"
     path.write_text('[model]\nN = 5\nscenario = "boundary"\nanisotropy = 0.5\n'
                     'fields = [0.0, 0.1, 0.2, 0.3, 0.4]\n'
-                    '[[channel]]\nkind = "pump"\nsite = 1\nrate = 0.7\n'
-                    '[[channel]]\nkind = "loss"\nsite = 5\nrate = 1.3\nname = "drain"\n'
-                    '[[channel]]\nkind = "dephasing"\nsite = 3\nrate = 0.2\n'
+                    '[[model.channel]]\nkind = "pump"\nsite = 1\nrate = 0.7\n'
+                    '[[model.channel]]\nkind = "loss"\nsite = 5\nrate = 1.3\nname = "drain"\n'
+                    '[[model.channel]]\nkind = "dephasing"\nsite = 3\nrate = 0.2\n'
                     '[run]\nsolver = "steady"\npairs = [[1, 3]]\nobservables = ["j", "nn"]\n')
     rc1, a, err = dry(["--config", str(path)], capsys, tmp_path)
     rc2, b, _ = dry(["--N", "5", "--scenario", "boundary", "--anisotropy", "0.5", "--fields",

@@ -7,7 +7,7 @@ eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 
 from . import analysis, io, observables  # noqa: E402
 from ._version import __version__
-from .driver import Checkpointing, Cluster, Target, mcsolve  # noqa: E402
+from .driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .fcs import (  # noqa: E402
     exact_counting_statistics,
@@ -51,5 +51,5 @@ __all__ = [
     "analysis", "io",
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",
-    "Cluster", "Checkpointing", "Target", "__version__",
+    "Cluster", "Checkpointing", "Target", "RunTerminated", "__version__",
 ]

@@ -23,7 +23,6 @@ it); :data:`NAMES` lists the built-in ones.
 from __future__ import annotations
 
 import contextlib
-import signal
 import threading
 import time
 import warnings
@@ -33,8 +32,7 @@ from typing import Any
 from . import _validate as v
 from .worker import Job, code_identity, prepare_worker, run_job
 
-__all__ = ["BACKENDS", "NAMES", "Cluster", "register", "deferred_sigint", "fork_method",
-           "DASK_RETRIES"]
+__all__ = ["BACKENDS", "NAMES", "Cluster", "register", "fork_method", "DASK_RETRIES"]
 
 #: Backend names accepted by ``mcsolve(backend=...)``.
 NAMES = ("serial", "threads", "loky", "dask")
@@ -285,25 +283,58 @@ def fork_method() -> str:
     return dask.config.get("distributed.worker.multiprocessing-method")
 
 
+#: Seconds to wait for a Dask scheduler to answer (``scheduler=`` address): a wrong
+#: address fails after this long with one line, instead of distributed's 30 s.
+DASK_CONNECT_TIMEOUT = 5.0
+#: Environment variable that turns on the dashboard of a local Dask cluster, e.g.
+#: ``THERMOSPIN_MC_DASHBOARD=:8787`` (off by default: no port taken, nothing printed).
+DASHBOARD_ENV = "THERMOSPIN_MC_DASHBOARD"
+
+
 @contextlib.contextmanager
 def _dask_client(client, scheduler, n_jobs):
+    """A Dask client: the given one, one connected to ``scheduler`` (at most
+    :data:`DASK_CONNECT_TIMEOUT` seconds to connect), or a local cluster of ``n_jobs``
+    single-threaded worker processes, closed on exit."""
     if client is not None:
         yield client
         return
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         try:
-            c = Client(scheduler, timeout="30s")
+            c = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
         except (OSError, TimeoutError) as exc:
-            raise OSError(f"could not connect to the Dask scheduler at {scheduler!r}: "
-                          f"{exc}") from exc
+            raise OSError(f"could not connect to the Dask scheduler at {scheduler!r} within "
+                          f"{DASK_CONNECT_TIMEOUT:g} s (is it running, and is the address "
+                          "right?)") from exc
         try:
             yield c
         finally:
             c.close()
         return
+    cluster = _local_cluster(n_jobs)
+    c = Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+def _local_cluster(n_jobs: int):
+    """A local cluster of ``n_jobs`` single-threaded worker processes, quiet.
+
+    No dashboard unless :data:`DASHBOARD_ENV` asks for one; the scheduler's
+    HTTP endpoints then take a free port of the loopback interface instead of
+    8787, so another cluster on 8787 makes no "port in use" warning (nor does
+    an asked-for dashboard address that is taken: distributed picks a free
+    port and the link says which).
+    """
+    import os
+
     import dask
+    from distributed import LocalCluster
 
     # Fork the workers when this process runs no other thread: they inherit the
     # loaded package and compiled kernels and are up in a fraction of a second
@@ -313,15 +344,18 @@ def _dask_client(client, scheduler, n_jobs):
               else dask.config.get("distributed.worker.multiprocessing-method"))
     # spawned workers load the package and the kernels while they start
     preload = [] if method == "fork" else ["thermospin_mc.worker"]
-    with dask.config.set({"distributed.worker.multiprocessing-method": method}):
+    dashboard = os.environ.get(DASHBOARD_ENV, "").strip() or None
+    http = {} if dashboard else {"scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s)Port \d+ is already in use")
         cluster = LocalCluster(n_workers=n_jobs, threads_per_worker=1, processes=True,
-                               dashboard_address=None, preload=preload)
-    c = Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+                               dashboard_address=dashboard, preload=preload, **http)
+    if dashboard:
+        import sys
+
+        print(f"thermospin-mc: Dask dashboard at {cluster.dashboard_link}", file=sys.stderr)
+    return cluster
 
 
 def _check_workers(client, job: Job) -> int:
@@ -337,30 +371,3 @@ def _check_workers(client, job: Job) -> int:
             raise ValueError(f"Dask worker {addr} runs different code ({ident}) from this "
                              f"process ({here}); results would not be reproducible")
     return max(1, sum(client.nthreads().values()))
-
-
-# --------------------------------------------------------------------------- signals
-@contextlib.contextmanager
-def deferred_sigint():
-    """First Ctrl-C: finish the current batch, write the checkpoint, then stop.
-
-    Yields a function telling whether Ctrl-C was pressed. A second Ctrl-C
-    interrupts at once. Only active in the main thread with Python's default
-    handler installed.
-    """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield lambda: False
-        return
-    hit: list = []
-
-    def handler(signum, frame):
-        if hit:
-            raise KeyboardInterrupt
-        hit.append(True)
-
-    old = signal.signal(signal.SIGINT, handler)
-    try:
-        yield lambda: bool(hit)
-    finally:
-        signal.signal(signal.SIGINT, old)

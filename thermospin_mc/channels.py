@@ -94,7 +94,7 @@ def spec_of(ch: Channel) -> ChannelSpec:
 
 def channel_from_dict(d: dict) -> ChannelSpec:
     """A channel spec from ``{"kind": "loss" | "pump" | "dephasing", "site": i,
-    "rate": r, "name": optional}`` (a TOML ``[[channel]]`` table, or
+    "rate": r, "name": optional}`` (a TOML ``[[model.channel]]`` table, or
     :meth:`Channel.to_dict`). Site and rate are validated by the model."""
     if not isinstance(d, dict):
         raise ValueError(f"a channel must be a table with kind, site, rate; got {d!r}")

@@ -320,6 +320,7 @@ def dump(red: Reducer, elapsed: float) -> tuple[dict, dict]:
     acc = red.acc
     arrays = {
         "acc_cnt": acc.cnt, "acc_mean": acc.mean, "acc_m2": acc.m2,
+        "grp_cnt": red.groups.cnt, "grp_mean": red.groups.mean,
         "jumps": red.jumps[0] if red.jumps else np.zeros((0, 4)),
         "kept": red.kept[0] if red.kept else np.zeros((0, nt, nc)),
         "p_ids": np.array(pend, dtype=np.int64),
@@ -338,7 +339,8 @@ def dump(red: Reducer, elapsed: float) -> tuple[dict, dict]:
     }
     if red.base is not None:
         arrays.update(base_cnt=red.base["cnt"], base_mean=red.base["mean"],
-                      base_m2=red.base["m2"])
+                      base_m2=red.base["m2"], base_grp_cnt=red.base["g_cnt"],
+                      base_grp_mean=red.base["g_mean"])
     return state, arrays
 
 
@@ -346,7 +348,8 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
     """Load a verified checkpoint's state into ``red`` (shape errors: a corrupted file)."""
     nt, nc = red.nt, red.ncomp
     try:
-        a = {k: arrays[k] for k in ("acc_cnt", "acc_mean", "acc_m2", "jumps", "kept",
+        a = {k: arrays[k] for k in ("acc_cnt", "acc_mean", "acc_m2", "grp_cnt", "grp_mean",
+                                     "jumps", "kept",
                                      "p_ids", "p_nb", "p_ntrunc", "p_cnt", "p_mean",
                                      "p_m2", "p_njumps", "p_jumps", "p_kept")}
         pb, pn = int(state["prefix_blocks"]), int(state["prefix_ntraj"])
@@ -354,6 +357,8 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
         modes = {int(k): str(m) for k, m in dict(state["modes"]).items()}
         k = a["p_ids"].shape[0]
         ok = (a["acc_cnt"].shape == (nt,) and a["acc_mean"].shape == (nt, nc)
+              and a["grp_cnt"].shape == red.groups.cnt.shape
+              and a["grp_mean"].shape == red.groups.mean.shape
               and a["acc_m2"].shape == (nt, nc) and a["jumps"].ndim == 2
               and a["jumps"].shape[1] == 4 and a["kept"].shape[1:] == (nt, nc)
               and a["p_nb"].shape == (k,) and a["p_ntrunc"].shape == (k,)
@@ -372,7 +377,10 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
                     "m2": arrays["base_m2"].astype(np.float64),
                     "ntrunc": int(state["base"]["ntrunc"]),
                     "njumps": int(state["base"]["njumps"])}
+            base["g_cnt"] = arrays["base_grp_cnt"].astype(np.int64)
+            base["g_mean"] = arrays["base_grp_mean"].astype(np.float64)
             ok = ok and (base["cnt"].shape == (nt,) and base["mean"].shape == (nt, nc)
+                         and base["g_cnt"].shape == (nt,) and base["g_mean"].shape == (nt, nc)
                          and base["m2"].shape == (nt, nc)
                          and 0 <= base["njumps"] <= a["jumps"].shape[0]
                          and pb >= 1 and pn < pb * BLOCK)
@@ -397,6 +405,9 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
         pb -= 1
         pn = pb * BLOCK
         a["acc_cnt"], a["acc_mean"], a["acc_m2"] = base["cnt"], base["mean"], base["m2"]
+        g = pb % a["grp_cnt"].shape[0]
+        a["grp_cnt"], a["grp_mean"] = a["grp_cnt"].copy(), a["grp_mean"].copy()
+        a["grp_cnt"][g], a["grp_mean"][g] = base["g_cnt"], base["g_mean"]
         ntrunc = base["ntrunc"]
         a["jumps"] = a["jumps"][:base["njumps"]]
         a["kept"] = a["kept"][:pn]
@@ -404,6 +415,7 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
     red.base = base
     red.restored = max(red.restored, pn)
     red.acc.load(a["acc_cnt"], a["acc_mean"], a["acc_m2"])
+    red.groups.load(a["grp_cnt"], a["grp_mean"])
     red.next_block, red.ntraj, red.ntrunc, red.modes = pb, pn, ntrunc, modes
     if red.record_jumps and len(a["jumps"]):
         red.jumps = [a["jumps"]]

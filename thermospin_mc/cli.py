@@ -4,7 +4,10 @@ Bad input never shows a traceback: it prints one line ``thermospin-mc: error: ..
 and exits with status 2. Flags and TOML keys follow one rule (``config``): each
 changes the run or is refused. The output location is checked before any
 computation; a write that fails anyway rescues the tables to a fallback
-directory (exit status 1, the message says where).
+directory (exit status 1, the message says where). Next to trajectories, every
+observable is compared row by row with the exact solution (when affordable):
+a short summary per observable is printed, the whole table written as
+``compare.parquet`` / ``compare.csv``.
 
 The ``stats`` and ``fcs`` subcommands are in :mod:`thermospin_mc.cli_jumps`, the
 model flags shared by ``run`` and ``fcs`` in :mod:`thermospin_mc.cli_args`.
@@ -15,14 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import _validate
 from . import config as _config
 from . import io as _io
 from ._version import __version__
+from .backends import Cluster
+from .checkpoint import Checkpointing
 from .cli_args import CliError, add_model_args, exact_affordable, gather
 from .cli_args import help_default as _d
 from .cli_jumps import add_fcs, add_stats
@@ -30,9 +37,11 @@ from .config import flag, parse_times
 from .driver import mcsolve
 from .exact import mesolve, steadystate
 from .io import OutputError, check_output_dir, describe_os_error
-from .observables import OBSERVABLES, TRAJECTORY
+from .observables import OBSERVABLES, PAIR_NAMES, TRAJECTORY
 from .observables import resolve as resolve_observables
 from .reproduce import FIGURES, USES, Settings, reproduce
+from .signals import RunTerminated, deferred_signals, exit_now, exit_on_signals, report_stop
+from .stats import Target
 
 __all__ = ["main", "build_model", "parse_times"]
 
@@ -45,8 +54,26 @@ def build_model(cfg: dict):
     return _config.resolve_model(cfg)
 
 
+#: A token that starts with ``-`` and a digit (``-1``, ``-1e-3``, ``-1:2:3``, ``-0.5,1``)
+#: is a value, never an option: no option of the command line starts like that.
+#: (Matches the whole token, so it works whether argparse calls match or fullmatch.)
+_NEGATIVE_VALUE = re.compile(r"-\.?\d.*", re.S)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``thermospin-mc: error: ...; see --help``)."""
+    """argparse with one-line errors (``thermospin-mc: error: ...; see --help``).
+
+    Negative-looking values are values: ``--times -1:2:3`` and ``--T1 -1e-3``
+    reach the flag's own check (which names the flag), instead of argparse
+    taking them for unknown options (plain argparse only accepts ``-1`` and
+    ``-0.5``). ``--times=-1:2:3`` works as well.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # argparse's own rule for "looks like a negative number" (used only while no
+        # option looks like one, which holds for every parser here)
+        self._negative_number_matcher = _NEGATIVE_VALUE
 
     def error(self, message):
         self.exit(2, f"thermospin-mc: error: {message.splitlines()[0]}; see "
@@ -60,8 +87,10 @@ def _add_run(sub):
                        "(N = 7, linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102, "
                        "gamma_I = 0.620), 20,000 trajectories, 81 times on [0, 20]. Every "
                        "flag --some-key is also the TOML key some_key ([model] or [run] "
-                       "table of --config); flags override the file. A flag that would "
-                       "not change the run is refused.")
+                       "table of --config; lists of tables as [[model.channel]]); flags "
+                       "override the file. A flag or key that would not change the run is "
+                       "refused. Next to trajectories, every observable is compared with "
+                       "the exact solution when affordable (compare.parquet/.csv).")
     p.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="validate everything, print the resolved model and run as JSON, "
                         "compute nothing")
@@ -79,8 +108,9 @@ def _add_run(sub):
     r.add_argument("--pairs", help="site pairs of the two-point observables nn and pm, "
                    "e.g. 1-3,2-5")
     r.add_argument("--n-jobs", dest="n_jobs", type=int,
-                   help=_d("cores: trajectory workers, or BLAS threads of the exact "
-                           "solvers; -1 = all", -1))
+                   help=_d("cores (-1 = all): trajectory workers, and BLAS threads of the "
+                           "exact solvers (also of the exact reference next to trajectories)",
+                           "-1 for trajectory workers, 1 BLAS thread for exact solvers"))
     r.add_argument("--out", type=Path, help=_d("output directory", "./out"))
     r.add_argument("--format", choices=_config.FORMATS, help=_d("table format", "both"))
     t = p.add_argument_group("trajectories (--solver mc only)")
@@ -142,6 +172,8 @@ def _cmd_run(args) -> int:
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
     _io.check_output_dir(spec.out, create=not args.dry_run)
+    if spec.solver == "mc":
+        _check_trajectory_run(model, spec)
     if args.dry_run:
         print(json.dumps({"model": model.to_dict(), "run": spec.to_dict()}, sort_keys=True,
                          default=_io.jsonable))
@@ -152,32 +184,73 @@ def _cmd_run(args) -> int:
         try:
             res = mcsolve(model, spec.times, observables=spec.observables,
                               pairs=spec.pairs, **kw)
-        except KeyboardInterrupt:
-            ck = kw.get("checkpoint")
-            tail = (f"; checkpoint written to {str(ck)!r}, run the same command to resume"
-                    if ck is not None else "")
-            print(f"thermospin-mc: interrupted{tail}", file=sys.stderr)
-            return 130
+        except (KeyboardInterrupt, RunTerminated) as exc:  # reported by main
+            if getattr(exc, "checkpoint", None) is None:
+                exc.checkpoint = kw.get("checkpoint")
+            raise
         if spec.compare and exact_affordable(model):
-            ref = mesolve(model, spec.times, observables=("j", "m"), n_jobs=spec.n_jobs)
+            ref = _reference(model, spec, res)
     elif spec.solver == "exact":
         res = mesolve(model, spec.times, observables=spec.observables, pairs=spec.pairs,
-                          n_jobs=spec.n_jobs)
+                      n_jobs=spec.exact_n_jobs)
     else:
         res = steadystate(model, observables=spec.observables, pairs=spec.pairs,
-                              n_jobs=spec.n_jobs)
+                          n_jobs=spec.exact_n_jobs)
+    cmp = None if ref is None else res.compare(ref)
+    # the comparison table goes with the result tables: same formats, same atomic
+    # writes, and the same rescue directory if the output directory fails
+    extra = {} if cmp is None else {"compare": (cmp, _compare_metadata(res, ref))}
     try:
-        written = res.save(spec.out, spec.formats)
+        written = _io.save_result(res, spec.out, spec.formats, tables=extra)
     except _io.OutputError as exc:
         print(f"thermospin-mc: error: {exc}", file=sys.stderr)
         return 1
-    _print_summary(model, res, ref)
+    _print_summary(model, res, ref, cmp)
     for p in written:
         print(f"wrote {p}")
     return 0
 
 
-def _print_summary(model, res, ref) -> None:
+def _check_trajectory_run(model, spec) -> None:
+    """The argument checks ``mcsolve`` makes before it computes anything, with the same
+    objects and messages, so that ``--dry-run`` refuses what the run would refuse."""
+    kw = spec.mc
+    Cluster(backend=kw.get("backend"), n_jobs=kw["n_jobs"], scheduler=kw.get("scheduler"))
+    Checkpointing(path=kw.get("checkpoint"), resume=kw.get("resume"),
+                  every=kw.get("checkpoint_every", 60.0))
+    target = Target(sem=kw.get("target_sem"), observables=kw.get("target_observables"),
+                    relative=kw.get("relative", False), rel_floor=kw.get("rel_floor", 0.25),
+                    max_ntraj=kw.get("max_ntraj"), time_limit=kw.get("time_limit"))
+    names, _ = resolve_observables(spec.observables, spec.pairs, model.N, allowed=TRAJECTORY)
+    target.resolve(tuple(names), kw["ntraj"])
+    if kw.get("max_magnons") is not None:
+        _validate.integer("max_magnons", kw["max_magnons"], lo=model.initial_sector,
+                          hi=model.N)
+    if kw.get("batch_size") is not None:
+        _validate.integer("batch_size", kw["batch_size"], lo=1)
+
+
+def _reference(model, spec, res):
+    """The exact solution (``mesolve``) of every observable the trajectories estimated."""
+    names = tuple(dict.fromkeys(str(o).split(":")[0] for o in res.expect["observable"]))
+    return mesolve(model, spec.times, observables=names,
+                   pairs=spec.pairs if any(o in PAIR_NAMES for o in names) else None,
+                   n_jobs=spec.exact_n_jobs)
+
+
+def _compare_metadata(res, ref) -> dict:
+    """Metadata of ``compare.*``: the run's, plus what the other columns are."""
+    return {**res.metadata, "table": "compare",
+            "reference": {"solver": ref.metadata.get("solver"),
+                          "method": ref.metadata.get("method")},
+            "columns": {"mean": "trajectories", "mean_other": "exact reference",
+                        "z": "(mean - mean_other) / sem_eff (Result.compare)"}}
+
+
+def _print_summary(model, res, ref=None, cmp=None) -> None:
+    """What a run prints: model and run in a few lines, a short table of the headline
+    observables and, next to trajectories, their comparison with the exact solution
+    ``ref`` (``cmp = res.compare(ref)``) summarised per observable."""
     meta = res.metadata
     chans = ", ".join(f"{c.name} ({c.kind} at {c.site + 1}, rate {c.rate:g})"
                       for c in model.channels) or "none (closed chain)"
@@ -203,30 +276,80 @@ def _print_summary(model, res, ref) -> None:
             print(f"resumed from checkpoint with {meta['resumed_ntraj']} trajectories")
         if meta.get("truncated_fraction"):
             print(f"truncated fraction (max_magnons): {meta['truncated_fraction']:.4g}")
+    _print_means(res, cmp)
+    if cmp is not None:
+        _print_comparison(cmp)
+        _print_fit(res, ref)
+
+
+def _print_fit(res, ref) -> None:
+    """One line: the global goodness of fit of the trajectories against ``ref``."""
+    try:
+        f = res.goodness_of_fit(ref)
+    except ValueError as exc:
+        return print(f"goodness of fit: not computed ({exc})")
+    print(f"goodness of fit, whole table (rows are correlated): chi2 = {f['chi2']:.1f}, effective"
+          f" dof = {f['dof']:.1f}, p = {f['p_value']:.3g} (sign-flip test over {f['groups']} "
+          "trajectory groups; p is uniform on a correct run, docs/statistics.md)")
+
+
+def _series_keys(df) -> list:
+    """The headline series of a table: total current and magnetisation (``j``, ``m`` at
+    site 0) when computed, else the table's first series."""
+    keys = [(o, 0) for o in ("j", "m") if ((df["observable"] == o) & (df["site"] == 0)).any()]
+    if not keys and len(df):
+        keys = [(df["observable"].iloc[0], int(df["site"].iloc[0]))]
+    return keys
+
+
+def _print_means(res, cmp) -> None:
+    """Mean and sem (and the exact value and z) of the headline series at <= 6 times."""
     df = res.expect
     times = np.unique(df["t"])
     show = times if times.size <= 6 else times[np.linspace(0, times.size - 1, 6).astype(int)]
-    header = f"{'t':>8} {'observable':>10} {'mean':>12} {'sem':>10}"
-    zs = None
-    if ref is not None:
+    width = max([10] + [len(str(o)) for o, _ in _series_keys(df)])
+    header = f"{'t':>8} {'observable':>{width}} {'mean':>12} {'sem':>10}"
+    if cmp is not None:
         header += f" {'exact':>12} {'z':>7}"
-        # z with the effective sem of results.effective_sem (sem = 0 rows included)
-        zs = res.compare(ref)
     print(header)
-    for name in ("j", "m"):
-        sub = df[(df.observable == name) & (df.site == 0)]
+    for name, site in _series_keys(df):
+        sub = df[(df.observable == name) & (df.site == site)]
+        zsub = None if cmp is None else cmp[(cmp.observable == name) & (cmp.site == site)]
+        label = name if site == 0 else f"{name}[{site}]"
         for t in show:
             row = sub[sub.t == t]
             if row.empty:
                 continue
             mu, se = float(row["mean"].iloc[0]), float(row["sem"].iloc[0])
-            line = f"{t:8.3f} {name:>10} {mu:12.6f} {se:10.2e}"
-            if zs is not None:
-                zr = zs[(zs.observable == name) & (zs.site == 0) & (zs.t == t)]
+            line = f"{t:8.3f} {label:>{width}} {mu:12.6f} {se:10.2e}"
+            if zsub is not None:
+                zr = zsub[zsub.t == t]
                 if not zr.empty:
-                    line += f" {float(zr['mean_other'].iloc[0]):12.6f} " \
-                            f"{float(zr['z'].iloc[0]):7.2f}"
+                    line += (f" {float(zr['mean_other'].iloc[0]):12.6f} "
+                             f"{float(zr['z'].iloc[0]):7.2f}")
             print(line)
+
+
+def _print_comparison(cmp) -> None:
+    """Per observable (``count:<channel>`` separately): rows compared, the largest
+    ``|z|`` and the rows with ``|z| > 3`` (the whole table is ``compare.*``)."""
+    absz = cmp["z"].abs()
+    names = list(dict.fromkeys(cmp["observable"]))
+    width = max([10] + [len(str(o)) for o in names])
+    print("\ntrajectories vs exact (mesolve), every row: z = (mean - exact) / sem_eff "
+          "(table: compare.*)")
+    print(f"{'observable':<{width}} {'rows':>6} {'max|z|':>7} {'|z|>3':>6}")
+
+    def line(label, z):
+        known = z[~np.isnan(z)]  # NaN: rows without trajectories left
+        zmax = f"{known.max():7.2f}" if known.size else f"{'nan':>7}"
+        return f"{label:<{width}} {z.size:6d} {zmax} {int((known > 3).sum()):6d}"
+
+    for name in names:
+        print(line(name, absz[cmp["observable"] == name].to_numpy()))
+    z = absz.to_numpy()
+    print(line("all", z) + f"  (independent rows: ~{0.0027 * z.size:.1f} by chance; rows "
+          "share trajectories, so judge by the p-value below)")
 
 
 def _add_reproduce(sub):
@@ -305,22 +428,30 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    try:
-        return args.func(args) if hasattr(args, "func") else _cmd_run(args)
-    except KeyboardInterrupt:
-        print("thermospin-mc: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # the reader went away (e.g. `| head`): end quietly; files are already written
+    # SIGINT/SIGTERM: a run finishes its batch and writes its checkpoint (driver);
+    # elsewhere they stop at once; either way one line, status 130/143, no traceback
+    with deferred_signals("raise") as sig:
         try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return 0
-    except (ValueError, OSError) as exc:
-        print(f"thermospin-mc: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
+            try:
+                status = args.func(args) if hasattr(args, "func") else _cmd_run(args)
+            except BrokenPipeError:
+                # the reader went away (e.g. `| head`): end quietly; files are already written
+                try:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+                except (OSError, ValueError):
+                    pass
+                status = 0
+            except (ValueError, OSError) as exc:
+                print(f"thermospin-mc: error: {_one_line(exc)}", file=sys.stderr)
+                status = 2
+            if argv is None:  # the program's work is done: a late signal ends it at once
+                exit_on_signals(sig)
+        except (KeyboardInterrupt, RunTerminated) as exc:
+            status = report_stop(exc)
+            if argv is None:  # the program itself: leave now (later signals are ignored)
+                exit_now(status)
+    return status
 
 
 def _one_line(exc: BaseException) -> str:

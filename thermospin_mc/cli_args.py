@@ -28,7 +28,10 @@ _d = help_default
 
 def add_model_args(p) -> None:
     """--config and the model flags (shared by ``run`` and ``fcs``)."""
-    p.add_argument("--config", type=Path, help="TOML file with [model] and [run] tables")
+    p.add_argument("--config", type=Path,
+                   help="TOML file with a [model] and a [run] table; every key belongs to "
+                        "one of them, lists of tables too ([[model.channel]]); anything "
+                        "else is refused")
     m = p.add_argument_group("model (temperatures in eps0, rates in J0)")
     m.add_argument("--scenario", choices=_config.SCENARIOS,
                    help=_d("preset: pump (all up, edge loss + central pump), loss "
@@ -67,7 +70,8 @@ def add_model_args(p) -> None:
     m.add_argument("--channel", action="append",
                    help="KIND:SITE:RATE[:NAME] with KIND loss, pump or dephasing (1-based "
                         "site); repeat for several; replaces the scenario's channels "
-                        "(TOML: [[channel]] tables)")
+                        "(TOML: one [[model.channel]] table per channel, with kind, site, "
+                        "rate, name)")
     m.add_argument("--rate-in", dest="rate_in", type=float,
                    help=_d("pump rate at site 1 of --scenario boundary", 1))
     m.add_argument("--rate-out", dest="rate_out", type=float,

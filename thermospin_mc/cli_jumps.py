@@ -15,12 +15,14 @@ from . import analysis
 from . import config as _config
 from .cli_args import CliError, add_model_args, exact_affordable, gather
 from .cli_args import help_default as _d
+from .counting import check_counts
 from .fcs import exact_counting_statistics
 from .io import check_output_file, read_table, write_table
+from .jumpstats import check_window
 from .model import ChainModel
 from .results import metadata
 
-__all__ = ["add_stats", "add_fcs"]
+__all__ = ["add_stats", "add_fcs", "default_counts", "NET_SPIN"]
 
 
 def add_stats(sub):
@@ -29,7 +31,9 @@ def add_stats(sub):
         description="Analyse a jump table written by 'thermospin-mc run --record-jumps' "
                     "(jumps.parquet or jumps.csv): exit side of the first loss, waiting times "
                     "per channel, counting statistics in a time window and the jump rates "
-                    "after burn-in (with the exact steady-state rates when the model allows).")
+                    "in it; for the paper's pump model (when small enough for the exact "
+                    "solver), both beside their exact values for the same window (exact "
+                    "evolution from the initial state, relaxed or not).")
     p.add_argument("jumps", type=Path, help="jump table (.parquet or .csv)")
     p.add_argument("--ntraj", type=int, help="number of trajectories (default: table metadata)")
     p.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
@@ -79,7 +83,8 @@ def _recorded_model(meta: dict):
 
 
 def _stats_model(meta: dict):
-    """The recorded model when the exact steady-state rates apply (paper pump model)."""
+    """The recorded model when the exact reference is affordable and the counts are not
+    trivial (the paper's pump model: without a pump every magnon is lost in the end)."""
     model = _recorded_model(meta)
     return model if model is not None and model.gamma_pump > 0 and exact_affordable(model) \
         else None
@@ -92,6 +97,8 @@ def _cmd_stats(args) -> int:
         raise CliError(f"--ntraj is needed: {str(args.jumps)!r} has no ntraj metadata")
     ntraj = v.integer("--ntraj", ntraj, lo=1)
     burn = v.real("--burn", args.burn, lo=0.0)
+    if args.window is not None:
+        check_window("--window", args.window)
     t_end = _stats_t_end(args.jumps, meta)
     if args.window is not None:
         window = tuple(args.window)
@@ -137,15 +144,15 @@ def _cmd_stats(args) -> int:
             print(cmp.cumulants.to_string(**fmt))
             print(f"waiting time between losses vs exact: chi2 = {cmp.chi2:.4g} over "
                   f"{cmp.dof} bins (thermospin-mc fcs --jumps shows the bins)")
-        # the exact steady state is a fair reference only after a burn-in
-        model = _stats_model(meta) if window[0] > 0 else None
-        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window, model=model)
+        # the reference of the same window as the cumulants above: exact mean rates over
+        # [window start, window end] from the exact state, so a window that starts before
+        # the run has relaxed is compared with what it should be, not with the steady state
+        rates = analysis.steady_state_from_jumps(jumps, ntraj, *window, model=known,
+                                                 reference="window")
         print(f"\nrates per unit time in [{window[0]:g}, {window[1]:g})"
-              + ("; exact: steady state of the run's model" if "exact" in rates else ""))
+              + ("; exact: mean rates over the same window (exact evolution from the "
+                 "initial state)" if "exact" in rates else ""))
         print(rates.drop(columns=["ntraj"]).to_string(**fmt))
-        if model is None and window[0] == 0 and _stats_model(meta) is not None:
-            print("(pass --burn T, a time after which the run has relaxed, to compare the "
-                  "rates with the exact steady state)")
     return 0
 
 
@@ -185,9 +192,13 @@ def add_fcs(sub):
                     "--window, for the model recorded in the table.")
     add_model_args(p)
     f = p.add_argument_group("counting")
-    f.add_argument("--counts", help=_d("channel=weight list", "loss_right=1,loss_left=-1, "
-                                       "the net spin to the right"))
-    f.add_argument("--order", type=int, help=_d("highest cumulant", 4))
+    f.add_argument("--counts", help=_d(
+        "channel=weight list (integer weights; names as in the jump tables)",
+        "the net spin to the right: loss_right=1,loss_left=-1 for the paper's scenarios; "
+        "loss@N=1 for --scenario boundary (the magnons carried through the chain into the "
+        "right reservoir; in the long run the same statistics as pump@1); other channel "
+        "sets need --counts"))
+    f.add_argument("--order", type=int, help=_d("highest cumulant", "4; 3 with --jumps"))
     f.add_argument("--t", type=float, help=_d("finite counting time", "long-time rates"))
     f.add_argument("--t0", type=float, help=_d("start of the finite counting window", 0))
     f.add_argument("--jumps", type=Path, help="jump table to compare (needs --window)")
@@ -196,7 +207,47 @@ def add_fcs(sub):
     f.add_argument("--window", type=float, nargs=2, metavar=("A", "B"),
                    help="counting window A <= t < B of the comparison (with --jumps)")
     f.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
+    f.add_argument("--n-jobs", dest="n_jobs", type=int,
+                   help=_d("BLAS threads of the exact solvers (-1 = all cores)", 1))
     p.set_defaults(func=_cmd_fcs)
+
+
+#: The paper's net spin to the right (hot) edge.
+NET_SPIN = {"loss_right": 1, "loss_left": -1}
+
+
+def default_counts(model) -> dict:
+    """The count ``fcs`` uses without ``--counts``: the net spin to the right.
+
+    The paper's scenarios (channels ``loss_left``, ``loss_right``):
+    ``loss_right - loss_left``. A boundary drive (apart from dephasing, one pump
+    at site 1 and one loss at site N, e.g. ``--scenario boundary``): the losses
+    at site N, the magnons carried through the chain into the right reservoir
+    (``pump@1 - loss@N`` is the change of the magnon number, which is bounded,
+    so counting the pump instead gives the same long-time cumulants). Any other
+    channel set has no default (``CliError`` naming the channels).
+    """
+    names = [ch.name for ch in model.channels]
+    if set(NET_SPIN) <= set(names):
+        return dict(NET_SPIN)
+    moving = [ch for ch in model.channels if ch.kind != "dephasing"]
+    if (len(moving) == 2 and moving[0].kind == "pump" and moving[0].site == 0
+            and moving[1].kind == "loss" and moving[1].site == model.N - 1):
+        return {moving[1].name: 1}
+    if not names:
+        raise CliError("the model has no jump channels (a closed chain): nothing to count")
+    raise CliError("--counts is needed: no default count for the channels "
+                   + ", ".join(names) + " (e.g. --counts " + names[0] + "=1)")
+
+
+def _check_counts(model, counts) -> dict:
+    """``check_counts`` of the API, with ``--counts`` named in its messages."""
+    try:
+        return check_counts(model, counts)
+    except ValueError as exc:
+        text = str(exc)
+        raise CliError(f"--{text}" if text.startswith("counts") else f"--counts: {text}") \
+            from exc
 
 
 def _parse_counts(spec: str) -> dict:
@@ -223,7 +274,20 @@ def _cmd_fcs(args) -> int:
         raise CliError("fcs reads only the [model] table of --config; found [run] keys "
                        + ", ".join(sorted(rcfg)))
     model = _config.resolve_model(mcfg)
-    counts = _parse_counts(args.counts or "loss_right=1,loss_left=-1")
+    counts = None if args.counts is None else _parse_counts(args.counts)
+    n_jobs = 1 if args.n_jobs is None else args.n_jobs
+    try:
+        v.n_jobs(n_jobs)
+    except ValueError as exc:
+        raise CliError(f"--{str(exc).replace('n_jobs', 'n-jobs', 1)}") from exc
+    if args.order is not None:
+        v.integer("--order", args.order, lo=1)
+    if args.t is not None:
+        v.real("--t", args.t, lo=0.0)
+    if args.t0 is not None:
+        v.real("--t0", args.t0, lo=0.0)
+    if args.window is not None:
+        check_window("--window", args.window)
     order = 4 if args.order is None else args.order
     t0 = 0.0 if args.t0 is None else args.t0
     if args.jumps is None:
@@ -242,6 +306,10 @@ def _cmd_fcs(args) -> int:
             if val is not None:
                 raise CliError(f"{flag_} does nothing with --jumps (the comparison uses "
                                "--window)")
+        if args.order is not None and args.order not in (2, 3):
+            raise CliError(f"--order must be 2 or 3 with --jumps (the cumulants compared with "
+                           f"the trajectories), got {args.order}")
+        order = 3 if args.order is None else args.order
         jumps, meta = read_table(args.jumps)
         ntraj = args.ntraj if args.ntraj is not None else meta.get("ntraj")
         if ntraj is None:
@@ -253,9 +321,10 @@ def _cmd_fcs(args) -> int:
                                "model than the model flags give; drop the model flags to use "
                                "the recorded one")
             model = recorded
+        counts = _check_counts(model, default_counts(model) if counts is None else counts)
         cmp = analysis.compare_counting_statistics(jumps, ntraj, model, counts,
-                                                   tuple(args.window),
-                                                   order=min(3, max(2, order)))
+                                                   tuple(args.window), order=order,
+                                                   n_jobs=n_jobs)
         print(f"thermospin-mc fcs  {args.jumps}  counts={cmp.counts}  window="
               f"[{cmp.window[0]:g}, {cmp.window[1]:g})  ntraj={ntraj}")
         print("\ncumulants of the count in the window: trajectories vs exact")
@@ -265,7 +334,9 @@ def _cmd_fcs(args) -> int:
         print(cmp.waiting.to_string(index=False, **fmt))
         table = cmp.cumulants.reset_index()
     else:
-        df = exact_counting_statistics(model, counts, order=order, t=args.t, t0=t0)
+        counts = _check_counts(model, default_counts(model) if counts is None else counts)
+        df = exact_counting_statistics(model, counts, order=order, t=args.t, t0=t0,
+                                       n_jobs=n_jobs)
         what = ("long-time cumulant rates" if args.t is None else
                 f"cumulants of the count in [{t0:g}, {t0 + args.t:g})")
         print(f"thermospin-mc fcs  N={model.N}  profile={model.profile.to_dict()}  "

@@ -70,9 +70,14 @@ MC_ONLY = ("ntraj", "seed", "batch_size", "record_jumps", "max_magnons", "compar
            "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
            "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler")
 
-#: Defaults of the run (the README's main job).
-RUN_DEFAULTS = {"times": "0:20:81", "solver": "mc", "ntraj": 20_000, "seed": 1, "n_jobs": -1,
+#: Defaults of the run (the README's main job). ``n_jobs`` depends on the solver:
+#: trajectory workers default to every core (:data:`MC_N_JOBS`), the BLAS threads of
+#: the exact solvers to 1 (:data:`EXACT_N_JOBS`; more threads than free cores make
+#: the dense solves many times slower on a shared machine).
+RUN_DEFAULTS = {"times": "0:20:81", "solver": "mc", "ntraj": 20_000, "seed": 1,
                 "out": "out", "format": "both", "compare": True}
+MC_N_JOBS = -1
+EXACT_N_JOBS = 1
 DEFAULT_DELTA_T = 2.0
 
 
@@ -93,10 +98,13 @@ def flag(key: str) -> str:
 def load_toml(path: str | Path) -> tuple[dict, dict]:
     """Read a TOML run file; returns ``(model_table, run_table)``.
 
-    Only the tables ``[model]`` and ``[run]`` are allowed, each with its own
-    keys, plus ``[[channel]]`` tables (kind, site, rate, optional name) that go
-    to the model; anything else (top-level keys, other tables, unknown keys) is
-    refused.
+    One rule: every key belongs to the ``[model]`` or the ``[run]`` table, and
+    only their own keys are read. Keys whose value is a list of tables are
+    written with the table's name in front, e.g. ``[[model.channel]]`` (kind,
+    site, rate, optional name; one such table per channel). Anything outside
+    the two tables (a top-level ``N = 5``, a top-level ``[[channel]]``, another
+    table) and any unknown key is refused with one line that says where it
+    belongs.
     """
     path = Path(path)
     try:
@@ -113,26 +121,23 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {str(path)!r} is not UTF-8 text") from exc
-    channels = data.pop("channel", None)
-    if channels is not None and not (isinstance(channels, list)
-                                     and all(isinstance(c, dict) for c in channels)):
-        raise ConfigError(f"'channel' in {str(path)!r} must be [[channel]] tables with kind, "
-                          "site, rate")
     for k, val in data.items():
-        if k not in ("model", "run"):
-            where = ("[model]" if k in MODEL_KEYS else "[run]" if k in RUN_KEYS else None)
-            hint = (f"; put it under the {where} table" if where
-                    else "; allowed tables: [model], [run]")
-            raise ConfigError(f"unknown top-level key {k!r} in {str(path)!r}{hint}")
-        if not isinstance(val, dict):
-            raise ConfigError(f"{k!r} in {str(path)!r} must be a table ([{k}]), "
-                              f"got {type(val).__name__}")
+        if k in ("model", "run"):
+            if not isinstance(val, dict):
+                raise ConfigError(f"{k!r} in {str(path)!r} must be a table ([{k}]), "
+                                  f"got {type(val).__name__}")
+            continue
+        where = "model" if k in MODEL_KEYS else "run" if k in RUN_KEYS else None
+        if where is None:
+            raise ConfigError(f"unknown top-level key {k!r} in {str(path)!r}; allowed "
+                              "tables: [model], [run]")
+        if isinstance(val, list) and val and all(isinstance(x, dict) for x in val):
+            raise ConfigError(f"top-level [[{k}]] tables in {str(path)!r} are not read; "
+                              f"write them as [[{where}.{k}]] (every key belongs to "
+                              "[model] or [run])")
+        raise ConfigError(f"unknown top-level key {k!r} in {str(path)!r}; put it under the "
+                          f"[{where}] table")
     model, run = dict(data.get("model", {})), dict(data.get("run", {}))
-    if channels is not None:
-        if "channel" in model:
-            raise ConfigError(f"give the channels either as [[channel]] or as "
-                              f"[[model.channel]] tables in {str(path)!r}, not both")
-        model["channel"] = channels
     for table, keys, name in ((model, MODEL_KEYS, "model"), (run, RUN_KEYS, "run")):
         for k in table:
             if k not in keys:
@@ -231,7 +236,7 @@ def _sub(a, b):
 
 
 def _channels(value) -> list:
-    """``[[channel]]`` tables, or ``--channel kind:site:rate[:name]`` strings."""
+    """``[[model.channel]]`` tables, or ``--channel kind:site:rate[:name]`` strings."""
     items = value if isinstance(value, (list, tuple)) else [value]
     out = []
     for item in items:
@@ -458,11 +463,15 @@ class RunSpec:
     out: Path
     formats: tuple[str, ...]
     observables: tuple[str, ...] | None
+    #: trajectory workers (``solver="mc"``) or BLAS threads of the exact solver
     n_jobs: int
     pairs: tuple | None = None
     compare: bool = True
     #: keyword arguments of :func:`thermospin_mc.mcsolve` (trajectories only)
     mc: dict = field(default_factory=dict)
+    #: BLAS threads of the exact solvers of this run (the solver itself, or the
+    #: exact reference next to trajectories): ``n_jobs`` when given, else 1
+    exact_n_jobs: int = EXACT_N_JOBS
 
     def to_dict(self) -> dict:
         return {"solver": self.solver,
@@ -470,7 +479,8 @@ class RunSpec:
                 "out": str(self.out), "formats": list(self.formats),
                 "observables": None if self.observables is None else list(self.observables),
                 "pairs": None if self.pairs is None else [list(p) for p in self.pairs],
-                "n_jobs": self.n_jobs, "compare": self.compare,
+                "n_jobs": self.n_jobs, "exact_n_jobs": self.exact_n_jobs,
+                "compare": self.compare,
                 "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
 
 
@@ -498,25 +508,55 @@ def resolve_run(rcfg: dict) -> RunSpec:
     out = cfg["out"]
     if not isinstance(out, (str, Path)) or str(out) == "":
         raise ConfigError(f"--out must be a directory path, got {out!r}")
-    times = None if solver == "steady" else parse_times(cfg["times"])
+    times = None if solver == "steady" else _api_check("times", _v.times,
+                                                        parse_times(cfg["times"]))
     obs = None if cfg.get("observables") is None else _names("observables",
                                                              cfg["observables"])
     pairs = None if "pairs" not in rcfg else _pairs(rcfg["pairs"])
     if pairs is not None and obs is not None and not set(obs) & {"nn", "pm", "pm_re", "pm_im"}:
         raise ConfigError("--pairs does nothing without a two-point observable (nn, pm, "
                           "pm_re, pm_im) in --observables")
-    n_jobs = cfg["n_jobs"]
-    _v.n_jobs(n_jobs)  # the API's own check and message
+    # trajectory workers default to every core, BLAS threads of exact solvers to 1
+    n_jobs = rcfg.get("n_jobs", MC_N_JOBS if solver == "mc" else EXACT_N_JOBS)
+    _api_check("n_jobs", _v.n_jobs, n_jobs)  # the API's own check, naming --n-jobs
     mc = {}
     if solver == "mc":
-        mc = _mc_options(rcfg, cfg)
+        mc = _mc_options(rcfg, {**cfg, "n_jobs": n_jobs})
     return RunSpec(solver=solver, times=times, out=Path(out), formats=formats,
                    observables=obs, n_jobs=n_jobs, pairs=pairs, compare=bool(cfg["compare"]),
-                   mc=mc)
+                   mc=mc, exact_n_jobs=rcfg.get("n_jobs", EXACT_N_JOBS))
+
+
+def _api_check(key: str, check, value):
+    """``check(value)`` (one of the API's own checks in :mod:`thermospin_mc._validate`),
+    with the flag named in its message (``times must be ...`` -> ``--times must be ...``)."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        text = str(exc)
+        text = text[len(key):] if text.startswith(key + " ") else f": {text}"
+        raise ConfigError(f"{flag(key)}{text}") from exc
+
+
+def _seed(value):
+    """A root seed as ``mcsolve`` takes it: an integer >= 0, or a list of them (TOML)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ConfigError("--seed must be an integer >= 0 or a non-empty list of them, "
+                              "got []")
+        out = [_api_check("seed", lambda x: _v.integer("seed", x, lo=0), x) for x in value]
+    else:
+        out = _api_check("seed", lambda x: _v.integer("seed", x, lo=0), value)
+    try:  # what mcsolve does with it
+        np.random.SeedSequence(out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--seed must be an integer >= 0, got {value!r} ({exc})") from exc
+    return out
 
 
 def _mc_options(rcfg: dict, cfg: dict) -> dict:
-    kw = {"ntraj": cfg["ntraj"], "seed": cfg["seed"], "n_jobs": cfg["n_jobs"]}
+    kw = {"ntraj": _api_check("ntraj", lambda x: _v.integer("ntraj", x, lo=1), cfg["ntraj"]),
+          "seed": _seed(cfg["seed"]), "n_jobs": cfg["n_jobs"]}
     for k in ("batch_size", "max_magnons", "progress", "checkpoint_every", "max_ntraj",
               "time_limit", "backend", "scheduler"):
         if k in rcfg:

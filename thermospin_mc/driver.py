@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import _validate as v
 from . import observables as OBS
-from .backends import BACKENDS, Cluster, deferred_sigint
+from .backends import BACKENDS, Cluster
 from .checkpoint import (
     Checkpointing,
     CheckpointLock,
@@ -38,15 +38,17 @@ from .checkpoint import (
     resume,
     write_checkpoint,
 )
+from .errorbars import target_value
 from .io import check_output_file
 from .model import ChainModel
 from .pack import BLOCK, DENSE_MAX, kernel_layout, warm_kernels
 from .progress import Progress, want_progress
 from .results import Result, expect_table, metadata, table_values
-from .stats import Reducer, Target, target_value
+from .signals import RunTerminated, StopWaiting, deferred_signals
+from .stats import Reducer, Target
 from .worker import Job
 
-__all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK"]
+__all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK", "RunTerminated"]
 
 
 def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
@@ -70,7 +72,10 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     model : ChainModel
         The initial pure state is prepared at ``t = 0``.
     times : array_like
-        Non-decreasing output times ``>= 0``.
+        Non-decreasing output times ``>= 0``. The initial state is the state
+        at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
+        ``times = [5, 10]`` reports the state evolved from ``t = 0`` to 5 and
+        10 (docs/model.md section 6, "Time origin").
     ntraj : int
         Number of trajectories (``>= 1``). With ``target_sem`` it is the
         minimum number run before the target is first tested.
@@ -126,7 +131,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     checkpoint : str or path, optional
         Checkpoint file (``.npz``). Merged statistics and finished blocks are
         written to it atomically every ``checkpoint_every`` seconds, at the end,
-        and when the run is interrupted (Ctrl-C or an error). If the file
+        and when the run is stopped (SIGINT, SIGTERM or an error). If the file
         exists, the run resumes from it (see ``resume``); a checkpoint of a
         different model, seed, output times, observables, run options or code
         version is refused with a ``ValueError`` and left untouched. A
@@ -193,7 +198,16 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         Bad arguments (the message names the field, its value and the allowed
         range), a corrupted or mismatched checkpoint.
     KeyboardInterrupt
-        On Ctrl-C, after the current batch finished and the checkpoint was written.
+        On SIGINT (Ctrl-C), raised once the current batch finished and the
+        final checkpoint of every merged block is on disk (fsync'ed; a second
+        signal stops waiting for worker threads or processes, never the
+        write). Its ``checkpoint``, ``written``, ``ntraj``, ``total`` and
+        ``error`` tell what was saved (:func:`signals.stop_exception`).
+    RunTerminated
+        On SIGTERM (SLURM, Kubernetes, ``timeout``): the same stop, then this
+        ``SystemExit(143)``: uncaught, the script exits quietly with status 143;
+        ``except Exception`` does not swallow it. Signals are caught in the
+        main thread, when their handler is Python's default; the first decides.
     """
     if not isinstance(model, ChainModel):
         raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
@@ -225,40 +239,34 @@ def _root_key(seed) -> tuple[np.ndarray, list]:
 
 
 def _check_names(observables, pairs=None, N: int = 2) -> tuple[str, ...]:
-    """Observables a trajectory run can estimate (``norm`` is 1 on every trajectory)."""
-    if observables is None and pairs is None:
-        return OBS.DEFAULT
-    allowed = OBS.TRAJECTORY
-    if observables is not None:
-        obs = (observables,) if isinstance(observables, str) else tuple(observables)
-        for o in obs:
-            if o not in allowed and o != "pm":
-                raise ValueError(f"observable must be one of {allowed} (or 'pm') for "
-                                 f"trajectories, got {o!r}")
-        if not obs:
-            raise ValueError("observables must name at least one observable")
-        if pairs is None:
-            # keep the caller's order (the paper's tables and checkpoints rely on it)
-            out = []
-            for o in obs:
-                out.extend(("pm_re", "pm_im") if o == "pm" else (o,))
-            OBS.resolve(out, None, N, allowed=allowed)
-            return tuple(out)
-    return OBS.resolve(observables, pairs, N, allowed=allowed)[0]
-
+    """Observables a trajectory run can estimate (``norm`` is 1 on every trajectory),
+    by the one resolver :func:`thermospin_mc.observables.resolve`."""
+    return OBS.resolve(observables, pairs, N, allowed=OBS.TRAJECTORY, solver="mcsolve")[0]
 
 
 def _consume(results, red: Reducer, reason, target: Target, backend: str, save, every: float,
-             interrupted, bar, start: float, current_sem=None) -> str | None:
+             sig, bar, start: float, current_sem=None) -> str | None:
     """Feed finished batches to the reducer until a stop reason appears.
 
-    Checkpoints every ``every`` seconds; on any exception (Ctrl-C included)
-    writes a last checkpoint from a consistent state and re-raises.
+    Checkpoints every ``every`` seconds. After SIGINT or SIGTERM (recorded by
+    ``sig``, a :class:`signals.Deferral`) it stops at the next finished batch;
+    a second signal stops the wait at once where this process only waits for
+    workers (threads, loky, Dask). On any exception it writes a last checkpoint
+    from a consistent state (signals cannot abort the write) and re-raises; after
+    a signal, or on a ``KeyboardInterrupt``, it raises ``sig.stopped()`` instead.
     """
     stopped_by = None
     last_save = start
+    results = iter(results)
     try:
-        for item in results:
+        while True:
+            if sig.signum is not None:
+                raise StopWaiting
+            with sig.waiting(backend in ("threads", "loky", "dask")):
+                item = next(results, results)
+            if item is results:
+                raise RuntimeError(f"the {backend} backend ended after {red.ntraj} "
+                                   f"trajectories without delivering block {red.next_block}")
             if item is not None:
                 red.offer(*item)
                 while stopped_by is None and red.next_block in red.pending:
@@ -268,8 +276,6 @@ def _consume(results, red: Reducer, reason, target: Target, backend: str, save, 
                         bar.update(nb, None if current_sem is None else current_sem())
             if stopped_by is not None:
                 return stopped_by
-            if interrupted():
-                raise KeyboardInterrupt
             now = time.monotonic()
             if (target.time_limit is not None and red.ntraj > 0
                     and now - start >= target.time_limit):
@@ -277,14 +283,16 @@ def _consume(results, red: Reducer, reason, target: Target, backend: str, save, 
             if save is not None and item is not None and now - last_save >= every:
                 save()
                 last_save = time.monotonic()
-        raise RuntimeError(f"the {backend} backend ended after {red.ntraj} "
-                           f"trajectories without delivering block {red.next_block}")
     except BaseException as exc:
+        sig.abortable = False  # nothing may abort the write below
+        note = {"ntraj": red.ntraj, "total": red.cap}
         if save is not None and not red.busy:
-            with contextlib.suppress(Exception):
-                save()
-        if interrupted() and not isinstance(exc, KeyboardInterrupt):
-            raise KeyboardInterrupt from exc
+            try:
+                note.update(checkpoint=save(), written=True)
+            except Exception as err:  # noqa: BLE001 - reported with the stop, or lost to exc
+                note["error"] = f"{type(err).__name__}: {err}"
+        if sig.signum is not None or isinstance(exc, KeyboardInterrupt):
+            raise sig.stopped(**note) from (None if isinstance(exc, StopWaiting) else exc)
         raise
 
 
@@ -306,8 +314,9 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     achieved = {"sem": math.inf}
 
     def sem_now() -> float:
-        return target_value(red.acc, cols, target_names, times, model.couplings,
-                            target.relative, target.rel_floor)
+        acc = red.acc
+        return target_value(acc.cnt, acc.mean, acc.sem(), cols, target_names, times,
+                            model.couplings, target.relative, target.rel_floor)
 
     def reason():
         if goal is not None:
@@ -331,7 +340,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
 
             def save():
                 state, arrays = dump(red, elapsed_before + time.monotonic() - start)
-                write_checkpoint(path, ident, state, arrays)
+                return write_checkpoint(path, ident, state, arrays)
 
         resumed, first = red.restored, red.ntraj
         stopped_by = reason()  # a finished checkpoint: nothing to run, nothing to write
@@ -357,13 +366,15 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
             else:
                 per = math.ceil(batch_size / BLOCK)
             results = runner.map(red.todo(per))
-            interrupted = stack.enter_context(deferred_sigint())
+            sig = stack.enter_context(deferred_signals())
             with contextlib.closing(results):
                 stopped_by = _consume(results, red, reason, target, cluster.backend, save,
-                                      checkpointing.every, interrupted, bar, start,
+                                      checkpointing.every, sig, bar, start,
                                       lambda: achieved["sem"])
-            if save is not None:
-                save()
+            written = save() if save is not None else None
+            if sig.signum is not None:  # a signal during the last merge or the final write
+                raise sig.stopped(checkpoint=written, written=written is not None,
+                                  ntraj=red.ntraj, total=red.cap)
     run_s = time.monotonic() - start
     extra = {"backend": cluster.backend, "stopped_by": stopped_by, "max_magnons": max_magnons,
              "model_fingerprint": ident["model_fingerprint"],
@@ -429,4 +440,21 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
         traj = {"rows": np.concatenate(red.kept)[:ntraj],
                 "columns": {k: (s.start, s.stop) for k, s in cols.items()}}
     m2 = table_values(times, model.N, m2s, pairs, model.channels)
-    return Result(df, meta, jumps=jt, trajectories=traj, m2=m2)
+    return Result(df, meta, jumps=jt, trajectories=traj, m2=m2,
+                  groups=_group_table(red, model, times, names, cols, pairs))
+
+
+def _group_table(red: Reducer, model, times, names, cols, pairs) -> dict:
+    """The run's trajectory groups in ``expect`` row order: ``count``, ``mean`` ``(G, rows)``."""
+    grp = red.groups
+    half_a = OBS.flow_factor(model.couplings)
+    counts, means = [], []
+    for g in range(grp.cnt.shape[0]):
+        vals, cnts = {}, {}
+        for name in names:
+            mu = grp.mean[g][:, cols[OBS.source(name)]]
+            vals[name] = mu * half_a if name == "flow" else mu
+            cnts[name] = np.broadcast_to(grp.cnt[g][:, None], mu.shape)
+        means.append(table_values(times, model.N, vals, pairs, model.channels))
+        counts.append(table_values(times, model.N, cnts, pairs, model.channels))
+    return {"count": np.array(counts).astype(np.int64), "mean": np.array(means)}

@@ -78,22 +78,14 @@ def _metadata(model: ChainModel, solver: str, **extra) -> dict:
     return result_metadata(solver, model, ntraj=0, **extra)
 
 
-def _check_observables(observables, pairs=None, N: int = 2, count: bool = True):
-    """``(names, pairs)``; without pairs the names keep the caller's order."""
+def _check_observables(observables, pairs=None, N: int = 2, count: bool = True,
+                       solver: str = ""):
+    """``(names, pairs)`` by the one resolver :func:`thermospin_mc.observables.resolve`
+    (``pairs`` stays None when none are given)."""
     allowed = OBSERVABLES if count else tuple(o for o in OBSERVABLES if o != "count")
-    default = OBS.DEFAULT + ("norm",)
-    if pairs is None:
-        if observables is None:
-            return default, None
-        obs = []
-        for o in ((observables,) if isinstance(observables, str) else tuple(observables)):
-            obs.extend(("pm_re", "pm_im") if o == "pm" else (o,))
-        for o in obs:
-            if o not in allowed:
-                raise ValueError(f"observable must be one of {allowed}, got {o!r}")
-        OBS.resolve(obs, None, N, allowed=allowed)
-        return tuple(obs), None
-    return OBS.resolve(observables, pairs, N, allowed=allowed, default=default)
+    names, checked = OBS.resolve(observables, pairs, N, allowed=allowed,
+                                 default=OBS.DEFAULT + ("norm",), solver=solver)
+    return names, (None if pairs is None else checked)
 
 
 # ---------------------------------------------------------------------------- sesolve
@@ -105,7 +97,10 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
     model : ChainModel
         Its ``initial`` state is prepared at ``t = 0``; jump channels are ignored.
     times : array_like
-        Non-decreasing output times ``>= 0``.
+        Non-decreasing output times ``>= 0``. The initial state is the state
+        at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
+        ``times = [5, 10]`` reports the state evolved from ``t = 0`` to 5 and
+        10 (docs/model.md section 6, "Time origin").
     observables : sequence of str, optional
         Subset of ``j, j_bond, flow, m, n, norm`` (default: all).
 
@@ -116,7 +111,8 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
     """
     model = check_model(model)
     times = v.times(times)
-    names, _ = _check_observables(observables, None, model.N, count=False)
+    names, _ = _check_observables(observables, None, model.N, count=False,
+                                   solver="sesolve")
     if model.is_mixed:
         raise ValueError("sesolve needs a pure initial state, got a mixture; use mesolve")
     closed = model.with_(gamma=0.0, gamma_pump=0.0) if model.channels else model
@@ -142,7 +138,10 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
         The initial state (pure, or a site-diagonal mixture spanning several
         sectors) is prepared at ``t = 0``.
     times : array_like
-        Non-decreasing output times ``>= 0`` (0 need not be among them).
+        Non-decreasing output times ``>= 0``. The initial state is the state
+        at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
+        ``times = [5, 10]`` reports the state evolved from ``t = 0`` to 5 and
+        10 (docs/model.md section 6, "Time origin").
     observables : sequence of str, optional
         Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im, count``
         (``pm`` for both parts; default ``j, j_bond, flow, m, n, norm``, plus the
@@ -173,7 +172,7 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     """
     model = check_model(model)
     times = v.times(times)
-    names, pairs = _check_observables(observables, pairs, model.N)
+    names, pairs = _check_observables(observables, pairs, model.N, solver="mesolve")
     if method not in ("auto", "expm", "chebyshev"):
         raise ValueError(f"method must be 'auto', 'expm' or 'chebyshev', got {method!r}")
     extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
@@ -297,7 +296,8 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         ``.expect`` at ``t = inf`` with ``sem = 0``.
     """
     model = check_model(model)
-    names, pairs = _check_observables(observables, pairs, model.N, count=False)
+    names, pairs = _check_observables(observables, pairs, model.N, count=False,
+                                       solver="steadystate")
     if method not in ("auto", "direct", "gmres"):
         raise ValueError(f"method must be 'auto', 'direct' or 'gmres', got {method!r}")
     tol = v.real("tol", tol, lo=0.0, lo_open=True, hi=1e-3)

@@ -247,8 +247,13 @@ def check_output_file(path: str | Path, create: bool = True) -> Path:
 
 
 def save_result(result, directory: str | Path, formats=("parquet", "csv"),
-                prefix: str = "") -> list[Path]:
+                prefix: str = "", tables: dict | None = None) -> list[Path]:
     """Write a result's tables; if that fails, rescue them to a fallback directory.
+
+    ``tables`` adds tables that belong to the result, ``{name: (df, metadata)}``,
+    written as ``<prefix><name>.parquet`` / ``.csv`` (with the sidecar
+    ``<prefix><name>.meta.json``) by :func:`write_table`, in the same formats
+    (e.g. ``compare``: the run beside its exact reference).
 
     On failure the tables are written to a new directory under the system's
     temporary directory (or the current directory, then the home directory)
@@ -256,9 +261,14 @@ def save_result(result, directory: str | Path, formats=("parquet", "csv"),
     the reason and where the results now are. Nothing computed is lost.
     """
     directory = Path(directory)
+    tables = dict(tables or {})
+    for name in tables:
+        if name in ("expect", "jumps") or not str(name).isidentifier():
+            raise ValueError(f"extra table name must be a plain name other than expect and "
+                             f"jumps, got {name!r}")
     try:
         check_output_dir(directory)
-        return _write_formats(result, directory, formats, prefix)
+        return _write_formats(result, directory, formats, prefix, tables)
     except OSError as exc:
         reason = str(exc) if isinstance(exc, OutputError) else (
             f"cannot write to {str(getattr(exc, 'filename', None) or directory)!r}: "
@@ -268,7 +278,7 @@ def save_result(result, directory: str | Path, formats=("parquet", "csv"),
             try:
                 rescue = Path(tempfile.mkdtemp(prefix=f"thermospin_mc_rescue_{stamp}_",
                                                dir=base))
-                _write_formats(result, rescue, ("parquet", "csv"), prefix)
+                _write_formats(result, rescue, ("parquet", "csv"), prefix, tables)
             except OSError:
                 continue
             raise OutputError(f"{reason}; the results were saved to {str(rescue)!r} "
@@ -276,9 +286,12 @@ def save_result(result, directory: str | Path, formats=("parquet", "csv"),
         raise OutputError(f"{reason}; no fallback location was writable either") from exc
 
 
-def _write_formats(result, directory: Path, formats, prefix: str) -> list[Path]:
+def _write_formats(result, directory: Path, formats, prefix: str,
+                   tables: dict | None = None) -> list[Path]:
     written = []
     for fmt in formats:
         written += (result.to_parquet(directory, prefix) if fmt == "parquet"
                     else result.to_csv(directory, prefix))
+        for name, (df, meta) in (tables or {}).items():
+            written.append(write_table(df, directory / f"{prefix}{name}.{fmt}", meta))
     return written

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import _validate as v
-from .exact import steadystate
+from .exact import mesolve, steadystate
 from .fcs import exact_counting_statistics, waiting_time_bins
 from .jumpstats import check_jumps, check_ntraj, check_window, jump_counts
 from .model import ChainModel
@@ -26,7 +26,7 @@ __all__ = ["steady_state_from_jumps", "compare_counting_statistics", "CountingCo
 
 
 def steady_state_from_jumps(jumps: pd.DataFrame, ntraj: int, t_burn: float, t_end: float,
-                            model=None) -> pd.DataFrame:
+                            model=None, *, reference: str = "steady") -> pd.DataFrame:
     """Jump rates per unit time after a burn-in, with error bars.
 
     Parameters
@@ -42,9 +42,16 @@ def steady_state_from_jumps(jumps: pd.DataFrame, ntraj: int, t_burn: float, t_en
         End of the window (``> t_burn``, at most the last output time of the
         run).
     model : ChainModel, optional
-        If given, the exact steady-state rates from
-        :func:`thermospin_mc.steadystate` are added as columns ``exact`` and
-        ``z = (rate - exact) / sem``.
+        The run's model. If given, exact rates are added as columns ``exact``
+        and ``z = (rate - exact) / sem`` (see ``reference``).
+    reference : {"steady", "window"}
+        Which exact rates: ``"steady"``, the steady state of ``model``
+        (:func:`thermospin_mc.steadystate`; a fair reference only once the
+        run has relaxed by ``t_burn``), or ``"window"``, the mean rate over
+        the same window ``[t_burn, t_end]`` of the exact evolution from the
+        model's initial state (the expected jump counts ``count`` of
+        :func:`thermospin_mc.mesolve` at the two ends, their difference
+        divided by ``t_end - t_burn``): exact for any window, relaxed or not.
 
     Returns
     -------
@@ -53,13 +60,15 @@ def steady_state_from_jumps(jumps: pd.DataFrame, ntraj: int, t_burn: float, t_en
 
         - ``loss_left``, ``loss_right``: edge loss rates (exact: ``gamma <n_1>``,
           ``gamma <n_N>``);
-        - ``pump``: pump rate (exact: ``gamma_pump (1 - <n_c>)``);
+        - ``pump``: pump rate (exact: ``gamma_pump (1 - <n_c>)``; 0 without a pump);
         - ``loss_total``: both edges;
         - ``net_right``: ``loss_right - loss_left``, the net spin transfer to the
           right (exact: ``gamma (<n_N> - <n_1>)``);
-        - ``pump_minus_loss``: the balance (0 in a steady state). Its error is
-          that of the per-trajectory difference, which is bounded by the change
-          of magnon number, so it is a sharp test.
+        - ``pump_minus_loss``: the balance (0 in a steady state; with
+          ``reference="window"`` the exact mean change of the magnon number
+          per unit time). Its error is that of the per-trajectory difference,
+          which is bounded by the change of magnon number, so it is a sharp
+          test.
 
         Columns ``rate`` (mean count / (t_end - t_burn)), ``sem`` (standard
         error over trajectories), ``ntraj``, and with ``model`` ``exact``, ``z``.
@@ -68,6 +77,8 @@ def steady_state_from_jumps(jumps: pd.DataFrame, ntraj: int, t_burn: float, t_en
     t_end = v.real("t_end", t_end, lo=0.0)
     if not t_end > t_burn:
         raise ValueError(f"t_end must be > t_burn = {t_burn}, got {t_end}")
+    if reference not in ("steady", "window"):
+        raise ValueError(f"reference must be 'steady' or 'window', got {reference!r}")
     counts = jump_counts(jumps, ntraj, (t_burn, t_end))
     ntraj = len(counts)
     loss = counts["loss_left"] + counts["loss_right"]
@@ -84,7 +95,8 @@ def steady_state_from_jumps(jumps: pd.DataFrame, ntraj: int, t_burn: float, t_en
     out = pd.DataFrame({"rate": rate, "sem": sem, "ntraj": np.int64(ntraj)},
                        index=pd.Index(list(series), name="quantity"))
     if model is not None:
-        exact = _exact_rates(model)
+        exact = (_exact_rates(model) if reference == "steady"
+                 else _window_rates(model, t_burn, t_end))
         out["exact"] = [exact[k] for k in series]
         with np.errstate(divide="ignore", invalid="ignore"):
             out["z"] = (out["rate"] - out["exact"]) / out["sem"]
@@ -100,6 +112,22 @@ def _exact_rates(model) -> dict:
     pump = model.gamma_pump * (1.0 - n[model.pump_site - 1]) if model.gamma_pump > 0 else 0.0
     return {"loss_left": left, "loss_right": right, "pump": pump, "loss_total": left + right,
             "net_right": right - left, "pump_minus_loss": 0.0}
+
+
+def _window_rates(model, t_a: float, t_b: float) -> dict:
+    """Exact mean jump rates over ``[t_a, t_b]`` of the evolution from ``model.initial``:
+    ``(<N_k(t_b)> - <N_k(t_a)>) / (t_b - t_a)`` from the expected counts of ``mesolve``."""
+    if not isinstance(model, ChainModel):
+        raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
+    res = mesolve(model, [t_a, t_b], observables=("count",))
+    df = res.expect
+    rate = {}
+    for name in ("loss_left", "loss_right", "pump"):
+        c = df.loc[df["observable"] == f"count:{name}", "mean"].to_numpy(dtype=float)
+        rate[name] = float(c[-1] - c[0]) / (t_b - t_a) if c.size == 2 else 0.0
+    loss = rate["loss_left"] + rate["loss_right"]
+    return {**rate, "loss_total": loss, "net_right": rate["loss_right"] - rate["loss_left"],
+            "pump_minus_loss": rate["pump"] - loss}
 
 
 # --------------------------------------------------------------------------- counting statistics
@@ -161,7 +189,8 @@ def _bootstrap_cumulants(x: np.ndarray, n_boot: int, rng) -> dict:
 
 def compare_counting_statistics(jumps: pd.DataFrame, ntraj: int, model, counts, window, *,
                                 order: int = 3, bins: int = 20, tau_max: float | None = None,
-                                n_boot: int = 2000, seed: int = 0) -> CountingComparison:
+                                n_boot: int = 2000, seed: int = 0,
+                                n_jobs: int = 1) -> CountingComparison:
     """Counting statistics and waiting times of a run beside the exact values.
 
     Parameters
@@ -190,6 +219,8 @@ def compare_counting_statistics(jumps: pd.DataFrame, ntraj: int, model, counts, 
     n_boot, seed : int
         Bootstrap replicates and seed for the errors of variance, Fano factor
         and third cumulant.
+    n_jobs : int
+        BLAS threads of the exact solvers (``-1``: every core; default 1).
 
     Returns
     -------
@@ -221,7 +252,8 @@ def compare_counting_statistics(jumps: pd.DataFrame, ntraj: int, model, counts, 
         raise ValueError(f"tau_max must be < t_b - t_a = {t_b - t_a}, got {tau_max}")
     # ---- exact cumulants; fcs validates model and counts and returns the weights
     # (``{channel: non-zero int}`` in the model's channel order) in ``attrs``
-    ecs = exact_counting_statistics(model, counts, order=order, t=t_b - t_a, t0=t_a)
+    ecs = exact_counting_statistics(model, counts, order=order, t=t_b - t_a, t0=t_a,
+                                    n_jobs=n_jobs)
     weights = dict(ecs.attrs["counts"])
     exact = ecs["cumulant"].to_numpy()
     # ---- cumulants of the weighted count
@@ -265,7 +297,8 @@ def compare_counting_statistics(jumps: pd.DataFrame, ntraj: int, model, counts, 
             p[k] = nk.sum() / n_start
             resid = nk - p[k] * per_start
             sem[k] = math.sqrt(ntraj / (ntraj - 1) * np.sum(resid ** 2)) / n_start
-    p_exact = waiting_time_bins(model, list(weights), edges, window=(t_a, t_b - tau_max))
+    p_exact = waiting_time_bins(model, list(weights), edges, window=(t_a, t_b - tau_max),
+                                n_jobs=n_jobs)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = (p - p_exact) / sem
     wait = pd.DataFrame({"tau_lo": edges[:-1], "tau_hi": edges[1:], "p_traj": p, "sem": sem,

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY", "ONE_EVENT",
+__all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
            "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
            "table_rows", "evaluate_blocks", "count_rates"]
 
@@ -53,17 +53,8 @@ PAIR_NAMES = ("nn", "pm_re", "pm_im")
 #: What trajectories can estimate (``norm`` is 1 on every trajectory).
 TRAJECTORY = tuple(o for o in OBSERVABLES if o != "norm")
 
-#: One event's worth of each trajectory observable: the largest change of one
-#: trajectory's value that one magnon more or less (one quantum jump) can make.
-#: ``j``: one magnon's current lies in (-4, 4) (Eq. 9 in the one-magnon sector
-#: is a hopping matrix with amplitudes +-2i); ``j_bond``: one bond term of one
-#: magnon lies in [-2, 2]; ``m``: a jump changes the magnon number by 1;
-#: ``n``: a site's occupation lies in [0, 1]; ``flow`` of bond l:
-#: ``(a_l / 2) * 2 = a_l`` (``flow_factor`` times the ``j_bond`` value); two-point
-#: ``nn``, ``pm_re``, ``pm_im`` lie in [-1, 1]; a jump count (``count:<channel>``)
-#: changes by 1 per jump.
-ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
-             "pm_im": 1.0}
+#: One event's worth of each observable (the error-bar floor) lives with the other
+#: error-bar rules in :mod:`thermospin_mc.errorbars`.
 
 
 def flow_factor(couplings) -> np.ndarray:
@@ -116,12 +107,44 @@ def check_pairs(pairs, N: int) -> np.ndarray:
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def resolve(observables, pairs, N: int, *, allowed=OBSERVABLES,
-            default=DEFAULT) -> tuple[tuple[str, ...], np.ndarray]:
-    """Validate requested observables and pairs: ``(names in table order, pairs)``.
+def resolve(observables, pairs, N: int, *, allowed=OBSERVABLES, default=DEFAULT,
+            solver: str = "") -> tuple[tuple[str, ...], np.ndarray]:
+    """Validate requested observables and pairs: the one resolver of every solver.
 
-    ``"pm"`` stands for ``pm_re`` and ``pm_im``. Without ``observables`` the
-    default set is used, plus the two-point observables when ``pairs`` are given.
+    ``mcsolve`` calls it with ``allowed=TRAJECTORY``, the exact solvers with
+    their own ``allowed`` and ``default``, the command line with the chosen
+    solver's ``allowed`` (to refuse bad names before any work). Only these
+    differ; the rules (``"pm"``, defaults, pairs, order) are the same for all.
+
+    Parameters
+    ----------
+    observables : str, sequence of str or None
+        Names among ``allowed``; ``"pm"`` stands for ``pm_re`` and ``pm_im``.
+        ``None``: ``default``, plus :data:`PAIR_NAMES` when ``pairs`` are given.
+    pairs : sequence of (int, int) or None
+        1-based site pairs of the two-point observables (see :func:`check_pairs`).
+    N : int
+        Number of sites.
+    allowed : tuple of str
+        What the calling solver computes.
+    default : tuple of str
+        The names used without ``observables``.
+    solver : str
+        The calling solver's name, shown in the refusal of an unknown name.
+
+    Returns
+    -------
+    names : tuple of str
+        Each name once, in table order (:data:`OBSERVABLES`): every solver's
+        table lists its rows in that order whatever the order asked for (and a
+        checkpoint records the sorted names), so the caller's order is not kept.
+    pairs : numpy.ndarray
+        ``(npair, 2)`` int64 1-based pairs (empty without ``pairs``).
+
+    Raises
+    ------
+    ValueError
+        One line naming the argument, the allowed values and the value given.
     """
     pairs = check_pairs(pairs, N)
     if observables is None:
@@ -129,19 +152,26 @@ def resolve(observables, pairs, N: int, *, allowed=OBSERVABLES,
     else:
         if isinstance(observables, str):
             observables = (observables,)
+        try:
+            asked = tuple(observables)
+        except TypeError:
+            raise ValueError(f"observables must be a name or a sequence of names, got "
+                             f"{observables!r}") from None
         names = []
-        for o in observables:
+        for o in asked:
             names.extend(("pm_re", "pm_im") if o == "pm" else (o,))
         for o in names:
             if o not in allowed:
-                raise ValueError(f"observable must be one of {allowed} (or 'pm'), got {o!r}")
+                pm = " or pm (pm_re and pm_im)" if "pm_re" in allowed else ""
+                raise ValueError(f"observables{' of ' + solver if solver else ''}: each "
+                                 f"observable must be one of {', '.join(allowed)}{pm}, "
+                                 f"got {o!r}")
         if not names:
             raise ValueError("observables must name at least one observable")
     if any(o in PAIR_NAMES for o in names) and not len(pairs):
         raise ValueError("observables nn, pm_re, pm_im need pairs=[(i, k), ...] (1-based "
                          "sites), got no pairs")
-    names = tuple(o for o in OBSERVABLES if o in names)
-    return names, pairs
+    return tuple(o for o in OBSERVABLES if o in names), pairs
 
 
 def observable_sites(name: str, N: int) -> np.ndarray:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _validate as v
-from .observables import ONE_EVENT, flow_factor, source
+from .errorbars import GROUPS
 from .pack import BLOCK
 from .results import chan_merge, sem_from_m2
 
-__all__ = ["Accumulator", "Reducer", "Target", "target_value", "DEFAULT_MAX_NTRAJ"]
+__all__ = ["Accumulator", "GroupMeans", "Reducer", "Target", "DEFAULT_MAX_NTRAJ"]
 
 #: Cap on the trajectories of a ``target_sem`` run when ``max_ntraj`` is not given.
 DEFAULT_MAX_NTRAJ = 10**8
@@ -58,6 +58,36 @@ class Accumulator:
         self.m2 = np.asarray(m2).astype(np.float64)
 
 
+class GroupMeans:
+    """Per-group trajectory counts and means of every (time, component).
+
+    Block ``b`` joins group ``b mod GROUPS`` (:data:`errorbars.GROUPS`), in block
+    order, so the groups are bit-identical for any backend, ``n_jobs`` or
+    resume. The groups are independent samples of the same process: what the
+    global goodness of fit (``Result.goodness_of_fit``) estimates the
+    covariance between rows from.
+    """
+
+    def __init__(self, nt: int, ncomp: int, groups: int = GROUPS):
+        self.cnt = np.zeros((groups, nt), dtype=np.int64)
+        self.mean = np.zeros((groups, nt, ncomp))
+
+    def merge(self, g: int, cnt, mean) -> None:
+        na = self.cnt[g][:, None].astype(float)
+        nb = np.asarray(cnt)[:, None].astype(float)
+        n = na + nb
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.mean[g] = self.mean[g] + (mean - self.mean[g]) * np.where(n > 0, nb / n, 0.0)
+        self.cnt[g] = self.cnt[g] + cnt
+
+    def load(self, cnt, mean) -> None:
+        cnt, mean = np.asarray(cnt).astype(np.int64), np.asarray(mean).astype(np.float64)
+        if cnt.shape != self.cnt.shape or mean.shape != self.mean.shape:
+            raise ValueError(f"group statistics of shape {cnt.shape}, {mean.shape}, expected "
+                             f"{self.cnt.shape}, {self.mean.shape}")
+        self.cnt, self.mean = cnt, mean
+
+
 class Reducer:
     """Merges blocks in block order; holds blocks that finish early.
 
@@ -72,6 +102,7 @@ class Reducer:
         self.nblocks = math.ceil(cap / BLOCK)
         self.record_jumps, self.keep = record_jumps, keep
         self.acc = Accumulator(nt, ncomp)
+        self.groups = GroupMeans(nt, ncomp)
         self.next_block = 0
         self.ntraj = 0
         self.ntrunc = 0
@@ -115,10 +146,13 @@ class Reducer:
             # a short last block: keep the state before it, so that a later call
             # asking for more trajectories can drop it and run the block in full,
             # exactly as a plain run of the larger ntraj reduces it
+            g = self.next_block % self.groups.cnt.shape[0]
             self.base = {**self.acc.state(), "ntrunc": self.ntrunc,
                          "njumps": sum(len(j) for j in self.jumps) if self.record_jumps
-                         else 0}
+                         else 0,
+                         "g_cnt": self.groups.cnt[g].copy(), "g_mean": self.groups.mean[g].copy()}
         self.acc.merge(blk["cnt"], blk["mean"], blk["m2"])
+        self.groups.merge(self.next_block % self.groups.cnt.shape[0], blk["cnt"], blk["mean"])
         self.ntrunc += blk["ntrunc"]
         if self.record_jumps:
             self.jumps.append(blk["jumps"])
@@ -209,43 +243,3 @@ class Target:
         else:
             cap = v.integer("max_ntraj", self.max_ntraj, lo=ntraj)
         return tn, max(cap, ntraj)
-
-
-def target_value(acc: Accumulator, cols: dict, names: tuple, times: np.ndarray,
-                 couplings, relative: bool, rel_floor: float = 0.25) -> float:
-    """Worst effective standard error (absolute) or worst sem/|mean| (relative)
-    over the observables ``names`` at every output time ``t > 0`` that has
-    trajectories.
-
-    Standard errors are floored at one event's worth ``delta / n``
-    (``results.effective_sem``). Relative: rows with ``|mean|`` below
-    ``rel_floor`` times the largest ``|mean|`` of the observable are ignored.
-    """
-    rows = (times > 0) & (acc.cnt > 0)
-    if not rows.any():
-        return math.inf
-    n = acc.cnt[rows].astype(float)[:, None]
-    sem = acc.sem()[rows]
-    mean = acc.mean[rows]
-    half_a = flow_factor(couplings)
-    worst = 0.0
-    for name in names:
-        src = source(name)
-        se, mu = sem[:, cols[src]], mean[:, cols[src]]
-        delta = ONE_EVENT[src]
-        if name == "flow":
-            se, mu, delta = se * half_a, mu * half_a, delta * half_a
-        se = np.maximum(np.where(np.isnan(se), 0.0, se), delta / n)
-        if relative:
-            size = np.abs(mu)
-            keep = (size > 0) & (size >= rel_floor * size.max())
-            if not keep.any():
-                continue
-            with np.errstate(divide="ignore", invalid="ignore"):
-                val = np.where(keep, se / size, 0.0)
-        else:
-            val = se
-        if np.isnan(val).any():
-            return math.inf
-        worst = max(worst, float(val.max()))
-    return worst

@@ -11,6 +11,7 @@ the kernels when a worker starts::
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -23,24 +24,152 @@ from . import kernels as K
 from . import pack as P
 from ._version import __version__
 
-__all__ = ["Job", "run_job", "prepare_worker", "code_identity", "dask_setup"]
+__all__ = ["Job", "run_job", "prepare_worker", "code_identity", "source_digest",
+           "PRESENTATION", "dask_setup"]
 
-#: Sources whose change can alter a trajectory's numbers or their reduction.
-_SOURCES = ("kernels.py", "sectors.py", "pack.py", "stats.py", "model.py", "thermal.py",
-            "driver.py", "checkpoint.py", "worker.py")
+#: Modules left out of the code identity: the command-line front end. Nothing of the
+#: library imports them (tests/test_identity.py checks it, lazy imports included); they
+#: reach a run's numbers only through the arguments they pass to the API (model, times,
+#: seed, observables, run options), which a checkpoint records and compares by value.
+#: ``progress.py`` and ``plotting.py`` show nothing but are imported by the library
+#: (``driver``, ``reproduce``), so they count.
+PRESENTATION = ("cli.py", "cli_args.py", "cli_jumps.py")
+#: What the strings of a message (exception, ``print``, ``warnings.warn``) become.
+_MESSAGE = repr("<message>")
+
+
+def _is_docstring(node) -> bool:
+    """A bare string statement (a docstring or a string used as a comment)."""
+    return (type(node) is ast.Expr and type(node.value) is ast.Constant
+            and type(node.value.value) is str)
+
+
+def _is_message_call(func) -> bool:
+    """``print(...)``, ``warn(...)`` or ``warnings.warn(...)``."""
+    return ((type(func) is ast.Name and func.id in ("print", "warn"))
+            or (type(func) is ast.Attribute and func.attr == "warn"
+                and type(func.value) is ast.Name and func.value.id == "warnings"))
+
+
+def _message_argument(node, out: list) -> None:
+    """An argument of a message call: a placeholder if it holds a string."""
+    if any(type(n) is ast.JoinedStr or (type(n) is ast.Constant and type(n.value) is str)
+           for n in ast.walk(node)):
+        out.append(_MESSAGE)
+    else:
+        _canonical(node, out)
+
+
+def _canonical(node, out: list, message: bool = False) -> None:
+    """Append a normalised serialisation of a syntax tree to ``out``.
+
+    Like ``ast.dump`` without positions, minus what cannot change a number:
+    docstrings and other bare string statements are left out, and every
+    argument of ``raise X(...)``, ``print(...)`` and ``warnings.warn(...)`` that
+    holds a string (f-strings and concatenations included) becomes one
+    placeholder. Empty fields (``None``, ``[]``) are left out too, so that
+    fields newer Pythons add empty (``type_params``) do not change the text.
+    ``message``: ``node`` is the exception of a ``raise``.
+    """
+    kind = type(node)
+    if kind is list:
+        out.append("[")
+        for item in node:
+            if not _is_docstring(item):
+                _canonical(item, out)
+                out.append(",")
+        out.append("]")
+        return
+    if not isinstance(node, ast.AST):
+        out.append(repr(node))
+        return
+    if kind is ast.Call and (message or _is_message_call(node.func)):
+        out.append("Call(func=")
+        _canonical(node.func, out)
+        out.append(",args=[")
+        for arg in node.args:
+            _message_argument(arg, out)
+            out.append(",")
+        out.append("],keywords=[")
+        for kw in node.keywords:
+            out.append(f"keyword({kw.arg!r},")
+            _message_argument(kw.value, out)
+            out.append("),")
+        out.append("])")
+        return
+    out.append(kind.__name__)
+    out.append("(")
+    for name, value in ast.iter_fields(node):
+        if value is None or (type(value) is list and not value):
+            continue
+        out.append(name)
+        out.append("=")
+        _canonical(value, out, message=kind is ast.Raise and name == "exc")
+        out.append(",")
+    out.append(")")
+
+
+def source_digest(package_dir: str | Path | None = None) -> str:
+    """SHA-256 (hex) of the normalised sources of a package directory.
+
+    Every ``*.py`` file under ``package_dir`` (found by walking it, so new
+    modules count without a list to maintain; ``__pycache__`` and hidden
+    directories skipped) except
+    :data:`PRESENTATION` is parsed with :mod:`ast` and normalised by dropping
+    docstrings and message strings (see :func:`_canonical`); comments and
+    layout are not in the tree. The digest covers each file's relative path and
+    its normalised tree, so any other change (a constant, an operator, a string
+    used as a key, a new module) changes it. A file that does not parse is
+    hashed as raw bytes. Costs about 0.3 s for the whole package (mostly parsing).
+
+    Parameters
+    ----------
+    package_dir : str or Path, optional
+        The package directory (default: this package's).
+
+    Returns
+    -------
+    str
+        64 hexadecimal digits.
+    """
+    root = Path(__file__).resolve().parent if package_dir is None else Path(package_dir)
+    files = sorted(rel.as_posix() for rel in (p.relative_to(root) for p in root.rglob("*.py"))
+                   if not any(part == "__pycache__" or part.startswith(".")
+                              for part in rel.parts))
+    if not files:
+        raise ValueError(f"no Python sources in {str(root)!r} to derive the code identity from")
+    h = hashlib.sha256()
+    for rel in files:
+        if rel in PRESENTATION:
+            continue
+        data = (root / rel).read_bytes()
+        h.update(rel.encode() + b"\0")
+        try:
+            tree = ast.parse(data, filename=rel)
+        except SyntaxError:
+            h.update(b"raw\0" + data)
+            continue
+        out: list = []
+        _canonical(tree, out)
+        h.update("".join(out).encode())
+        h.update(b"\0")
+    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
 def code_identity() -> dict:
-    """Package version, hash of the numerical sources, numpy and numba versions."""
+    """What the numbers of a run depend on besides its inputs.
+
+    Returns
+    -------
+    dict
+        ``thermospin_mc`` (package version), ``source_sha256`` (the first 16
+        digits of :func:`source_digest`: every module but the command line,
+        messages and docstrings left out), ``numpy`` and ``numba`` (versions).
+    """
     import numba
 
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in _SOURCES:
-        h.update(name.encode())
-        h.update((here / name).read_bytes())
-    return {"thermospin_mc": __version__, "source_sha256": h.hexdigest()[:16],
+    return {"thermospin_mc": __version__, "source_sha256": source_digest()[:16],
             "numpy": np.__version__, "numba": numba.__version__}
 
 
