@@ -23,24 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from clitools import SMALL, dry, one_line_error
 
 import thermospin_mc as tsm
 from thermospin_mc import _threads, analysis, backends, cli
 from thermospin_mc.io import read_table
 
 Z_TOL = 4.0
-SMALL = ["--N", "5", "--times", "0:4:5", "--ntraj", "64", "--n-jobs", "1", "--no-progress"]
-
-
-def dry(argv, capsys, tmp_path):
-    """``run --dry-run``: (exit status, resolved dict or None, stderr)."""
-    rc = cli.main(["run", "--dry-run", "--out", str(tmp_path / "out"), *argv])
-    cap = capsys.readouterr()
-    return rc, (json.loads(cap.out) if rc == 0 else None), cap.err
-
-
-def one_line_error(rc, err):
-    return rc == 2 and err.count("\n") == 1 and err.startswith("thermospin-mc: error: ")
 
 
 # --------------------------------------------------------------------------- 1: stats rates

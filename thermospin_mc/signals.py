@@ -12,6 +12,10 @@ line keeps an outer block in ``"raise"`` mode: a signal outside a run stops at
 once, later signals are ignored while :func:`report_stop` prints the one-line
 report, and :func:`exit_now` ends the process with status 130 / 143
 (:data:`STOP_SIGNALS`); after a finished command, :func:`exit_on_signals`.
+
+The first signal decides the exception and the status. Python runs handlers
+between bytecodes of the main thread, so signals that arrive while it is busy
+in compiled code (a serial batch) are taken together, SIGINT before SIGTERM.
 """
 
 from __future__ import annotations
@@ -161,23 +165,26 @@ def deferred_signals(mode: str = "defer"):
     d = Deferral(mode)
     installed: dict = {}
     if threading.current_thread() is threading.main_thread():
-        if not _ACTIVE:
+        outermost = not _ACTIVE
+        _ACTIVE.append(d)  # before the handler: no signal finds it without a deferral
+        if outermost:
             for s, default in _DEFAULT.items():
                 if signal.getsignal(s) is default:
                     installed[s] = signal.signal(s, _handle)
-        if _ACTIVE or installed:
-            _ACTIVE.append(d)
+            if not installed:
+                _ACTIVE.remove(d)
     try:
         yield d
     finally:
-        if d in _ACTIVE and not d.keep:
-            _ACTIVE.remove(d)
-            if _ACTIVE and d.received:
-                _ACTIVE[-1].received.extend(d.received)
-                _ACTIVE[-1].mode = "hold"
-        for s, old in installed.items():
-            if not d.keep:
+        if not d.keep:
+            for s, old in installed.items():
                 signal.signal(s, old)
+            if d in _ACTIVE:
+                i = _ACTIVE.index(d)
+                if i > 0 and d.received:  # the outer block holds while the stop propagates
+                    _ACTIVE[i - 1].received.extend(d.received)
+                    _ACTIVE[i - 1].mode = "hold"
+                _ACTIVE.remove(d)
 
 
 def exit_on_signals(d: Deferral) -> None:

@@ -12,6 +12,7 @@ the kernels when a worker starts::
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -200,7 +201,23 @@ class Job:
 
 def run_job(job: Job, ids) -> tuple:
     """``job.run(ids)`` as a plain function (what process backends send)."""
+    _quiet_worker()
     return job.run(ids)
+
+
+@functools.lru_cache(maxsize=1)
+def _quiet_worker() -> None:
+    """In a worker process (loky), ignore SIGINT: Ctrl-C reaches the whole process
+    group, and the parent alone decides how the run stops (its deferral finishes
+    the batch and writes the checkpoint); a worker would only print its own
+    ``KeyboardInterrupt`` traceback. Nothing to do in the parent process."""
+    import multiprocessing
+    import signal
+
+    if multiprocessing.parent_process() is None:
+        return
+    with contextlib.suppress(ValueError):  # not the worker's main thread
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def prepare_worker(job: Job) -> dict:
