@@ -30,7 +30,8 @@ ROOT = "__init__"
 #: Modules that may import nothing of the package (pure numba kernels).
 LEAF_MODULES = ("kernels",)
 #: The exact (density-matrix) solvers ...
-EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "blocksolve", "counting", "waiting")
+EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "blocksolve", "counting", "waiting",
+                 "correlations", "relaxation")
 #: ... never reach, even transitively, these trajectory modules.
 TRAJECTORY_MODULES = ("kernels", "pack", "stats", "backends", "worker", "progress",
                       "driver", "checkpoint")
@@ -46,12 +47,12 @@ LAYERS = (
     # 1 physics inputs: a(T), profiles, initial states, channels, the model
     ("thermal", "profiles", "states", "channels", "model"),
     # 2 sector data and the shared definitions (observables, files)
-    ("sectors", "observables", "errorbars", "io"),
+    ("sectors", "observables", "errorbars", "io", "operators", "blockstate", "interop"),
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
-    ("blocks", "blocksolve", "exact", "counting", "fcs", "waiting", "pack", "stats", "backends",
-     "worker", "progress", "checkpoint", "driver"),
+    ("blocks", "blocksolve", "exact", "counting", "fcs", "waiting", "correlations", "relaxation",
+     "pack", "stats", "backends", "worker", "progress", "checkpoint", "driver"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),
     # 6 applications: figures, configuration, command line

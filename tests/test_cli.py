@@ -43,6 +43,8 @@ CHANGES = [
     ["--anisotropy", "0.5,1,1,1,1,1"], ["--initial-p", "0,0,0.5,0.5,0.5,0,0"],
     ["--pairs", "1-3"], ["--pairs", "1-3,2-5", "--observables", "nn,pm"],
     ["--initial-mixture", "4:0.5; 3,5:0.5"], ["--initial-mixture", ":0.2; 4:0.8"],
+    ["--operator", "mine=x1 x3 + 0.5*z2"], ["--operator", "a=z1", "--operator", "b=+1 -2"],
+    ["--states"], ["--solver", "exact", "--states"],
 ]
 REFUSED = [
     (["--T", "1", "--T1", "0.5"], "cannot be combined with --T1"),
@@ -98,6 +100,9 @@ REFUSED = [
     (["--observables", "nn"], "need pairs"),
     (["--solver", "steady", "--observables", "count"], "got 'count' (with --solver steady)"),
     (["--observables", "norm"], "got 'norm' (with --solver mc)"),
+    (["--operator", "mine"], "--operator must be NAME=TERMS"),
+    (["--operator", "mine=q1"], "--operator mine: text: unknown letter 'q'"),
+    (["--operator", "n=z1"], "clashes with a built-in"),
 ]
 # refused by mcsolve itself (the same checks and messages as the Python API), before
 # anything is computed

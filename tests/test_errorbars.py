@@ -180,3 +180,23 @@ def test_cli_prints_the_goodness_of_fit_of_its_own_tables(tmp_path, capsys):
     fit = res.goodness_of_fit(tsm.mesolve(model, res.times))
     assert f"p = {fit['p_value']:.3g}" in line
     assert f"{fit['groups']} trajectory groups" in line
+
+
+def test_merge_pools_trajectory_states_by_their_trajectories():
+    model = tsm.boundary_driven(4, 1.0, 0.7)
+    times = np.linspace(0.0, 2.0, 3)
+    a = tsm.mcsolve(model, times, 640, seed=1, states=True, observables=["m"],
+                    progress=False)
+    b = tsm.mcsolve(model, times, 1280, seed=2, states=True, observables=["m"],
+                    progress=False)
+    ab = a + b
+    for k in range(times.size):
+        for m, B in ab.states[k].blocks.items():
+            want = (640 * a.states[k].blocks[m] + 1280 * b.states[k].blocks[m]) / 1920
+            np.testing.assert_allclose(B, want, rtol=0, atol=1e-15)
+        # the pooled state's magnetisation is the pooled table's
+        e = ab.expect
+        mag = e.loc[e["t"] == times[k], "mean"].iloc[0]
+        pops = ab.states[k].populations()
+        assert mag == pytest.approx(model.N / 2 - sum(m * p for m, p in pops.items()),
+                                    abs=1e-12)

@@ -24,19 +24,8 @@ from zscores import check_against
 
 import thermospin_mc as tsm
 
-try:  # one BLAS thread: dense LAPACK on a shared, loaded machine is otherwise erratic
-    from threadpoolctl import threadpool_limits
-except ImportError:  # pragma: no cover - optional
-    threadpool_limits = None
-
-
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    if threadpool_limits is None:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+#: dense LAPACK on one BLAS thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 # ----------------------------------------------------------------------------- reference
 SZ = np.diag([1.0, -1.0]).astype(complex)

@@ -5,8 +5,10 @@ Physics conventions: ``MODEL.md`` (units hbar = m = k_B = 1, temperatures in
 eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 """
 
-from . import analysis, io, observables  # noqa: E402
+from . import analysis, interop, io, observables  # noqa: E402
 from ._version import __version__
+from .blockstate import BlockState  # noqa: E402
+from .correlations import correlation, spectrum  # noqa: E402
 from .driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .fcs import (  # noqa: E402
@@ -38,6 +40,8 @@ from .model import (  # noqa: E402
     product_mixture,
     with_dephasing,
 )
+from .operators import Operator  # noqa: E402
+from .relaxation import liouvillian_spectrum, relaxation_time  # noqa: E402
 from .results import Result, merge, read_result  # noqa: E402
 from .sectors import SectorSpace  # noqa: E402
 from .thermal import alpha_ratio  # noqa: E402
@@ -52,4 +56,7 @@ __all__ = [
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",
     "Cluster", "Checkpointing", "Target", "RunTerminated", "__version__",
+    "Operator", "BlockState", "interop",
+    "correlation", "spectrum",
+    "liouvillian_spectrum", "relaxation_time",
 ]

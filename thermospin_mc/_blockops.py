@@ -495,7 +495,7 @@ def _sweep(gen, x, theta, scale, c, s, tol, observe, count_R, acc, abort=True):
 
 def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, observe,
                      count_R=None, tol: float = 1e-15, growth: float = 200.0,
-                     margin: float = 0.1):
+                     margin: float = 0.1, on_state=None):
     """Evolve ``x0`` (Hermitian blocks) under ``gen`` and return the observables.
 
     Parameters
@@ -517,6 +517,11 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
         slowest mode of ``exp(tau (L - c))``, ``exp(Gamma tau / 2)``, which bounds
         the exponent range (round-off stays relative to that mode, measured
         ~1e-14 on the observables up to ``Gamma tau = 200``).
+    on_state : callable, optional
+        ``on_state(j, x)`` receives the state at each output time ``times[j]``
+        (``x`` is reused afterwards: copy it). Segments then end at the output
+        times (the state is only formed at segment ends), which costs a few
+        dozen extra matrix-vector products per output.
 
     Returns
     -------
@@ -542,18 +547,21 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
             obs[j] = observe(x)
             if nch:
                 counts[j] = cnt_now
+            if on_state is not None:
+                on_state(j, x)
             j += 1
             continue
         tau_try = tau_max
         while True:
-            t_end = min(times[-1], t_now + tau_try)
+            t_end = min(times[-1] if on_state is None else times[j], t_now + tau_try)
             # outputs inside (t_now, t_end]
             jj = j
             while jj < times.size and times[jj] <= t_end:
                 jj += 1
             taus = np.append(times[j:jj] - t_now, t_end - t_now)
             theta = s * taus
-            last = jj == times.size  # the state after the last output is not needed
+            # the state after the last output is not needed (unless it is kept)
+            last = jj == times.size and on_state is None
             final = tau_try * s < 8.0  # short enough to accept whatever the growth
             sweep = _sweep(gen, x, theta, np.exp(c * taus), c, s, tol, observe, count_R,
                            None if last else np.zeros_like(x), abort=not final)
@@ -586,6 +594,9 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
             cnt_now = cvals[-1]
         x = acc  # holds every term up to k (each step adds its own)
         t_now = t_end
+        if on_state is not None:
+            for q in range(j, jj):  # outputs of this segment: all at its end t_end
+                on_state(q, x)
         j = jj
         segments += 1
         # outputs equal to t_end were written from the series; skip them

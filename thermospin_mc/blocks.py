@@ -11,6 +11,11 @@ with ``H_m`` the non-Hermitian ``H_eff`` of the sector, ``m' = m + 1`` for a
 loss channel and ``m - 1`` for the pump, and ``P_k`` the 0/1 index map of the
 channel (dephasing: inside the block, with the signs of ``sigma^z``).
 
+The same generator acts on the coherence blocks ``X_m`` between sector
+``m + shift`` (rows) and sector ``m`` (columns) of an operator like ``s-_i rho``
+(:class:`CoherenceLayout`, MODEL.md 12): ``H_{m + shift}`` on the left,
+``H_m^+`` on the right and the index maps of both sectors in the jumps.
+
 This module holds the pieces :mod:`.exact` and :mod:`.fcs` build on: the
 layout and the observables of stacked blocks, the assembled sparse generator
 (no-jump part and jumps), the exact action of its exponential, and the
@@ -30,9 +35,9 @@ from . import observables as OBS
 from .model import ChainModel
 from .sectors import SectorSpace
 
-__all__ = ["BlockLayout", "PureLayout", "check_model", "stack", "nojump_generator",
-           "feed_generator", "liouvillian", "evolve_grid", "solve_in_block", "refuse_trapped",
-           "refuse_dark_states"]
+__all__ = ["BlockLayout", "CoherenceLayout", "PureLayout", "check_model", "stack",
+           "nojump_generator", "feed_generator", "liouvillian", "evolve_grid", "solve_in_block",
+           "refuse_trapped", "refuse_dark_states"]
 
 def check_model(model) -> ChainModel:
     if not isinstance(model, ChainModel):
@@ -44,10 +49,14 @@ def check_model(model) -> ChainModel:
 class BlockLayout:
     """Row-major stacking of the blocks ``rho_m`` of a list of sectors."""
 
+    #: Block ``m`` couples sector ``m + shift`` (rows) with sector ``m`` (columns).
+    shift = 0
+
     def __init__(self, space: SectorSpace, sectors: list[int]):
         self.space = space
         self.sectors = list(sectors)
         self.dims = {m: space.dim(m) for m in self.sectors}
+        self.rows = self.dims
         self.offsets = {}
         off = 0
         for m in self.sectors:
@@ -112,26 +121,59 @@ class BlockLayout:
         return self.pure(*self.space.initial_state())
 
 
+class CoherenceLayout:
+    """Row-major stacking of rectangular coherence blocks ``X_m`` (MODEL.md 12).
+
+    Block ``m`` has the rows of sector ``m + shift`` and the columns of sector
+    ``m`` (``shift = +1``: ``s-_i rho``; ``-1``: ``s+_i rho``; ``0``: the square
+    blocks of :class:`BlockLayout`); sectors whose partner ``m + shift`` is
+    outside ``0..N`` are left out. :func:`nojump_generator` and
+    :func:`feed_generator` act on it as on a :class:`BlockLayout`.
+    """
+
+    def __init__(self, space: SectorSpace, sectors, shift: int):
+        self.space = space
+        self.shift = int(shift)
+        self.sectors = [m for m in sectors if 0 <= m + self.shift <= space.N]
+        self.dims = {m: space.dim(m) for m in self.sectors}
+        self.rows = {m: space.dim(m + self.shift) for m in self.sectors}
+        self.offsets = {}
+        off = 0
+        for m in self.sectors:
+            self.offsets[m] = off
+            off += self.rows[m] * self.dims[m]
+        self.size = off
+        self.N = space.N
+
+    def block(self, x: np.ndarray, m: int) -> np.ndarray:
+        """View of block ``m`` of the stacked vector ``x`` (rows: sector ``m + shift``)."""
+        o = self.offsets[m]
+        return x[o:o + self.rows[m] * self.dims[m]].reshape(self.rows[m], self.dims[m])
+
+
 def stack(series: list[dict], names) -> dict:
     return {name: np.array([s[name] for s in series]) for name in names}
 
 
 # ---------------------------------------------------------------------------- Liouvillian
-def nojump_generator(layout: BlockLayout) -> sp.csr_matrix:
-    """Block-diagonal part ``X -> -i (H X - X H^+)`` of the Liouvillian."""
+def nojump_generator(layout: BlockLayout | CoherenceLayout) -> sp.csr_matrix:
+    """Block-diagonal part ``X -> -i (H_r X - X H^+)`` of the Liouvillian (``H_r``:
+    the ``H_eff`` of the rows' sector ``m + layout.shift``, ``H`` that of ``m``)."""
     space = layout.space
     blocks = []
     for m in layout.sectors:
         H = space.sector(m).heff_sparse(space.a)
-        eye = sp.identity(layout.dims[m], format="csr")
-        blocks.append(-1j * sp.kron(H, eye) + 1j * sp.kron(eye, H.conj()))
+        Hr = space.sector(m + layout.shift).heff_sparse(space.a) if layout.shift else H
+        blocks.append(-1j * sp.kron(Hr, sp.identity(layout.dims[m], format="csr"))
+                      + 1j * sp.kron(sp.identity(layout.rows[m], format="csr"), H.conj()))
     return sp.block_diag(blocks, format="csr")
 
 
-def feed_generator(layout: BlockLayout) -> sp.csr_matrix:
+def feed_generator(layout: BlockLayout | CoherenceLayout) -> sp.csr_matrix:
     """Jump (feeding) part ``X -> sum_k r_k P_k X P_k^T`` between neighbouring blocks
-    (dephasing: inside a block, with the signs of ``sigma^z``)."""
-    space = layout.space
+    (dephasing: inside a block, with the signs of ``sigma^z``); for a
+    :class:`CoherenceLayout` the rows map with the index map of sector ``m + shift``."""
+    space, shift = layout.space, layout.shift
     rows, cols, vals = [], [], []
     for ch in space.channels:
         for m in layout.sectors:
@@ -139,17 +181,19 @@ def feed_generator(layout: BlockLayout) -> sp.csr_matrix:
             if t not in layout.dims:
                 continue
             src, dst = space.jump_map(ch, m)
-            if not src.size:
+            src_r, dst_r = space.jump_map(ch, m + shift) if shift else (src, dst)
+            if not (src.size and src_r.size):
                 continue
             dm_, dt_ = layout.dims[m], layout.dims[t]
-            rows.append((layout.offsets[t] + dst[:, None] * dt_ + dst[None, :]).ravel())
-            cols.append((layout.offsets[m] + src[:, None] * dm_ + src[None, :]).ravel())
+            rows.append((layout.offsets[t] + dst_r[:, None] * dt_ + dst[None, :]).ravel())
+            cols.append((layout.offsets[m] + src_r[:, None] * dm_ + src[None, :]).ravel())
             if ch.kind == "dephasing":
                 # sigma^z X sigma^z: element (a, b) times s_a s_b (s = +1 up, -1 down)
                 amp = space.jump_amplitudes(ch, m)
-                vals.append(ch.rate * np.outer(amp, amp).ravel())
+                amp_r = space.jump_amplitudes(ch, m + shift) if shift else amp
+                vals.append(ch.rate * np.outer(amp_r, amp).ravel())
             else:
-                vals.append(np.full(src.size ** 2, ch.rate))
+                vals.append(np.full(src_r.size * src.size, ch.rate))
     if not rows:
         return sp.csr_matrix((layout.size, layout.size), dtype=complex)
     return sp.csr_matrix((np.concatenate(vals).astype(complex),

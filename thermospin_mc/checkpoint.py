@@ -11,7 +11,10 @@ A checkpoint is one uncompressed ``.npz`` archive (no pickled objects) with
   truncations, sector modes, elapsed time);
 - plain numeric arrays: the merged accumulator of the contiguous finished
   prefix of blocks, the per-block accumulators of blocks finished out of
-  order, and the jump/trajectory rows recorded so far.
+  order, and the jump/trajectory rows recorded so far; with ``states=True``
+  also the sum of states of the prefix (``st_sum``), of each pending block
+  (``p_st``) and before a short last block (``base_st``). User operators
+  enter the identity as ``[name, digest]`` pairs.
 
 This module owns that schema: :func:`identity` builds the identity record,
 :func:`dump` turns a :class:`stats.Reducer` into ``(state, arrays)`` and
@@ -63,6 +66,8 @@ _FIELDS = (
     ("dense_max", "dense_max"),
     ("record_jumps", "record_jumps setting"),
     ("keep_trajectories", "keep_trajectories setting"),
+    ("operators", "operators (name, digest of the kept part)"),
+    ("states", "states setting"),
 )
 
 
@@ -281,8 +286,15 @@ def _entropy_json(entropy):
 
 
 def identity(model, times: np.ndarray, names: tuple, entropy, max_magnons: int,
-             dense_max: int, record_jumps: bool, keep: bool, pairs=None) -> dict:
-    """What a checkpoint's numbers belong to (every field of ``_FIELDS`` must match)."""
+             dense_max: int, record_jumps: bool, keep: bool, pairs=None, operators=(),
+             states: bool = False) -> dict:
+    """What a checkpoint's numbers belong to (every field of ``_FIELDS`` must match).
+
+    User operators enter as ``[name, digest]`` pairs (``Operator.to_dict()["digest"]``,
+    a SHA-256 of the kept part), so a checkpoint of another operator, or of the same
+    one under another name, is refused; ``states`` only when true. Runs without
+    operators and states keep the identity record they had before either existed.
+    """
     out = {
         "format": FORMAT, "schema": SCHEMA, "model_fingerprint": model.fingerprint(),
         "model": json.loads(json.dumps(model.to_dict())), "times_sha256": times_hash(times),
@@ -293,6 +305,10 @@ def identity(model, times: np.ndarray, names: tuple, entropy, max_magnons: int,
     }
     if pairs is not None and len(pairs):
         out["pairs"] = np.asarray(pairs).tolist()
+    if operators:
+        out["operators"] = [[op.name, op.to_dict()["digest"]] for op in operators]
+    if states:
+        out["states"] = True
     return out
 
 
@@ -341,6 +357,12 @@ def dump(red: Reducer, elapsed: float) -> tuple[dict, dict]:
         arrays.update(base_cnt=red.base["cnt"], base_mean=red.base["mean"],
                       base_m2=red.base["m2"], base_grp_cnt=red.base["g_cnt"],
                       base_grp_mean=red.base["g_mean"])
+    if red.rho is not None:  # states=True: the sum of states, per pending block, before base
+        arrays["st_sum"] = red.rho
+        arrays["p_st"] = (np.stack([k["rho"] for k in blks]) if blks
+                          else np.zeros((0, red.state_size)))
+        if red.base is not None:
+            arrays["base_st"] = red.base["rho"]
     return state, arrays
 
 
@@ -384,6 +406,13 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
                          and base["m2"].shape == (nt, nc)
                          and 0 <= base["njumps"] <= a["jumps"].shape[0]
                          and pb >= 1 and pn < pb * BLOCK)
+        if red.rho is not None:
+            ns = red.state_size
+            a["st_sum"], a["p_st"] = arrays["st_sum"], arrays["p_st"]
+            ok = ok and a["st_sum"].shape == (ns,) and a["p_st"].shape == (k, ns)
+            if base is not None:
+                base["rho"] = arrays["base_st"].astype(np.float64)
+                ok = ok and base["rho"].shape == (ns,)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise _corrupt(Path(path), f"incomplete state: {exc}") from exc
     if not ok:
@@ -409,6 +438,8 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
         a["grp_cnt"], a["grp_mean"] = a["grp_cnt"].copy(), a["grp_mean"].copy()
         a["grp_cnt"][g], a["grp_mean"][g] = base["g_cnt"], base["g_mean"]
         ntrunc = base["ntrunc"]
+        if red.rho is not None:
+            a["st_sum"] = base["rho"]
         a["jumps"] = a["jumps"][:base["njumps"]]
         a["kept"] = a["kept"][:pn]
         base = None
@@ -416,6 +447,8 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
     red.restored = max(red.restored, pn)
     red.acc.load(a["acc_cnt"], a["acc_mean"], a["acc_m2"])
     red.groups.load(a["grp_cnt"], a["grp_mean"])
+    if red.rho is not None:
+        red.rho = np.array(a["st_sum"], dtype=np.float64)
     red.next_block, red.ntraj, red.ntrunc, red.modes = pb, pn, ntrunc, modes
     if red.record_jumps and len(a["jumps"]):
         red.jumps = [a["jumps"]]
@@ -427,7 +460,9 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
         blk = {"cnt": a["p_cnt"][i].astype(np.int64), "mean": a["p_mean"][i],
                "m2": a["p_m2"][i], "ntrunc": int(a["p_ntrunc"][i]), "nb": nb,
                "jumps": a["p_jumps"][joff:joff + nj] if red.record_jumps else None,
-               "kept": a["p_kept"][koff:koff + nb] if red.keep else None}
+               "kept": a["p_kept"][koff:koff + nb] if red.keep else None,
+               "rho": (np.array(a["p_st"][i], dtype=np.float64) if red.rho is not None
+                       else None)}
         joff += nj
         koff += nb if red.keep else 0
         # a block finished beyond the prefix is reused only if it has the same size

@@ -1,4 +1,4 @@
-"""Command line: ``thermospin-mc run | reproduce | stats | fcs``.
+"""Command line: ``thermospin-mc run | reproduce | stats | fcs | spectrum``.
 
 Bad input never shows a traceback: it prints one line ``thermospin-mc: error: ...``
 and exits with status 2. Flags and TOML keys follow one rule (``config``): each
@@ -10,7 +10,8 @@ a short summary per observable is printed, the whole table written as
 ``compare.parquet`` / ``compare.csv``.
 
 The ``stats`` and ``fcs`` subcommands are in :mod:`thermospin_mc.cli_jumps`, the
-model flags shared by ``run`` and ``fcs`` in :mod:`thermospin_mc.cli_args`.
+model flags shared by ``run``, ``fcs`` and ``spectrum`` (and ``spectrum`` itself) in
+:mod:`thermospin_mc.cli_args`.
 """
 
 from __future__ import annotations
@@ -30,14 +31,14 @@ from . import io as _io
 from ._version import __version__
 from .backends import Cluster
 from .checkpoint import Checkpointing
-from .cli_args import CliError, add_model_args, exact_affordable, gather
+from .cli_args import CliError, add_model_args, add_spectrum, exact_affordable, gather
 from .cli_args import help_default as _d
 from .cli_jumps import add_fcs, add_stats
-from .config import flag, parse_times
+from .config import build_operators, flag, parse_times
 from .driver import mcsolve
 from .exact import mesolve, steadystate
 from .io import OutputError, check_output_dir, describe_os_error
-from .observables import OBSERVABLES, PAIR_NAMES, TRAJECTORY
+from .observables import DEFAULT, OBSERVABLES, PAIR_NAMES, TRAJECTORY, split_operators
 from .observables import resolve as resolve_observables
 from .reproduce import FIGURES, USES, Settings, reproduce
 from .signals import RunTerminated, deferred_signals, exit_now, exit_on_signals, report_stop
@@ -111,6 +112,15 @@ def _add_run(sub):
                    help=_d("cores (-1 = all): trajectory workers, and BLAS threads of the "
                            "exact solvers (also of the exact reference next to trajectories)",
                            "-1 for trajectory workers, 1 BLAS thread for exact solvers"))
+    r.add_argument("--operator", action="append", metavar="NAME=TERMS",
+                   help=_d("your own observable, repeatable: a sum of operator words, e.g. "
+                           "'mine=x1 x3 + 0.5*z2' (letters x y z + - n and a 1-based site per "
+                           "factor; the magnon-conserving part is kept); rows NAME, or NAME_re "
+                           "and NAME_im when not Hermitian (TOML: [[run.operator]] with name "
+                           "and terms)", "none"))
+    r.add_argument("--states", action="store_true", default=None,
+                   help="also write the block density matrix of every output time to "
+                        "states.npz in --out (tsm.read_result loads it as res.states)")
     r.add_argument("--out", type=Path, help=_d("output directory", "./out"))
     r.add_argument("--format", choices=_config.FORMATS, help=_d("table format", "both"))
     t = p.add_argument_group("trajectories (--solver mc only)")
@@ -154,21 +164,30 @@ def _add_run(sub):
                    help="run on an existing Dask scheduler, e.g. tcp://10.0.0.1:8786")
 
 
-def _check_observables(spec, N: int) -> None:
-    """Observable names and pairs as the chosen solver will check them (also in dry runs)."""
+def _check_observables(spec, N: int):
+    """Observable names, pairs and ``--operator`` as the chosen solver will check them
+    (also in dry runs). Returns what the solver gets as ``observables``: the names
+    (``None``: its defaults), with the operators after them."""
     allowed = {"mc": TRAJECTORY, "exact": OBSERVABLES,
                "steady": tuple(o for o in OBSERVABLES if o != "count")}[spec.solver]
+    default = DEFAULT if spec.solver == "mc" else DEFAULT + ("norm",)
+    ops = build_operators(spec.operators, N)
     try:
-        resolve_observables(spec.observables, spec.pairs, N, allowed=allowed)
+        names, _ = resolve_observables(spec.observables, spec.pairs, N, allowed=allowed,
+                                       default=default)
+        if not ops:
+            return spec.observables
+        split_operators([*names, *ops], N)
     except ValueError as exc:
         raise CliError(f"{exc} (with --solver {spec.solver})") from exc
+    return [*names, *ops]
 
 
 def _cmd_run(args) -> int:
     mcfg, rcfg = gather(args)
     model = _config.resolve_model(mcfg)
     spec = _config.resolve_run(rcfg)
-    _check_observables(spec, model.N)
+    observables = _check_observables(spec, model.N)
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
     _io.check_output_dir(spec.out, create=not args.dry_run)
@@ -182,8 +201,8 @@ def _cmd_run(args) -> int:
     if spec.solver == "mc":
         kw = dict(spec.mc)
         try:
-            res = mcsolve(model, spec.times, observables=spec.observables,
-                              pairs=spec.pairs, **kw)
+            res = mcsolve(model, spec.times, observables=observables,
+                          pairs=spec.pairs, **kw)
         except (KeyboardInterrupt, RunTerminated) as exc:  # reported by main
             if getattr(exc, "checkpoint", None) is None:
                 exc.checkpoint = kw.get("checkpoint")
@@ -191,11 +210,11 @@ def _cmd_run(args) -> int:
         if spec.compare and exact_affordable(model):
             ref = _reference(model, spec, res)
     elif spec.solver == "exact":
-        res = mesolve(model, spec.times, observables=spec.observables, pairs=spec.pairs,
-                      n_jobs=spec.exact_n_jobs)
+        res = mesolve(model, spec.times, observables=observables, pairs=spec.pairs,
+                      n_jobs=spec.exact_n_jobs, states=spec.states)
     else:
-        res = steadystate(model, observables=spec.observables, pairs=spec.pairs,
-                          n_jobs=spec.exact_n_jobs)
+        res = steadystate(model, observables=observables, pairs=spec.pairs,
+                          n_jobs=spec.exact_n_jobs, states=spec.states)
     cmp = None if ref is None else res.compare(ref)
     # the comparison table goes with the result tables: same formats, same atomic
     # writes, and the same rescue directory if the output directory fails
@@ -231,8 +250,12 @@ def _check_trajectory_run(model, spec) -> None:
 
 
 def _reference(model, spec, res):
-    """The exact solution (``mesolve``) of every observable the trajectories estimated."""
-    names = tuple(dict.fromkeys(str(o).split(":")[0] for o in res.expect["observable"]))
+    """The exact solution (``mesolve``) of every observable the trajectories estimated
+    (the user's operators included)."""
+    names = tuple(o for o in dict.fromkeys(str(o).split(":")[0]
+                                           for o in res.expect["observable"])
+                  if o in OBSERVABLES)
+    names += build_operators(spec.operators, model.N)
     return mesolve(model, spec.times, observables=names,
                    pairs=spec.pairs if any(o in PAIR_NAMES for o in names) else None,
                    n_jobs=spec.exact_n_jobs)
@@ -297,6 +320,9 @@ def _series_keys(df) -> list:
     """The headline series of a table: total current and magnetisation (``j``, ``m`` at
     site 0) when computed, else the table's first series."""
     keys = [(o, 0) for o in ("j", "m") if ((df["observable"] == o) & (df["site"] == 0)).any()]
+    # the user's operator rows (site 0, a name that is not a built-in observable)
+    keys += [(o, 0) for o in dict.fromkeys(df["observable"])
+             if o.split(":")[0] not in OBSERVABLES]
     if not keys and len(df):
         keys = [(df["observable"].iloc[0], int(df["site"].iloc[0]))]
     return keys
@@ -424,6 +450,7 @@ def main(argv=None) -> int:
     _add_reproduce(sub)
     add_stats(sub)
     add_fcs(sub)
+    add_spectrum(sub)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

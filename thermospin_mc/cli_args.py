@@ -1,7 +1,9 @@
 """Command-line pieces shared by the subcommands of :mod:`thermospin_mc.cli`: the
-model flags (``run`` and ``fcs``), merging flags into the TOML tables, and the
-size limit of the exact reference. Flags and TOML keys follow one rule
-(:mod:`thermospin_mc.config`): each changes the run or is refused.
+model flags (``run``, ``fcs`` and ``spectrum``), merging flags into the TOML tables,
+and the size limit of the exact reference; and the small ``spectrum`` subcommand
+(the slowest Liouvillian eigenvalues and the relaxation time of the model the
+flags describe). Flags and TOML keys follow one rule (:mod:`thermospin_mc.config`):
+each changes the run or is refused.
 """
 
 from __future__ import annotations
@@ -9,10 +11,15 @@ from __future__ import annotations
 from math import comb
 from pathlib import Path
 
+from . import _validate as v
 from . import config as _config
 from .config import ConfigError
+from .io import check_output_file, write_table
+from .relaxation import METHODS, liouvillian_spectrum, relaxation_time
+from .results import metadata
 
-__all__ = ["CliError", "help_default", "add_model_args", "gather", "exact_affordable"]
+__all__ = ["CliError", "help_default", "add_model_args", "gather", "exact_affordable",
+           "add_spectrum"]
 
 #: Errors of bad command-line input (one line, exit status 2).
 CliError = ConfigError
@@ -107,3 +114,74 @@ def exact_affordable(model) -> bool:
     (at most 10^5 density-matrix entries over the reachable sectors)."""
     secs = model.reachable_sectors()
     return sum(comb(model.N, m) ** 2 for m in secs) <= 100_000
+
+
+# ---------------------------------------------------------------------------- spectrum
+def add_spectrum(sub):
+    """The ``spectrum`` subcommand: model flags as for ``run``, plus ``--k``."""
+    p = sub.add_parser(
+        "spectrum", help="slowest Liouvillian eigenvalues and the relaxation time",
+        description="The k slowest eigenvalues of the Lindblad generator on block-diagonal "
+                    "operators (largest real parts; 0 is the steady state) and the "
+                    "relaxation time 1/g, g = -(largest real part below 0). The model is "
+                    "given as for 'run' (the same flags and [model] keys; default the "
+                    "paper's pump + loss chain).")
+    add_model_args(p)
+    s = p.add_argument_group("spectrum")
+    s.add_argument("--k", type=int, help=_d("number of eigenvalues", 6))
+    s.add_argument("--method", choices=METHODS,
+                   help=_d("dense (every eigenvalue) or davidson (iterative); auto: dense up "
+                           "to 4,000 real unknowns (N = 7)", "auto"))
+    s.add_argument("--out", type=Path, help="write the table (.csv or .parquet)")
+    s.add_argument("--n-jobs", dest="n_jobs", type=int,
+                   help=_d("BLAS threads of the exact solver (-1 = all cores)", 1))
+    p.set_defaults(func=cmd_spectrum)
+
+
+def cmd_spectrum(args) -> int:
+    """Print the slowest rates (``re``, ``im``) and the relaxation time."""
+    mcfg, rcfg = gather(args, run_keys=False)
+    if rcfg:
+        raise CliError("spectrum reads only the [model] table of --config; found [run] keys "
+                       + ", ".join(sorted(rcfg)))
+    model = _config.resolve_model(mcfg)
+    k = 6 if args.k is None else args.k
+    if k < 1:
+        raise CliError(f"--k must be an integer >= 1, got {k}")
+    n_jobs = 1 if args.n_jobs is None else args.n_jobs
+    try:
+        v.n_jobs(n_jobs)
+    except ValueError as exc:
+        raise CliError(f"--{str(exc).replace('n_jobs', 'n-jobs', 1)}") from exc
+    if args.out is not None:
+        check_output_file(args.out)
+    method = args.method or "auto"
+    df = liouvillian_spectrum(model, k=k, method=method, n_jobs=n_jobs)
+    rates = df["re"].to_numpy()
+    below = rates[rates < -df.attrs["zero_tol"]]
+    # the table holds the k rightmost eigenvalues: any rate below 0 in it is the gap
+    tau = (float(1.0 / -below.max()) if below.size
+           else relaxation_time(model, method=method, n_jobs=n_jobs))
+    size = df.attrs["size"]
+    print(f"thermospin-mc spectrum  N={model.N}  profile={model.profile.to_dict()}  "
+          f"sectors {df.attrs['sectors'][0]}..{df.attrs['sectors'][-1]} ({size} unknowns)  "
+          f"method={df.attrs['method']}")
+    chans = ", ".join(f"{c.name} ({c.kind} at {c.site + 1}, rate {c.rate:g})"
+                      for c in model.channels) or "none (closed chain)"
+    print(f"channels: {chans}")
+    print(f"{len(df)} slowest eigenvalues of L on block-diagonal operators (units of J0; "
+          f"|re| <= {df.attrs['zero_tol']:.2g} is 0):")
+    print(f"{'':>4} {'re':>16} {'im':>16}")
+    for i, (re, im) in enumerate(zip(df["re"], df["im"], strict=True)):
+        print(f"{i:>4} {re:16.10g} {im:16.10g}")
+    if tau == float("inf"):
+        print("relaxation time: inf (no eigenvalue has a real part below 0: nothing relaxes)")
+    else:
+        print(f"relaxation time 1/g = {tau:.10g}  (g = {1.0 / tau:.10g})")
+    if args.out is not None:
+        write_table(df.reset_index(drop=True), args.out,
+                    metadata("spectrum", model, command="spectrum", k=k,
+                             method=df.attrs["method"], relaxation_time=tau,
+                             zero_tol=df.attrs["zero_tol"]))
+        print(f"wrote {args.out}")
+    return 0

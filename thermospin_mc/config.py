@@ -28,6 +28,7 @@ read and changed together.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,11 @@ from .model import (
     UniformProfile,
     channel_from_dict,
 )
+from .operators import Operator
 
 __all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMATS",
            "ConfigError", "load_toml", "resolve_model", "resolve_run", "RunSpec",
-           "parse_times", "flag"]
+           "parse_times", "flag", "build_operators"]
 
 SCENARIOS = ("pump", "loss", "closed", "boundary")
 PROFILES = ("linear", "step", "uniform")
@@ -64,7 +66,8 @@ MODEL_KEYS = ("scenario", "N", "delta_T", "profile", "T1", "T2", "T", "gamma", "
 RUN_KEYS = ("times", "solver", "ntraj", "seed", "n_jobs", "batch_size", "observables", "pairs",
             "record_jumps", "max_magnons", "out", "format", "compare", "progress",
             "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
-            "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler")
+            "rel_floor", "max_ntraj", "time_limit", "backend", "scheduler", "operator",
+            "states")
 #: Run keys that only act on trajectories.
 MC_ONLY = ("ntraj", "seed", "batch_size", "record_jumps", "max_magnons", "compare", "progress",
            "checkpoint", "resume", "checkpoint_every", "target_sem", "target_observables",
@@ -472,6 +475,11 @@ class RunSpec:
     #: BLAS threads of the exact solvers of this run (the solver itself, or the
     #: exact reference next to trajectories): ``n_jobs`` when given, else 1
     exact_n_jobs: int = EXACT_N_JOBS
+    #: user operators ``(name, text or {word: coefficient})``, built for the model's N
+    #: by :func:`build_operators`
+    operators: tuple = ()
+    #: keep the block density matrices (``states.npz`` in the output directory)
+    states: bool = False
 
     def to_dict(self) -> dict:
         return {"solver": self.solver,
@@ -480,7 +488,8 @@ class RunSpec:
                 "observables": None if self.observables is None else list(self.observables),
                 "pairs": None if self.pairs is None else [list(p) for p in self.pairs],
                 "n_jobs": self.n_jobs, "exact_n_jobs": self.exact_n_jobs,
-                "compare": self.compare,
+                "compare": self.compare, "states": self.states,
+                "operators": [{"name": n, "terms": t} for n, t in self.operators],
                 "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
 
 
@@ -519,12 +528,81 @@ def resolve_run(rcfg: dict) -> RunSpec:
     # trajectory workers default to every core, BLAS threads of exact solvers to 1
     n_jobs = rcfg.get("n_jobs", MC_N_JOBS if solver == "mc" else EXACT_N_JOBS)
     _api_check("n_jobs", _v.n_jobs, n_jobs)  # the API's own check, naming --n-jobs
+    operators = _operator_specs(rcfg["operator"]) if "operator" in rcfg else ()
+    states = rcfg.get("states", False)
+    if not isinstance(states, bool):
+        raise ConfigError(f"--states must be true or false, got {states!r}")
     mc = {}
     if solver == "mc":
         mc = _mc_options(rcfg, {**cfg, "n_jobs": n_jobs})
+        if states:
+            mc["states"] = True
     return RunSpec(solver=solver, times=times, out=Path(out), formats=formats,
                    observables=obs, n_jobs=n_jobs, pairs=pairs, compare=bool(cfg["compare"]),
-                   mc=mc, exact_n_jobs=rcfg.get("n_jobs", EXACT_N_JOBS))
+                   mc=mc, exact_n_jobs=rcfg.get("n_jobs", EXACT_N_JOBS),
+                   operators=operators, states=states)
+
+
+def _operator_specs(value) -> tuple:
+    """``--operator NAME=TEXT`` strings (repeatable) or ``[[run.operator]]`` tables with
+    ``name`` and ``terms`` (word -> coefficient, a number or ``[re, im]``) ->
+    ``((name, text or {word: complex}), ...)``; names are checked here, the words
+    against N by :func:`build_operators`."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            name, eq, text = item.partition("=")
+            if not eq or not name.strip() or not text.strip():
+                raise ConfigError(f"--operator must be NAME=TERMS like 'mine=x1 x3 + 0.5*z2', "
+                                  f"got {item!r}")
+            out.append((name.strip(), text.strip()))
+        elif isinstance(item, dict):
+            extra = sorted(set(item) - {"name", "terms"})
+            if extra or "name" not in item or "terms" not in item:
+                raise ConfigError(f"[[run.operator]] tables need exactly the keys name and "
+                                  f"terms, got {sorted(item)}")
+            terms = item["terms"]
+            if not isinstance(terms, dict) or not terms:
+                raise ConfigError(f"[[run.operator]] {item['name']!r}: terms must be a table "
+                                  f"of word = coefficient, got {terms!r}")
+            out.append((item["name"], {str(w): _coefficient(item["name"], w, c)
+                                       for w, c in terms.items()}))
+        else:
+            raise ConfigError(f"--operator must be NAME=TERMS or a [[run.operator]] table, got "
+                              f"{item!r}")
+    names = [n for n, _ in out]
+    for n in names:
+        if not isinstance(n, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", n):
+            raise ConfigError(f"--operator name must be a letter followed by letters, digits "
+                              f"or '_', got {n!r}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--operator names must be distinct, got {names}")
+    return tuple(out)
+
+
+def _coefficient(name, word, c) -> complex:
+    if isinstance(c, (int, float)) and not isinstance(c, bool):
+        return complex(c)
+    if (isinstance(c, (list, tuple)) and len(c) == 2
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in c)):
+        return complex(c[0], c[1])
+    raise ConfigError(f"[[run.operator]] {name!r}: the coefficient of {word!r} must be a "
+                      f"number or [re, im], got {c!r}")
+
+
+def build_operators(specs, N: int) -> tuple:
+    """The :class:`~thermospin_mc.operators.Operator` objects of a run's operator specs
+    for a chain of ``N`` sites (one-line refusals name ``--operator``)."""
+    out = []
+    for name, terms in specs:
+        try:
+            op = (Operator.parse(terms, N, name) if isinstance(terms, str)
+                  else Operator.from_terms(terms, N, name))
+        except ValueError as exc:
+            raise ConfigError(f"--operator {name}: {exc}") from exc
+        out.append(op)
+    return tuple(out)
 
 
 def _api_check(key: str, check, value):

@@ -13,7 +13,15 @@ Reproducibility: trajectory ``k`` always draws from the random stream derived
 from ``(seed, k)``; trajectories are folded into Welford accumulators in
 fixed blocks of ``BLOCK`` consecutive indices, and blocks are merged (Chan's
 formula) strictly in block order. Neither ``n_jobs``, nor ``batch_size``, nor
-the backend changes a single bit of the result.
+the backend changes a single bit of the result. The same holds for the
+trajectory-averaged states of ``states=True`` (per-block sums added in block
+order), whose memory is estimated and checked against a budget before a run
+(:func:`states_memory`, :func:`blockstate.states_budget`).
+
+Length: about 600 lines, above the ~500 guideline: ``mcsolve``'s docstring is
+the reference of every run option (a third of the module), and the run loop,
+the states' memory check and the result assembly share the run's column
+layout and option records.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import pandas as pd
 from . import _validate as v
 from . import observables as OBS
 from .backends import BACKENDS, Cluster
+from .blockstate import BlockState, states_budget
 from .checkpoint import (
     Checkpointing,
     CheckpointLock,
@@ -38,17 +47,65 @@ from .checkpoint import (
     resume,
     write_checkpoint,
 )
-from .errorbars import target_value
+from .errorbars import operator_floors, target_value
 from .io import check_output_file
 from .model import ChainModel
-from .pack import BLOCK, DENSE_MAX, kernel_layout, warm_kernels
+from .pack import (
+    BLOCK,
+    DENSE_MAX,
+    StateLayout,
+    kernel_layout,
+    state_blocks,
+    state_layout,
+    warm_kernels,
+)
 from .progress import Progress, want_progress
 from .results import Result, expect_table, metadata, table_values
 from .signals import RunTerminated, StopWaiting, deferred_signals
 from .stats import Reducer, Target
 from .worker import Job
 
-__all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK", "RunTerminated"]
+__all__ = ["mcsolve", "Cluster", "Checkpointing", "Target", "BLOCK", "RunTerminated",
+           "states_memory"]
+
+def states_memory(layout: StateLayout, nt: int, backend: str, workers: int,
+                  per: int) -> tuple[int, int]:
+    """``(bytes, copies)``: the memory estimate of ``mcsolve(states=True)``.
+
+    The kernels accumulate the states as packed upper triangles:
+    ``sum_m C(N, m) (C(N, m) + 1) / 2`` complex numbers per output time over the
+    sectors the run can visit (:class:`pack.StateLayout`), one copy. Copies
+    held at once: the reducer's sum and one per statistics block in flight or
+    waiting to be merged in block order (``per`` blocks per batch; one batch
+    at a time on the serial backend, otherwise up to ``2 x workers`` batches
+    in flight, Dask at least 4, and as many finished early); besides, the
+    result's full blocks, ``sum_m C(N, m)^2`` complex numbers per output time.
+    ``copies`` counts the packed copies.
+    """
+    if backend == "serial":
+        blocks = per
+    else:
+        window = max(4, 2 * workers) if backend == "dask" else 2 * workers
+        blocks = 2 * window * per
+    copies = 1 + blocks
+    return layout.nbytes(nt) * copies + layout.result_nbytes(nt), copies
+
+
+def _check_states_memory(layout: StateLayout, nt: int, backend: str, workers: int,
+                         per: int) -> None:
+    """Refuse (one line) a ``states=True`` run whose estimate exceeds the one budget of
+    states, :func:`blockstate.states_budget` (``min(2 GiB, RAM / 4)``)."""
+    need, copies = states_memory(layout, nt, backend, workers, per)
+    budget = states_budget()
+    if need > budget:
+        gib = 2.0**30
+        raise ValueError(
+            f"states=True of mcsolve needs about {need / gib:.3g} GiB ({nt} times x "
+            f"({copies} packed copies of {layout.stride // 2} complex numbers, the upper "
+            f"triangles of sectors {list(layout.sectors)}, with {workers} {backend} "
+            f"worker(s), and the result's full blocks)), above the budget of "
+            f"{budget / gib:.3g} GiB (min(2 GiB, RAM/4)); use fewer output times, a smaller "
+            "max_magnons, fewer n_jobs or a smaller batch_size")
 
 
 def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int = 1, *,
@@ -59,7 +116,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             checkpoint=None, resume: bool | None = None, checkpoint_every: float = 60.0,
             target_sem: float | None = None, target_observables=None, relative: bool = False,
             rel_floor: float = 0.25, max_ntraj: int | None = None,
-            time_limit: float | None = None, pairs=None) -> Result:
+            time_limit: float | None = None, pairs=None, states: bool = False) -> Result:
     """Quantum-jump (Monte Carlo wave function) unravelling of the Lindblad equation.
 
     Trajectory ``k`` always uses the random stream of ``(seed, k)`` and
@@ -91,12 +148,21 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     batch_size : int, optional
         Trajectories per parallel task (rounded up to a multiple of ``BLOCK``).
         Does not change the result.
-    observables : sequence of str, optional
+    observables : sequence of str and Operator, optional
         Subset of ``j, j_bond, flow, m, n, nn, pm_re, pm_im, count`` (``pm`` is
         both parts of ``<s+_i s-_k>``); default ``j, j_bond, flow, m, n``, plus
         ``nn, pm_re, pm_im`` when ``pairs`` are given. ``count`` is the mean
         number of jumps of each channel up to ``t`` (table observables
         ``count:<channel name>``). See :mod:`thermospin_mc.observables`.
+        Entries may also be :class:`~thermospin_mc.operators.Operator` objects
+        of offset 0 (any other offset is refused with one line): the estimate
+        of ``<O>`` is the mean over trajectories of ``<psi|O|psi> /
+        <psi|psi>`` with its standard error (MODEL.md section 12), evaluated
+        inside the kernels from each sector's matrix (built once per run,
+        sparse). Rows come after the built-in ones, site 0: observable
+        ``op.name`` for a Hermitian operator, ``op.name + "_re"`` and
+        ``op.name + "_im"`` otherwise. Given operators only, only their rows
+        are computed. ``target_observables`` names an operator by ``op.name``.
     record_jumps : bool
         Keep every jump: ``result.jumps`` has ``traj, t, channel, site, m_before``.
     keep_trajectories : bool
@@ -162,7 +228,9 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         for a plain run that completed).
     target_observables : sequence of str, optional
         Observables the target applies to (default: every computed one except
-        ``flow``).
+        ``flow``, the operators included); an operator by its ``op.name``
+        (both parts of a non-Hermitian one). An operator's one-event floor is
+        ``2 * op.norm_bound`` (:func:`errorbars.operator_floors`).
     relative : bool
         Whether ``target_sem`` is relative to ``|mean|``.
     rel_floor : float
@@ -179,12 +247,38 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     pairs : sequence of (i, k), optional
         1-based site pairs of the two-point observables ``nn`` and ``pm``
         (table rows carry ``site = i``, ``site2 = k``).
+    states : bool
+        Also estimate the density matrix: ``result.states[k]`` is the
+        trajectory-averaged block density matrix at ``times[k]``, a
+        :class:`~thermospin_mc.blockstate.BlockState` with
+        ``rho_bar = (1/n) sum_traj |psi><psi| / <psi|psi>`` in every sector
+        the run can visit (MODEL.md section 12; it converges to the exact
+        ``rho(t)`` as ``1/sqrt(n)``). Accumulated inside the kernels per
+        statistics block and merged in block order, so it is bit-identical
+        for any ``n_jobs``, ``batch_size``, backend and resume (checkpoints
+        hold it). Under ``max_magnons``, ``n`` is the run's ``ntraj`` and a
+        truncated trajectory stops contributing from the output time its row
+        stops (as in the table): the trace of ``states[k]`` is then the
+        fraction of trajectories still counted at ``times[k]``, the row's
+        ``ntraj`` divided by ``metadata["ntraj"]``. Memory: the kernels sum
+        the upper triangles, ``sum over those sectors of C(N, m) (C(N, m) +
+        1) / 2`` complex numbers per output time, and the run holds ``1 + b``
+        such copies, ``b`` the statistics blocks in flight or waiting
+        (serial: one batch of blocks; otherwise ``4 x n_jobs`` batches, Dask
+        at least 8; one block per batch by default), besides the result's
+        full blocks (``C(N, m)^2`` each). A run whose estimate
+        (:func:`states_memory`) exceeds
+        ``min(2 GiB, RAM / 4)`` (``blockstate.states_budget``, the budget of
+        every solver's states) is refused with one line before it starts.
 
     Returns
     -------
     Result
         ``expect`` rows carry the mean, its standard error over trajectories
-        and the number of contributing trajectories. Timing metadata:
+        and the number of contributing trajectories; ``states`` the
+        trajectory-averaged density matrices (``states=True``; else
+        ``None``); ``metadata["operators"]`` the records of the operators
+        (``Operator.to_dict``). Timing metadata:
         ``compile_s`` (kernel compile or numba-cache load in this process,
         measured on a tiny problem before the clock starts; 0 once loaded;
         loky and Dask workers load theirs inside the run), ``run_s`` (this
@@ -215,8 +309,13 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     ntraj = v.integer("ntraj", ntraj, lo=1)
     n_jobs = v.n_jobs(n_jobs)
     N = model.N
-    names = _check_names(observables, pairs, N)
+    plain, ops = OBS.split_operators(observables, N)
+    names = () if plain == () else _check_names(plain, pairs, N)
+    if plain == () and pairs is not None:
+        OBS.check_pairs(pairs, N)
     pairs = OBS.check_pairs(pairs, N) if any(o in OBS.PAIR_NAMES for o in names) else None
+    if not isinstance(states, (bool, np.bool_)):
+        raise ValueError(f"states must be True or False, got {states!r}")
     max_magnons = N if max_magnons is None else v.integer("max_magnons", max_magnons,
                                                           lo=model.initial_sector, hi=N)
     dense_max = v.integer("dense_max", dense_max, lo=1)
@@ -230,7 +329,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     return execute(model, times, names=names, key=key, entropy=entropy, ntraj=ntraj,
                    batch_size=batch_size, record_jumps=record_jumps, keep=keep_trajectories,
                    max_magnons=max_magnons, dense_max=dense_max, progress=progress,
-                   cluster=cluster, checkpointing=ckpt, target=target, pairs=pairs)
+                   cluster=cluster, checkpointing=ckpt, target=target, pairs=pairs,
+                   operators=ops, states=bool(states))
 
 
 def _root_key(seed) -> tuple[np.ndarray, list]:
@@ -299,24 +399,36 @@ def _consume(results, red: Reducer, reason, target: Target, backend: str, save, 
 def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarray, entropy,
             ntraj: int, batch_size: int | None, record_jumps: bool, keep: bool,
             max_magnons: int, dense_max: int, progress, cluster: Cluster,
-            checkpointing: Checkpointing, target: Target, pairs=None) -> Result:
+            checkpointing: Checkpointing, target: Target, pairs=None, operators=(),
+            states: bool = False) -> Result:
     """Run (or resume) an ensemble and assemble its ``Result`` (see :func:`mcsolve`)."""
     npair = 0 if pairs is None else len(pairs)
-    _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels))
-    target_names, cap = target.resolve(names, ntraj)
+    ops = tuple(operators)
+    _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels), ops, states)
+    target_names, cap = target.resolve(names + tuple(op.name for op in ops), ntraj)
     goal, path = target.sem, checkpointing.path
     if goal is not None and not np.any(times > 0):
         raise ValueError("target_sem needs at least one output time > 0, got times "
                          f"{times.tolist()}")
+    layout = state_layout(model, max_magnons) if states else None
+    if batch_size is None:  # sized on ntraj, where a target is first tested
+        per = (1 if states else
+               max(1, min(64, math.ceil(ntraj / BLOCK) // max(1, 4 * cluster.n_jobs))))
+    else:
+        per = math.ceil(batch_size / BLOCK)
+    if states:
+        _check_states_memory(layout, times.size, cluster.backend, cluster.n_jobs, per)
     ident = identity(model, times, names, entropy, max_magnons, dense_max, record_jumps, keep,
-                     pairs)
-    red = Reducer(times.size, ncomp, cap, record_jumps, keep)
+                     pairs, operators=ops, states=states)
+    red = Reducer(times.size, ncomp, cap, record_jumps, keep,
+                  state_size=times.size * layout.stride if states else 0)
     achieved = {"sem": math.inf}
+    floors = operator_floors(ops) if ops else None
 
     def sem_now() -> float:
         acc = red.acc
         return target_value(acc.cnt, acc.mean, acc.sem(), cols, target_names, times,
-                            model.couplings, target.relative, target.rel_floor)
+                            model.couplings, target.relative, target.rel_floor, extra=floors)
 
     def reason():
         if goal is not None:
@@ -328,7 +440,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
         return None
 
     job = Job(model, times, key, cap, names, bool(record_jumps), bool(keep), max_magnons,
-              dense_max, pairs)
+              dense_max, pairs, operators=ops, states=bool(states))
     runner = BACKENDS[cluster.backend](cluster, job)
     elapsed_before = 0.0
     with contextlib.ExitStack() as stack:
@@ -361,10 +473,10 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
                 bar = Progress(red, start, first, cap, goal, target.relative, ntraj)
                 stack.callback(bar.close)
             workers = runner.workers
-            if batch_size is None:  # sized on ntraj, where a target is first tested
+            if batch_size is None and not states:  # sized on ntraj, where a target is tested
                 per = max(1, min(64, math.ceil(ntraj / BLOCK) // max(1, 4 * workers)))
-            else:
-                per = math.ceil(batch_size / BLOCK)
+            if states and workers > cluster.n_jobs:  # a Dask cluster larger than n_jobs
+                _check_states_memory(layout, times.size, cluster.backend, workers, per)
             results = runner.map(red.todo(per))
             sig = stack.enter_context(deferred_signals())
             with contextlib.closing(results):
@@ -388,25 +500,41 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     if target.time_limit is not None:
         extra["time_limit"] = target.time_limit
     return _assemble(model, times, names, cols, red, entropy, elapsed_before + run_s,
-                     runner.workers, record_jumps, extra, pairs=pairs)
+                     runner.workers, record_jumps, extra, pairs=pairs, operators=ops,
+                     layout=layout)
+
+
+def _columns(name_cols: dict, names, ops, values: np.ndarray, half_a) -> dict:
+    """``{table observable: (nt, ncomp) values}`` of the computed observables and the
+    operators' rows from ``values`` ``(nt, kernel columns)`` (``flow``: ``half_a``
+    times its ``j_bond`` columns; ``half_a`` squared for second moments is the
+    caller's)."""
+    out = {}
+    for name in names:
+        mu = values[:, name_cols[OBS.source(name)]]
+        out[name] = mu * half_a if name == "flow" else mu
+    for op in ops:
+        sl = name_cols[op.name]
+        for i, row in enumerate(OBS.operator_rows(op)):
+            out[row] = values[:, sl.start + i:sl.start + i + 1]
+    return out
 
 
 def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
-              record_jumps, extra: dict, pairs=None) -> Result:
-    """The run's :class:`Result`: table, per-row ``m2``, jumps, kept rows, metadata."""
+              record_jumps, extra: dict, pairs=None, operators=(),
+              layout: StateLayout | None = None) -> Result:
+    """The run's :class:`Result`: table, per-row ``m2``, jumps, kept rows, states, metadata."""
     acc, ntraj = red.acc, red.ntraj
     sem = acc.sem()
     half_a = OBS.flow_factor(model.couplings)
-    means, sems, m2s = {}, {}, {}
-    for name in names:
-        src = OBS.source(name)
-        mu, se, m2 = acc.mean[:, cols[src]], sem[:, cols[src]], acc.m2[:, cols[src]]
-        if name == "flow":
-            mu, se, m2 = mu * half_a, se * half_a, m2 * (half_a * half_a)
-        mu = np.where(acc.cnt[:, None] > 0, mu, np.nan)  # no trajectory left (max_magnons)
-        means[name], sems[name], m2s[name] = mu, se, m2
+    ops = tuple(operators)
+    means = _columns(cols, names, ops, acc.mean, half_a)
+    sems = _columns(cols, names, ops, sem, half_a)
+    m2s = _columns(cols, names, ops, acc.m2, half_a * half_a)
+    for name, mu in means.items():  # no trajectory left (max_magnons)
+        means[name] = np.where(acc.cnt[:, None] > 0, mu, np.nan)
     df = expect_table(times, model.N, means, sems, ntraj=ntraj, pairs=pairs,
-                      channels=model.channels)
+                      channels=model.channels, operators=ops)
     # per-row count of contributing trajectories (differs only under max_magnons)
     # (expect_table lays rows out as one block of all times per component, so the
     # counts repeat by position; times may repeat, so never match them by label)
@@ -420,6 +548,10 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
         t_end=float(times[-1]), n_times=int(times.size))
     if pairs is not None and len(pairs):
         meta["pairs"] = np.asarray(pairs).tolist()
+    if ops:
+        meta["operators"] = [op.to_dict() for op in ops]
+    if layout is not None:
+        meta["state_sectors"] = list(layout.sectors)
     meta.update(extra)
     jt = None
     if record_jumps:
@@ -439,22 +571,26 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
     if red.kept:
         traj = {"rows": np.concatenate(red.kept)[:ntraj],
                 "columns": {k: (s.start, s.stop) for k, s in cols.items()}}
-    m2 = table_values(times, model.N, m2s, pairs, model.channels)
+    m2 = table_values(times, model.N, m2s, pairs, model.channels, operators=ops)
+    states = None
+    if layout is not None:
+        states = [BlockState(model.N, blocks)
+                  for blocks in state_blocks(red.rho, layout, times.size, ntraj)]
     return Result(df, meta, jumps=jt, trajectories=traj, m2=m2,
-                  groups=_group_table(red, model, times, names, cols, pairs))
+                  groups=_group_table(red, model, times, names, cols, pairs, ops),
+                  states=states)
 
 
-def _group_table(red: Reducer, model, times, names, cols, pairs) -> dict:
+def _group_table(red: Reducer, model, times, names, cols, pairs, operators=()) -> dict:
     """The run's trajectory groups in ``expect`` row order: ``count``, ``mean`` ``(G, rows)``."""
     grp = red.groups
     half_a = OBS.flow_factor(model.couplings)
     counts, means = [], []
     for g in range(grp.cnt.shape[0]):
-        vals, cnts = {}, {}
-        for name in names:
-            mu = grp.mean[g][:, cols[OBS.source(name)]]
-            vals[name] = mu * half_a if name == "flow" else mu
-            cnts[name] = np.broadcast_to(grp.cnt[g][:, None], mu.shape)
-        means.append(table_values(times, model.N, vals, pairs, model.channels))
-        counts.append(table_values(times, model.N, cnts, pairs, model.channels))
+        vals = _columns(cols, names, operators, grp.mean[g], half_a)
+        cnts = {k: np.broadcast_to(grp.cnt[g][:, None], mu.shape) for k, mu in vals.items()}
+        means.append(table_values(times, model.N, vals, pairs, model.channels,
+                                  operators=operators))
+        counts.append(table_values(times, model.N, cnts, pairs, model.channels,
+                                   operators=operators))
     return {"count": np.array(counts).astype(np.int64), "mean": np.array(means)}

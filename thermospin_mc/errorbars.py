@@ -24,7 +24,7 @@ import numpy as np
 
 from .observables import flow_factor, source
 
-__all__ = ["ONE_EVENT", "GROUPS", "GOF_FLIPS", "one_event", "kind_of",
+__all__ = ["ONE_EVENT", "GROUPS", "GOF_FLIPS", "one_event", "operator_floors", "kind_of",
            "effective_sem", "target_value", "signflip_fit"]
 
 #: One event's worth of each trajectory observable kind: the largest change of
@@ -54,9 +54,11 @@ def kind_of(observable: str) -> str:
     return "count" if name.startswith("count:") else name
 
 
-def _floors(kinds, sites, couplings) -> np.ndarray:
-    """``delta`` per row from its kind and site (bond of ``flow`` rows)."""
-    delta = np.array([ONE_EVENT.get(k, 0.0) for k in kinds], dtype=float)
+def _floors(kinds, sites, couplings, extra=None) -> np.ndarray:
+    """``delta`` per row from its kind and site (bond of ``flow`` rows); ``extra``
+    maps further kinds (a user's operators) to their ``delta``."""
+    table = ONE_EVENT if not extra else {**extra, **ONE_EVENT}
+    delta = np.array([table.get(k, 0.0) for k in kinds], dtype=float)
     flow = np.asarray([k == "flow" for k in kinds], dtype=bool)
     if flow.any() and couplings is not None:
         a = np.asarray(couplings, dtype=float)
@@ -66,19 +68,39 @@ def _floors(kinds, sites, couplings) -> np.ndarray:
     return delta
 
 
-def one_event(observable, site, couplings=None) -> np.ndarray:
+def one_event(observable, site, couplings=None, extra=None) -> np.ndarray:
     """One event's worth ``delta`` of each row (see :data:`ONE_EVENT`); 0 when undefined.
 
     ``observable`` and ``site`` are scalars or equal-length arrays of table
     labels; ``flow`` needs the model's ``couplings`` (its ``delta`` is ``a_l``
-    of bond ``site``).
+    of bond ``site``); ``extra`` maps the table names of a user's operators to
+    theirs (:func:`operator_floors`).
     """
     obs = np.atleast_1d(np.asarray(observable, dtype=object))
     site = np.broadcast_to(np.atleast_1d(np.asarray(site)), obs.shape)
-    return _floors([kind_of(o) for o in obs], site, couplings)
+    return _floors([kind_of(o) for o in obs], site, couplings, extra)
 
 
-def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
+def operator_floors(operators) -> dict:
+    """One event's worth of a user's operator rows: ``2 * norm_bound`` (``<O>`` of any
+    state lies in ``[-||O||, ||O||]``, so one trajectory's value moves by at most
+    twice the norm), for the row names ``name`` or ``name_re`` and ``name_im``.
+
+    ``operators`` holds :class:`~thermospin_mc.operators.Operator` objects or the
+    metadata records ``{"name", "hermitian", "norm_bound"}`` a result stores.
+    """
+    out = {}
+    for op in operators or ():
+        rec = op if isinstance(op, dict) else {"name": op.name, "hermitian": op.hermitian,
+                                               "norm_bound": op.norm_bound}
+        delta = 2.0 * float(rec["norm_bound"])
+        names = ((rec["name"],) if rec["hermitian"]
+                 else (f"{rec['name']}_re", f"{rec['name']}_im"))
+        out.update(dict.fromkeys(names, delta))
+    return out
+
+
+def effective_sem(observable, site, sem, ntraj, couplings=None, extra=None) -> np.ndarray:
     """Standard errors that never claim more precision than the data hold.
 
     The one rule used by ``Result.compare``, the command line summary and the
@@ -107,6 +129,9 @@ def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
         Trajectories behind each row (0 for exact solvers).
     couplings : array_like, optional
         Bond couplings ``a_l`` (needed for ``flow`` rows).
+    extra : dict, optional
+        One event's worth of further rows by table name (a user's operators:
+        :func:`operator_floors`).
 
     Returns
     -------
@@ -114,7 +139,7 @@ def effective_sem(observable, site, sem, ntraj, couplings=None) -> np.ndarray:
         Effective standard errors, same length as the rows.
     """
     sem = np.atleast_1d(np.asarray(sem, dtype=float))
-    delta = np.broadcast_to(one_event(observable, site, couplings), sem.shape)
+    delta = np.broadcast_to(one_event(observable, site, couplings, extra), sem.shape)
     return _floored(sem, ntraj, delta)
 
 
@@ -131,7 +156,7 @@ def _floored(sem, ntraj, delta) -> np.ndarray:
 
 # --------------------------------------------------------------------------- stop rule
 def target_value(cnt, mean, sem, cols: dict, names: tuple, times: np.ndarray, couplings,
-                 relative: bool, rel_floor: float = 0.25) -> float:
+                 relative: bool, rel_floor: float = 0.25, extra=None) -> float:
     """What the ``target_sem`` rule holds against the target.
 
     The worst effective standard error (absolute) or the worst
@@ -142,7 +167,8 @@ def target_value(cnt, mean, sem, cols: dict, names: tuple, times: np.ndarray, co
     Standard errors are :func:`effective_sem` of the rows (the same floor as
     every z-score); relative: rows with ``|mean|`` below ``rel_floor`` times
     the largest ``|mean|`` of the observable are ignored, and so are rows
-    with mean exactly 0.
+    with mean exactly 0. ``extra``: one event's worth of a user's operator rows
+    (:func:`operator_floors`).
     """
     rows = (times > 0) & (cnt > 0)
     if not rows.any():
@@ -155,8 +181,10 @@ def target_value(cnt, mean, sem, cols: dict, names: tuple, times: np.ndarray, co
         sl = cols[src]
         se, mu = sem[:, sl], mean[:, sl]
         ncomp = se.shape[1]
-        kind = "count" if src == "count" else name
-        delta = _floors([kind] * ncomp, np.arange(1, ncomp + 1), couplings)
+        kinds = ["count" if src == "count" else name] * ncomp
+        if extra and ncomp == 2 and f"{name}_re" in extra:  # a non-Hermitian operator
+            kinds = [f"{name}_re", f"{name}_im"]
+        delta = _floors(kinds, np.arange(1, ncomp + 1), couplings, extra)
         if name == "flow":
             half_a = flow_factor(couplings)
             se, mu = se * half_a, mu * half_a

@@ -30,6 +30,14 @@ channel. Blocks are stored row-major and stacked in increasing ``m``.
   that basis is ill-conditioned).
 - ``exit_probabilities``: expected number of losses on each edge, integrated to
   infinite time (for one magnon: the probability to leave left or right).
+
+Every solver also evaluates a user's magnon-conserving operators (rows after the
+built-in observables) and keeps the block density matrices on request
+(``states=True``, :class:`~thermospin_mc.blockstate.BlockState`) on each of its paths.
+
+Length: about 530 lines, just above the ~500 guideline: the solvers share the
+resolution of observables, operators and states, and each of mesolve's three
+paths (closed, no-jump, block generator) carries them through.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from .blocks import (
     stack,
 )
 from .blocksolve import BorderedSolver, NoJumpInverse
+from .blockstate import LayoutRows, check_states_memory, pure_rows
 from .model import ChainModel
 from .observables import OBSERVABLES
 from .results import Result, expect_table
@@ -80,16 +89,37 @@ def _metadata(model: ChainModel, solver: str, **extra) -> dict:
 
 def _check_observables(observables, pairs=None, N: int = 2, count: bool = True,
                        solver: str = ""):
-    """``(names, pairs)`` by the one resolver :func:`thermospin_mc.observables.resolve`
-    (``pairs`` stays None when none are given)."""
+    """``(names, pairs, operators)`` by the one resolver
+    :func:`thermospin_mc.observables.resolve` after
+    :func:`~thermospin_mc.observables.split_operators` (``pairs`` stays None when
+    none are given; ``names`` is empty when only operators are asked for)."""
+    plain, ops = OBS.split_operators(observables, N)
     allowed = OBSERVABLES if count else tuple(o for o in OBSERVABLES if o != "count")
-    names, checked = OBS.resolve(observables, pairs, N, allowed=allowed,
+    if plain == () and ops:
+        checked = OBS.check_pairs(pairs, N)
+        return (), (None if pairs is None else checked), ops
+    names, checked = OBS.resolve(plain, pairs, N, allowed=allowed,
                                  default=OBS.DEFAULT + ("norm",), solver=solver)
-    return names, (None if pairs is None else checked)
+    return names, (None if pairs is None else checked), ops
+
+
+def _check_states(states) -> bool:
+    if not isinstance(states, (bool, np.bool_)):
+        raise ValueError(f"states must be True or False, got {states!r}")
+    return bool(states)
+
+
+def _operator_extra(ops) -> dict:
+    """Metadata of operator rows (``meta["operators"]``, read by the error-bar floors)."""
+    return {"operators": [op.to_dict() for op in ops]} if ops else {}
+
+
+def _op_rows(ops) -> list[str]:
+    return [row for op in ops for row in OBS.operator_rows(op)]
 
 
 # ---------------------------------------------------------------------------- sesolve
-def sesolve(model: ChainModel, times, observables=None) -> Result:
+def sesolve(model: ChainModel, times, observables=None, states: bool = False) -> Result:
     """Exact evolution of the closed chain (channels ignored) from the initial state.
 
     Parameters
@@ -101,8 +131,13 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
         at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
         ``times = [5, 10]`` reports the state evolved from ``t = 0`` to 5 and
         10 (docs/model.md section 6, "Time origin").
-    observables : sequence of str, optional
-        Subset of ``j, j_bond, flow, m, n, norm`` (default: all).
+    observables : sequence of str and Operator, optional
+        Subset of ``j, j_bond, flow, m, n, norm`` (default: all) and
+        magnon-conserving :class:`~thermospin_mc.operators.Operator` objects (rows
+        ``name``, or ``name_re`` and ``name_im``, site 0, after the others).
+    states : bool
+        Keep the state of every output time as a
+        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states``).
 
     Returns
     -------
@@ -111,25 +146,36 @@ def sesolve(model: ChainModel, times, observables=None) -> Result:
     """
     model = check_model(model)
     times = v.times(times)
-    names, _ = _check_observables(observables, None, model.N, count=False,
-                                   solver="sesolve")
+    names, _, ops = _check_observables(observables, None, model.N, count=False,
+                                       solver="sesolve")
+    states = _check_states(states)
     if model.is_mixed:
         raise ValueError("sesolve needs a pure initial state, got a mixture; use mesolve")
     closed = model.with_(gamma=0.0, gamma_pump=0.0) if model.channels else model
     space = SectorSpace(closed)
     m0, psi0 = space.initial_state()
+    if states:
+        check_states_memory(model.N, [m0], times.size, "sesolve")
     layout = PureLayout(space, m0)
+    op_values, op_state = pure_rows(space, ops, m0, None)
     E, V = np.linalg.eigh(space.sector(m0).h_sparse(space.a).toarray())
     c0 = V.conj().T @ psi0
-    series = [layout.observables(V @ (np.exp(-1j * E * t) * c0), names) for t in times]
-    means = stack(series, names)
-    return Result(expect_table(times, model.N, means), _metadata(model, "sesolve"))
+    series, kept = [], []
+    for t in times:
+        psi = V @ (np.exp(-1j * E * t) * c0)
+        series.append({**layout.observables(psi, names), **op_values(psi)})
+        if states:
+            kept.append(op_state(psi))
+    means = stack(series, [*names, *_op_rows(ops)])
+    return Result(expect_table(times, model.N, means, operators=ops),
+                  _metadata(model, "sesolve", **_operator_extra(ops)),
+                  states=kept if states else None)
 
 
 # ---------------------------------------------------------------------------- mesolve
 @blas_threads
 def mesolve(model: ChainModel, times, observables=None, pairs=None,
-            method: str = "auto") -> Result:
+            method: str = "auto", states: bool = False) -> Result:
     """Exact Lindblad evolution of the block density matrix.
 
     Parameters
@@ -142,12 +188,16 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
         at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
         ``times = [5, 10]`` reports the state evolved from ``t = 0`` to 5 and
         10 (docs/model.md section 6, "Time origin").
-    observables : sequence of str, optional
+    observables : sequence of str and Operator, optional
         Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im, count``
         (``pm`` for both parts; default ``j, j_bond, flow, m, n, norm``, plus the
         two-point ones when ``pairs`` are given). ``count``: expected number of
         jumps of each channel in ``[0, t]``, ``int_0^t rate_k Tr(L_k^+ L_k rho)``,
         integrated exactly with the state (table rows ``count:<channel name>``).
+        Magnon-conserving :class:`~thermospin_mc.operators.Operator` objects give
+        the rows ``name`` (Hermitian) or ``name_re`` and ``name_im``, site 0,
+        after the built-in ones, ``sum_m Tr(O_m rho_m)``; with operators only, only
+        their rows.
     pairs : sequence of (i, k), optional
         1-based site pairs of ``nn`` and ``pm``.
     method : {"auto", "expm", "chebyshev"}
@@ -156,6 +206,12 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
         Chebyshev expansion of ``exp(L t)`` with a-posteriori truncation
         (:mod:`thermospin_mc._blockops`). ``auto``: ``expm`` up to
         ``CHEBYSHEV_MIN_SIZE`` stored numbers, ``chebyshev`` above.
+    states : bool
+        Keep the block density matrix of every output time as a
+        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states``).
+        Refused (one line) when they would take more than
+        :func:`~thermospin_mc.blockstate.states_budget` (2 GiB or a quarter of
+        the memory): ``16 * len(times) * sum_m C(N, m)^2`` bytes.
 
     Returns
     -------
@@ -172,38 +228,58 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     """
     model = check_model(model)
     times = v.times(times)
-    names, pairs = _check_observables(observables, pairs, model.N, solver="mesolve")
+    names, pairs, ops = _check_observables(observables, pairs, model.N, solver="mesolve")
+    states = _check_states(states)
     if method not in ("auto", "expm", "chebyshev"):
         raise ValueError(f"method must be 'auto', 'expm' or 'chebyshev', got {method!r}")
     extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
+    extra.update(_operator_extra(ops))
     simple = pairs is None and "count" not in names and not model.is_mixed
     if model.is_closed and simple:
-        res = sesolve(model, times, names)
+        res = sesolve(model, times, [*names, *ops], states=states)
         return res.replace(metadata={**res.metadata, "solver": "mesolve"})
     space = SectorSpace(model)
     only_loss = all(ch.kind == "loss" for ch in model.channels)
+    kept = []
     if simple and only_loss and model.initial_sector <= 1:
         # rho_1(t) = psi~ psi~^+ (no-jump path), the rest sits in the all-up state
         m0, psi0 = space.initial_state()
-        layout = PureLayout(space, m0, lost_to=0 if m0 == 1 else None)
-        op = -1j * space.sector(m0).heff_sparse(space.a)
-        series = [layout.observables(psi, names) for psi in evolve_grid(op, psi0, times)]
+        lost_to = 0 if m0 == 1 else None
+        if states:
+            check_states_memory(model.N, [m0] + ([] if lost_to is None else [lost_to]),
+                                times.size, "mesolve")
+        layout = PureLayout(space, m0, lost_to=lost_to)
+        op_values, op_state = pure_rows(space, ops, m0, lost_to)
+        gen = -1j * space.sector(m0).heff_sparse(space.a)
+        series = []
+        for psi in evolve_grid(gen, psi0, times):
+            series.append({**layout.observables(psi, names), **op_values(psi)})
+            if states:
+                kept.append(op_state(psi))
     else:
         layout = BlockLayout(space, model.reachable_sectors())
+        if states:
+            check_states_memory(model.N, layout.sectors, times.size, "mesolve")
         if method == "auto":
             method = "expm" if layout.size <= CHEBYSHEV_MIN_SIZE else "chebyshev"
         extra["method"] = method
+        extras = LayoutRows(layout, ops)
         if method == "chebyshev":
-            series = _mesolve_chebyshev(model, layout, times, names, pairs, extra)
+            series = _mesolve_chebyshev(model, layout, times, names, pairs, extra, extras,
+                                        kept if states else None)
         else:
-            series = _mesolve_expm(model, layout, times, names, pairs)
-    means = stack(series, names)
-    return Result(expect_table(times, model.N, means, pairs=pairs, channels=model.channels),
-                  _metadata(model, "mesolve", **extra))
+            series = _mesolve_expm(model, layout, times, names, pairs, extras,
+                                   kept if states else None)
+    means = stack(series, [*names, *_op_rows(ops)])
+    return Result(expect_table(times, model.N, means, pairs=pairs, channels=model.channels,
+                               operators=ops),
+                  _metadata(model, "mesolve", **extra), states=kept if states else None)
 
 
-def _mesolve_expm(model, layout, times, names, pairs) -> list[dict]:
-    """Observables at ``times`` by ``expm_multiply`` of the assembled generator."""
+def _mesolve_expm(model, layout, times, names, pairs, extras: LayoutRows,
+                  kept: list | None) -> list[dict]:
+    """Observables at ``times`` by ``expm_multiply`` of the assembled generator
+    (operator rows and, into ``kept``, the states by ``extras``)."""
     L = (nojump_generator(layout) + feed_generator(layout)).tocsr()
     x0 = layout.initial(model)
     nch = len(model.channels) if "count" in names else 0
@@ -215,15 +291,21 @@ def _mesolve_expm(model, layout, times, names, pairs) -> list[dict]:
         x0 = np.concatenate([x0, np.zeros(nch, dtype=complex)])
     series = []
     for x in evolve_grid(L, x0, times):
-        obs = layout.observables(x[:layout.size], names, pairs)
+        rho = x[:layout.size]
+        obs = layout.observables(rho, names, pairs)
+        obs.update(extras.values(rho))
         if nch:
             obs["count"] = x[layout.size:].real.copy()
+        if kept is not None:
+            kept.append(extras.state(rho))
         series.append(obs)
     return series
 
 
-def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict) -> list[dict]:
-    """Observables at ``times`` by the matrix-free Chebyshev propagator."""
+def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict, extras: LayoutRows,
+                       kept: list | None) -> list[dict]:
+    """Observables at ``times`` by the matrix-free Chebyshev propagator (operator rows
+    and, into ``kept``, the states by ``extras``)."""
     gen = BlockGenerator(layout)
     lin = [n for n in names if n != "count"]
     if pairs is not None:  # observe runs once per term: build the pair maps once
@@ -239,12 +321,16 @@ def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict) -> list[d
             obs["m"] = obs["m"] - N / 2
         for n in lin:
             shapes[n] = obs[n].size
-        return np.concatenate([obs[n] for n in lin]) if lin else np.zeros(0)
+        parts = [obs[n] for n in lin] + [extras.linear(x)]
+        return np.concatenate(parts)
 
     R = None
     if "count" in names:
         R = sp.csr_matrix(OBS.count_rates(layout, model.channels))
-    vals, counts, run = chebyshev_evolve(gen, layout.initial(model), times, observe, R)
+    states = {}
+    on_state = None if kept is None else (lambda j, x: states.__setitem__(j, extras.state(x)))
+    vals, counts, run = chebyshev_evolve(gen, layout.initial(model), times, observe, R,
+                                         on_state=on_state)
     info.update(run)
     series = []
     for i in range(times.size):
@@ -254,16 +340,19 @@ def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict) -> list[d
             pos += shapes[n]
         if "m" in obs:
             obs["m"] = obs["m"] + N / 2
+        obs.update(extras.from_linear(vals[i, pos:]))
         if R is not None:
             obs["count"] = counts[i].copy()
         series.append(obs)
+    if kept is not None:
+        kept.extend(states[i] for i in range(times.size))
     return series
 
 
 # ---------------------------------------------------------------------------- steady state
 @blas_threads
 def steadystate(model: ChainModel, observables=None, method: str = "auto",
-                tol: float = 1e-13, pairs=None) -> Result:
+                tol: float = 1e-13, pairs=None, states: bool = False) -> Result:
     """Exact steady state of the Lindblad equation.
 
     Parameters
@@ -274,10 +363,12 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         the steady state is the all-up state, with pumps only the all-down
         state (after checking that no magnons stay trapped); with both, the
         sectors ``0..N`` are solved.
-    observables : sequence of str, optional
+    observables : sequence of str and Operator, optional
         Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im`` (``pm`` for
         both parts; default ``j, j_bond, flow, m, n, norm``, plus the two-point
-        ones when ``pairs`` are given).
+        ones when ``pairs`` are given), and magnon-conserving
+        :class:`~thermospin_mc.operators.Operator` objects (rows ``name``, or
+        ``name_re`` and ``name_im``, site 0, after the built-in ones).
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
         preconditioned with the exact inverse of the no-jump part plus the
@@ -289,6 +380,10 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
 
     pairs : sequence of (i, k), optional
         1-based site pairs of ``nn`` and ``pm``.
+    states : bool
+        Also return the steady state as a
+        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states[0]``; the
+        same blocks as ``Result.blocks``).
 
     Returns
     -------
@@ -296,8 +391,9 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         ``.expect`` at ``t = inf`` with ``sem = 0``.
     """
     model = check_model(model)
-    names, pairs = _check_observables(observables, pairs, model.N, count=False,
-                                       solver="steadystate")
+    names, pairs, ops = _check_observables(observables, pairs, model.N, count=False,
+                                           solver="steadystate")
+    states = _check_states(states)
     if method not in ("auto", "direct", "gmres"):
         raise ValueError(f"method must be 'auto', 'direct' or 'gmres', got {method!r}")
     tol = v.real("tol", tol, lo=0.0, lo_open=True, hi=1e-3)
@@ -354,13 +450,17 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         info["method"] = method
         r = (gen or BlockGenerator(layout)).apply(x)
         info["residual"] = float(np.linalg.norm(r) / max(np.linalg.norm(x), 1e-300))
+    extras = LayoutRows(layout, ops)
     obs = layout.observables(x, names, pairs)
-    means = {k: val[None, :] for k, val in obs.items()}
+    obs.update(extras.values(x))
+    means = {k: np.atleast_1d(val)[None, :] for k, val in obs.items()}
     if pairs is not None:
         info["pairs"] = np.asarray(pairs).tolist()
-    return Result(expect_table(np.array([np.inf]), model.N, means, pairs=pairs),
+    info.update(_operator_extra(ops))
+    return Result(expect_table(np.array([np.inf]), model.N, means, pairs=pairs, operators=ops),
                   _metadata(model, "steadystate", **info),
-                  blocks={m: layout.block(x, m).copy() for m in sectors})
+                  blocks={m: layout.block(x, m).copy() for m in sectors},
+                  states=[extras.state(x)] if states else None)
 
 
 # ---------------------------------------------------------------------------- exit sides

@@ -25,11 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["write_table", "read_table", "sidecar_path", "check_output_dir",
            "check_output_file", "save_result", "describe_os_error",
-           "OutputError", "atomic_write", "jsonable", "dumps"]
+           "OutputError", "atomic_write", "jsonable", "dumps", "write_states", "read_states",
+           "STATES_FILE"]
+
+#: File name (after the prefix) of the block density matrices of a result.
+STATES_FILE = "states.npz"
 
 _KEY = "thermospin_mc"
 _OLD_CSV_PREFIX = f"# {_KEY}: "
@@ -294,4 +299,39 @@ def _write_formats(result, directory: Path, formats, prefix: str,
                     else result.to_csv(directory, prefix))
         for name, (df, meta) in (tables or {}).items():
             written.append(write_table(df, directory / f"{prefix}{name}.{fmt}", meta))
+    states = getattr(result, "states", None)
+    if states:
+        written.append(write_states(directory / f"{prefix}{STATES_FILE}", states))
     return written
+
+
+def write_states(path: str | Path, states) -> Path:
+    """Write block density matrices atomically as an ``.npz`` file.
+
+    ``states`` is a sequence of objects with ``N`` and ``blocks`` (``{m: square
+    complex array}``, e.g. :class:`thermospin_mc.BlockState`); the file holds
+    ``N``, ``count`` and one array ``s<k>_m<m>`` per state ``k`` and sector ``m``
+    (row order: the sector basis). :func:`read_states` reads it back.
+    """
+    states = list(states)
+    arrays = {"N": np.array(states[0].N if states else 0, dtype=np.int64),
+              "count": np.array(len(states), dtype=np.int64)}
+    for k, st in enumerate(states):
+        if st.N != arrays["N"]:
+            raise ValueError(f"states must all have the same N, got {st.N} and "
+                             f"{int(arrays['N'])}")
+        for m, B in st.blocks.items():
+            arrays[f"s{k}_m{m}"] = np.asarray(B, dtype=complex)
+    return atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def read_states(path: str | Path) -> tuple[int, list[dict]]:
+    """``(N, [{m: block}, ...])`` from a file of :func:`write_states`."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        N, count = int(data["N"]), int(data["count"])
+        out: list[dict] = [{} for _ in range(count)]
+        for key in data.files:
+            if key.startswith("s") and "_m" in key:
+                k, m = key[1:].split("_m")
+                out[int(k)][int(m)] = data[key]
+    return N, [dict(sorted(b.items())) for b in out]

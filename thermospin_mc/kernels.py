@@ -54,7 +54,18 @@ holds ``(offset, count, amp_offset)`` of channel ``k``'s index map out of sector
 at ``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
 every state to itself with the sign of ``sigma^z`` at its site). ``ptab[p, m]``
 holds ``(off_both, nboth, off_pm, npm)`` of the two-point pair ``p`` (see
-``SectorSpace.pair_maps``).
+``SectorSpace.pair_maps``). ``otab[o, m]`` holds user operator ``o`` in
+sector ``m`` as a coordinate list (``OP_*``: rows and columns in ``ints``,
+complex values in ``cpx``, its nonzero diagonal first; a Hermitian operator
+keeps only its strict upper triangle besides, see :func:`_record_ops`); the
+operators' columns are the last of a row.
+
+States (``FLAG_STATE``, ``mcsolve(states=True)``): at every output time a
+trajectory records, its normalised state is added to ``BlockOut.rho``, the
+block's sum of ``psi psi^+ / <psi|psi>`` per output time and sector (packed
+upper triangles, real and imaginary parts apart; :func:`_record_state`). The rows a
+trajectory takes from the shared no-jump path are counted instead and their
+state added once per output time at the end of the block.
 """
 
 from __future__ import annotations
@@ -92,9 +103,18 @@ CHEB_TOL = 1e-14
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 
-# observable flags (component layout: see thermospin_mc.pack.kernel_layout)
-FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT = 0, 1, 2, 3, 4, 5
-NFLAGS = 6
+# observable flags (component layout: see thermospin_mc.pack.kernel_layout); FLAG_OP:
+# user operators (the last columns of a row), FLAG_STATE: accumulate the block density
+# matrix (BlockOut.rho)
+FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT, FLAG_OP, FLAG_STATE = range(8)
+NFLAGS = 8
+
+# columns of otab[o, m]: a user operator's entries in sector m as a coordinate list
+# (rows and columns in ints, complex values in cpx); the first ``nd`` entries are its
+# nonzero diagonal, the rest off-diagonal (Hermitian operators: the strict upper
+# triangle only; otherwise all of them). OP_HERM: 1 for a Hermitian operator.
+OP_HERM, OP_ROW, OP_COL, OP_VAL, OP_ND, OP_NNZ = range(6)
+NOPCOL = 6
 
 # initial-state kinds of run_block
 INIT_PURE, INIT_PRODUCT, INIT_TABLE = 0, 1, 2
@@ -604,14 +624,97 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
                 out[k_out, pos + ints[os_ + bidx * m + k]] += p
 
 
+@njit(cache=True, _nrt=False, inline="always")
+def _record_ops(cpx, ints, otab, m, psi, inv, out, k_out, pos):
+    """The user operators' columns from ``pos``: ``<psi|O|psi> inv`` of each operator
+    in sector ``m`` (``otab``, see ``OP_*``): its real part (Hermitian, one column)
+    or its real and imaginary parts (two columns).
+
+    Hermitian: ``sum_diag Re O_ii |psi_i|^2 + 2 Re sum_{i<j} conj(psi_i) O_ij psi_j``
+    (only the strict upper triangle is stored), so an off-diagonal pair costs one
+    entry and only real parts are formed."""
+    # unsigned indices: no negative-index wraparound in the gathers
+    p = pos
+    for o in range(otab.shape[0]):
+        ro = np.uint64(otab[o, m, OP_ROW])
+        co = np.uint64(otab[o, m, OP_COL])
+        vo = np.uint64(otab[o, m, OP_VAL])
+        nd = np.uint64(otab[o, m, OP_ND])
+        nnz = np.uint64(otab[o, m, OP_NNZ])
+        if otab[o, m, OP_HERM] != 0:
+            dr = 0.0
+            for q in range(nd):
+                uq = np.uint64(q)
+                x = psi[np.uint64(ints[ro + uq])]
+                dr += cpx[vo + uq].real * (x.real * x.real + x.imag * x.imag)
+            sr = 0.0
+            for q in range(nd, nnz):
+                uq = np.uint64(q)
+                a = psi[np.uint64(ints[ro + uq])]
+                b = psi[np.uint64(ints[co + uq])]
+                v = cpx[vo + uq]
+                # Re(conj(a) v b)
+                sr += (a.real * (v.real * b.real - v.imag * b.imag)
+                       + a.imag * (v.real * b.imag + v.imag * b.real))
+            out[k_out, p] = (dr + 2.0 * sr) * inv
+            p += 1
+        else:
+            dr = 0.0
+            di = 0.0
+            for q in range(nd):
+                uq = np.uint64(q)
+                x = psi[np.uint64(ints[ro + uq])]
+                a2 = x.real * x.real + x.imag * x.imag
+                v = cpx[vo + uq]
+                dr += v.real * a2
+                di += v.imag * a2
+            sr = 0.0
+            si = 0.0
+            for q in range(nd, nnz):
+                uq = np.uint64(q)
+                a = psi[np.uint64(ints[ro + uq])]
+                b = psi[np.uint64(ints[co + uq])]
+                v = cpx[vo + uq]
+                # conj(a) v b
+                br = v.real * b.real - v.imag * b.imag
+                bi = v.real * b.imag + v.imag * b.real
+                sr += a.real * br + a.imag * bi
+                si += a.real * bi - a.imag * br
+            out[k_out, p] = (dr + sr) * inv
+            out[k_out, p + 1] = (di + si) * inv
+            p += 2
+
+
 @njit(cache=True, _nrt=False)
-def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts):
-    """Columns after ``n``: ``[nn x npair] [pm_re x npair, pm_im x npair]``
-    (``<n_i n_k>``, ``<s+_i s-_k>`` of every pair, see ``SectorSpace.pair_maps``)
-    and ``[count x nch]`` (jumps so far), as flagged."""
+def _record_ops_call(cpx, ints, otab, m, psi, inv, out, k_out, pos):
+    """:func:`_record_ops` as a call of its own (it is inlined into :func:`_segment_user`,
+    the eigen-mode loop, where the call cost a third of a typical operator's
+    evaluation at N = 7; the Chebyshev loop calls this, which keeps that loop
+    as it was for runs without operators)."""
+    _record_ops(cpx, ints, otab, m, psi, inv, out, k_out, pos)
+
+
+@njit(cache=True, _nrt=False)
+def _op_start(otab, flags, ncomp):
+    """First column of the user operators in a row of ``ncomp`` columns (``ncomp``
+    without them): they take the last columns, one per Hermitian operator, two
+    per other."""
+    pos = ncomp
+    if flags[FLAG_OP] != 0:
+        for o in range(otab.shape[0]):
+            pos -= 1 if otab[o, 0, OP_HERM] != 0 else 2
+    return pos
+
+
+@njit(cache=True, _nrt=False)
+def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts, opos):
+    """Columns after ``n`` and before the user operators' (which start at ``opos``):
+    ``[nn x npair] [pm_re x npair, pm_im x npair]`` (``<n_i n_k>``, ``<s+_i s-_k>``
+    of every pair, see ``SectorSpace.pair_maps``) and ``[count x nch]`` (jumps so
+    far), as flagged."""
     npair = ptab.shape[0]
     inv = 1.0 / nrm
-    pos = out.shape[1]
+    pos = opos
     if flags[FLAG_COUNT] != 0:
         pos -= counts.size
         for c in range(counts.size):
@@ -640,6 +743,31 @@ def _record_extra(ints, ptab, m, psi, nrm, flags, out, k_out, counts):
             out[k_out, pos + npair + p] = acc.imag * inv
 
 
+@njit(cache=True, _nrt=False)
+def _record_state(rho, base, d, psi, w):
+    """Add ``w psi psi^+`` to one sector block of the density-matrix sum: its upper
+    triangle (``j >= i``) packed row by row, ``T = d (d + 1) / 2`` real parts from
+    ``rho[base]`` (entry ``(i, j)`` at ``i d - i (i - 1) / 2 + j - i``), then the
+    ``T`` imaginary parts (the lower triangle follows by Hermiticity when the sum
+    is read, ``pack.state_blocks``)."""
+    ud = np.uint64(d)
+    tri = ud * (ud + np.uint64(1)) // np.uint64(2)
+    row = np.uint64(base)
+    for i in range(d):
+        ar = psi[i].real * w
+        ai = psi[i].imag * w
+        ui = np.uint64(i)
+        if ar != 0.0 or ai != 0.0:
+            for j in range(i, d):
+                uj = np.uint64(j)
+                br = psi[uj].real
+                bi = psi[uj].imag
+                q = row + uj - ui
+                rho[q] += ar * br + ai * bi
+                rho[q + tri] += ai * br - ar * bi
+        row += ud - ui
+
+
 # --------------------------------------------------------------------------- entry records
 class SectorTables(NamedTuple):
     """The flat sector data of a run (``pack.SectorPack.tables``).
@@ -650,7 +778,9 @@ class SectorTables(NamedTuple):
     of the shifted sparse ``H_eff`` (Taylor mode); ``cpx``/``ints``/``reals``:
     the pools the offsets point into; ``ch_rate (nch,)``, ``ch_dm (nch,)``:
     rate and magnon-number change of each channel; ``maxdim``: the largest
-    sector dimension built so far (work-vector size).
+    sector dimension built so far (work-vector size); ``otab (nop, N+1,
+    NOPCOL) int64``: the user operators' coordinate lists per sector (``OP_*``;
+    one unused row when there are none).
     """
 
     stab: np.ndarray
@@ -663,6 +793,7 @@ class SectorTables(NamedTuple):
     ch_rate: np.ndarray
     ch_dm: np.ndarray
     maxdim: int
+    otab: np.ndarray
 
 
 class RunSpec(NamedTuple):
@@ -675,7 +806,9 @@ class RunSpec(NamedTuple):
     ``flags (NFLAGS,) int64``: observables to record (``FLAG_*``); ``ncomp``:
     components per output row; ``nch``: jump channels; ``max_magnons``:
     magnon cap; ``record_jumps``, ``keep``: fill ``BlockOut.jump_buf`` /
-    ``BlockOut.kept``.
+    ``BlockOut.kept``; ``rho_off (N+1,) int64``, ``rho_stride``: with
+    ``FLAG_STATE``, where sector ``m``'s block of output time ``k`` starts in
+    ``BlockOut.rho`` (``k * rho_stride + rho_off[m]``; -1: not stored).
     """
 
     key: np.ndarray
@@ -688,6 +821,8 @@ class RunSpec(NamedTuple):
     max_magnons: int
     record_jumps: bool
     keep: bool
+    rho_off: np.ndarray
+    rho_stride: int
 
 
 class Start(NamedTuple):
@@ -701,7 +836,9 @@ class Start(NamedTuple):
     ``out_idx (nt,)`` fine index of each output time, ``path_cur (nf, d)``
     current representation, ``path_norm (nf,)`` squared norm, ``path_decay
     (nf,)`` ``psi^+ Gamma psi``, ``path_obs (nt, ncomp)`` normalised
-    observables; :func:`initial_path` fills the ``path_*`` arrays.
+    observables, ``path_psi (nt, d)`` the normalised state at each output time
+    (with ``FLAG_STATE``; else one unused row); :func:`initial_path` fills the
+    ``path_*`` arrays.
     """
 
     m0: int
@@ -716,6 +853,7 @@ class Start(NamedTuple):
     path_norm: np.ndarray
     path_decay: np.ndarray
     path_obs: np.ndarray
+    path_psi: np.ndarray
 
 
 class BlockOut(NamedTuple):
@@ -724,7 +862,10 @@ class BlockOut(NamedTuple):
     ``cnt (nt,) int64``, ``mean (nt, ncomp)``, ``m2 (nt, ncomp)``: Welford
     accumulators (zeroed by the caller); ``jump_buf (cap, 4)``: rows
     ``(traj, t, channel, m_before)``; ``kept (ntraj, nt, ncomp)``: each
-    trajectory's rows when ``RunSpec.keep``.
+    trajectory's rows when ``RunSpec.keep``; ``rho (nt * rho_stride,)``: with
+    ``FLAG_STATE``, the sum over the block's trajectories of ``psi psi^+ /
+    <psi|psi>`` at each output time, sector block by sector block (packed
+    upper triangles, see :func:`_record_state`; zeroed by the caller).
     """
 
     cnt: np.ndarray
@@ -732,6 +873,7 @@ class BlockOut(NamedTuple):
     m2: np.ndarray
     jump_buf: np.ndarray
     kept: np.ndarray
+    rho: np.ndarray
 
 
 # --------------------------------------------------------------------------- shared start
@@ -748,12 +890,13 @@ def initial_path(tables, spec, start):
     every output time. ``spec.use_phase_grid`` refers to ``fine_t``.
     """
     stab, cpx, ints, reals = tables.stab, tables.cpx, tables.ints, tables.reals
-    hnorms, ptab = tables.hnorms, tables.ptab
+    hnorms, ptab, otab = tables.hnorms, tables.ptab, tables.otab
     m0, psi0, fine_t, out_idx = start.m0, start.psi0, start.fine_t, start.out_idx
     path_cur, path_norm = start.path_cur, start.path_norm
-    path_decay, path_obs = start.path_decay, start.path_obs
+    path_decay, path_obs, path_psi = start.path_decay, start.path_obs, start.path_psi
     use_phase_grid, N, flags, nch = spec.use_phase_grid, spec.N, spec.flags, spec.nch
     d = stab[m0, DIM]
+    opos = _op_start(otab, flags, path_obs.shape[1])
     maxd = psi0.size if psi0.size > d else d
     cur = np.zeros(maxd, dtype=np.complex128)
     psi = np.zeros(maxd, dtype=np.complex128)
@@ -779,21 +922,29 @@ def initial_path(tables, spec, start):
                 _record(stab, ints, m0, psi, nrm, N, flags, path_obs, k)
                 if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0:
                     _record_extra(ints, ptab, m0, psi, nrm, flags, path_obs, k,
-                                  np.zeros(nch))
+                                  np.zeros(nch), opos)
+                if flags[FLAG_OP] != 0:
+                    _record_ops_call(cpx, ints, otab, m0, psi, 1.0 / nrm, path_obs, k, opos)
+                if flags[FLAG_STATE] != 0:
+                    sc = 1.0 / np.sqrt(nrm)
+                    for a in range(d):
+                        path_psi[k, a] = psi[a] * sc
             k += 1
 
 
 # --------------------------------------------------------------------------- pieces of a trajectory
 @njit(cache=True, _nrt=False)
 def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur, on_grid,
-             use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts):
+             use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts, opos):
     """No-jump evolution in sector ``m`` over the output grid from index ``k``.
 
     Records the observables at every output time whose squared norm stays
-    above ``r``. Returns ``(k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid)``:
-    either ``k == times.size`` (no jump before the end), or the jump lies in
-    ``(t_cur, times[k]]``, where the squared norm is ``n_hi <= r`` and the
-    decay rate ``psi^+ Gamma psi`` is ``g_hi``.
+    above ``r`` (``opos``: the first user-operator column, where the columns of
+    :func:`_record_extra` end; the operators themselves and the states are
+    recorded by :func:`_segment_user`). Returns ``(k, t_cur, n_cur, g_cur, n_hi,
+    g_hi, on_grid)``: either ``k == times.size`` (no jump before the end), or
+    the jump lies in ``(t_cur, times[k]]``, where the squared norm is ``n_hi <= r``
+    and the decay rate ``psi^+ Gamma psi`` is ``g_hi``.
     """
     nt = times.size
     n_hi = 0.0
@@ -807,7 +958,47 @@ def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_
             break
         _record(stab, ints, m, psi, nrm, N, flags, X, k)
         if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0:
-            _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
+            _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts, opos)
+        _accept(stab, m, cur, psi, coef)
+        t_cur = times[k]
+        n_cur = nrm
+        g_cur = _decay_rate(stab, reals, m, psi)
+        on_grid = True
+        k += 1
+    return k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid
+
+
+@njit(cache=True, _nrt=False)
+def _segment_user(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur,
+                  on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts,
+                  otab, opos, racc, rho_off, rho_stride):
+    """:func:`_segment` that also records the user operators (``FLAG_OP``, columns
+    from ``opos``) and the state into ``racc`` (``FLAG_STATE``; ``rho_off``,
+    ``rho_stride``: see :class:`RunSpec`) at every recorded output time.
+
+    A copy of :func:`_segment` with two more calls in its loop rather than
+    branches in :func:`_segment` itself: with them (and the five more
+    arguments) the plain eigen-mode path measured 4% slower at N = 7.
+    """
+    nt = times.size
+    n_hi = 0.0
+    g_hi = 0.0
+    want_ops = flags[FLAG_OP] != 0
+    want_state = flags[FLAG_STATE] != 0 and rho_off[m] >= 0
+    while k < nt:
+        nrm = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, times[k] - t_cur,
+                          use_phase_grid and on_grid, psi, coef, w1, w2, fs)
+        if nrm <= r:
+            n_hi = nrm
+            g_hi = _decay_rate(stab, reals, m, psi)
+            break
+        _record(stab, ints, m, psi, nrm, N, flags, X, k)
+        if flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0:
+            _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts, opos)
+        if want_ops:
+            _record_ops(cpx, ints, otab, m, psi, 1.0 / nrm, X, k, opos)
+        if want_state:
+            _record_state(racc, k * rho_stride + rho_off[m], stab[m, DIM], psi, 1.0 / nrm)
         _accept(stab, m, cur, psi, coef)
         t_cur = times[k]
         n_cur = nrm
@@ -870,7 +1061,7 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
 
 @njit(cache=True, _nrt=False)
 def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, B, vn,
-                  bes, fs, N, flags, X, counts):
+                  bes, fs, N, flags, X, counts, otab, opos, racc, rho_off, rho_stride):
     """No-jump evolution in a Chebyshev-mode sector from ``cur`` (site basis,
     unnormalised) at ``t_cur``, until the jump or the last output time.
 
@@ -907,6 +1098,8 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     logr = np.log(r)
     t_last = times[nt - 1]
     want_extra = flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0
+    want_ops = flags[FLAG_OP] != 0
+    want_state = flags[FLAG_STATE] != 0 and rho_off[m] >= 0
     while True:
         # ---- one step from cur at t_b
         n_b = _cheb_start(cur, d, B, vn)
@@ -957,7 +1150,11 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
             if is_out:
                 _record(stab, ints, m, psi, nrm, N, flags, X, k)
                 if want_extra:
-                    _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts)
+                    _record_extra(ints, ptab, m, psi, nrm, flags, X, k, counts, opos)
+                if want_ops:
+                    _record_ops_call(cpx, ints, otab, m, psi, 1.0 / nrm, X, k, opos)
+                if want_state:
+                    _record_state(racc, k * rho_stride + rho_off[m], d, psi, 1.0 / nrm)
                 k += 1
             lo = tau
             n_lo = nrm
@@ -1077,7 +1274,11 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     cumulative weights ``init_p`` (one uniform); the path arrays are then empty.
 
     ``jump_buf`` rows are ``(traj, t, channel, m_before)``; ``kept`` receives
-    each trajectory's observable rows when ``keep`` is true.
+    each trajectory's observable rows when ``keep`` is true. With
+    ``FLAG_STATE``, ``out.rho`` receives the sum of the normalised states
+    ``psi psi^+ / <psi|psi>`` of the rows that are folded (in trajectory order;
+    the rows a trajectory takes from the shared no-jump path are counted, and
+    their states added once per output time at the end of the block).
 
     Returns ``(status, njumps, n_truncated, missing_sector)``; status < 0
     means the block must be re-run (a sector to build, or a bigger jump buffer).
@@ -1085,14 +1286,21 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     stab, jtab, ptab, cpx, ints, reals = (tables.stab, tables.jtab, tables.ptab, tables.cpx,
                                           tables.ints, tables.reals)
     hnorms, ch_rate, ch_dm, maxdim = tables.hnorms, tables.ch_rate, tables.ch_dm, tables.maxdim
+    otab = tables.otab
     m0, psi0, init_kind, init_p = start.m0, start.psi0, start.init_kind, start.init_p
     init_cfg, binom, fine_t, out_idx = start.init_cfg, start.binom, start.fine_t, start.out_idx
     path_cur, path_norm = start.path_cur, start.path_norm
-    path_decay, path_obs = start.path_decay, start.path_obs
+    path_decay, path_obs, path_psi = start.path_decay, start.path_obs, start.path_psi
     key, times, use_phase_grid, N = spec.key, spec.times, spec.use_phase_grid, spec.N
     flags, ncomp, max_magnons = spec.flags, spec.ncomp, spec.max_magnons
     record_jumps, keep = spec.record_jumps, spec.keep
+    rho_off, rho_stride = spec.rho_off, spec.rho_stride
     cnt, mean, m2, jump_buf, kept = out.cnt, out.mean, out.m2, out.jump_buf, out.kept
+    racc = out.rho
+    want_state = flags[FLAG_STATE] != 0
+    want_user = want_state or flags[FLAG_OP] != 0
+    npath = np.zeros(times.size, dtype=np.int64)
+    opos = _op_start(otab, flags, ncomp)
     nt = times.size
     nfine = fine_t.size
     state = np.zeros(4, dtype=np.uint64)
@@ -1172,6 +1380,7 @@ def run_block(tables, start, spec, traj0, ntraj, out):
             for c in range(ncomp):
                 X[k, c] = path_obs[k, c]
             k += 1
+        n_from_path = k
         valid = nt
         if k < nt:
             m = m_init
@@ -1196,14 +1405,21 @@ def run_block(tables, start, spec, traj0, ntraj, out):
                 if stab[m, MODE] == MODE_CHEB:
                     k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur,
                                               r, cur, psi, B, vn, bes, fs, N, flags,
-                                              X, counts)
+                                              X, counts, otab, opos, racc, rho_off,
+                                              rho_stride)
                     if k == nt:
                         break
                 else:
-                    k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
-                        stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
-                        g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
-                        flags, X, counts)
+                    if want_user:
+                        k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment_user(
+                            stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
+                            g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                            flags, X, counts, otab, opos, racc, rho_off, rho_stride)
+                    else:
+                        k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
+                            stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
+                            g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                            flags, X, counts, opos)
                     if k == nt:
                         break
                     t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur,
@@ -1236,8 +1452,17 @@ def run_block(tables, start, spec, traj0, ntraj, out):
                 r = next_uniform(state)
         # ---- fold this trajectory into the block statistics (index order)
         _fold(X, valid, cnt, mean, m2)
+        if want_state:
+            for k in range(min(n_from_path, valid)):
+                npath[k] += 1
         if keep:
             for k in range(nt):
                 for c in range(ncomp):
                     kept[it, k, c] = X[k, c] if k < valid else np.nan
+    if want_state and rho_off[m0] >= 0:
+        # the rows taken from the shared no-jump path: one state per output time
+        for k in range(nt):
+            if npath[k] > 0:
+                _record_state(racc, k * rho_stride + rho_off[m0], stab[m0, DIM], path_psi[k],
+                              float(npath[k]))
     return 0, njumps, ntrunc, -1

@@ -64,6 +64,10 @@ __all__ = [
 PAPER_GAMMA = 3.102
 PAPER_GAMMA_PUMP = 0.620
 
+#: Full-space exporters of a model, by format: :mod:`thermospin_mc.interop` (a layer
+#: above, it needs the sector bases) registers ``"qutip"`` when the package is imported.
+EXPORTERS: dict = {}
+
 
 # --------------------------------------------------------------------------- the model
 @dataclass(frozen=True, eq=False)
@@ -347,6 +351,11 @@ class ChainModel:
             # the a(T) curve changed since the metadata was written: keep its couplings
             model = model.with_(profile=BondCouplings(tuple(d["couplings"])))
         return model
+
+    def to_qutip(self):
+        """``(H, c_ops, rho0)`` as QuTiP objects in the full-space order of MODEL.md
+        section 12 (:func:`thermospin_mc.interop.to_qutip`; needs QuTiP, N <= 14)."""
+        return EXPORTERS["qutip"](self)
 
     def fingerprint(self) -> str:
         """Stable hash of the model (for checkpoints and merging)."""

@@ -34,15 +34,24 @@ family; only the couplings ``a_l`` enter the flow.
 
 Tables get a ``site2`` column (0 for one-site rows) only when they hold
 two-point rows, so tables of the paper's observables keep their columns.
+
+A user's magnon-conserving :class:`~thermospin_mc.operators.Operator` is an
+observable too (:func:`split_operators` checks it for every solver): its rows
+follow the built-in ones, named ``name`` (Hermitian) or ``name_re`` and
+``name_im`` (:func:`operator_rows`), site 0; on block density matrices it is
+``sum_m Tr(O_m rho_m)`` (:func:`operator_weights`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .operators import Operator
+
 __all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
            "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
-           "table_rows", "evaluate_blocks", "count_rates"]
+           "table_rows", "evaluate_blocks", "count_rates", "split_operators", "operator_rows",
+           "operator_weights", "operator_values"]
 
 #: Observable names, in table order.
 OBSERVABLES = ("j", "j_bond", "flow", "m", "n", "norm", "nn", "pm_re", "pm_im", "count")
@@ -278,3 +287,105 @@ def count_rates(layout, channels) -> np.ndarray:
             occ = (space.sector(m).sites == ch.site).any(axis=1)
             R[c, idx] = ch.rate * (occ if ch.kind == "loss" else ~occ)
     return R
+
+
+# ---------------------------------------------------------------------------- user operators
+def operator_rows(op) -> tuple[str, ...]:
+    """Table observable names of an operator: ``name`` (Hermitian) or ``name_re``,
+    ``name_im``; each row has site 0."""
+    return (op.name,) if op.hermitian else (f"{op.name}_re", f"{op.name}_im")
+
+
+def split_operators(observables, N: int) -> tuple:
+    """Split requested observables into built-in names and user operators.
+
+    The one check of operator observables, used by every solver: each
+    :class:`~thermospin_mc.operators.Operator` must be for ``N`` sites and
+    conserve the magnon number (offset 0: any other has expectation 0 on every
+    state the engine produces), and its table rows (:func:`operator_rows`)
+    must not clash with a built-in name or another operator's rows.
+
+    Parameters
+    ----------
+    observables : str, sequence of str and Operator, or None
+        What the caller asked for.
+    N : int
+        Number of sites of the model.
+
+    Returns
+    -------
+    names : None, str or tuple of str
+        ``observables`` without the operators, for :func:`resolve`: ``None`` when
+        ``observables`` is ``None`` (defaults), an empty tuple when only operators
+        were asked for (then only their rows are computed).
+    operators : tuple of Operator
+        In the order given (their rows come after the built-in ones, in this order).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``observables``.
+    """
+    if observables is None or isinstance(observables, str):
+        return observables, ()
+    if isinstance(observables, Operator):
+        observables = (observables,)
+    try:
+        items = tuple(observables)
+    except TypeError:
+        raise ValueError(f"observables must be a name or a sequence of names (and "
+                         f"Operators), got {observables!r}") from None
+    if not items:
+        raise ValueError("observables must name at least one observable")
+    names, ops = [], []
+    for o in items:
+        if isinstance(o, str):
+            names.append(o)
+        elif isinstance(o, Operator):
+            ops.append(o)
+        else:
+            raise ValueError(f"observables: each entry must be a name or a "
+                             f"thermospin_mc.Operator, got {type(o).__name__}")
+    taken = set(OBSERVABLES) | {"pm"}
+    for op in ops:
+        if op.N != N:
+            raise ValueError(f"observables: operator {op.name!r} is for N = {op.N} sites, the "
+                             f"model has N = {N}")
+        if op.offset != 0:
+            raise ValueError(f"observables: operator {op.name!r} changes the magnon number by "
+                             f"{op.offset:+d}; its expectation is 0 on every state here, only "
+                             "offset-0 operators are observables")
+        for row in operator_rows(op):
+            if row in taken or row.startswith("count:"):
+                raise ValueError(f"observables: operator name {op.name!r} clashes with "
+                                 f"{'a built-in observable' if row in OBSERVABLES else 'another'}"
+                                 f" table row {row!r}; rename it (Operator.rename)")
+            taken.add(row)
+        taken.add(op.name)
+    if ops and len({op.name for op in ops}) != len(ops):
+        raise ValueError("observables: two operators have the same name")
+    return tuple(names), tuple(ops)
+
+
+def operator_weights(op, layout) -> tuple[np.ndarray, np.ndarray]:
+    """``(idx, w)`` with ``<O> = w @ x[idx]`` for a stacked block density matrix ``x``
+    of ``layout`` (``exact.BlockLayout``): ``Tr(O_m rho_m) = sum_ij O[i, j] rho[j, i]``
+    summed over the layout's sectors (rows of ``rho_m`` are stored row-major)."""
+    idx, w = [], []
+    for m in layout.sectors:
+        B = op.sector_matrix(layout.space, m).tocoo()
+        d, o = layout.dims[m], layout.offsets[m]
+        idx.append(o + B.col.astype(np.int64) * d + B.row)
+        w.append(B.data.astype(complex))
+    if not idx:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=complex)
+    return np.concatenate(idx), np.concatenate(w)
+
+
+def operator_values(op, value: complex) -> dict:
+    """``{row name: value}`` of ``op`` from its complex expectation ``value``: the real
+    part (Hermitian), or the real and imaginary parts (rows ``_re``, ``_im``)."""
+    rows = operator_rows(op)
+    if op.hermitian:
+        return {rows[0]: float(np.real(value))}
+    return {rows[0]: float(np.real(value)), rows[1]: float(np.imag(value))}

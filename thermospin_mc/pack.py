@@ -7,11 +7,16 @@ and returns their accumulators. Every worker (thread, loky process, Dask
 worker) keeps its packs in a small cache keyed by the run (:func:`get_pack`),
 so a pack is built once per run and worker. The kernel arguments are the
 record types of :mod:`thermospin_mc.kernels` (``SectorTables``, ``Start``,
-``RunSpec``, ``BlockOut``), built here.
+``RunSpec``, ``BlockOut``), built here. User operators (offset 0) are packed
+per sector as coordinate lists (:func:`operator_entries`) next to the other
+sector data; with ``states=True`` every block also returns its sum of
+normalised states in the layout of :func:`state_layout`, which
+:func:`state_blocks` turns into block density matrices.
 
-Length: a little over the package's ~500-line guideline: the pack, its
-Chebyshev parameters, the kernel column layout and the batch loop share the
-pack's table conventions and are read together.
+Length: about 700 lines, over the package's ~500-line guideline: the pack, its
+Chebyshev parameters, the operator entries, the kernel column layout, the
+states' layout and the batch loop share the pack's table conventions and are
+read together.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from math import comb
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,7 +34,8 @@ from .model import ChainModel
 from .sectors import SectorSpace
 
 __all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch", "kernel_layout",
-           "warm_kernels", "run_spec", "DENSE_MAX", "LARGE_MODES", "BLOCK"]
+           "warm_kernels", "run_spec", "operator_entries", "operator_digest", "StateLayout",
+           "state_layout", "state_blocks", "DENSE_MAX", "LARGE_MODES", "BLOCK"]
 
 #: Trajectories per statistics block (the unit of the fixed reduction order).
 BLOCK = 64
@@ -79,10 +86,12 @@ class SectorPack:
     """
 
     def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
-                 pairs=None, large: str = "chebyshev"):
+                 pairs=None, large: str = "chebyshev", operators=()):
         if large not in LARGE_MODES:
             raise ValueError(f"large must be one of {LARGE_MODES}, got {large!r}")
         self.large = large
+        #: user operators (offset 0), evaluated in the kernels from per-sector entry lists
+        self.operators = tuple(operators)
         self.model = model
         #: two-point pairs, 0-based sites
         self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
@@ -96,6 +105,10 @@ class SectorPack:
         self.jtab = np.zeros((max(nch, 1), self.N + 1, 3), dtype=np.int64)
         self.jtab[:, :, 2] = -1
         self.ptab = np.zeros((max(len(self.pairs), 1), self.N + 1, 4), dtype=np.int64)
+        self.otab = np.zeros((max(len(self.operators), 1), self.N + 1, K.NOPCOL),
+                             dtype=np.int64)
+        for o, op in enumerate(self.operators):
+            self.otab[o, :, K.OP_HERM] = bool(op.hermitian)
         self.hnorms = np.zeros(self.N + 1)
         self._cpx, self._ints, self._reals = [], [], []
         self._ncpx = self._nints = self._nreals = 0
@@ -207,6 +220,17 @@ class SectorPack:
             both, src, dst = self.space.pair_maps(int(i), int(k), m)
             self.ptab[p, m] = (self._add("i", both), both.size,
                                self._add("i", np.concatenate([src, dst])), src.size)
+        for o, op in enumerate(self.operators):
+            A = op.sector_matrix(self.space, m)
+            if A.shape != (d, d):
+                raise ValueError(f"operator {op.name!r}: sector {m} matrix has shape {A.shape}, "
+                                 f"expected ({d}, {d})")
+            rows, cols, vals, nd = operator_entries(A, bool(op.hermitian))
+            self.otab[o, m, K.OP_ROW] = self._add("i", rows)
+            self.otab[o, m, K.OP_COL] = self._add("i", cols)
+            self.otab[o, m, K.OP_VAL] = self._add("c", vals)
+            self.otab[o, m, K.OP_ND] = nd
+            self.otab[o, m, K.OP_NNZ] = rows.size
         row[K.BUILT] = 1
 
     def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -234,14 +258,16 @@ class SectorPack:
                 tables = self.tables()
                 fine_t, out_idx = self.fine_grid(m0)
                 nt = self.times.size
+                d0 = int(tables.stab[m0, K.DIM])
                 start = K.Start(
                     m0=int(m0), psi0=psi0, init_kind=K.INIT_PURE, init_p=np.zeros(1),
                     init_cfg=np.zeros((1, 2), dtype=np.int64),
                     binom=np.zeros((1, 1), dtype=np.int64), fine_t=fine_t, out_idx=out_idx,
-                    path_cur=np.zeros((fine_t.size, tables.stab[m0, K.DIM]),
-                                      dtype=np.complex128),
+                    path_cur=np.zeros((fine_t.size, d0), dtype=np.complex128),
                     path_norm=np.zeros(fine_t.size), path_decay=np.zeros(fine_t.size),
-                    path_obs=np.zeros((nt, ncomp)))
+                    path_obs=np.zeros((nt, ncomp)),
+                    path_psi=np.zeros((nt, d0) if flags[K.FLAG_STATE] else (1, 1),
+                                      dtype=np.complex128))
                 spec = run_spec(self, np.zeros(4, dtype=np.uint64), flags, ncomp,
                                 max_magnons=self.N, record_jumps=False, keep=False,
                                 use_phase_grid=self.dt > 0 and fine_t.size == nt)
@@ -268,7 +294,8 @@ class SectorPack:
                 self._snap = K.SectorTables(
                     self.stab.copy(), self.jtab.copy(), self.ptab.copy(), self.hnorms.copy(),
                     cat(self._cpx, np.complex128), cat(self._ints, np.int64),
-                    cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim)
+                    cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim,
+                    self.otab.copy())
             return self._snap
 
     def modes_copy(self) -> dict:
@@ -279,6 +306,50 @@ class SectorPack:
     @property
     def maxdim(self) -> int:
         return int(max(self.stab[:, K.DIM].max(), 1))
+
+
+def operator_entries(A, hermitian: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The kernel's entry list of one sector matrix of a user operator.
+
+    Parameters
+    ----------
+    A : scipy.sparse matrix or ndarray
+        The operator in one sector, ``(d, d)``, in the sector's basis order.
+    hermitian : bool
+        Whether the operator is Hermitian: then only its diagonal and its strict
+        upper triangle are kept (the kernel adds twice the real part of the
+        upper triangle's contribution, see ``kernels._record_ops``).
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        int64 row and column of each kept nonzero entry: the diagonal ones
+        first (ascending), then the off-diagonal ones by row, then column.
+    vals : numpy.ndarray
+        complex128 values.
+    nd : int
+        Number of diagonal entries (the first ``nd``).
+    """
+    C = sp.coo_matrix(sp.csr_matrix(A, dtype=np.complex128))
+    C.sum_duplicates()  # canonical: sorted by row, then column; no duplicates
+    r, c, v = C.row.astype(np.int64), C.col.astype(np.int64), C.data
+    nz = v != 0
+    dg = nz & (r == c)
+    off = nz & ((c > r) if hermitian else (c != r))
+    rows = np.concatenate([r[dg], r[off]])
+    cols = np.concatenate([c[dg], c[off]])
+    vals = np.concatenate([v[dg], v[off]]).astype(np.complex128)
+    return rows, cols, vals, int(dg.sum())
+
+
+def operator_digest(op) -> str:
+    """SHA-256 (hex) of an operator's canonical record ``op.to_dict()`` (name, Hermiticity,
+    terms): what the per-process pack cache and a checkpoint identify an operator by."""
+    import hashlib
+    import json
+
+    text = json.dumps(op.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _hermitian_range(A) -> tuple[float, float]:
@@ -374,11 +445,15 @@ def cheb_params(H) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- batches
-def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
+def kernel_layout(N: int, names, npair: int = 0, nch: int = 0, operators=(),
+                  states: bool = False):
     """Kernel flags and the column slice of each observable in a kernel row.
 
     Row layout: ``[j] [j_bond x (N-1)] m [n x N] [nn x P] [pm_re x P] [pm_im x P]
-    [count x nch]``; ``flow`` is read from the ``j_bond`` columns.
+    [count x nch] [op_1] [op_2] ...``; ``flow`` is read from the ``j_bond``
+    columns; each user operator (in the order given) takes one column (its
+    real part: Hermitian) or two (real and imaginary parts), under
+    ``op.name``. ``states`` sets ``FLAG_STATE`` (no columns).
     """
     want = set(names)
     flags = np.zeros(K.NFLAGS, dtype=np.int64)
@@ -409,6 +484,10 @@ def kernel_layout(N: int, names, npair: int = 0, nch: int = 0):
         take("pm_im", npair)
     if flags[K.FLAG_COUNT]:
         take("count", nch)
+    flags[K.FLAG_OP] = len(operators) > 0
+    for op in operators:
+        take(op.name, 1 if op.hermitian else 2)
+    flags[K.FLAG_STATE] = bool(states)
     return flags, cols, pos
 
 
@@ -417,21 +496,22 @@ _PACKS_LOCK = threading.Lock()
 
 
 def get_pack(model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
-             pairs=None) -> SectorPack:
+             pairs=None, operators=()) -> SectorPack:
     """This process's pack of a run (built on first use, then shared by its threads).
 
-    Keyed by the model fingerprint, the output times, ``dense_max`` and the
-    pairs; at most four runs are kept.
+    Keyed by the model fingerprint, the output times, ``dense_max``, the
+    pairs and the operators (:func:`operator_digest`); at most four runs are kept.
     """
     pairs = np.zeros((0, 2), dtype=np.int64) if pairs is None else np.asarray(
         pairs, dtype=np.int64).reshape(-1, 2)
-    key = (model.fingerprint(), times.tobytes(), dense_max, pairs.tobytes())
+    key = (model.fingerprint(), times.tobytes(), dense_max, pairs.tobytes(),
+           tuple(operator_digest(op) for op in operators))
     with _PACKS_LOCK:
         pack = _PACKS.get(key)
         if pack is None:
             if len(_PACKS) >= 4:
                 _PACKS.clear()
-            pack = SectorPack(model, times, dense_max, pairs)
+            pack = SectorPack(model, times, dense_max, pairs, operators=operators)
             _PACKS[key] = pack
         return pack
 
@@ -464,41 +544,121 @@ def initial_draw(model: ChainModel, space: SectorSpace):
     return K.INIT_TABLE, m0, psi0, cum, np.array(rows, dtype=np.int64), binom
 
 
+class StateLayout(NamedTuple):
+    """Where the kernels accumulate trajectory-averaged states (``states=True``).
+
+    One output time holds, for every sector ``m`` in ``sectors`` (the
+    sectors the run can visit: ``ChainModel.reachable_sectors`` up to
+    ``max_magnons``), the real parts of the upper triangle of its ``d x d``
+    block (``j >= i``, packed row by row: ``T = d (d + 1) / 2`` numbers) and then
+    their imaginary parts, ``2 T`` doubles from ``offsets[m]`` (-1: a sector not
+    stored); ``stride`` doubles per output time.
+    """
+
+    N: int
+    sectors: tuple
+    dims: tuple
+    offsets: np.ndarray
+    stride: int
+
+    def nbytes(self, nt: int) -> int:
+        """Bytes of one copy of the accumulated states of ``nt`` output times
+        (packed upper triangles: ``16 x sum_m d (d + 1) / 2`` per output time)."""
+        return 8 * self.stride * int(nt)
+
+    def result_nbytes(self, nt: int) -> int:
+        """Bytes of the result's full ``d x d`` complex blocks of ``nt`` output times."""
+        return 16 * sum(d * d for d in self.dims) * int(nt)
+
+
+def state_layout(model: ChainModel, max_magnons: int) -> StateLayout:
+    """The :class:`StateLayout` of a run of ``model`` capped at ``max_magnons`` magnons."""
+    N = model.N
+    sectors = tuple(m for m in model.reachable_sectors() if m <= max_magnons)
+    offsets = np.full(N + 1, -1, dtype=np.int64)
+    dims, pos = [], 0
+    for m in sectors:
+        d = comb(N, m)
+        offsets[m] = pos
+        dims.append(d)
+        pos += d * (d + 1)
+    return StateLayout(N, sectors, tuple(dims), offsets, pos)
+
+
+def state_blocks(total: np.ndarray, layout: StateLayout, nt: int, ntraj: int):
+    """Trajectory-averaged block density matrices from the kernels' sum of states
+    (a generator: one output time's blocks at a time).
+
+    ``total`` is the sum over trajectories (``BlockOut.rho`` merged over the
+    blocks); each output time's blocks are completed from their packed upper
+    triangles by Hermiticity (the diagonal taken real) and divided by
+    ``ntraj``. Yields one ``{m: (d, d) complex ndarray}`` per output time,
+    with every sector of ``layout`` (zero blocks for sectors no trajectory visited).
+    """
+    scale = 1.0 / max(int(ntraj), 1)
+    upper = {d: np.triu_indices(d) for d in set(layout.dims)}
+    for k in range(nt):
+        blocks = {}
+        for m, d in zip(layout.sectors, layout.dims, strict=True):
+            b0 = k * layout.stride + int(layout.offsets[m])
+            tri = d * (d + 1) // 2
+            iu, ju = upper[d]
+            blk = np.zeros((d, d), dtype=np.complex128)
+            blk[iu, ju] = (total[b0:b0 + tri] + 1j * total[b0 + tri:b0 + 2 * tri]) * scale
+            diag = blk.diagonal().real.copy()
+            blk += blk.conj().T
+            blk[np.diag_indices(d)] = diag
+            blocks[m] = blk
+        yield blocks
+
+
 def run_spec(pack: SectorPack, key: np.ndarray, flags: np.ndarray, ncomp: int, *,
              max_magnons: int, record_jumps: bool, keep: bool,
-             use_phase_grid: bool | None = None) -> K.RunSpec:
-    """The :class:`kernels.RunSpec` of a run on ``pack``."""
+             use_phase_grid: bool | None = None, layout: StateLayout | None = None
+             ) -> K.RunSpec:
+    """The :class:`kernels.RunSpec` of a run on ``pack`` (``layout``: where the
+    kernel accumulates the states, with ``FLAG_STATE``)."""
+    if layout is None:
+        rho_off, stride = np.full(pack.N + 1, -1, dtype=np.int64), 0
+    else:
+        rho_off, stride = layout.offsets, layout.stride
     return K.RunSpec(key=key, times=pack.times,
                      use_phase_grid=bool(pack.dt > 0 if use_phase_grid is None
                                          else use_phase_grid),
                      N=int(pack.N), flags=flags, ncomp=int(ncomp), nch=len(pack.channels),
                      max_magnons=int(max_magnons), record_jumps=bool(record_jumps),
-                     keep=bool(keep))
+                     keep=bool(keep), rho_off=rho_off, rho_stride=int(stride))
 
 
 def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
               names: tuple, record_jumps: bool, keep: bool, max_magnons: int,
-              dense_max: int = DENSE_MAX, pairs=None, pack: SectorPack | None = None):
+              dense_max: int = DENSE_MAX, pairs=None, pack: SectorPack | None = None,
+              operators=(), states: bool = False):
     """Run whole statistics blocks; returns ``(blocks, sector modes)``.
 
     Block ``b`` holds trajectories ``b * BLOCK`` to ``min((b + 1) * BLOCK, ntraj) - 1``;
     each entry of ``blocks`` is a dict ``cnt, mean, m2`` (its Welford
-    accumulators), ``ntrunc``, ``jumps`` and ``kept`` (or ``None``).
+    accumulators), ``ntrunc``, ``jumps``, ``kept`` and ``rho`` (the block's sum
+    of normalised states in the :func:`state_layout` of the run, with
+    ``states``) (or ``None``).
     """
     if pack is None:
-        pack = get_pack(model, times, dense_max, pairs)
+        pack = get_pack(model, times, dense_max, pairs, operators)
     space = pack.space
     init_kind, m0, psi0, init_p, init_cfg, binom = initial_draw(model, space)
     pack.ensure(m0)
-    flags, _, ncomp = kernel_layout(model.N, names, len(pack.pairs), len(model.channels))
+    flags, _, ncomp = kernel_layout(model.N, names, len(pack.pairs), len(model.channels),
+                                    pack.operators, states)
+    layout = state_layout(model, max_magnons) if states else None
     spec = run_spec(pack, key, flags, ncomp, max_magnons=max_magnons,
-                    record_jumps=record_jumps, keep=keep)
+                    record_jumps=record_jumps, keep=keep, layout=layout)
     nt = times.size
+    nrho = nt * layout.stride if states else 1
     if init_kind != K.INIT_PURE:
         # each trajectory starts from its own configuration: no shared path
         path = (np.zeros(0), np.arange(nt, dtype=np.int64),
                 np.zeros((0, 1), dtype=np.complex128), np.zeros(0), np.zeros(0),
-                np.zeros((nt, ncomp)))
+                np.zeros((nt, ncomp)), np.zeros((1, 1), dtype=np.complex128))
     out = []
     jump_cap = 4096
     for b in block_ids:
@@ -512,7 +672,8 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
             buf = K.BlockOut(cnt=np.zeros(nt, dtype=np.int64), mean=np.zeros((nt, ncomp)),
                              m2=np.zeros((nt, ncomp)),
                              jump_buf=np.zeros((jump_cap if record_jumps else 1, 4)),
-                             kept=np.zeros((nb if keep else 1, nt, ncomp)))
+                             kept=np.zeros((nb if keep else 1, nt, ncomp)),
+                             rho=np.zeros(nrho))
             status, nj, ntrunc, need = K.run_block(tables, start, spec, t0, nb, buf)
             if status == K.STATUS_NEED_SECTOR:
                 pack.ensure(int(need))
@@ -523,7 +684,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
             break
         out.append({"cnt": buf.cnt, "mean": buf.mean, "m2": buf.m2, "ntrunc": int(ntrunc),
                     "jumps": buf.jump_buf[:nj].copy() if record_jumps else None,
-                    "kept": buf.kept if keep else None})
+                    "kept": buf.kept if keep else None, "rho": buf.rho if states else None})
     return out, pack.modes_copy()
 
 

@@ -44,11 +44,20 @@ import pandas as pd
 
 from . import io as _io
 from ._version import __version__
-from .errorbars import GOF_FLIPS, ONE_EVENT, effective_sem, one_event, signflip_fit
+from .blockstate import BlockState
+from .errorbars import (
+    GOF_FLIPS,
+    ONE_EVENT,
+    effective_sem,
+    one_event,
+    operator_floors,
+    signflip_fit,
+)
 from .observables import (
     OBSERVABLES,
     PAIR_NAMES,
     observable_sites,
+    operator_rows,
     table_rows,
 )
 
@@ -114,9 +123,14 @@ class Accumulators(NamedTuple):
     m2: np.ndarray
 
 
+def _operator_names(operators) -> list[str]:
+    return [row for op in operators for row in operator_rows(op)]
+
+
 def table_values(times: np.ndarray, N: int, values: dict, pairs=None,
-                 channels=()) -> np.ndarray:
-    """``{name: (nt, ncomp)}`` arrays flattened in the row order of :func:`expect_table`."""
+                 channels=(), operators=()) -> np.ndarray:
+    """``{name: (nt, ncomp)}`` arrays flattened in the row order of :func:`expect_table`
+    (the rows of ``operators`` after the built-in ones)."""
     out = []
     times = np.asarray(times, dtype=float)
     for name in OBSERVABLES:
@@ -126,26 +140,37 @@ def table_values(times: np.ndarray, N: int, values: dict, pairs=None,
         if sites.size == 0:
             continue
         out.append(np.asarray(values[name], dtype=float).reshape(times.size, -1).T.ravel())
+    for name in _operator_names(operators):
+        out.append(np.asarray(values[name], dtype=float).reshape(times.size))
     return np.concatenate(out) if out else np.zeros(0)
 
 
 def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = None,
-                 ntraj: int = 0, pairs=None, channels=()) -> pd.DataFrame:
+                 ntraj: int = 0, pairs=None, channels=(), operators=()) -> pd.DataFrame:
     """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays.
 
     Rows and labels come from :mod:`thermospin_mc.observables`; a ``site2``
-    column is added when two-point observables (``pairs``) are present.
+    column is added when two-point observables (``pairs``) are present. The
+    rows of user ``operators`` (:class:`~thermospin_mc.operators.Operator`)
+    follow the built-in ones, in the order given: ``means[row]`` of shape
+    ``(nt,)`` or ``(nt, 1)`` for each of their row names
+    (:func:`~thermospin_mc.observables.operator_rows`), site 0.
     """
     frames = []
     times = np.asarray(times, dtype=float)
     two_point = any(name in PAIR_NAMES for name in means)
-    for name in OBSERVABLES:
+    for name in [*OBSERVABLES, *_operator_names(operators)]:
         if name not in means:
+            if name not in OBSERVABLES:
+                raise ValueError(f"means must hold the operator row {name!r}")
             continue
         mean = np.asarray(means[name], dtype=float).reshape(times.size, -1)
         sem = (np.zeros_like(mean) if sems is None or name not in sems
                else np.asarray(sems[name], dtype=float).reshape(mean.shape))
-        obs, sites, sites2 = table_rows(name, N, pairs, channels)
+        if name in OBSERVABLES:
+            obs, sites, sites2 = table_rows(name, N, pairs, channels)
+        else:
+            obs, sites, sites2 = [name], np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
         ncomp = sites.size
         if ncomp == 0:
             continue
@@ -169,8 +194,9 @@ def _readonly(arr):
     return view
 
 
-def _rebuild(expect, metadata, jumps, trajectories, m2, blocks, groups=None):
-    return Result(expect, metadata, jumps, trajectories, m2=m2, blocks=blocks, groups=groups)
+def _rebuild(expect, metadata, jumps, trajectories, m2, blocks, groups=None, states=None):
+    return Result(expect, metadata, jumps, trajectories, m2=m2, blocks=blocks, groups=groups,
+                  states=states)
 
 
 def _check_groups(groups, nrows: int) -> dict | None:
@@ -234,6 +260,9 @@ class Result:
         Independent trajectory groups of a trajectory result, ``{"count": (G,
         rows) int, "mean": (G, rows) float}`` in ``expect`` row order (what
         :meth:`goodness_of_fit` needs; ``mcsolve`` fills it in).
+    states : sequence, optional
+        Block density matrices, one per output time (``states=True`` of the
+        solvers; ``steadystate``: one).
 
     Attributes
     ----------
@@ -247,11 +276,12 @@ class Result:
         Per-row ``(count, mean, m2)``: what :func:`merge` pools.
     """
 
-    __slots__ = ("_expect", "_jumps", "_metadata", "_trajectories", "_m2", "_blocks", "_groups")
+    __slots__ = ("_expect", "_jumps", "_metadata", "_trajectories", "_m2", "_blocks", "_groups",
+                 "_states")
 
     def __init__(self, expect: pd.DataFrame, metadata: dict, jumps: pd.DataFrame | None = None,
                  trajectories: dict | None = None, *, m2=None, blocks: dict | None = None,
-                 groups: dict | None = None):
+                 groups: dict | None = None, states=None):
         meta = copy.deepcopy(dict(metadata))
         expect = expect.copy()
         expect.attrs = {"thermospin_mc": meta}
@@ -276,7 +306,8 @@ class Result:
             blocks = MappingProxyType({k: _readonly(np.array(b)) for k, b in blocks.items()})
         for name, val in (("_expect", expect), ("_jumps", jumps), ("_metadata", meta),
                           ("_trajectories", trajectories), ("_m2", _readonly(m2)),
-                          ("_blocks", blocks), ("_groups", _check_groups(groups, len(expect)))):
+                          ("_blocks", blocks), ("_groups", _check_groups(groups, len(expect))),
+                          ("_states", None if states is None else tuple(states))):
             object.__setattr__(self, name, val)
 
     def __setattr__(self, name, value):
@@ -289,7 +320,7 @@ class Result:
     def __reduce__(self):
         # pickle / copy through the constructor (attributes cannot be set afterwards)
         return (_rebuild, (self._expect, self._metadata, self._jumps, self.trajectories,
-                           np.array(self._m2), self.blocks, self.groups))
+                           np.array(self._m2), self.blocks, self.groups, self._states))
 
     def replace(self, **changes) -> Result:
         """A copy with some of ``expect, metadata, jumps, trajectories, m2, blocks, groups``
@@ -299,14 +330,16 @@ class Result:
         rebuilt from the new table's standard errors), and without new
         ``groups`` drops the groups.
         """
-        allowed = ("expect", "metadata", "jumps", "trajectories", "m2", "blocks", "groups")
+        allowed = ("expect", "metadata", "jumps", "trajectories", "m2", "blocks", "groups",
+                   "states")
         for k in changes:
             if k not in allowed:
                 raise ValueError(f"replace takes {', '.join(allowed)}; got {k!r}")
         args = {"expect": self._expect, "metadata": self._metadata, "jumps": self._jumps,
                 "trajectories": self.trajectories, "blocks": self._blocks,
                 "m2": None if "expect" in changes else self._m2,
-                "groups": None if "expect" in changes else self.groups}
+                "groups": None if "expect" in changes else self.groups,
+                "states": self._states}
         args.update(changes)
         return Result(args.pop("expect"), args.pop("metadata"), args.pop("jumps"),
                       args.pop("trajectories"), **args)
@@ -339,6 +372,12 @@ class Result:
     def blocks(self) -> dict | None:
         """Steady-state density-matrix blocks ``{m: read-only array}`` (``steadystate``)."""
         return None if self._blocks is None else dict(self._blocks)
+
+    @property
+    def states(self) -> list | None:
+        """Block density matrices (``tsm.BlockState``), one per output time, when the
+        solver was asked for them (``states=True``), else ``None``."""
+        return None if self._states is None else list(self._states)
 
     @property
     def groups(self) -> dict | None:
@@ -401,7 +440,8 @@ class Result:
         e = self._expect
         return effective_sem(e["observable"].to_numpy(), e["site"].to_numpy(),
                              e["sem"].to_numpy(), e["ntraj"].to_numpy(),
-                             self._metadata.get("model", {}).get("couplings"))
+                             self._metadata.get("model", {}).get("couplings"),
+                             operator_floors(self._metadata.get("operators")))
 
     def compare(self, other: Result, atol: float = 1e-12) -> pd.DataFrame:
         """Row-by-row z-scores ``diff / sqrt(sem_eff^2 + other.sem_eff^2 + atol^2)``.
@@ -436,10 +476,12 @@ class Result:
         err = np.sqrt(merged["sem"] ** 2 + merged["sem_other"] ** 2)
         obs, site = merged["observable"].to_numpy(), merged["site"].to_numpy()
         eff_a = effective_sem(obs, site, merged["sem"].to_numpy(), merged["ntraj"].to_numpy(),
-                              self._metadata.get("model", {}).get("couplings"))
+                              self._metadata.get("model", {}).get("couplings"),
+                              operator_floors(self._metadata.get("operators")))
         eff_b = effective_sem(obs, site, merged["sem_other"].to_numpy(),
                               merged["ntraj_other"].to_numpy(),
-                              other._metadata.get("model", {}).get("couplings"))
+                              other._metadata.get("model", {}).get("couplings"),
+                              operator_floors(other._metadata.get("operators")))
         eff = np.sqrt(eff_a**2 + eff_b**2)
         den = np.sqrt(eff**2 + float(atol) ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -551,7 +593,8 @@ class Result:
             k = min(len(wa), len(wb))
             dev, weight = xa[:k] - xb[:k], 1.0 / (1.0 / wa[:k] + 1.0 / wb[:k])
         floor = one_event(merged["observable"].to_numpy(), merged["site"].to_numpy(),
-                          self._metadata.get("model", {}).get("couplings")) / np.sqrt(wa.sum())
+                          self._metadata.get("model", {}).get("couplings"),
+                          operator_floors(self._metadata.get("operators"))) / np.sqrt(wa.sum())
         out = signflip_fit(dev, weight, floor, flips)
         return pd.Series(out, dtype=object).rename("goodness_of_fit")
 
@@ -635,8 +678,9 @@ def read_result(path: str | Path, prefix: str = ""):
     Returns
     -------
     Result
-        With ``expect``, ``jumps`` (``None`` when none were recorded) and
-        ``metadata``.
+        With ``expect``, ``jumps`` (``None`` when none were recorded),
+        ``metadata`` and ``states`` (the block density matrices of
+        ``<prefix>states.npz`` next to the table, ``states=True`` runs; else ``None``).
     """
     path = Path(path)
     if path.is_dir():
@@ -659,7 +703,12 @@ def read_result(path: str | Path, prefix: str = ""):
     if m2 is not None and len(m2) != len(expect):
         m2 = None  # a table edited by hand: fall back to its standard errors
     groups = _decode_groups(hidden["groups"], len(expect)) if "groups" in hidden else None
-    return Result(expect, meta, jumps, m2=m2, groups=groups)
+    spath = exp.with_name(f"{head}{_io.STATES_FILE}")
+    states = None
+    if spath.exists():
+        N, blocks = _io.read_states(spath)
+        states = [BlockState(N, b) for b in blocks]
+    return Result(expect, meta, jumps, m2=m2, groups=groups, states=states)
 
 
 # --------------------------------------------------------------------------- merging
@@ -826,4 +875,22 @@ def merge(*results: Result) -> Result:
                 arr[:, at] = r._groups[key][:, src]
                 dest.append(arr)
         groups = {"count": np.concatenate(counts), "mean": np.concatenate(means)}
-    return Result(out, meta, jumps=jumps, trajectories=traj, m2=m2, groups=groups)
+    return Result(out, meta, jumps=jumps, trajectories=traj, m2=m2, groups=groups,
+                  states=_pool_states(results, metas))
+
+
+def _pool_states(results, metas) -> list | None:
+    """Trajectory-averaged block density matrices of the parts, pooled: each part's
+    state weighted by its trajectories (``None`` unless every part has states)."""
+    if not all(r._states is not None for r in results):
+        return None
+    weights = np.array([float(m.get("ntraj", 0)) for m in metas])
+    weights = weights / weights.sum()
+    pooled = []
+    for per_time in zip(*(r._states for r in results), strict=True):
+        blocks: dict = {}
+        for w, st in zip(weights, per_time, strict=True):
+            for m, B in st.blocks.items():
+                blocks[m] = blocks.get(m, 0) + w * np.asarray(B)
+        pooled.append(BlockState(per_time[0].N, blocks))
+    return pooled

@@ -94,11 +94,17 @@ class Reducer:
     ``busy`` is true only while a merge is half done: an emergency checkpoint
     is written only from a consistent state. ``base`` is the state just
     before a short last block was merged (see :meth:`merge_next`); its
-    on-disk form is owned by :mod:`thermospin_mc.checkpoint`.
+    on-disk form is owned by :mod:`thermospin_mc.checkpoint`. With
+    ``state_size > 0`` (``mcsolve(states=True)``), ``rho`` is the running sum
+    of the blocks' sums of normalised states (``pack.state_layout``), added in
+    block order like the accumulators.
     """
 
-    def __init__(self, nt: int, ncomp: int, cap: int, record_jumps: bool, keep: bool):
+    def __init__(self, nt: int, ncomp: int, cap: int, record_jumps: bool, keep: bool,
+                 state_size: int = 0):
         self.nt, self.ncomp, self.cap = nt, ncomp, cap
+        self.state_size = int(state_size)
+        self.rho = np.zeros(self.state_size) if self.state_size else None
         self.nblocks = math.ceil(cap / BLOCK)
         self.record_jumps, self.keep = record_jumps, keep
         self.acc = Accumulator(nt, ncomp)
@@ -150,8 +156,11 @@ class Reducer:
             self.base = {**self.acc.state(), "ntrunc": self.ntrunc,
                          "njumps": sum(len(j) for j in self.jumps) if self.record_jumps
                          else 0,
-                         "g_cnt": self.groups.cnt[g].copy(), "g_mean": self.groups.mean[g].copy()}
+                         "g_cnt": self.groups.cnt[g].copy(), "g_mean": self.groups.mean[g].copy(),
+                         "rho": None if self.rho is None else self.rho.copy()}
         self.acc.merge(blk["cnt"], blk["mean"], blk["m2"])
+        if self.rho is not None:
+            self.rho += blk["rho"]
         self.groups.merge(self.next_block % self.groups.cnt.shape[0], blk["cnt"], blk["mean"])
         self.ntrunc += blk["ntrunc"]
         if self.record_jumps:

@@ -188,6 +188,10 @@ class Job:
     max_magnons: int
     dense_max: int
     pairs: Any = None
+    #: user operators (``operators.Operator``, offset 0), evaluated in the kernels
+    operators: tuple = ()
+    #: accumulate the trajectory-averaged block density matrices
+    states: bool = False
 
     def run(self, ids) -> tuple:
         """``(ids, blocks, modes)`` of the blocks ``ids``."""
@@ -195,7 +199,8 @@ class Job:
                                     ntraj=self.ntraj, names=self.names,
                                     record_jumps=self.record_jumps, keep=self.keep,
                                     max_magnons=self.max_magnons, dense_max=self.dense_max,
-                                    pairs=self.pairs)
+                                    pairs=self.pairs, operators=self.operators,
+                                    states=self.states)
         return ids, blocks, modes
 
 
@@ -225,12 +230,12 @@ def prepare_worker(job: Job) -> dict:
     initial path built (run once per worker, before its first batch); returns the
     worker's :func:`code_identity`."""
     P.warm_kernels()
-    pk = P.get_pack(job.model, job.times, job.dense_max, job.pairs)
+    pk = P.get_pack(job.model, job.times, job.dense_max, job.pairs, job.operators)
     kind, m0, psi0, *_ = P.initial_draw(job.model, pk.space)
     pk.ensure(m0)
     if kind == K.INIT_PURE:  # the shared no-jump path
         flags, _, ncomp = P.kernel_layout(job.model.N, job.names, len(pk.pairs),
-                                        len(job.model.channels))
+                                          len(job.model.channels), job.operators, job.states)
         pk.initial_path(m0, psi0, flags, ncomp)
     return code_identity()
 

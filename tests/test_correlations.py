@@ -1,0 +1,242 @@
+"""Two-time correlations and spectra (MODEL.md 12) against QuTiP in the full 2^N space.
+
+References: ``qutip.correlation_2op_1t(H, rho, taus, c_ops, A, B)`` (``reverse=False``:
+``<A(t + tau) B(t)>``; ``rho = None`` is QuTiP's own steady state) and
+``qutip.spectrum(H, omegas, c_ops, A, B)``, all through ``model.to_qutip()`` and
+``Operator.to_qutip()``. Random small chains (XXZ anisotropy, fields, loss, pump
+and dephasing at several sites), the paper's pump model, both pairings of
+offsets +-1 and conserving pairs; the large-size paths (Chebyshev propagation,
+preconditioned GMRES) are forced on small models and checked the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import thermospin_mc as tsm
+from thermospin_mc import correlations as C
+
+qutip = pytest.importorskip("qutip")
+
+#: QuTiP's ODE tolerances for the references (its defaults give ~1e-6).
+QOPT = {"atol": 1e-13, "rtol": 1e-11}
+TOL = 1e-6
+
+
+#: dense LAPACK on one BLAS thread (tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+
+def random_model(seed: int, N: int, kinds, initial=None) -> tsm.ChainModel:
+    rng = np.random.default_rng(seed)
+    a = tuple(rng.uniform(0.5, 1.5, N - 1))
+    aniso = tuple(rng.uniform(-1, 2, N - 1)) if seed % 2 else float(rng.uniform(-1, 2))
+    spec = {"loss": tsm.Loss, "pump": tsm.Pump, "dephasing": tsm.Dephasing}
+    chans = [spec[k](site=int(rng.integers(1, N + 1)), rate=float(rng.uniform(0.3, 1.5)),
+                     name=f"c{j}") for j, k in enumerate(kinds)]
+    if initial is None:
+        initial = tsm.product_mixture(rng.uniform(0, 1, N))
+    return tsm.ChainModel(N=N, profile=tsm.BondCouplings(a), anisotropy=aniso,
+                          fields=tuple(rng.uniform(-1, 1, N)), channels=chans, initial=initial)
+
+
+MODELS = {
+    "xxz-lpd-N4": lambda: random_model(1, 4, ["loss", "pump", "dephasing"]),
+    "xxz-pll-N5": lambda: random_model(2, 5, ["pump", "loss", "loss"],
+                                       initial=tsm.magnons(2, 4)),
+    "xxz-ldpd-N5": lambda: random_model(3, 5, ["loss", "dephasing", "pump", "dephasing"]),
+    "paper-pump-N5": lambda: tsm.paper_model("pump", N=5),
+}
+
+#: (A, B): conserving pairs (Hermitian and not) and both pairings of offsets -1/+1.
+PAIRS = [("n1", "n3"), ("z2", "z2"), ("+1 -3", "n2"), ("+2", "-4"), ("-3", "+1"),
+         ("+2", "-2")]
+TAUS = np.linspace(0.0, 4.0, 9)
+
+
+def qops(model, A, B):
+    H, c_ops, rho0 = model.to_qutip()
+    a = tsm.Operator.parse(A, model.N, "A").to_qutip()
+    b = tsm.Operator.parse(B, model.N, "B").to_qutip()
+    return H, c_ops, rho0, a, b
+
+
+def assert_close(mine, ref, what):
+    scale = max(1.0, float(np.max(np.abs(ref))))
+    err = float(np.max(np.abs(np.asarray(mine) - np.asarray(ref))))
+    assert err <= TOL * scale, f"{what}: max deviation {err:.3g} from QuTiP"
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_steady_state_correlations_match_qutip(name):
+    model = MODELS[name]()
+    H, c_ops, _, _, _ = qops(model, "n1", "n1")
+    rho_ss = qutip.steadystate(H, c_ops)
+    for A, B in PAIRS:
+        _, _, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, rho_ss, TAUS, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, TAUS, A, B), ref, f"{name} <{A}(tau) {B}>")
+
+
+def test_qutip_own_steady_state_reference():
+    # rho0 = None: QuTiP takes its own steady state (the convention the others rely on)
+    model = MODELS["paper-pump-N5"]()
+    taus = np.array([0.0, 0.3, 0.31, 1.7, 5.0])  # not uniform
+    for A, B in [("n3", "n3"), ("+3", "-3"), ("-1", "+5")]:
+        H, c_ops, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, None, taus, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, taus, A, B), ref, f"<{A}(tau) {B}>")
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_correlations_from_a_finite_time_match_qutip(name):
+    model = MODELS[name]()
+    t0 = 0.8
+    H, c_ops, rho0, _, _ = qops(model, "n1", "n1")
+    rho_t0 = qutip.mesolve(H, rho0, [0.0, t0], c_ops, options=QOPT).states[-1]
+    for A, B in PAIRS:
+        _, _, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, rho_t0, TAUS, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, TAUS, A, B, t0=t0), ref,
+                     f"{name} <{A}(t0 + tau) {B}(t0)>")
+
+
+@pytest.mark.parametrize("scenario", ["closed", "loss"])
+def test_finite_time_on_the_pure_state_paths(scenario):
+    # mesolve's closed-chain and one-magnon loss paths give rho(t0) as a pure state
+    model = tsm.paper_model(scenario, N=5)
+    H, c_ops, rho0, _, _ = qops(model, "n1", "n1")
+    rho_t0 = qutip.mesolve(H, rho0, [0.0, 0.7], c_ops, options=QOPT).states[-1]
+    for A, B in [("n2", "n3"), ("+2", "-4"), ("-1", "+3")]:
+        _, _, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, rho_t0, TAUS, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, TAUS, A, B, t0=0.7), ref,
+                     f"{scenario} <{A}(t0 + tau) {B}(t0)>")
+
+
+SPECTRUM_CASES = {  # QuTiP's spectrum costs seconds per call at N = 5: fewer pairs there
+    "xxz-lpd-N4": (MODELS["xxz-lpd-N4"], PAIRS, "es"),
+    "xxz-pdll-N4": (lambda: random_model(6, 4, ["pump", "dephasing", "loss", "loss"]), PAIRS,
+                    "es"),
+    "paper-pump-N5": (MODELS["paper-pump-N5"], [("n3", "n1"), ("+3", "-3"), ("-2", "+5")],
+                      "solve"),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECTRUM_CASES))
+def test_spectra_match_qutip(name):
+    make, pairs, solver = SPECTRUM_CASES[name]
+    model = make()
+    omegas = np.array([-5.0, -1.3, -0.2, 0.0, 0.2, 0.9, 2.5, 6.0])
+    for A, B in pairs:
+        H, c_ops, _, a, b = qops(model, A, B)
+        ref = qutip.spectrum(H, omegas, c_ops, a, b, solver=solver)
+        assert_close(tsm.spectrum(model, omegas, A, B), ref, f"{name} S_{A},{B}")
+
+
+def test_loss_only_steady_state_propagates_one_magnon():
+    # the steady state is all up (sector 0): B = s-_i lives in the coherence block (1, 0)
+    model = random_model(5, 4, ["loss", "loss", "dephasing"])
+    for A, B in [("+3", "-1"), ("+2", "-2")]:
+        H, c_ops, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, None, TAUS, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, TAUS, A, B), ref, f"<{A}(tau) {B}>")
+        omegas = np.linspace(-3, 3, 5)
+        assert_close(tsm.spectrum(model, omegas, A, B),
+                     qutip.spectrum(H, omegas, c_ops, a, b), f"S_{A},{B}")
+    # s+_i on the all-up state has no block at all: both vanish identically
+    assert np.all(tsm.correlation(model, TAUS, "-2", "+3") == 0)
+    assert np.all(tsm.spectrum(model, [0.0, 1.0], "-2", "+3") == 0)
+
+
+def test_large_size_paths_match_qutip(monkeypatch):
+    # Chebyshev propagation and the preconditioned GMRES, forced on a small model
+    monkeypatch.setattr(C, "EXPM_LIMIT", 0)
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    model = MODELS["xxz-lpd-N4"]()
+    omegas = np.array([-2.0, 0.0, 0.7])
+    taus = np.array([0.0, 0.25, 1.0, 2.5, 6.0])
+    H, c_ops, rho0, _, _ = qops(model, "n1", "n1")
+    rho_t0 = qutip.mesolve(H, rho0, [0.0, 1.1], c_ops, options=QOPT).states[-1]
+    for A, B in [("n2", "n4"), ("+1 -3", "z4"), ("+4", "-2"), ("-3", "+3")]:
+        _, _, _, a, b = qops(model, A, B)
+        ref = qutip.correlation_2op_1t(H, None, taus, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, taus, A, B), ref, f"chebyshev <{A}(tau) {B}>")
+        ref = qutip.correlation_2op_1t(H, rho_t0, taus, c_ops, a, b, options=QOPT)
+        assert_close(tsm.correlation(model, taus, A, B, t0=1.1), ref,
+                     f"chebyshev <{A}(t0 + tau) {B}(t0)>")
+        assert_close(tsm.spectrum(model, omegas, A, B),
+                     qutip.spectrum(H, omegas, c_ops, a, b), f"gmres S_{A},{B}")
+
+
+def test_results_do_not_depend_on_threads(monkeypatch):
+    # the Chebyshev step's fixed row ranges and one frequency per thread
+    monkeypatch.setattr(C, "EXPM_LIMIT", 0)
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    model = MODELS["xxz-ldpd-N5"]()
+    taus = np.linspace(0, 3, 7)
+    one = tsm.correlation(model, taus, "+3", "-4", t0=0.5)
+    two = tsm.correlation(model, taus, "+3", "-4", t0=0.5, n_jobs=2)
+    np.testing.assert_array_equal(one, two)
+    # (the steady state's sparse LU uses the BLAS threads: its last bits may move)
+    omegas = [-1.0, 0.0, 0.5, 2.0]
+    for A, B in [("n3", "n2"), ("-1", "+2")]:
+        np.testing.assert_allclose(tsm.spectrum(model, omegas, A, B),
+                                   tsm.spectrum(model, omegas, A, B, n_jobs=2), rtol=0,
+                                   atol=1e-13)
+
+
+@pytest.mark.parametrize("A, B, product", [("n2", "n4", "n2 n4"), ("+3", "-2", "+3 -2"),
+                                           ("-1", "+4", "-1 +4"), ("z1", "+2 -3", "z1 +2 -3")])
+def test_equal_time_value_is_the_expectation_of_the_product(A, B, product):
+    model = MODELS["xxz-ldpd-N5"]()
+    op = tsm.Operator.parse(product, model.N, "AB")
+    steady = tsm.steadystate(model, states=True).states[0].expect(op)
+    assert abs(tsm.correlation(model, [0.0], A, B)[0] - steady) < 1e-12
+    later = tsm.mesolve(model, [1.4], states=True).states[0].expect(op)
+    assert abs(tsm.correlation(model, [0.0, 0.5], A, B, t0=1.4)[0] - later) < 1e-12
+
+
+def test_operators_and_words_give_the_same_numbers():
+    model = MODELS["paper-pump-N5"]()
+    A = tsm.Operator.from_terms({"+2": 1.0}, 5, "splus")
+    B = tsm.Operator.from_dense(tsm.Operator.parse("-4", 5).to_dense(), "sminus")
+    np.testing.assert_allclose(tsm.correlation(model, TAUS, A, B),
+                               tsm.correlation(model, TAUS, "+2", "-4"), atol=1e-14)
+
+
+@pytest.mark.parametrize("A, B, offsets", [("+1", "+2", "-1 and B 'B' offset -1"),
+                                           ("n1", "-2", "+0 and B 'B' offset +1"),
+                                           ("-1", "n3", "+1 and B 'B' offset +0"),
+                                           ("+1 +2", "-1 -2", "-2 and B 'B' offset +2")])
+def test_offsets_that_cannot_pair_are_refused(A, B, offsets):
+    model = MODELS["paper-pump-N5"]()
+    for fn, grid in ((tsm.correlation, TAUS), (tsm.spectrum, [0.0])):
+        with pytest.raises(ValueError, match="A and B cannot pair") as exc:
+            fn(model, grid, A, B)
+        msg = str(exc.value)
+        assert "\n" not in msg and f"offset {offsets}" in msg
+
+
+def test_bad_arguments_are_named():
+    model = MODELS["paper-pump-N5"]()
+    cases = [
+        (dict(taus=[0.0, 1.0, 0.5]), "taus must be non-decreasing"),
+        (dict(taus=[-1.0, 1.0]), "taus must be >= 0"),
+        (dict(taus=[]), "taus must contain"),
+        (dict(t0=-0.5), "t0 must be >= 0"),
+        (dict(A="q1"), "A:"),
+        (dict(B="n9"), "B:"),
+        (dict(A=3), "A must be a tsm.Operator"),
+        (dict(B=tsm.Operator.parse("n1", 4)), "B acts on N = 4 sites, the model has N = 5"),
+    ]
+    for kw, match in cases:
+        args = {"taus": TAUS, "A": "n1", "B": "n2", **kw}
+        with pytest.raises(ValueError, match=match) as exc:
+            tsm.correlation(model, args["taus"], args["A"], args["B"], t0=kw.get("t0"))
+        assert "\n" not in str(exc.value)
+    with pytest.raises(ValueError, match="omegas"):
+        tsm.spectrum(model, [[0.0, 1.0]], "n1", "n2")
+    with pytest.raises(ValueError, match="steady state"):
+        tsm.spectrum(tsm.paper_model("closed", N=5), [0.0], "n1", "n2")
