@@ -288,6 +288,11 @@ def test_bad_model_and_method(fn):
     assert "\n" not in str(exc.value)
 
 
+def test_dense_refused_above_its_memory_budget():
+    with pytest.raises(ValueError, match=r"^method='dense' needs about .* use method='davidson'$"):
+        tsm.liouvillian_spectrum(tsm.paper_model("pump", N=9), method="dense")
+
+
 # --------------------------------------------------------------------------- command line
 def test_cli_spectrum_prints_rates_and_time(capsys, tmp_path):
     out = tmp_path / "spec.csv"
