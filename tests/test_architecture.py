@@ -45,7 +45,7 @@ LAYERS = (
     # 0 foundations: import nothing of the package but each other
     ("_validate", "_threads", "_version", "canonical", "kernels", "_blockops", "signals"),
     # 1 physics inputs: a(T), profiles, initial states, channels, the model
-    ("thermal", "profiles", "states", "channels", "model"),
+    ("thermal", "profiles", "states", "channels", "model", "schedule"),
     # 2 sector data and the shared definitions (observables, files)
     ("sectors", "observables", "errorbars", "io", "operators", "blockstate", "interop"),
     # 3 the result type

@@ -43,6 +43,7 @@ from .model import (  # noqa: E402
 from .operators import Operator  # noqa: E402
 from .relaxation import liouvillian_spectrum, relaxation_time  # noqa: E402
 from .results import Result, merge, read_result  # noqa: E402
+from .schedule import Schedule  # noqa: E402
 from .sectors import SectorSpace  # noqa: E402
 from .thermal import alpha_ratio  # noqa: E402
 
@@ -56,7 +57,7 @@ __all__ = [
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",
     "Cluster", "Checkpointing", "Target", "RunTerminated", "__version__",
-    "Operator", "BlockState", "interop",
+    "Operator", "BlockState", "interop", "Schedule",
     "correlation", "spectrum",
     "liouvillian_spectrum", "relaxation_time",
 ]

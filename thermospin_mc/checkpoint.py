@@ -13,8 +13,8 @@ A checkpoint is one uncompressed ``.npz`` archive (no pickled objects) with
   prefix of blocks, the per-block accumulators of blocks finished out of
   order, and the jump/trajectory rows recorded so far; with ``states=True``
   also the sum of states of the prefix (``st_sum``), of each pending block
-  (``p_st``) and before a short last block (``base_st``). User operators
-  enter the identity as ``[name, digest]`` pairs.
+  (``p_st``) and before a short last block (``base_st``). Operators enter
+  the identity as ``[name, digest]`` pairs, schedules as every stage.
 
 This module owns that schema: :func:`identity` builds the identity record,
 :func:`dump` turns a :class:`stats.Reducer` into ``(state, arrays)`` and
@@ -23,10 +23,9 @@ and :func:`resolve_seed` are the run-level entry points, :class:`Checkpointing`
 the validated option of ``mcsolve``.
 
 Files are written by :func:`thermospin_mc.io.atomic_write` (``<name>.tmp``,
-flushed, fsync'ed and renamed over the old file), so a kill at any moment
-leaves either the old or the new checkpoint, never a mixture. Reading verifies
-the archive's CRCs, shapes and the identity; any problem is a ``ValueError``
-and the file is never modified by a failed read.
+flushed, fsync'ed, renamed over the old file): a kill at any moment leaves the
+old or the new checkpoint, never a mixture. Reading verifies the CRCs, shapes
+and identity; any problem is a ``ValueError``, the file never modified.
 """
 
 from __future__ import annotations
@@ -142,13 +141,26 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict[str, np.ndarray]
     return identity, state, arrays
 
 
+def _flat_model(d) -> dict:
+    """A model record; a schedule's flattened to ``stage k t`` / ``stage k <key>``
+    entries (so that a refusal names the stage and the key that differ)."""
+    if not isinstance(d, dict) or not isinstance(d.get("schedule"), list):
+        return d if isinstance(d, dict) else {}
+    out = {"stages": len(d["schedule"])}
+    for k, st in enumerate(d["schedule"]):
+        out.update({f"stage {k} {key}": val for key, val in
+                    {"t": st.get("t"), **dict(st.get("model", {}))}.items()})
+    return out
+
+
 def check_identity(path: str | Path, found: dict, expected: dict) -> None:
     """Refuse (``ValueError``) a checkpoint whose identity differs from this run's."""
     for key, label in _FIELDS:
         a, b = found.get(key), expected.get(key)
         if a != b:
             if key == "model_fingerprint":
-                fm, em = found.get("model", {}), expected.get("model", {})
+                fm, em = _flat_model(found.get("model", {})), _flat_model(
+                    expected.get("model", {}))
                 keys = sorted(k for k in set(fm) | set(em) if fm.get(k) != em.get(k))
                 shown = ", ".join(f"{k}: {fm.get(k)!r} there, {em.get(k)!r} here"
                                   for k in keys[:3])
@@ -376,7 +388,9 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
                                      "p_m2", "p_njumps", "p_jumps", "p_kept")}
         pb, pn = int(state["prefix_blocks"]), int(state["prefix_ntraj"])
         ntrunc = int(state["ntrunc"])
-        modes = {int(k): str(m) for k, m in dict(state["modes"]).items()}
+        # sector -> mode (a schedule's sectors: "m@t=<stage start>")
+        modes = {(int(k) if str(k).isdigit() else str(k)): str(m)
+                 for k, m in dict(state["modes"]).items()}
         k = a["p_ids"].shape[0]
         ok = (a["acc_cnt"].shape == (nt,) and a["acc_mean"].shape == (nt, nc)
               and a["grp_cnt"].shape == red.groups.cnt.shape

@@ -21,6 +21,7 @@ from .io import check_output_file, read_table, write_table
 from .jumpstats import check_window
 from .model import ChainModel
 from .results import metadata
+from .schedule import Schedule
 
 __all__ = ["add_stats", "add_fcs", "default_counts", "NET_SPIN"]
 
@@ -77,7 +78,7 @@ def _recorded_model(meta: dict):
     if not isinstance(d, dict):
         return None
     try:
-        return ChainModel.from_dict(d)
+        return Schedule.from_dict(d) if "schedule" in d else ChainModel.from_dict(d)
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -86,8 +87,9 @@ def _stats_model(meta: dict):
     """The recorded model when the exact reference is affordable and the counts are not
     trivial (the paper's pump model: without a pump every magnon is lost in the end)."""
     model = _recorded_model(meta)
-    return model if model is not None and model.gamma_pump > 0 and exact_affordable(model) \
-        else None
+    if not isinstance(model, ChainModel):  # none, or a schedule (no stationary reference)
+        return None
+    return model if model.gamma_pump > 0 and exact_affordable(model) else None
 
 
 def _cmd_stats(args) -> int:

@@ -61,6 +61,7 @@ from .pack import (
 )
 from .progress import Progress, want_progress
 from .results import Result, expect_table, metadata, table_values
+from .schedule import check_model_or_schedule, is_schedule, stage_of
 from .signals import RunTerminated, StopWaiting, deferred_signals
 from .stats import Reducer, Target
 from .worker import Job
@@ -126,8 +127,16 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
 
     Parameters
     ----------
-    model : ChainModel
-        The initial pure state is prepared at ``t = 0``.
+    model : ChainModel or Schedule
+        The initial pure state is prepared at ``t = 0``. A
+        :class:`~thermospin_mc.schedule.Schedule` runs its stages in turn
+        (MODEL.md 13): the propagation is exact inside a stage, a stage boundary
+        is probed like an output time, and the unnormalised state and the jump
+        threshold run on across it (one random stream per trajectory); every
+        option works. The jump table then has a ``stage`` column (0-based, the
+        stage whose propagator reached the jump), ``flow`` rows take the
+        couplings of the stage holding at each output time, and the metadata's
+        ``model`` records every stage (``Schedule.to_dict``).
     times : array_like
         Non-decreasing output times ``>= 0``. The initial state is the state
         at ``t = 0`` whatever ``times[0]`` is (QuTiP takes it at ``times[0]``):
@@ -303,8 +312,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         ``except Exception`` does not swallow it. Signals are caught in the
         main thread, when their handler is Python's default; the first decides.
     """
-    if not isinstance(model, ChainModel):
-        raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
+    model = check_model_or_schedule(model)
     times = v.times(times)
     ntraj = v.integer("ntraj", ntraj, lo=1)
     n_jobs = v.n_jobs(n_jobs)
@@ -526,7 +534,7 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
     """The run's :class:`Result`: table, per-row ``m2``, jumps, kept rows, states, metadata."""
     acc, ntraj = red.acc, red.ntraj
     sem = acc.sem()
-    half_a = OBS.flow_factor(model.couplings)
+    half_a = OBS.flow_factors(model, times)
     ops = tuple(operators)
     means = _columns(cols, names, ops, acc.mean, half_a)
     sems = _columns(cols, names, ops, sem, half_a)
@@ -566,6 +574,9 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
             "site": sites_[ch_idx] if arr.size else np.array([], dtype=np.int64),
             "m_before": arr[:, 3].astype(np.int64),
         })
+        if is_schedule(model):  # the stage whose propagator reached the jump (t_k < t)
+            jt["stage"] = np.asarray(stage_of(model.times, arr[:, 1], side="left"),
+                                     dtype=np.int64)
         jt["channel"] = jt["channel"].astype(str)
     traj = None
     if red.kept:
@@ -584,7 +595,7 @@ def _assemble(model, times, names, cols, red: Reducer, entropy, elapsed, n_jobs,
 def _group_table(red: Reducer, model, times, names, cols, pairs, operators=()) -> dict:
     """The run's trajectory groups in ``expect`` row order: ``count``, ``mean`` ``(G, rows)``."""
     grp = red.groups
-    half_a = OBS.flow_factor(model.couplings)
+    half_a = OBS.flow_factors(model, times)
     counts, means = [], []
     for g in range(grp.cnt.shape[0]):
         vals = _columns(cols, names, operators, grp.mean[g], half_a)

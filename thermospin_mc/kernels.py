@@ -464,20 +464,22 @@ def _matvec_split(reals, off, d, x, out, fs):
 
 
 @njit(cache=True, _nrt=False)
-def _eval_state(stab, cpx, ints, reals, hnorms, m, cur, tau, use_phase, psi, coef, w1, w2,
+def _eval_state(stab, cpx, ints, reals, hnorms, m, cur, tau, ph, psi, coef, w1, w2,
                 fs):
     """State at ``t_cur + tau`` from the current representation ``cur``.
 
     Writes the site-basis state into ``psi`` and, in eigen mode, the phased
-    coefficients into ``coef``. Returns the squared norm.
+    coefficients into ``coef``. Returns the squared norm. ``ph >= 0`` (eigen
+    mode): the phases ``exp(-i lambda tau)`` are cached at ``cpx[ph:]`` (the
+    uniform output step, ``OFF_PHASE``, or a step to or from a stage boundary,
+    ``SectorTables.bph``); ``ph < 0``: computed.
     """
     d = stab[m, DIM]
     if stab[m, MODE] == MODE_EIGEN:
         ol = stab[m, OFF_LAM]
-        if use_phase:
-            op = stab[m, OFF_PHASE]
+        if ph >= 0:
             for a in range(d):
-                coef[a] = cur[a] * cpx[op + a]
+                coef[a] = cur[a] * cpx[ph + a]
         else:
             for a in range(d):
                 lam = cpx[ol + a]
@@ -584,6 +586,7 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
     that follow are written by :func:`_record_extra`.
     """
     d = stab[m, DIM]
+    mm = m % (N + 1)  # magnon number (``m`` is a table row: stage base + magnons)
     inv = 1.0 / nrm
     pos = 0
     want_j = flags[FLAG_J] != 0
@@ -612,7 +615,7 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
         if want_j:
             out[k_out, jpos] = tot
         pos = jbpos + (N - 1 if want_jb else 0)
-    out[k_out, pos] = N / 2.0 - m
+    out[k_out, pos] = N / 2.0 - mm
     pos += 1
     if flags[FLAG_N] != 0:
         for i in range(N):
@@ -620,8 +623,8 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
         os_ = stab[m, OFF_SITES]
         for bidx in range(d):
             p = (psi[bidx].real * psi[bidx].real + psi[bidx].imag * psi[bidx].imag) * inv
-            for k in range(m):
-                out[k_out, pos + ints[os_ + bidx * m + k]] += p
+            for k in range(mm):
+                out[k_out, pos + ints[os_ + bidx * mm + k]] += p
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -776,11 +779,21 @@ class SectorTables(NamedTuple):
     ``jtab (nch, N+1, 3) int64``: jump maps ``(offset, count, amp_offset)``;
     ``ptab (npair, N+1, 4) int64``: two-point maps; ``hnorms (N+1,)``: 1-norms
     of the shifted sparse ``H_eff`` (Taylor mode); ``cpx``/``ints``/``reals``:
-    the pools the offsets point into; ``ch_rate (nch,)``, ``ch_dm (nch,)``:
-    rate and magnon-number change of each channel; ``maxdim``: the largest
-    sector dimension built so far (work-vector size); ``otab (nop, N+1,
-    NOPCOL) int64``: the user operators' coordinate lists per sector (``OP_*``;
-    one unused row when there are none).
+    the pools the offsets point into; ``ch_rate (nmodel, nch)``, ``ch_dm
+    (nch,)``: rate (per distinct stage model) and magnon-number change of each
+    channel; ``maxdim``: the largest sector dimension built so far (work-vector
+    size); ``otab (nop, N+1, NOPCOL) int64``: the user operators' coordinate
+    lists per sector (``OP_*``; one unused row when there are none).
+
+    ``bph (S, N + 1, 2) int64``: per stage ``s`` and sector, offsets in ``cpx``
+    of the eigen-mode phases of the step into the stage's end (from
+    ``RunSpec.stage_L[s]``) and out of its start (to its first output time);
+    -1: none (not eigen mode, or no such step).
+
+    Schedules (MODEL.md 13): every table has ``nmodel (N + 1)`` sector rows,
+    row ``u (N + 1) + m`` for sector ``m`` of the ``u``-th distinct stage model
+    (one model: the rows are the sectors). Functions below take such a row as
+    ``m``; only :func:`_record` needs the magnon number (``m % (N + 1)``).
     """
 
     stab: np.ndarray
@@ -794,6 +807,7 @@ class SectorTables(NamedTuple):
     ch_dm: np.ndarray
     maxdim: int
     otab: np.ndarray
+    bph: np.ndarray
 
 
 class RunSpec(NamedTuple):
@@ -808,7 +822,14 @@ class RunSpec(NamedTuple):
     magnon cap; ``record_jumps``, ``keep``: fill ``BlockOut.jump_buf`` /
     ``BlockOut.kept``; ``rho_off (N+1,) int64``, ``rho_stride``: with
     ``FLAG_STATE``, where sector ``m``'s block of output time ``k`` starts in
-    ``BlockOut.rho`` (``k * rho_stride + rho_off[m]``; -1: not stored).
+    ``BlockOut.rho`` (``k * rho_stride + rho_off[m]``; -1: not stored; one entry
+    per table row, see :class:`SectorTables`). Stages (MODEL.md 13; one stage
+    for a plain model): ``stage_t (S,)`` start times (``stage_t[0] = 0``),
+    ``stage_base (S,)`` the table row of sector 0 of each stage's model,
+    ``stage_u (S,)`` its row of ``SectorTables.ch_rate``, ``stage_kend (S,)``
+    the number of output times ``<= stage_t[s + 1]`` (``nt`` for the last),
+    ``stage_L (S,)`` the time from which a trajectory without a jump in stage
+    ``s`` probes its end (its last output time, else ``stage_t[s]``).
     """
 
     key: np.ndarray
@@ -823,6 +844,11 @@ class RunSpec(NamedTuple):
     keep: bool
     rho_off: np.ndarray
     rho_stride: int
+    stage_t: np.ndarray
+    stage_base: np.ndarray
+    stage_u: np.ndarray
+    stage_kend: np.ndarray
+    stage_L: np.ndarray
 
 
 class Start(NamedTuple):
@@ -888,6 +914,10 @@ def initial_path(tables, spec, start):
     ``path_norm[f]`` (squared norm) and ``path_decay[f]`` (``psi^+ Gamma psi``)
     at every fine point and the normalised observables ``path_obs[k]`` at
     every output time. ``spec.use_phase_grid`` refers to ``fine_t``.
+
+    Stages: ``fine_t`` holds every stage boundary; the state at a boundary is
+    reached with the stage that ends there and stored in the representation
+    of the stage that starts there (whose decay rate ``path_decay`` holds).
     """
     stab, cpx, ints, reals = tables.stab, tables.cpx, tables.ints, tables.reals
     hnorms, ptab, otab = tables.hnorms, tables.ptab, tables.otab
@@ -895,6 +925,10 @@ def initial_path(tables, spec, start):
     path_cur, path_norm = start.path_cur, start.path_norm
     path_decay, path_obs, path_psi = start.path_decay, start.path_obs, start.path_psi
     use_phase_grid, N, flags, nch = spec.use_phase_grid, spec.N, spec.flags, spec.nch
+    stage_t, stage_base = spec.stage_t, spec.stage_base
+    nst = stage_t.size
+    s = 0
+    m0 = stage_base[0] + m0
     d = stab[m0, DIM]
     opos = _op_start(otab, flags, path_obs.shape[1])
     maxd = psi0.size if psi0.size > d else d
@@ -909,10 +943,14 @@ def initial_path(tables, spec, start):
     k = 0
     for f in range(fine_t.size):
         tau = fine_t[f] - t_cur
-        ph = use_phase_grid and f > 0
+        ph = stab[m0, OFF_PHASE] if use_phase_grid and f > 0 else -1
         nrm = _eval_state(stab, cpx, ints, reals, hnorms, m0, cur, tau, ph, psi, coef, w1, w2, fs)
         _accept(stab, m0, cur, psi, coef)
         t_cur = fine_t[f]
+        while s + 1 < nst and stage_t[s + 1] <= t_cur:
+            s += 1
+            m0 = m0 % (N + 1) + stage_base[s]
+            _set_state(stab, reals, m0, psi, cur, fs)
         for a in range(d):
             path_cur[f, a] = cur[a]
         path_norm[f] = nrm
@@ -934,9 +972,10 @@ def initial_path(tables, spec, start):
 
 # --------------------------------------------------------------------------- pieces of a trajectory
 @njit(cache=True, _nrt=False)
-def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur, on_grid,
-             use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts, opos):
-    """No-jump evolution in sector ``m`` over the output grid from index ``k``.
+def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, nt, k, t_cur, n_cur, g_cur,
+             on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts, opos,
+             ph_first):
+    """No-jump evolution in sector ``m`` over the output times ``times[k:nt]``.
 
     Records the observables at every output time whose squared norm stays
     above ``r`` (``opos``: the first user-operator column, where the columns of
@@ -944,14 +983,16 @@ def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_
     recorded by :func:`_segment_user`). Returns ``(k, t_cur, n_cur, g_cur, n_hi,
     g_hi, on_grid)``: either ``k == times.size`` (no jump before the end), or
     the jump lies in ``(t_cur, times[k]]``, where the squared norm is ``n_hi <= r``
-    and the decay rate ``psi^+ Gamma psi`` is ``g_hi``.
+    and the decay rate ``psi^+ Gamma psi`` is ``g_hi``. ``ph_first``: cached
+    phases of the first step when it is not on the grid (``-1``: none).
     """
-    nt = times.size
     n_hi = 0.0
     g_hi = 0.0
+    ph_grid = stab[m, OFF_PHASE] if use_phase_grid else -1
+    ph = ph_grid if on_grid else ph_first
     while k < nt:
         nrm = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, times[k] - t_cur,
-                          use_phase_grid and on_grid, psi, coef, w1, w2, fs)
+                          ph, psi, coef, w1, w2, fs)
         if nrm <= r:
             n_hi = nrm
             g_hi = _decay_rate(stab, reals, m, psi)
@@ -964,14 +1005,15 @@ def _segment(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_
         n_cur = nrm
         g_cur = _decay_rate(stab, reals, m, psi)
         on_grid = True
+        ph = ph_grid
         k += 1
     return k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid
 
 
 @njit(cache=True, _nrt=False)
-def _segment_user(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur, g_cur,
+def _segment_user(stab, cpx, ints, reals, hnorms, ptab, m, times, nt, k, t_cur, n_cur, g_cur,
                   on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N, flags, X, counts,
-                  otab, opos, racc, rho_off, rho_stride):
+                  otab, opos, racc, rho_off, rho_stride, ph_first):
     """:func:`_segment` that also records the user operators (``FLAG_OP``, columns
     from ``opos``) and the state into ``racc`` (``FLAG_STATE``; ``rho_off``,
     ``rho_stride``: see :class:`RunSpec`) at every recorded output time.
@@ -980,14 +1022,15 @@ def _segment_user(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cu
     branches in :func:`_segment` itself: with them (and the five more
     arguments) the plain eigen-mode path measured 4% slower at N = 7.
     """
-    nt = times.size
     n_hi = 0.0
     g_hi = 0.0
     want_ops = flags[FLAG_OP] != 0
     want_state = flags[FLAG_STATE] != 0 and rho_off[m] >= 0
+    ph_grid = stab[m, OFF_PHASE] if use_phase_grid else -1
+    ph = ph_grid if on_grid else ph_first
     while k < nt:
         nrm = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, times[k] - t_cur,
-                          use_phase_grid and on_grid, psi, coef, w1, w2, fs)
+                          ph, psi, coef, w1, w2, fs)
         if nrm <= r:
             n_hi = nrm
             g_hi = _decay_rate(stab, reals, m, psi)
@@ -1004,6 +1047,7 @@ def _segment_user(stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cu
         n_cur = nrm
         g_cur = _decay_rate(stab, reals, m, psi)
         on_grid = True
+        ph = ph_grid
         k += 1
     return k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid
 
@@ -1024,7 +1068,7 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
     if stab[m, MODE] == MODE_TAYLOR and hnorms[m] * tau > TAYLOR_THETA:
         hs = TAYLOR_THETA / hnorms[m]
         while t_hi - t_cur > hs:
-            ns = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, hs, False,
+            ns = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, hs, -1,
                              psi, coef, w1, w2, fs)
             if ns <= r:
                 n_hi = ns
@@ -1044,7 +1088,7 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
     else:
         x = 0.5 * (lo + hi)
     for _ in range(200):
-        nx = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, x, False,
+        nx = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, x, -1,
                          psi, coef, w1, w2, fs)
         fx = np.log(nx) - logr if nx > 0.0 else -np.inf
         if abs(fx) <= _ROOT_TOL:
@@ -1052,7 +1096,7 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
         lo, hi, xn = _newton_bracket(x, fx, nx, _decay_rate(stab, reals, m, psi), lo, hi)
         if hi - lo <= 1e-15 * (1.0 + t_cur + hi):
             x = hi
-            _eval_state(stab, cpx, ints, reals, hnorms, m, cur, x, False,
+            _eval_state(stab, cpx, ints, reals, hnorms, m, cur, x, -1,
                         psi, coef, w1, w2, fs)
             break
         x = xn
@@ -1060,8 +1104,9 @@ def _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur, t_hi, n
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi, B, vn,
-                  bes, fs, N, flags, X, counts, otab, opos, racc, rho_off, rho_stride):
+def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, psi, B, vn,
+                  bes, fs, N, flags, X, counts, otab, opos, racc, rho_off, rho_stride,
+                  t_end, probe_end):
     """No-jump evolution in a Chebyshev-mode sector from ``cur`` (site basis,
     unnormalised) at ``t_cur``, until the jump or the last output time.
 
@@ -1074,11 +1119,15 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     path, so the first probe with squared norm ``<= r`` brackets the jump and
     no term beyond it is ever computed. Evaluations are dense output from the
     terms (``(K + 1) d`` operations each, no further products). Returns
-    ``(k, t_jump)``: ``k == times.size`` means no jump before the end;
-    otherwise ``psi`` holds the unnormalised state at ``t_jump``, the root of
+    ``(k, t_jump)``: ``t_jump < 0`` means no jump before the end (then
+    ``k == times.size``); otherwise ``psi`` holds the unnormalised state at ``t_jump``, the root of
     ``log ||psi||^2 = log r`` to ``_ROOT_TOL``.
+
+    Only ``times[:nt]`` are output times here. ``probe_end`` (a stage boundary
+    at ``t_end >= times[nt - 1]``, MODEL.md 13): the evolution runs on to
+    ``t_end`` as to an output time; with no jump before it, returns ``(nt,
+    -1.0)`` with the unnormalised state at ``t_end`` in ``cur``.
     """
-    nt = times.size
     d = stab[m, DIM]
     pr = stab[m, OFF_CHEB]
     op_ = int(reals[pr + CHEB_OPTR])
@@ -1096,7 +1145,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
     hmax = reals[pr + CHEB_H]
     kcap = int(reals[pr + CHEB_KCAP])
     logr = np.log(r)
-    t_last = times[nt - 1]
+    t_last = t_end if probe_end else times[nt - 1]
     want_extra = flags[FLAG_NN] != 0 or flags[FLAG_PM] != 0 or flags[FLAG_COUNT] != 0
     want_ops = flags[FLAG_OP] != 0
     want_state = flags[FLAG_STATE] != 0 and rho_off[m] >= 0
@@ -1123,8 +1172,8 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
             is_out = k < nt and times[k] - t_b <= h
             if is_out:
                 tau = times[k] - t_b
-            elif at_end:
-                return nt, 0.0  # every remaining output lies inside the step
+            elif at_end and not probe_end:
+                return nt, -1.0  # every remaining output lies inside the step
             else:
                 tau = h
             if g_lo > 0.0 and n_lo > r:
@@ -1162,12 +1211,17 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur, r, cur, psi,
             if not is_out and tau >= h:
                 break  # the step's end, no jump: psi holds the state there
             if is_out and k >= nt:
-                return nt, 0.0
+                if not probe_end:
+                    return nt, -1.0
+                if at_end and tau >= h:
+                    break  # the last output is the boundary itself
         if jump_here:
             break
         for i in range(d):
             cur[i] = psi[i]
         t_cur = t_b + h
+        if probe_end and at_end:
+            return nt, -1.0
     K = kb
     # ---- jump inside (lo, hi] of this step: Hermite guess, safeguarded Newton
     f_hi = np.log(n_hi) - logr if n_hi > 0.0 else -np.inf
@@ -1280,6 +1334,12 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     the rows a trajectory takes from the shared no-jump path are counted, and
     their states added once per output time at the end of the block).
 
+    Stages (``spec.stage_*``, MODEL.md 13): a stage boundary is probed like an
+    output time; with the norm still above the threshold there, the
+    unnormalised state passes unchanged into the next stage's sector row
+    (same threshold, same random stream), else the jump is located before it.
+    A missing sector row is reported as ``stage_base[s] + m``.
+
     Returns ``(status, njumps, n_truncated, missing_sector)``; status < 0
     means the block must be re-run (a sector to build, or a bigger jump buffer).
     """
@@ -1295,6 +1355,10 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     flags, ncomp, max_magnons = spec.flags, spec.ncomp, spec.max_magnons
     record_jumps, keep = spec.record_jumps, spec.keep
     rho_off, rho_stride = spec.rho_off, spec.rho_stride
+    stage_t, stage_base, stage_u, stage_kend = (spec.stage_t, spec.stage_base, spec.stage_u,
+                                                spec.stage_kend)
+    stage_L, bph = spec.stage_L, tables.bph
+    nst = stage_t.size
     cnt, mean, m2, jump_buf, kept = out.cnt, out.mean, out.m2, out.jump_buf, out.kept
     racc = out.rho
     want_state = flags[FLAG_STATE] != 0
@@ -1355,8 +1419,8 @@ def run_block(tables, start, spec, traj0, ntraj, out):
                         lo_j = mid + 1
                 m_init = init_cfg[lo_j, 0]
                 idx = init_cfg[lo_j, 1]
-            if stab[m_init, BUILT] == 0:
-                return STATUS_NEED_SECTOR, njumps, ntrunc, m_init
+            if stab[stage_base[0] + m_init, BUILT] == 0:
+                return STATUS_NEED_SECTOR, njumps, ntrunc, stage_base[0] + m_init
             for a in range(stab[m_init, DIM]):
                 psi_init[a] = 0j
             psi_init[idx] = 1.0
@@ -1384,49 +1448,96 @@ def run_block(tables, start, spec, traj0, ntraj, out):
         valid = nt
         if k < nt:
             m = m_init
+            s = 0
+            ph_first = -1
             if f0 == 0:
+                sm = stage_base[0] + m
                 if init_kind == INIT_PURE:
-                    _set_state(stab, reals, m0, psi0, cur, fs)
-                    g_cur = _decay_rate(stab, reals, m0, psi0)
+                    _set_state(stab, reals, sm, psi0, cur, fs)
+                    g_cur = _decay_rate(stab, reals, sm, psi0)
                 else:
-                    _set_state(stab, reals, m_init, psi_init, cur, fs)
-                    g_cur = _decay_rate(stab, reals, m_init, psi_init)
+                    _set_state(stab, reals, sm, psi_init, cur, fs)
+                    g_cur = _decay_rate(stab, reals, sm, psi_init)
                 t_cur = 0.0
                 n_cur = 1.0
             else:
-                for a in range(stab[m0, DIM]):
-                    cur[a] = path_cur[f0 - 1, a]
                 t_cur = fine_t[f0 - 1]
+                while s + 1 < nst and stage_t[s + 1] <= t_cur:
+                    s += 1  # a boundary point holds the next stage's representation
+                sm = stage_base[s] + m
+                if stab[sm, BUILT] == 0:
+                    return STATUS_NEED_SECTOR, njumps, ntrunc, sm
+                if s > 0 and t_cur == stage_t[s]:
+                    ph_first = bph[s, m, 1]
+                for a in range(stab[sm, DIM]):
+                    cur[a] = path_cur[f0 - 1, a]
                 n_cur = path_norm[f0 - 1]
                 g_cur = path_decay[f0 - 1]
             # the eigen-mode phase cache holds for steps between output times
             on_grid = k > 0 and out_idx[k - 1] == f0 - 1
             while True:
-                if stab[m, MODE] == MODE_CHEB:
-                    k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, times, k, t_cur,
-                                              r, cur, psi, B, vn, bes, fs, N, flags,
+                kend = stage_kend[s]
+                last = s + 1 >= nst
+                t_end = times[nt - 1] if last else stage_t[s + 1]
+                cross = False
+                if stab[sm, MODE] == MODE_CHEB:
+                    k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, sm, times, kend, k,
+                                              t_cur, r, cur, psi, B, vn, bes, fs, N, flags,
                                               X, counts, otab, opos, racc, rho_off,
-                                              rho_stride)
-                    if k == nt:
-                        break
+                                              rho_stride, t_end, not last)
+                    if t_jump < 0.0:
+                        if last:
+                            break
+                        cross = True  # no jump before t_end: cur holds the state there
+                        n_cur = 0.0
+                        for a in range(stab[sm, DIM]):
+                            psi[a] = cur[a]
+                            n_cur += cur[a].real * cur[a].real + cur[a].imag * cur[a].imag
                 else:
                     if want_user:
                         k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment_user(
-                            stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
-                            g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
-                            flags, X, counts, otab, opos, racc, rho_off, rho_stride)
+                            stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
+                            n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                            flags, X, counts, otab, opos, racc, rho_off, rho_stride, ph_first)
                     else:
                         k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
-                            stab, cpx, ints, reals, hnorms, ptab, m, times, k, t_cur, n_cur,
-                            g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
-                            flags, X, counts, opos)
-                    if k == nt:
-                        break
-                    t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur,
-                                          g_cur, times[k], n_hi, g_hi, r, cur, psi, coef, w1,
-                                          w2, fs)
-                ch, sq = _choose_channel(jtab, ints, ch_rate, m, psi, next_uniform(state),
-                                         weights)
+                            stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
+                            n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                            flags, X, counts, opos, ph_first)
+                    ph_first = -1
+                    t_hi = t_end
+                    if k == kend:
+                        if last:
+                            break
+                        # the stage boundary, probed like an output time
+                        ph = bph[s, m, 0] if t_cur == stage_L[s] else -1
+                        n_hi = _eval_state(stab, cpx, ints, reals, hnorms, sm, cur,
+                                           t_end - t_cur, ph, psi, coef, w1, w2, fs)
+                        if n_hi > r:
+                            cross = True
+                            n_cur = n_hi
+                        else:
+                            g_hi = _decay_rate(stab, reals, sm, psi)
+                    else:
+                        t_hi = times[k]
+                    if not cross:
+                        t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, sm, t_cur, n_cur,
+                                              g_cur, t_hi, n_hi, g_hi, r, cur, psi, coef, w1,
+                                              w2, fs)
+                if cross:
+                    # into the next stage: the unnormalised state passes unchanged
+                    s += 1
+                    sm = stage_base[s] + m
+                    if stab[sm, BUILT] == 0:
+                        return STATUS_NEED_SECTOR, njumps, ntrunc, sm
+                    _set_state(stab, reals, sm, psi, cur, fs)
+                    g_cur = _decay_rate(stab, reals, sm, psi)
+                    t_cur = t_end
+                    on_grid = False
+                    ph_first = bph[s, m, 1]
+                    continue
+                ch, sq = _choose_channel(jtab, ints, ch_rate[stage_u[s]], sm, psi,
+                                         next_uniform(state), weights)
                 m_new = m + ch_dm[ch]
                 counts[ch] += 1.0
                 if record_jumps:
@@ -1441,11 +1552,13 @@ def run_block(tables, start, spec, traj0, ntraj, out):
                     ntrunc += 1
                     valid = k
                     break
-                if stab[m_new, BUILT] == 0:
-                    return STATUS_NEED_SECTOR, njumps, ntrunc, m_new
-                g_cur = _apply_jump(stab, jtab, ints, reals, ch, m, m_new, psi, sq, newpsi,
+                sm_new = stage_base[s] + m_new
+                if stab[sm_new, BUILT] == 0:
+                    return STATUS_NEED_SECTOR, njumps, ntrunc, sm_new
+                g_cur = _apply_jump(stab, jtab, ints, reals, ch, sm, sm_new, psi, sq, newpsi,
                                     cur, fs)
                 m = m_new
+                sm = sm_new
                 t_cur = t_jump
                 n_cur = 1.0
                 on_grid = False
@@ -1463,6 +1576,6 @@ def run_block(tables, start, spec, traj0, ntraj, out):
         # the rows taken from the shared no-jump path: one state per output time
         for k in range(nt):
             if npath[k] > 0:
-                _record_state(racc, k * rho_stride + rho_off[m0], stab[m0, DIM], path_psi[k],
-                              float(npath[k]))
+                _record_state(racc, k * rho_stride + rho_off[m0], stab[stage_base[0] + m0, DIM],
+                              path_psi[k], float(npath[k]))
     return 0, njumps, ntrunc, -1

@@ -334,6 +334,9 @@ class ChainModel:
         """Rebuild a model from :meth:`to_dict` output (e.g. a result's metadata)."""
         if not isinstance(d, dict) or "N" not in d:
             raise ValueError("model metadata must be a dict with at least the key 'N'")
+        if "schedule" in d:
+            raise ValueError("model metadata holds a schedule of stages; rebuild it with "
+                             "Schedule.from_dict")
         prof = profile_from_dict(d.get("profile", {"kind": "uniform", "T": 0.0}))
         kw = {"N": d["N"], "profile": prof, "rho": d.get("rho", 1.0),
               "alpha_method": d.get("alpha_method", "canonical"),

@@ -47,9 +47,11 @@ from __future__ import annotations
 import numpy as np
 
 from .operators import Operator
+from .schedule import is_schedule
 
 __all__ = ["OBSERVABLES", "LABELS", "DEFAULT", "PAIR_NAMES", "TRAJECTORY",
-           "flow_factor", "source", "resolve", "assemble", "check_pairs", "observable_sites",
+           "flow_factor", "flow_factors", "source", "resolve", "assemble", "check_pairs",
+           "observable_sites",
            "table_rows", "evaluate_blocks", "count_rates", "split_operators", "operator_rows",
            "operator_weights", "operator_values"]
 
@@ -74,6 +76,16 @@ def flow_factor(couplings) -> np.ndarray:
     this factor (squared for second moments).
     """
     return np.asarray(couplings, dtype=float) / 2
+
+
+def flow_factors(model, times) -> np.ndarray:
+    """:func:`flow_factor` of a model, ``(N - 1,)``, or of a schedule at each of
+    ``times``, ``(nt, N - 1)``: the couplings of the stage holding at ``t``
+    (``t_k <= t``, MODEL.md 13). Broadcasts against ``(nt, N - 1)`` values."""
+    if is_schedule(model):
+        return np.array([flow_factor(model.model_at(float(t)).couplings)
+                         for t in np.asarray(times, dtype=float)]).reshape(-1, model.N - 1)
+    return flow_factor(model.couplings)
 
 
 def source(name: str) -> str:

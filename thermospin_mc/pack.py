@@ -31,6 +31,7 @@ import scipy.sparse as sp
 
 from . import kernels as K
 from .model import ChainModel
+from .schedule import dynamics_key, is_schedule
 from .sectors import SectorSpace
 
 __all__ = ["SectorPack", "cheb_params", "get_pack", "initial_draw", "run_batch", "kernel_layout",
@@ -83,6 +84,13 @@ class SectorPack:
     :meth:`tables`, consistent copies that a sector built by another thread
     meanwhile cannot change under them (the kernel then asks for the sector,
     and the caller takes new tables).
+
+    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule`: the stages
+    it runs (:meth:`Schedule.dynamic_stages` up to the last output time) share
+    the pools; each distinct stage model ``u`` owns the table rows ``u (N + 1)
+    + m`` (model 0 is stage 0's, so a sector ``m`` of stage 0 is row ``m``),
+    its rates are row ``u`` of ``ch_rate`` over the schedule's channel names
+    (0 where the model lacks the channel, whose jump maps then stay empty).
     """
 
     def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
@@ -96,20 +104,22 @@ class SectorPack:
         #: two-point pairs, 0-based sites
         self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
                       else np.asarray(pairs, dtype=np.int64).reshape(-1, 2) - 1)
-        self.space = SectorSpace(model)
         self.N = model.N
         self.channels = model.channels
+        self._stages(model, times)
+        self.space = self.spaces[0]
         nch = len(self.channels)
+        nrow = len(self.models) * (self.N + 1)
         self.dense_max = dense_max
-        self.stab = np.zeros((self.N + 1, K.NCOL), dtype=np.int64)
-        self.jtab = np.zeros((max(nch, 1), self.N + 1, 3), dtype=np.int64)
+        self.stab = np.zeros((nrow, K.NCOL), dtype=np.int64)
+        self.jtab = np.zeros((max(nch, 1), nrow, 3), dtype=np.int64)
         self.jtab[:, :, 2] = -1
-        self.ptab = np.zeros((max(len(self.pairs), 1), self.N + 1, 4), dtype=np.int64)
-        self.otab = np.zeros((max(len(self.operators), 1), self.N + 1, K.NOPCOL),
+        self.ptab = np.zeros((max(len(self.pairs), 1), nrow, 4), dtype=np.int64)
+        self.otab = np.zeros((max(len(self.operators), 1), nrow, K.NOPCOL),
                              dtype=np.int64)
         for o, op in enumerate(self.operators):
             self.otab[o, :, K.OP_HERM] = bool(op.hermitian)
-        self.hnorms = np.zeros(self.N + 1)
+        self.hnorms = np.zeros(nrow)
         self._cpx, self._ints, self._reals = [], [], []
         self._ncpx = self._nints = self._nreals = 0
         self._snap = None
@@ -118,11 +128,41 @@ class SectorPack:
         self.dt = float(d[0]) if (times.size > 1 and d[0] > 0 and
                                   np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
             else 0.0
-        self.ch_rate = np.array([c.rate for c in self.channels] or [0.0])
+        self.ch_rate = np.array([[own.get(c.name, 0.0) for c in self.channels] or [0.0]
+                                 for own in ({c.name: c.rate for c in mod.channels}
+                                             for mod in self.models)])
         self.ch_dm = np.array([c.dm for c in self.channels] or [0], dtype=np.int64)
         self.modes = {}
         self.times = times
         self._paths = {}
+
+    def _stages(self, model, times: np.ndarray) -> None:
+        """``models`` (distinct stage models, stage 0's first), ``spaces``, and per
+        stage ``stage_t``, ``stage_u`` (its model) and ``stage_base`` (its row 0)."""
+        if is_schedule(model):
+            stages = model.dynamic_stages(float(times[-1]) if times.size else None)
+        else:
+            stages = ((0.0, model),)
+        self.models, keys, self.stage_u = [], [], []
+        for _, mod in stages:
+            key = dynamics_key(mod)
+            if key not in keys:
+                keys.append(key)
+                self.models.append(mod)
+            self.stage_u.append(keys.index(key))
+        self.stage_t = np.array([t for t, _ in stages], dtype=float)
+        self.stage_u = np.array(self.stage_u, dtype=np.int64)
+        self.stage_base = self.stage_u * (self.N + 1)
+        self.spaces = [SectorSpace(mod) for mod in self.models]
+        # outputs of stage s: [kend[s - 1], kend[s]); a trajectory without a jump
+        # in stage s probes its end from L[s] (its last output, else its start)
+        nt, S = times.size, self.stage_t.size
+        self.stage_kend = np.append(np.searchsorted(times, self.stage_t[1:], side="right"),
+                                    nt).astype(np.int64)
+        first = np.concatenate([[0], self.stage_kend[:-1]])
+        self.stage_L = np.where(self.stage_kend > first, times[np.maximum(self.stage_kend - 1, 0)]
+                                if nt else 0.0, self.stage_t)
+        self.bph = np.full((S, self.N + 1, 2), -1, dtype=np.int64)
 
     def _add(self, kind: str, arr) -> int:
         if kind == "c":
@@ -146,11 +186,13 @@ class SectorPack:
                 self._build(m)
                 self._snap = None
 
-    def _build(self, m: int) -> None:
-        sec = self.space.sector(m)
-        a = self.space.a
+    def _build(self, row_m: int) -> None:
+        u, m = divmod(row_m, self.N + 1)
+        space, own = self.spaces[u], {c.name: c for c in self.models[u].channels}
+        sec = space.sector(m)
+        a = space.a
         d = sec.dim
-        row = self.stab[m]
+        row = self.stab[row_m]
         row[K.DIM] = d
         H = sec.heff_sparse(a)
         mode = K.MODE_TAYLOR
@@ -173,6 +215,7 @@ class SectorPack:
                                                                  Vinv.T.imag.ravel()]))
                 row[K.OFF_LAM] = self._add("c", lam)
                 row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
+                self._boundary_phases(u, m, lam)
         if mode == K.MODE_TAYLOR:
             mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
             # Shift the real diagonal to the middle of its range: a global phase
@@ -187,7 +230,7 @@ class SectorPack:
             row[K.OFF_INDICES] = self._add("i", Hc.indices)
             row[K.OFF_DATA] = self._add("c", Hc.data)
             row[K.NNZ] = Hc.nnz
-            self.hnorms[m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+            self.hnorms[row_m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
             off = (Hc - sp.diags(Hc.diagonal())).tocsr()
             off.eliminate_zeros()
             off.sort_indices()
@@ -202,49 +245,72 @@ class SectorPack:
                 par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
                 row[K.OFF_CHEB] = self._add("r", par)
         row[K.MODE] = mode
-        self.modes[m] = {K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor",
-                         K.MODE_CHEB: "chebyshev"}[mode]
+        self.modes[m if len(self.models) == 1 else
+                   f"{m}@t={self.stage_t[np.flatnonzero(self.stage_u == u)[0]]:g}"] = {
+            K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor", K.MODE_CHEB: "chebyshev"}[mode]
         row[K.OFF_SITES] = self._add("i", sec.sites)
         row[K.OFF_HOP] = self._add("i", np.concatenate([sec.hop_bond, sec.hop_to,
                                                        sec.hop_from]))
         row[K.NHOP] = sec.hop_bond.size
         row[K.OFF_DECAY] = self._add("r", sec.decay)
         for k, ch in enumerate(self.channels):
-            if 0 <= m + ch.dm <= self.N:
-                src, dst = self.space.jump_map(ch, m)
-                self.jtab[k, m, 0] = self._add("i", np.concatenate([src, dst]))
-                self.jtab[k, m, 1] = src.size
+            ch = own.get(ch.name)  # None: no such channel in this stage (rate 0)
+            if ch is not None and 0 <= m + ch.dm <= self.N:
+                src, dst = space.jump_map(ch, m)
+                self.jtab[k, row_m, 0] = self._add("i", np.concatenate([src, dst]))
+                self.jtab[k, row_m, 1] = src.size
                 if ch.kind == "dephasing":
-                    self.jtab[k, m, 2] = self._add("r", self.space.jump_amplitudes(ch, m))
+                    self.jtab[k, row_m, 2] = self._add("r", space.jump_amplitudes(ch, m))
         for p, (i, k) in enumerate(self.pairs):
-            both, src, dst = self.space.pair_maps(int(i), int(k), m)
-            self.ptab[p, m] = (self._add("i", both), both.size,
-                               self._add("i", np.concatenate([src, dst])), src.size)
+            both, src, dst = space.pair_maps(int(i), int(k), m)
+            self.ptab[p, row_m] = (self._add("i", both), both.size,
+                                   self._add("i", np.concatenate([src, dst])), src.size)
         for o, op in enumerate(self.operators):
-            A = op.sector_matrix(self.space, m)
+            A = op.sector_matrix(space, m)
             if A.shape != (d, d):
                 raise ValueError(f"operator {op.name!r}: sector {m} matrix has shape {A.shape}, "
                                  f"expected ({d}, {d})")
             rows, cols, vals, nd = operator_entries(A, bool(op.hermitian))
-            self.otab[o, m, K.OP_ROW] = self._add("i", rows)
-            self.otab[o, m, K.OP_COL] = self._add("i", cols)
-            self.otab[o, m, K.OP_VAL] = self._add("c", vals)
-            self.otab[o, m, K.OP_ND] = nd
-            self.otab[o, m, K.OP_NNZ] = rows.size
+            self.otab[o, row_m, K.OP_ROW] = self._add("i", rows)
+            self.otab[o, row_m, K.OP_COL] = self._add("i", cols)
+            self.otab[o, row_m, K.OP_VAL] = self._add("c", vals)
+            self.otab[o, row_m, K.OP_ND] = nd
+            self.otab[o, row_m, K.OP_NNZ] = rows.size
         row[K.BUILT] = 1
+
+    def _boundary_phases(self, u: int, m: int, lam: np.ndarray) -> None:
+        """``bph`` of sector ``m`` in every stage of model ``u``: the phases of the
+        step from ``stage_L[s]`` to the stage's end and of the step from its start
+        to its first output time (see ``kernels.SectorTables``)."""
+        S = self.stage_t.size
+        for s in np.flatnonzero(self.stage_u == u):
+            if s + 1 < S:
+                tau = self.stage_t[s + 1] - self.stage_L[s]
+                self.bph[s, m, 0] = self._add("c", np.exp(-1j * lam * tau))
+            if s > 0 and self.stage_kend[s - 1] < self.stage_kend[s]:
+                tau = self.times[self.stage_kend[s - 1]] - self.stage_t[s]
+                self.bph[s, m, 1] = self._add("c", np.exp(-1j * lam * tau))
 
     def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
         """Output grid, refined to about one Taylor substep in Taylor mode.
 
         Returns ``(fine_t, out_idx)`` with ``fine_t[out_idx] == times``. The
-        refinement is capped at ``PATH_BYTES`` of stored states.
+        refinement is capped at ``PATH_BYTES`` of stored states. Stage
+        boundaries are points of the grid; sector ``m`` of every stage must be built.
         """
         times = self.times
-        if self.stab[m, K.MODE] == K.MODE_EIGEN or self.hnorms[m] == 0.0 or times[-1] <= 0:
-            return times, np.arange(times.size, dtype=np.int64)
-        d = int(self.stab[m, K.DIM])
-        step = max(K.TAYLOR_THETA / self.hnorms[m], times[-1] * 16.0 * d / PATH_BYTES)
-        fine_t = np.union1d(times, np.arange(0.0, times[-1], step))
+        rows = self.stage_base + m
+        taylor = [r for r in rows if self.stab[r, K.MODE] != K.MODE_EIGEN and self.hnorms[r] > 0]
+        if not taylor or times[-1] <= 0:
+            if len(rows) == 1:
+                return times, np.arange(times.size, dtype=np.int64)
+            fine_t = np.union1d(times, self.stage_t[1:])
+        else:
+            d = int(self.stab[m, K.DIM])
+            hmax = max(self.hnorms[r] for r in taylor)
+            step = max(K.TAYLOR_THETA / hmax, times[-1] * 16.0 * d / PATH_BYTES)
+            fine_t = np.union1d(np.union1d(times, np.arange(0.0, times[-1], step)),
+                                self.stage_t[1:])
         return fine_t, np.searchsorted(fine_t, times).astype(np.int64)
 
     def initial_path(self, m0: int, psi0: np.ndarray, flags: np.ndarray, ncomp: int):
@@ -255,6 +321,8 @@ class SectorPack:
         key = (m0, tuple(flags.tolist()))
         with self._lock:
             if key not in self._paths:
+                for u in range(1, len(self.models)):  # the path crosses every stage
+                    self.ensure(u * (self.N + 1) + m0)
                 tables = self.tables()
                 fine_t, out_idx = self.fine_grid(m0)
                 nt = self.times.size
@@ -295,7 +363,7 @@ class SectorPack:
                     self.stab.copy(), self.jtab.copy(), self.ptab.copy(), self.hnorms.copy(),
                     cat(self._cpx, np.complex128), cat(self._ints, np.int64),
                     cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim,
-                    self.otab.copy())
+                    self.otab.copy(), self.bph.copy())
             return self._snap
 
     def modes_copy(self) -> dict:
@@ -627,7 +695,10 @@ def run_spec(pack: SectorPack, key: np.ndarray, flags: np.ndarray, ncomp: int, *
                                          else use_phase_grid),
                      N=int(pack.N), flags=flags, ncomp=int(ncomp), nch=len(pack.channels),
                      max_magnons=int(max_magnons), record_jumps=bool(record_jumps),
-                     keep=bool(keep), rho_off=rho_off, rho_stride=int(stride))
+                     keep=bool(keep), rho_off=np.tile(rho_off, len(pack.models)),
+                     rho_stride=int(stride), stage_t=pack.stage_t,
+                     stage_base=pack.stage_base, stage_u=pack.stage_u,
+                     stage_kend=pack.stage_kend, stage_L=pack.stage_L)
 
 
 def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, ntraj: int,
@@ -665,9 +736,9 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
         t0 = b * BLOCK
         nb = min(BLOCK, ntraj - t0)
         while True:
-            tables = pack.tables()
-            if init_kind == K.INIT_PURE:
+            if init_kind == K.INIT_PURE:  # (builds the initial sector of every stage)
                 path = pack.initial_path(m0, psi0, flags, ncomp)
+            tables = pack.tables()
             start = K.Start(int(m0), psi0, int(init_kind), init_p, init_cfg, binom, *path)
             buf = K.BlockOut(cnt=np.zeros(nt, dtype=np.int64), mean=np.zeros((nt, ncomp)),
                              m2=np.zeros((nt, ncomp)),
