@@ -34,7 +34,7 @@ EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "blocksolve", "counting"
                  "correlations", "relaxation")
 #: ... never reach, even transitively, these trajectory modules.
 TRAJECTORY_MODULES = ("kernels", "pack", "stats", "backends", "worker", "progress",
-                      "driver", "checkpoint")
+                      "driver", "checkpoint", "cloning")
 #: Modules allowed to import the package root (none: the root only re-exports).
 ROOT_IMPORTERS = ()
 #: Layers, bottom up (docs/architecture.md): a module imports only modules of its own
@@ -52,7 +52,7 @@ LAYERS = (
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
     ("blocks", "blocksolve", "exact", "counting", "fcs", "waiting", "correlations", "relaxation",
-     "pack", "stats", "backends", "worker", "progress", "checkpoint", "driver"),
+     "pack", "stats", "backends", "worker", "progress", "checkpoint", "driver", "cloning"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),
     # 6 applications: figures, configuration, command line

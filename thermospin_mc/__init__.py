@@ -8,6 +8,7 @@ eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 from . import analysis, interop, io, observables  # noqa: E402
 from ._version import __version__
 from .blockstate import BlockState  # noqa: E402
+from .cloning import cloning  # noqa: E402
 from .correlations import correlation, spectrum  # noqa: E402
 from .driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
@@ -57,7 +58,7 @@ __all__ = [
     "Channel", "Loss", "Pump", "Dephasing", "ProductMixture", "product_mixture", "Mixture",
     "mixture", "boundary_driven", "with_dephasing", "observables",
     "Cluster", "Checkpointing", "Target", "RunTerminated", "__version__",
-    "Operator", "BlockState", "interop", "Schedule",
+    "Operator", "BlockState", "interop", "Schedule", "cloning",
     "correlation", "spectrum",
     "liouvillian_spectrum", "relaxation_time",
 ]

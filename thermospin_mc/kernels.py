@@ -48,11 +48,15 @@ as tuples, so they carry no Python objects into the compiled code).
 
 Sector data layout (see ``pack.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
-off_decay, off_indptr, off_indices, off_data, nnz, off_phase``; ``jtab[k, m]``
-holds ``(offset, count, amp_offset)`` of channel ``k``'s index map out of sector
-``m`` (``src`` at ``ints[offset:offset+count]``, ``dst`` right after; amplitudes
-at ``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
-every state to itself with the sign of ``sigma^z`` at its site). ``ptab[p, m]``
+off_decay, off_indptr, off_indices, off_data, nnz, off_phase, off_cheb,
+off_gamma``; ``jtab[k, m]`` holds ``(offset, count, amp_offset, dense)`` of
+channel ``k``'s index map out of sector ``m`` (``src`` at
+``ints[offset:offset+count]``, ``dst`` right after; amplitudes at
+``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
+every state to itself with the sign of ``sigma^z`` at its site). The Doob
+process (MODEL.md 14) has dense jump matrices instead (``dense >= 0``, ``count``
+rows) and a dense decay matrix (``off_gamma >= 0``; else -1 and the diagonal
+at ``off_decay``). ``ptab[p, m]``
 holds ``(off_both, nboth, off_pm, npm)`` of the two-point pair ``p`` (see
 ``SectorSpace.pair_maps``). ``otab[o, m]`` holds user operator ``o`` in
 sector ``m`` as a coordinate list (``OP_*``: rows and columns in ``ints``,
@@ -76,9 +80,16 @@ import numpy as np
 from numba import njit
 
 # columns of stab
+# (OFF_GAMMA: a dense decay matrix, the Doob process; -1: the diagonal at OFF_DECAY)
 BUILT, DIM, MODE, OFF_V, OFF_VINV, OFF_LAM, OFF_SITES, OFF_HOP, NHOP, OFF_DECAY, \
-    OFF_INDPTR, OFF_INDICES, OFF_DATA, NNZ, OFF_PHASE, OFF_CHEB = range(16)
-NCOL = 16
+    OFF_INDPTR, OFF_INDICES, OFF_DATA, NNZ, OFF_PHASE, OFF_CHEB, OFF_GAMMA = range(17)
+NCOL = 17
+
+# columns of jtab[c, m]: offset of the index map (sources, then destinations) in
+# ints, its length, offset of its amplitudes in reals (-1: all 1), and of a dense
+# jump matrix in reals (-1: none; else JT_COUNT holds its number of rows)
+JT_MAP, JT_COUNT, JT_AMP, JT_DENSE = range(4)
+NJCOL = 4
 
 MODE_EIGEN = 0
 MODE_TAYLOR = 1
@@ -434,33 +445,41 @@ def _cheb_sum(B, Ke, d, cr, ci, tau, bes, psi, fs):
 
 @njit(cache=True, _nrt=False)
 def _matvec_split(reals, off, d, x, out, fs):
-    """``out = M x`` for a dense complex ``M`` stored transposed and split:
-    ``reals[off + a d + i] = Re M[i, a]`` and ``reals[off + d^2 + a d + i] = Im M[i, a]``.
+    """``out = M x`` for a dense complex ``d x d`` ``M`` stored transposed and split
+    (:func:`_matvec_rect` with ``rows = cols = d``)."""
+    _matvec_rect(reals, off, d, d, x, out, fs)
+
+
+@njit(cache=True, _nrt=False, inline="always")
+def _matvec_rect(reals, off, rows, cols, x, out, fs):
+    """``out = M x`` for a dense complex ``rows x cols`` ``M`` stored transposed and
+    split: ``reals[off + a rows + i] = Re M[i, a]``, ``reals[off + rows cols + a rows
+    + i] = Im M[i, a]``.
 
     The inner loop is a contiguous real axpy, which the compiler vectorises
-    (no reassociation of sums is needed); ``fs`` is real scratch of size ``2 d``.
+    (no reassociation of sums is needed); ``fs`` is real scratch of size ``2 rows``.
     """
     # unsigned indices: no negative-index wraparound, so the loop vectorises
     # without views (a view costs a reference-count update)
-    ud = np.uint64(d)
-    for i in range(d):
+    ud = np.uint64(rows)
+    for i in range(rows):
         fs[i] = 0.0
-        fs[d + i] = 0.0
-    for a in range(d):
+        fs[rows + i] = 0.0
+    for a in range(cols):
         xr = x[a].real
         xi = x[a].imag
         if xr == 0.0 and xi == 0.0:
             continue  # a jumped state fills only part of its sector
-        br = np.uint64(off + a * d)
-        bi = np.uint64(off + d * d + a * d)
-        for i in range(d):
+        br = np.uint64(off + a * rows)
+        bi = np.uint64(off + rows * cols + a * rows)
+        for i in range(rows):
             ui = np.uint64(i)
             vr = reals[br + ui]
             vi = reals[bi + ui]
             fs[ui] += vr * xr - vi * xi
             fs[ud + ui] += vr * xi + vi * xr
-    for i in range(d):
-        out[i] = complex(fs[i], fs[d + i])
+    for i in range(rows):
+        out[i] = complex(fs[i], fs[rows + i])
 
 
 @njit(cache=True, _nrt=False)
@@ -522,13 +541,32 @@ def _set_state(stab, reals, m, psi, cur, fs):
 
 @njit(cache=True, _nrt=False)
 def _decay_rate(stab, reals, m, psi):
+    """``psi^+ Gamma psi``: ``-d ||psi||^2 / dt`` along the no-jump evolution."""
     d = stab[m, DIM]
+    if stab[m, OFF_GAMMA] >= 0:
+        return _decay_dense(reals, stab[m, OFF_GAMMA], d, psi)
     od = stab[m, OFF_DECAY]
     g = 0.0
     uod = np.uint64(od)
     for i in range(d):
         ui = np.uint64(i)
         g += reals[uod + ui] * (psi[ui].real * psi[ui].real + psi[ui].imag * psi[ui].imag)
+    return g
+
+
+@njit(cache=True, _nrt=False)
+def _decay_dense(reals, off, d, psi):
+    """``psi^+ Gamma psi`` for a dense Hermitian ``Gamma`` stored as in :func:`_matvec_rect`."""
+    g = 0.0
+    for a in range(d):
+        xr = psi[a].real
+        xi = psi[a].imag
+        br = off + a * d
+        bi = off + d * d + a * d
+        for i in range(d):
+            gr = reals[br + i]
+            gi = reals[bi + i]
+            g += psi[i].real * (gr * xr - gi * xi) + psi[i].imag * (gr * xi + gi * xr)
     return g
 
 
@@ -1246,20 +1284,26 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, 
 
 
 @njit(cache=True, _nrt=False)
-def _choose_channel(jtab, ints, ch_rate, m, psi, u, weights):
+def _choose_channel(stab, jtab, ints, reals, ch_rate, m, psi, u, weights, work, fs):
     """Channel ``k`` drawn with weight ``rate_k ||L_k psi||^2`` by the uniform ``u``.
 
     Returns ``(k, ||L_k psi||^2 / rate_k)`` (the squared norm of the jumped state).
+    ``work``: complex scratch for a dense jump matrix's product.
     """
     nch = ch_rate.size
     wsum = 0.0
     for c in range(nch):
-        jo = jtab[c, m, 0]
-        jc = jtab[c, m, 1]
+        jo = jtab[c, m, JT_MAP]
+        jc = jtab[c, m, JT_COUNT]
         s = 0.0
-        for q in range(jc):
-            v = psi[ints[jo + q]]
-            s += v.real * v.real + v.imag * v.imag
+        if jtab[c, m, JT_DENSE] >= 0:
+            _matvec_rect(reals, jtab[c, m, JT_DENSE], jc, stab[m, DIM], psi, work, fs)
+            for q in range(jc):
+                s += work[q].real * work[q].real + work[q].imag * work[q].imag
+        else:
+            for q in range(jc):
+                v = psi[ints[jo + q]]
+                s += v.real * v.real + v.imag * v.imag
         weights[c] = ch_rate[c] * s
         wsum += weights[c]
     u = u * wsum
@@ -1282,11 +1326,15 @@ def _apply_jump(stab, jtab, ints, reals, ch, m, m_new, psi, sq, newpsi, cur, fs)
     d_new = stab[m_new, DIM]
     for i in range(d_new):
         newpsi[i] = 0j
-    jo = jtab[ch, m, 0]
-    jc = jtab[ch, m, 1]
-    ao = jtab[ch, m, 2]
+    jo = jtab[ch, m, JT_MAP]
+    jc = jtab[ch, m, JT_COUNT]
+    ao = jtab[ch, m, JT_AMP]
     scale = 1.0 / np.sqrt(sq)
-    if ao < 0:
+    if jtab[ch, m, JT_DENSE] >= 0:
+        _matvec_rect(reals, jtab[ch, m, JT_DENSE], jc, stab[m, DIM], psi, newpsi, fs)
+        for i in range(d_new):
+            newpsi[i] *= scale
+    elif ao < 0:
         for q in range(jc):
             newpsi[ints[jo + jc + q]] = psi[ints[jo + q]] * scale
     else:
@@ -1308,6 +1356,117 @@ def _fold(X, valid, cnt, mean, m2):
             delta = x - mean[k, c]
             mean[k, c] += delta * inv
             m2[k, c] += delta * (x - mean[k, c])
+
+
+@njit(cache=True)
+def _cheb_workspace(stab, reals):
+    """Chebyshev work arrays ``(B, bes, vn)`` for the built Chebyshev sectors (the
+    largest ``(kcap + 1) d`` terms)."""
+    nbuf = 1
+    kbuf = 1
+    for ms in range(stab.shape[0]):
+        if stab[ms, BUILT] != 0 and stab[ms, MODE] == MODE_CHEB:
+            kc = int(reals[stab[ms, OFF_CHEB] + CHEB_KCAP])
+            if (kc + 1) * stab[ms, DIM] > nbuf:
+                nbuf = (kc + 1) * stab[ms, DIM]
+            if kc + 1 > kbuf:
+                kbuf = kc + 1
+    return np.zeros(2 * nbuf), np.zeros(kbuf + 1), np.zeros(kbuf + 1)
+
+
+# --------------------------------------------------------------------------- clones
+@njit(cache=True, nogil=True)
+def advance_clones(tables, key, t0, t1, nu, m_in, psi_in, m_out, psi_out, k_out, n_out):
+    """Advance the clones of a population from ``t0`` to ``t1`` (cloning, MODEL.md 14).
+
+    Clone ``i`` starts from the normalised state ``psi_in[i, :d]`` in sector row
+    ``m_in[i]``, draws its no-jump threshold and its channels from the stream
+    ``(key, i)`` (a fresh threshold at ``t0`` is exact: the no-jump survival is
+    Markov in the normalised state) and runs the ordinary unravelling, with the
+    propagators of :func:`run_block`, to ``t1``, where ``psi_out[i]`` holds its
+    normalised state (zeros past its dimension), ``m_out[i]`` its row,
+    ``k_out[i]`` the sum of ``nu[channel]`` over its jumps and ``n_out[i]``
+    their number. One channel-rate row (``tables.ch_rate[0]``): a plain model
+    or a Doob process, no stages. Returns ``(status, row)``:
+    ``STATUS_NEED_SECTOR`` and the row to build (the inputs are untouched;
+    call again), else ``(0, -1)``.
+    """
+    stab, jtab, ptab, cpx, ints, reals = (tables.stab, tables.jtab, tables.ptab, tables.cpx,
+                                          tables.ints, tables.reals)
+    hnorms, ch_dm, maxdim, otab = tables.hnorms, tables.ch_dm, tables.maxdim, tables.otab
+    rates = tables.ch_rate[0]
+    N = stab.shape[0] - 1
+    state = np.zeros(4, dtype=np.uint64)
+    cur = np.zeros(maxdim, dtype=np.complex128)
+    psi = np.zeros(maxdim, dtype=np.complex128)
+    coef = np.zeros(maxdim, dtype=np.complex128)
+    w1 = np.zeros(maxdim, dtype=np.complex128)
+    w2 = np.zeros(maxdim, dtype=np.complex128)
+    newpsi = np.zeros(maxdim, dtype=np.complex128)
+    fs = np.zeros(2 * maxdim)
+    weights = np.zeros(rates.size)
+    B, bes, vn = _cheb_workspace(stab, reals)
+    # no output times: empty recording arguments of _cheb_segment
+    no_t = np.zeros(1)
+    flags = np.zeros(NFLAGS, dtype=np.int64)
+    X = np.zeros((1, 1))
+    counts = np.zeros(rates.size)
+    racc = np.zeros(1)
+    rho_off = np.full(stab.shape[0], -1, dtype=np.int64)
+    for i in range(m_in.size):
+        seed_state(key, i, state)
+        m = m_in[i]
+        if stab[m, BUILT] == 0:
+            return STATUS_NEED_SECTOR, m
+        for a in range(stab[m, DIM]):
+            psi[a] = psi_in[i, a]
+        _set_state(stab, reals, m, psi, cur, fs)
+        g_cur = _decay_rate(stab, reals, m, psi)
+        t_cur = t0
+        n_cur = 1.0
+        kk = 0.0
+        nj = 0
+        r = next_uniform(state)
+        while True:
+            if stab[m, MODE] == MODE_CHEB:
+                _, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, m, no_t, 0, 0, t_cur,
+                                          r, cur, psi, B, vn, bes, fs, N, flags, X, counts,
+                                          otab, 0, racc, rho_off, 0, t1, True)
+                if t_jump < 0.0:
+                    for a in range(stab[m, DIM]):
+                        psi[a] = cur[a]
+                    break
+            else:
+                n_hi = _eval_state(stab, cpx, ints, reals, hnorms, m, cur, t1 - t_cur, -1,
+                                   psi, coef, w1, w2, fs)
+                if n_hi > r:
+                    break
+                t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, m, t_cur, n_cur, g_cur,
+                                      t1, n_hi, _decay_rate(stab, reals, m, psi), r, cur, psi,
+                                      coef, w1, w2, fs)
+            ch, sq = _choose_channel(stab, jtab, ints, reals, rates, m, psi,
+                                     next_uniform(state), weights, newpsi, fs)
+            m_new = m + ch_dm[ch]
+            if stab[m_new, BUILT] == 0:
+                return STATUS_NEED_SECTOR, m_new
+            g_cur = _apply_jump(stab, jtab, ints, reals, ch, m, m_new, psi, sq, newpsi, cur, fs)
+            kk += nu[ch]
+            nj += 1
+            m = m_new
+            t_cur = t_jump
+            n_cur = 1.0
+            r = next_uniform(state)
+        d = stab[m, DIM]
+        nrm = 0.0
+        for a in range(d):
+            nrm += psi[a].real * psi[a].real + psi[a].imag * psi[a].imag
+        sc = 1.0 / np.sqrt(nrm)
+        for a in range(psi_out.shape[1]):
+            psi_out[i, a] = psi[a] * sc if a < d else 0j
+        m_out[i] = m
+        k_out[i] = kk
+        n_out[i] = nj
+    return 0, -1
 
 
 # --------------------------------------------------------------------------- one block
@@ -1379,19 +1538,7 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     weights = np.zeros(ch_rate.size)
     counts = np.zeros(ch_rate.size)
     psi_init = np.zeros(maxdim, dtype=np.complex128)
-    # Chebyshev workspace: the largest (kcap + 1) d over the built Chebyshev sectors
-    nbuf = 1
-    kbuf = 1
-    for ms in range(stab.shape[0]):
-        if stab[ms, BUILT] != 0 and stab[ms, MODE] == MODE_CHEB:
-            kc = int(reals[stab[ms, OFF_CHEB] + CHEB_KCAP])
-            if (kc + 1) * stab[ms, DIM] > nbuf:
-                nbuf = (kc + 1) * stab[ms, DIM]
-            if kc + 1 > kbuf:
-                kbuf = kc + 1
-    B = np.zeros(2 * nbuf)
-    bes = np.zeros(kbuf + 1)
-    vn = np.zeros(kbuf + 1)
+    B, bes, vn = _cheb_workspace(stab, reals)
     njumps = 0
     ntrunc = 0
     cap = jump_buf.shape[0]
@@ -1536,8 +1683,8 @@ def run_block(tables, start, spec, traj0, ntraj, out):
                     on_grid = False
                     ph_first = bph[s, m, 1]
                     continue
-                ch, sq = _choose_channel(jtab, ints, ch_rate[stage_u[s]], sm, psi,
-                                         next_uniform(state), weights)
+                ch, sq = _choose_channel(stab, jtab, ints, reals, ch_rate[stage_u[s]], sm, psi,
+                                         next_uniform(state), weights, newpsi, fs)
                 m_new = m + ch_dm[ch]
                 counts[ch] += 1.0
                 if record_jumps:

@@ -112,8 +112,9 @@ class SectorPack:
         nrow = len(self.models) * (self.N + 1)
         self.dense_max = dense_max
         self.stab = np.zeros((nrow, K.NCOL), dtype=np.int64)
-        self.jtab = np.zeros((max(nch, 1), nrow, 3), dtype=np.int64)
-        self.jtab[:, :, 2] = -1
+        self.jtab = np.zeros((max(nch, 1), nrow, K.NJCOL), dtype=np.int64)
+        self.jtab[:, :, K.JT_AMP] = -1
+        self.jtab[:, :, K.JT_DENSE] = -1
         self.ptab = np.zeros((max(len(self.pairs), 1), nrow, 4), dtype=np.int64)
         self.otab = np.zeros((max(len(self.operators), 1), nrow, K.NOPCOL),
                              dtype=np.int64)
@@ -194,6 +195,7 @@ class SectorPack:
         d = sec.dim
         row = self.stab[row_m]
         row[K.DIM] = d
+        row[K.OFF_GAMMA] = -1
         H = sec.heff_sparse(a)
         mode = K.MODE_TAYLOR
         if d <= self.dense_max:
@@ -257,10 +259,11 @@ class SectorPack:
             ch = own.get(ch.name)  # None: no such channel in this stage (rate 0)
             if ch is not None and 0 <= m + ch.dm <= self.N:
                 src, dst = space.jump_map(ch, m)
-                self.jtab[k, row_m, 0] = self._add("i", np.concatenate([src, dst]))
-                self.jtab[k, row_m, 1] = src.size
+                self.jtab[k, row_m, K.JT_MAP] = self._add("i", np.concatenate([src, dst]))
+                self.jtab[k, row_m, K.JT_COUNT] = src.size
                 if ch.kind == "dephasing":
-                    self.jtab[k, row_m, 2] = self._add("r", space.jump_amplitudes(ch, m))
+                    self.jtab[k, row_m, K.JT_AMP] = self._add("r",
+                                                              space.jump_amplitudes(ch, m))
         for p, (i, k) in enumerate(self.pairs):
             both, src, dst = space.pair_maps(int(i), int(k), m)
             self.ptab[p, row_m] = (self._add("i", both), both.size,
