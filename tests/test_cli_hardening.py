@@ -251,7 +251,8 @@ def test_stats_and_fcs_name_their_flags(tmp_path, capsys):
     ('[[channel]]\nkind = "loss"\nsite = 1\nrate = 1.0\n', "write them as [[model.channel]]"),
     ('[[model.channel]]\nkind = "loss"\nsite = 1\nrate = 1.0\n[[channel]]\nkind = "pump"\n'
      'site = 3\nrate = 1.0\n', "write them as [[model.channel]]"),
-    ("[[stage]]\nt = 1.0\n", "unknown top-level key 'stage'"),
+    # [[stage]] tables are a protocol (tests/test_schedule_cli.py); other names are refused
+    ("[[stages]]\nt = 1.0\n", "unknown top-level key 'stages'"),
     ("N = 5\n", "put it under the [model] table"),
     ("ntraj = 5\n", "put it under the [run] table"),
     ('[run]\nseed = -3\n', "--seed must be >= 0, got -3"),

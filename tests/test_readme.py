@@ -1,7 +1,8 @@
 """README.md's examples run as written.
 
 Every ```python block is executed, in order, in one namespace (a fresh working
-directory); the ```toml block is saved as run.toml there; every
+directory); each ```toml block is saved there as run.toml, or as NAME when its
+first line is ``# file: NAME``; every
 ``thermospin-mc run ...`` command line is validated with ``--dry-run`` (it must
 be accepted as written; its computation is covered by the other tests).
 """
@@ -44,7 +45,9 @@ def test_readme_has_examples():
 def test_readme_command_lines_are_accepted(argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for block in _blocks("toml"):
-        (tmp_path / "run.toml").write_text(block)
+        first = block.splitlines()[0]
+        name = first[len("# file:"):].strip() if first.startswith("# file:") else "run.toml"
+        (tmp_path / name).write_text(block)
     rc = cli.main(["run", *argv, "--dry-run"])
     assert rc == 0, capsys.readouterr().err
 

@@ -495,7 +495,7 @@ def _sweep(gen, x, theta, scale, c, s, tol, observe, count_R, acc, abort=True):
 
 def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, observe,
                      count_R=None, tol: float = 1e-15, growth: float = 200.0,
-                     margin: float = 0.1, on_state=None):
+                     margin: float = 0.1, on_state=None, on_final=None):
     """Evolve ``x0`` (Hermitian blocks) under ``gen`` and return the observables.
 
     Parameters
@@ -522,6 +522,10 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
         (``x`` is reused afterwards: copy it). Segments then end at the output
         times (the state is only formed at segment ends), which costs a few
         dozen extra matrix-vector products per output.
+    on_final : callable, optional
+        ``on_final(x)`` receives the state at ``times[-1]`` (which is then formed;
+        segments are not shortened): the start of the next stage of a
+        piecewise-constant protocol.
 
     Returns
     -------
@@ -561,7 +565,7 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
             taus = np.append(times[j:jj] - t_now, t_end - t_now)
             theta = s * taus
             # the state after the last output is not needed (unless it is kept)
-            last = jj == times.size and on_state is None
+            last = jj == times.size and on_state is None and on_final is None
             final = tau_try * s < 8.0  # short enough to accept whatever the growth
             sweep = _sweep(gen, x, theta, np.exp(c * taus), c, s, tol, observe, count_R,
                            None if last else np.zeros_like(x), abort=not final)
@@ -600,4 +604,6 @@ def chebyshev_evolve(gen: BlockGenerator, x0: np.ndarray, times: np.ndarray, obs
         j = jj
         segments += 1
         # outputs equal to t_end were written from the series; skip them
+    if on_final is not None:
+        on_final(x)  # the state at t_now = times[-1]
     return obs, counts, {"matvecs": matvecs, "segments": segments}

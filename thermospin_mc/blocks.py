@@ -25,6 +25,7 @@ block form (exact no-jump inverse, bordered GMRES) are in :mod:`.blocksolve`.
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -33,13 +34,28 @@ import scipy.sparse.linalg as spla
 
 from . import observables as OBS
 from .model import ChainModel
+from .schedule import Schedule
 from .sectors import SectorSpace
 
 __all__ = ["BlockLayout", "CoherenceLayout", "PureLayout", "check_model", "stack",
            "nojump_generator", "feed_generator", "liouvillian", "evolve_grid", "solve_in_block",
            "refuse_trapped", "refuse_dark_states"]
 
-def check_model(model) -> ChainModel:
+def check_model(model, solver: str | None = None) -> ChainModel:
+    """``model`` if it is a :class:`ChainModel`, else a one-line ``ValueError``.
+
+    A :class:`~thermospin_mc.schedule.Schedule` is refused with the reason: the
+    solvers that call this need one time-independent generator (a steady state,
+    a spectrum, long-time statistics). ``solver`` names the caller in the
+    message; by default the calling function's name (when public).
+    """
+    if isinstance(model, Schedule):
+        if solver is None:
+            caller = sys._getframe(1).f_code.co_name
+            solver = caller if not caller.startswith("_") else "this solver"
+        raise ValueError(f"{solver}: a Schedule has no single generator (it needs one "
+                         "time-independent model); pass one stage's model, e.g. "
+                         "schedule.model_at(t)")
     if not isinstance(model, ChainModel):
         raise ValueError(f"model must be a ChainModel, got {type(model).__name__}")
     return model

@@ -31,7 +31,14 @@ from . import io as _io
 from ._version import __version__
 from .backends import Cluster
 from .checkpoint import Checkpointing
-from .cli_args import CliError, add_model_args, add_spectrum, exact_affordable, gather
+from .cli_args import (
+    CliError,
+    add_model_args,
+    add_spectrum,
+    describe_model,
+    exact_affordable,
+    gather_stages,
+)
 from .cli_args import help_default as _d
 from .cli_jumps import add_fcs, add_stats
 from .config import build_operators, flag, parse_times
@@ -184,9 +191,9 @@ def _check_observables(spec, N: int):
 
 
 def _cmd_run(args) -> int:
-    mcfg, rcfg = gather(args)
-    model = _config.resolve_model(mcfg)
-    spec = _config.resolve_run(rcfg)
+    mcfg, rcfg, stages = gather_stages(args)
+    model = _config.resolve_schedule(mcfg, stages)  # a Schedule with [[stage]] tables
+    spec = _config.resolve_run(rcfg, model)
     observables = _check_observables(spec, model.N)
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
@@ -194,8 +201,7 @@ def _cmd_run(args) -> int:
     if spec.solver == "mc":
         _check_trajectory_run(model, spec)
     if args.dry_run:
-        print(json.dumps({"model": model.to_dict(), "run": spec.to_dict()}, sort_keys=True,
-                         default=_io.jsonable))
+        print(json.dumps(_config.resolved(model, spec), sort_keys=True, default=_io.jsonable))
         return 0
     ref = None
     if spec.solver == "mc":
@@ -275,12 +281,9 @@ def _print_summary(model, res, ref=None, cmp=None) -> None:
     observables and, next to trajectories, their comparison with the exact solution
     ``ref`` (``cmp = res.compare(ref)``) summarised per observable."""
     meta = res.metadata
-    chans = ", ".join(f"{c.name} ({c.kind} at {c.site + 1}, rate {c.rate:g})"
-                      for c in model.channels) or "none (closed chain)"
-    print(f"thermospin-mc {meta.get('version')}  solver={meta['solver']}  N={model.N}  "
-          f"profile={model.profile.to_dict()}  a(T)={model.alpha_method}")
-    print(f"channels: {chans}")
-    print("couplings a_l = " + ", ".join(f"{x:.5f}" for x in model.couplings))
+    head, lines = describe_model(model)
+    print(f"thermospin-mc {meta.get('version')}  solver={meta['solver']}  N={model.N}  {head}")
+    print("\n".join(lines))
     if meta["solver"] == "mcsolve":
         run_s = meta.get("run_s", meta["elapsed_s"])
         done = meta["ntraj"] - (meta.get("resumed_ntraj") or 0)

@@ -17,9 +17,10 @@ from .config import ConfigError
 from .io import check_output_file, write_table
 from .relaxation import METHODS, liouvillian_spectrum, relaxation_time
 from .results import metadata
+from .schedule import Schedule
 
-__all__ = ["CliError", "help_default", "add_model_args", "gather", "exact_affordable",
-           "add_spectrum"]
+__all__ = ["CliError", "help_default", "add_model_args", "gather", "gather_stages",
+           "describe_model", "exact_affordable", "add_spectrum"]
 
 #: Errors of bad command-line input (one line, exit status 2).
 CliError = ConfigError
@@ -97,8 +98,33 @@ def add_model_args(p) -> None:
 
 
 def gather(args, run_keys: bool = True) -> tuple[dict, dict]:
-    """Merge the TOML tables and the flags given on the command line (flags win)."""
-    mcfg, rcfg = _config.load_toml(args.config) if args.config is not None else ({}, {})
+    """Merge the TOML tables and the flags given on the command line (flags win).
+
+    ``[[stage]]`` tables (a protocol) are refused with one line naming the
+    command: only ``run`` reads them (:func:`gather_stages`).
+    """
+    mcfg, rcfg, stages = _read_config(args)
+    if stages:
+        command = getattr(args, "command", None) or "this command"
+        raise CliError(f"{command} needs one time-independent model: the [[stage]] tables of "
+                       f"{str(args.config)!r} (a time-dependent protocol) are read by "
+                       "'thermospin-mc run' only")
+    return _merge_flags(args, mcfg, rcfg, run_keys)
+
+
+def gather_stages(args) -> tuple[dict, dict, list[dict]]:
+    """:func:`gather` for ``run``: also the ``[[stage]]`` tables, in file order (the flags
+    change ``[model]``, which every stage starts from)."""
+    mcfg, rcfg, stages = _read_config(args)
+    mcfg, rcfg = _merge_flags(args, mcfg, rcfg, True)
+    return mcfg, rcfg, stages
+
+
+def _read_config(args) -> tuple[dict, dict, list[dict]]:
+    return _config.load_config(args.config) if args.config is not None else ({}, {}, [])
+
+
+def _merge_flags(args, mcfg: dict, rcfg: dict, run_keys: bool) -> tuple[dict, dict]:
     tables = [(_config.MODEL_KEYS, mcfg)] + ([(_config.RUN_KEYS, rcfg)] if run_keys else [])
     for keys, cfg in tables:
         for k in keys:
@@ -108,10 +134,26 @@ def gather(args, run_keys: bool = True) -> tuple[dict, dict]:
     return mcfg, rcfg
 
 
+def describe_model(model) -> tuple[str, list[str]]:
+    """What a run prints about its model: a head (profile and a(T), or the number of
+    stages of a ``Schedule``) and lines of channels and couplings (per stage)."""
+    if isinstance(model, Schedule):
+        lines = []
+        for k, (t, m) in enumerate(model.stages):
+            lines += [f"stage {k} from t = {t:g}: profile={m.profile.to_dict()}",
+                      *("  " + line for line in describe_model(m)[1])]
+        return f"protocol of {len(model)} stages  a(T)={model.alpha_method}", lines
+    chans = ", ".join(f"{c.name} ({c.kind} at {c.site + 1}, rate {c.rate:g})"
+                      for c in model.channels) or "none (closed chain)"
+    return (f"profile={model.profile.to_dict()}  a(T)={model.alpha_method}",
+            [f"channels: {chans}",
+             "couplings a_l = " + ", ".join(f"{x:.5f}" for x in model.couplings)])
+
 
 def exact_affordable(model) -> bool:
     """Whether the exact block solver is cheap enough to print as a reference
-    (at most 10^5 density-matrix entries over the reachable sectors)."""
+    (at most 10^5 density-matrix entries over the reachable sectors; a
+    ``Schedule``: over every stage's)."""
     secs = model.reachable_sectors()
     return sum(comb(model.N, m) ** 2 for m in secs) <= 100_000
 

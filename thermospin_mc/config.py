@@ -21,9 +21,13 @@ Rules for temperatures (``--scenario`` picks the two-temperature profile:
 Run keys that do nothing for the chosen solver (trajectory options with
 ``--solver exact``/``steady``, ``--times`` with ``steady``) are refused.
 
-Length: one vocabulary for the model and the run; both halves (``resolve_model``,
-``resolve_run``) share the key tables, ``flag`` and the refusal rule, so they are
-read and changed together.
+A time-dependent protocol (MODEL.md 13) is written as top-level ``[[stage]]``
+tables, each with its start time ``t > 0`` and any ``[model]`` keys, which
+override ``[model]`` from ``t`` on (:func:`resolve_schedule`).
+
+Length: one vocabulary for the model, its stages and the run; the three
+(``resolve_model``, ``resolve_schedule``, ``resolve_run``) share the key
+tables, ``flag`` and the refusal rule, so they are read and changed together.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ from .model import (
     channel_from_dict,
 )
 from .operators import Operator
+from .schedule import Schedule
 
 __all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMATS",
-           "ConfigError", "load_toml", "resolve_model", "resolve_run", "RunSpec",
+           "ConfigError", "load_toml", "load_config", "resolve_model", "resolve_schedule",
+           "resolve_run", "resolved", "RunSpec",
            "parse_times", "flag", "build_operators"]
 
 SCENARIOS = ("pump", "loss", "closed", "boundary")
@@ -99,7 +105,20 @@ def flag(key: str) -> str:
 
 # --------------------------------------------------------------------------- TOML
 def load_toml(path: str | Path) -> tuple[dict, dict]:
-    """Read a TOML run file; returns ``(model_table, run_table)``.
+    """Read a TOML run file without stages; returns ``(model_table, run_table)``.
+
+    The rules are :func:`load_config`'s; ``[[stage]]`` tables (a protocol) are
+    refused here: only ``thermospin-mc run`` reads them.
+    """
+    model, run, stages = load_config(path)
+    if stages:
+        raise ConfigError(f"[[stage]] tables in {str(path)!r} (a time-dependent protocol) are "
+                          "read by 'thermospin-mc run' only")
+    return model, run
+
+
+def load_config(path: str | Path) -> tuple[dict, dict, list[dict]]:
+    """Read a TOML run file; returns ``(model_table, run_table, stage_tables)``.
 
     One rule: every key belongs to the ``[model]`` or the ``[run]`` table, and
     only their own keys are read. Keys whose value is a list of tables are
@@ -107,7 +126,10 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
     site, rate, optional name; one such table per channel). Anything outside
     the two tables (a top-level ``N = 5``, a top-level ``[[channel]]``, another
     table) and any unknown key is refused with one line that says where it
-    belongs.
+    belongs. The one exception is a protocol (MODEL.md 13): top-level
+    ``[[stage]]`` tables, each with ``t`` and any ``[model]`` keys (checked by
+    :func:`resolve_schedule`); ``[model]`` is stage 0, the ``[[stage]]``
+    tables are stages 1, 2, ... in file order.
     """
     path = Path(path)
     try:
@@ -130,10 +152,16 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
                 raise ConfigError(f"{k!r} in {str(path)!r} must be a table ([{k}]), "
                                   f"got {type(val).__name__}")
             continue
+        if k == "stage":
+            if not (isinstance(val, list) and all(isinstance(x, dict) for x in val)):
+                got = "a [stage] table" if isinstance(val, dict) else type(val).__name__
+                raise ConfigError(f"'stage' in {str(path)!r} must be [[stage]] tables (one per "
+                                  f"stage, each with t and [model] keys), got {got}")
+            continue
         where = "model" if k in MODEL_KEYS else "run" if k in RUN_KEYS else None
         if where is None:
             raise ConfigError(f"unknown top-level key {k!r} in {str(path)!r}; allowed "
-                              "tables: [model], [run]")
+                              "tables: [model], [run], [[stage]]")
         if isinstance(val, list) and val and all(isinstance(x, dict) for x in val):
             raise ConfigError(f"top-level [[{k}]] tables in {str(path)!r} are not read; "
                               f"write them as [[{where}.{k}]] (every key belongs to "
@@ -143,13 +171,24 @@ def load_toml(path: str | Path) -> tuple[dict, dict]:
     model, run = dict(data.get("model", {})), dict(data.get("run", {}))
     for table, keys, name in ((model, MODEL_KEYS, "model"), (run, RUN_KEYS, "run")):
         for k in table:
+            if k == "stage":
+                raise ConfigError(f"[{name}].stage in {str(path)!r} is not read; write the "
+                                  "stages as top-level [[stage]] tables")
             if k not in keys:
                 other = "run" if name == "model" else "model"
                 hint = (f" (it belongs to [{other}])" if k in (RUN_KEYS if name == "model"
                                                                else MODEL_KEYS) else "")
                 raise ConfigError(f"unknown key [{name}].{k} in {str(path)!r}{hint}; allowed: "
                                   + ", ".join(keys))
-    return model, run
+    stages = [dict(st) for st in data.get("stage", [])]
+    for n, st in enumerate(stages, 1):
+        for k in st:
+            if k != "t" and k not in MODEL_KEYS:
+                hint = (" (it belongs to [run], which is one for all stages)" if k in RUN_KEYS
+                        else "")
+                raise ConfigError(f"unknown key {k!r} in [[stage]] {n} of {str(path)!r}{hint}; "
+                                  "allowed: t and the [model] keys " + ", ".join(MODEL_KEYS))
+    return model, run, stages
 
 
 # --------------------------------------------------------------------------- model
@@ -390,6 +429,67 @@ def resolve_model(cfg: dict) -> ChainModel:
     return model
 
 
+#: [model] keys a [[stage]] table refuses: the initial state is stage 0's ([model]).
+STAGE_REFUSED = ("initial", "initial_p", "initial_mixture")
+
+
+def resolve_schedule(cfg: dict, stages) -> ChainModel | Schedule:
+    """The model of ``[model]`` (``cfg``), or with ``[[stage]]`` tables the protocol
+    (:class:`~thermospin_mc.schedule.Schedule`, MODEL.md 13).
+
+    Stage 0 is ``[model]`` from ``t = 0``; ``[[stage]]`` table ``k`` (in file
+    order, counted from 1) is stage ``k``: the model of ``[model]``'s keys plus
+    its own (stages do not inherit each other's keys), from its ``t`` on.
+    ``t`` must be a number ``> 0`` (``t = 0`` would replace ``[model]``: put
+    those keys there), larger than the previous stage's. Every key obeys the
+    one input rule of :func:`resolve_model` (the message names the stage); the
+    initial state is stage 0's, so ``initial``, ``initial_p`` and
+    ``initial_mixture`` in a stage are refused, and so is another ``N``.
+    """
+    base = resolve_model(cfg)
+    if not stages:
+        return base
+    out, prev = [(0.0, base)], 0.0
+    for k, st in enumerate(stages, 1):
+        where = f"[[stage]] {k}"
+        if "t" not in st:
+            raise ConfigError(f"{where} has no t: every [[stage]] table needs its start time "
+                              "t > 0 ([model] is stage 0 from t = 0)")
+        t = st["t"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t):
+            raise ConfigError(f"{where}: t must be a finite number, got {t!r}")
+        t = float(t)
+        if t < 0:
+            raise ConfigError(f"{where}: t = {t:g} is negative; stage start times are > 0 "
+                              "([model] is stage 0 from t = 0)")
+        if t == 0:
+            raise ConfigError(f"{where}: t = 0 would replace [model], which is stage 0 from "
+                              "t = 0; put these keys in [model]")
+        if t <= prev:
+            raise ConfigError(f"{where}: t = {t:g} is not after stage {k - 1}'s t = {prev:g}; "
+                              "[[stage]] tables are stages 1, 2, ... in file order, with "
+                              "increasing t")
+        keys = {key: val for key, val in st.items() if key != "t"}
+        for key in STAGE_REFUSED:
+            if key in keys:
+                raise ConfigError(f"{where} (t = {t:g}): {key} does nothing in a stage (the "
+                                  "initial state is [model]'s, stage 0); put it in [model]")
+        if "N" in keys and keys["N"] != base.N:
+            raise ConfigError(f"{where} (t = {t:g}): N = {keys['N']!r} differs from [model]'s "
+                              f"N = {base.N} (every stage has the same sites)")
+        try:
+            model = resolve_model({**cfg, **keys})
+        except ValueError as exc:
+            raise ConfigError(f"{where} (t = {t:g}): {exc}") from exc
+        out.append((t, model))
+        prev = t
+    try:
+        return Schedule(out)
+    except ValueError as exc:  # a channel name that changes its kind or site
+        raise ConfigError(f"{exc} (stage 0 is [model], stage k the k-th [[stage]] table)") \
+            from exc
+
+
 # --------------------------------------------------------------------------- run
 def parse_times(spec) -> np.ndarray:
     """``"start:stop:num"`` (inclusive linspace), a comma list ``"0,1,2.5"``, or a list."""
@@ -493,8 +593,9 @@ class RunSpec:
                 "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
 
 
-def resolve_run(rcfg: dict) -> RunSpec:
-    """A validated :class:`RunSpec` from a flat dict of ``[run]`` keys."""
+def resolve_run(rcfg: dict, model=None) -> RunSpec:
+    """A validated :class:`RunSpec` from a flat dict of ``[run]`` keys (``model``: the
+    run's model or protocol, if known: a protocol refuses ``--solver steady``)."""
     unknown = [k for k in rcfg if k not in RUN_KEYS]
     if unknown:
         raise ConfigError(f"unknown run key {unknown[0]!r}; allowed: {', '.join(RUN_KEYS)}")
@@ -502,6 +603,10 @@ def resolve_run(rcfg: dict) -> RunSpec:
     solver = cfg["solver"]
     if solver not in SOLVERS:
         raise ConfigError(f"--solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
+    if solver == "steady" and isinstance(model, Schedule):
+        raise ConfigError("--solver steady: the [[stage]] tables make a time-dependent "
+                          "protocol, which has no single generator and no steady state; use "
+                          "--solver mc or exact, or remove the stages")
     if solver != "mc":
         for k in MC_ONLY:
             if k in rcfg:
@@ -541,6 +646,17 @@ def resolve_run(rcfg: dict) -> RunSpec:
                    observables=obs, n_jobs=n_jobs, pairs=pairs, compare=bool(cfg["compare"]),
                    mc=mc, exact_n_jobs=rcfg.get("n_jobs", EXACT_N_JOBS),
                    operators=operators, states=states)
+
+
+def resolved(model, spec: RunSpec) -> dict:
+    """What ``run --dry-run`` prints: the model (``[model]``, stage 0), for a protocol
+    every stage as resolved (``stages``: ``stage``, ``t``, ``model``), and the run."""
+    out = {"model": model.to_dict(), "run": spec.to_dict()}
+    if isinstance(model, Schedule):
+        out["model"] = model.first.to_dict()
+        out["stages"] = [{"stage": k, "t": t, "model": m.to_dict()}
+                         for k, (t, m) in enumerate(model.stages)]
+    return out
 
 
 def _operator_specs(value) -> tuple:

@@ -54,6 +54,7 @@ from .pack import (
     BLOCK,
     DENSE_MAX,
     StateLayout,
+    is_doob,
     kernel_layout,
     state_blocks,
     state_layout,
@@ -127,8 +128,11 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
 
     Parameters
     ----------
-    model : ChainModel or Schedule
-        The initial pure state is prepared at ``t = 0``. A
+    model : ChainModel, Schedule or DoobProcess
+        The initial pure state is prepared at ``t = 0``. A :func:`~thermospin_mc.doob`
+        process runs its transformed unravelling (MODEL.md 14; dense sector
+        generators and jump matrices, the jump tables in the original channel
+        names); its initial state is ``l^(1/2) psi0``, normalised. A
         :class:`~thermospin_mc.schedule.Schedule` runs its stages in turn
         (MODEL.md 13): the propagation is exact inside a stage, a stage boundary
         is probed like an output time, and the unnormalised state and the jump
@@ -312,7 +316,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         ``except Exception`` does not swallow it. Signals are caught in the
         main thread, when their handler is Python's default; the first decides.
     """
-    model = check_model_or_schedule(model)
+    if not is_doob(model):
+        model = check_model_or_schedule(model)
     times = v.times(times)
     ntraj = v.integer("ntraj", ntraj, lo=1)
     n_jobs = v.n_jobs(n_jobs)

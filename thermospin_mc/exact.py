@@ -35,9 +35,17 @@ Every solver also evaluates a user's magnon-conserving operators (rows after the
 built-in observables) and keeps the block density matrices on request
 (``states=True``, :class:`~thermospin_mc.blockstate.BlockState`) on each of its paths.
 
-Length: about 530 lines, just above the ~500 guideline: the solvers share the
+``mesolve`` and ``sesolve`` also take a :class:`~thermospin_mc.schedule.Schedule`
+(MODEL.md 13): the stages' exact propagators chained on the same three paths
+(``_mesolve_schedule``); a schedule of one generator runs the plain solver.
+The solvers of one generator (steady state, exit sides) refuse a schedule
+(:func:`~thermospin_mc.blocks.check_model`).
+
+Length: about 760 lines, above the ~500 guideline: the solvers share the
 resolution of observables, operators and states, and each of mesolve's three
-paths (closed, no-jump, block generator) carries them through.
+paths (closed, no-jump, block generator) carries them through, for one model
+and, stage by stage, for a schedule; splitting the schedule paths off would
+move those shared helpers into a module of their own for one caller.
 """
 
 from __future__ import annotations
@@ -69,6 +77,7 @@ from .model import ChainModel
 from .observables import OBSERVABLES
 from .results import Result, expect_table
 from .results import metadata as result_metadata
+from .schedule import Schedule, stage_of
 from .sectors import SectorSpace
 
 __all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayout", "liouvillian"]
@@ -143,8 +152,16 @@ def sesolve(model: ChainModel, times, observables=None, states: bool = False) ->
     -------
     Result
         ``.expect`` with ``sem = 0``, ``ntraj = 0``.
+
+    Notes
+    -----
+    A :class:`~thermospin_mc.schedule.Schedule` evolves with each stage's
+    Hamiltonian in turn (channels ignored), by :func:`mesolve`'s pure-state
+    path; a schedule of one Hamiltonian gives this function's own result.
     """
-    model = check_model(model)
+    if isinstance(model, Schedule):
+        return _sesolve_schedule(model, times, observables, states)
+    model = check_model(model, "sesolve")
     times = v.times(times)
     names, _, ops = _check_observables(observables, None, model.N, count=False,
                                        solver="sesolve")
@@ -225,8 +242,19 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     generator, about 2N nonzeros per stored number); a
     model with loss channels only, started with at most one magnon, costs
     ``O(N^2)`` and runs for N in the thousands.
+
+    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule` (MODEL.md 13):
+    ``rho(t) = exp(L_k (t - t_k)) ... exp(L_0 t_1) rho0``, stage by stage on
+    the same paths (every option above works). ``flow`` takes the couplings
+    of the stage holding at each output time (``schedule.model_at(t)``);
+    ``count`` has a row for every channel of the schedule (rate 0 where a
+    stage lacks it); the metadata records every stage. A schedule whose
+    stages before ``times[-1]`` are one model gives that model's result bit
+    for bit.
     """
-    model = check_model(model)
+    if isinstance(model, Schedule):
+        return _mesolve_schedule(model, times, observables, pairs, method, states)
+    model = check_model(model, "mesolve")
     times = v.times(times)
     names, pairs, ops = _check_observables(observables, pairs, model.N, solver="mesolve")
     states = _check_states(states)
@@ -349,6 +377,212 @@ def _mesolve_chebyshev(model, layout, times, names, pairs, info: dict, extras: L
     return series
 
 
+# ---------------------------------------------------------------------------- schedules
+def _sesolve_schedule(schedule: Schedule, times, observables, states) -> Result:
+    """``sesolve`` of a schedule: each stage's Hamiltonian in turn (channels ignored)."""
+    names, _, ops = _check_observables(observables, None, schedule.N, count=False,
+                                       solver="sesolve")
+    if schedule.is_mixed:
+        raise ValueError("sesolve needs a pure initial state, got a mixture; use mesolve")
+    closed = Schedule([(t, m.with_(gamma=0.0, gamma_pump=0.0) if m.channels else m)
+                       for t, m in schedule.stages])
+    res = _mesolve_schedule(closed, times, [*names, *ops], None, "auto", states)
+    return res.replace(metadata={**res.metadata, "solver": "sesolve",
+                                 "model": schedule.to_dict()})
+
+
+def _mesolve_schedule(schedule: Schedule, times, observables, pairs, method,
+                      states) -> Result:
+    """``mesolve`` of a schedule (MODEL.md 13): the stages' exact propagators in turn,
+    on the paths of the plain solver (pure no-jump state, ``expm``, Chebyshev)."""
+    N = schedule.N
+    times = v.times(times)
+    names, pairs, ops = _check_observables(observables, pairs, N, solver="mesolve")
+    states = _check_states(states)
+    if method not in ("auto", "expm", "chebyshev"):
+        raise ValueError(f"method must be 'auto', 'expm' or 'chebyshev', got {method!r}")
+    dyn = schedule.dynamic_stages(float(times[-1]))
+    first = dyn[0][1]
+    held = {int(k) for k in np.atleast_1d(stage_of(schedule.times, times))}
+    same_flow = all(np.array_equal(schedule.stages[k][1].couplings, first.couplings)
+                    for k in held)
+    same_channels = [c.name for c in schedule.channels] == [c.name for c in first.channels]
+    if (len(dyn) == 1 and ("flow" not in names or same_flow)
+            and ("count" not in names or same_channels)):
+        # one generator up to the last output: the plain solver, bit for bit
+        res = mesolve.__wrapped__(first, times, observables, pairs, method, states)
+        return res.replace(metadata={**res.metadata, "model": schedule.to_dict(),
+                                     "alpha_method": schedule.alpha_method})
+    extra = {} if pairs is None else {"pairs": np.asarray(pairs).tolist()}
+    extra.update(_operator_extra(ops))
+    # flow is (a_l / 2) j_l with the couplings of the stage holding at t: compute j_bond
+    inner = list(dict.fromkeys("j_bond" if n == "flow" else n for n in names))
+    windows = _stage_windows(dyn, times)
+    kept = [None] * times.size if states else None
+    simple = pairs is None and "count" not in names and not schedule.is_mixed
+    only_loss = all(ch.kind == "loss" for _, m in dyn for ch in m.channels)
+    if simple and (all(m.is_closed for _, m in dyn)
+                   or (only_loss and first.initial_sector <= 1)):
+        series = _schedule_pure(dyn, windows, times, inner, ops, kept)
+    else:
+        secs = first.initial_sectors
+        lo = 0 if any(m.has_kind("loss") for _, m in dyn) else secs[0]
+        hi = N if any(m.has_kind("pump") for _, m in dyn) else secs[-1]
+        layouts = [BlockLayout(SectorSpace(m), list(range(lo, hi + 1))) for _, m in dyn]
+        if states:
+            check_states_memory(N, layouts[0].sectors, times.size, "mesolve")
+        if method == "auto":
+            method = "expm" if layouts[0].size <= CHEBYSHEV_MIN_SIZE else "chebyshev"
+        extra["method"] = method
+        count = schedule.channels if "count" in names else ()
+        run = (_schedule_chebyshev if method == "chebyshev" else _schedule_expm)
+        series = run(dyn, layouts, windows, times, inner, pairs, LayoutRows(layouts[0], ops),
+                     kept, count, extra)
+    if "flow" in names:
+        k_of = np.atleast_1d(stage_of(schedule.times, times))
+        for obs, k in zip(series, k_of, strict=True):
+            obs["flow"] = OBS.flow_factor(schedule.stages[int(k)][1].couplings) * obs["j_bond"]
+    means = stack(series, [*names, *_op_rows(ops)])
+    return Result(expect_table(times, N, means, pairs=pairs, channels=schedule.channels,
+                               operators=ops),
+                  _metadata(schedule, "mesolve", **extra), states=kept)
+
+
+def _stage_windows(dyn, times: np.ndarray) -> list[tuple]:
+    """``(model_k, t_k, t_next, idx, rel)`` per dynamic stage: the output indices ``idx``
+    with ``t_k <= t < t_next`` (the last stage: every later ``t``), the next stage's
+    start (``None`` for the last) and the times to reach from ``t_k``: the outputs'
+    and, but for the last stage, ``t_next``."""
+    starts = np.array([t for t, _ in dyn])
+    k_of = np.atleast_1d(stage_of(starts, times))
+    out = []
+    for k, (t_k, model) in enumerate(dyn):
+        t_next = float(starts[k + 1]) if k + 1 < len(dyn) else None
+        idx = np.nonzero(k_of == k)[0]
+        rel = times[idx] - t_k
+        if t_next is not None:
+            rel = np.append(rel, t_next - t_k)
+        out.append((model, float(t_k), t_next, idx, rel))
+    return out
+
+
+def _schedule_pure(dyn, windows, times, names, ops, kept) -> list[dict]:
+    """Pure path: one sector, ``psi' = -i H_eff psi`` stage by stage (closed stages:
+    ``H_eff = h``); with losses from one magnon the missing norm is the all-up state."""
+    space0 = SectorSpace(dyn[0][1])
+    m0, psi = space0.initial_state()
+    lost_to = 0 if m0 == 1 and any(m.has_kind("loss") for _, m in dyn) else None
+    if kept is not None:
+        check_states_memory(space0.N, [m0] + ([] if lost_to is None else [lost_to]),
+                            times.size, "mesolve")
+    layout = PureLayout(space0, m0, lost_to=lost_to)
+    op_values, op_state = pure_rows(space0, ops, m0, lost_to)
+    series = [None] * times.size
+    for model, _t, _next, idx, rel in windows:
+        space = space0 if model is dyn[0][1] else SectorSpace(model)
+        gen = -1j * space.sector(m0).heff_sparse(space.a)
+        for q, x in enumerate(evolve_grid(gen, psi, rel)):
+            if q == idx.size:
+                psi = x  # the next stage starts here
+                continue
+            series[idx[q]] = {**layout.observables(x, names), **op_values(x)}
+            if kept is not None:
+                kept[idx[q]] = op_state(x)
+    return series
+
+
+def _stage_rates(layout, model: ChainModel, channels) -> np.ndarray:
+    """``count_rates`` of the schedule's ``channels`` in one stage (0 where it lacks one)."""
+    own = {c.name: c for c in model.channels}
+    R = np.zeros((len(channels), layout.size))
+    for q, ch in enumerate(channels):
+        if ch.name in own:
+            R[q] = OBS.count_rates(layout, [own[ch.name]])[0]
+    return R
+
+
+def _schedule_expm(dyn, layouts, windows, times, names, pairs, extras: LayoutRows, kept,
+                   count, info) -> list[dict]:
+    """Block path by ``expm_multiply`` of each stage's assembled generator (augmented by
+    the jump rates of ``count``, integrated with the state across the stages)."""
+    lay0, nch = layouts[0], len(count)
+    x = np.concatenate([lay0.initial(dyn[0][1]), np.zeros(nch, dtype=complex)])
+    series = [None] * times.size
+    for (model, _t, _next, idx, rel), layout in zip(windows, layouts, strict=True):
+        L = (nojump_generator(layout) + feed_generator(layout)).tocsr()
+        if nch:
+            R = sp.csr_matrix(_stage_rates(layout, model, count).astype(complex))
+            L = sp.bmat([[L, None], [R, sp.csr_matrix((nch, nch), dtype=complex)]],
+                        format="csr")
+        for q, xa in enumerate(evolve_grid(L, x, rel)):
+            if q == idx.size:
+                x = xa
+                continue
+            rho = xa[:lay0.size]
+            obs = lay0.observables(rho, names, pairs)
+            obs.update(extras.values(rho))
+            if nch:
+                obs["count"] = xa[lay0.size:].real.copy()
+            if kept is not None:
+                kept[idx[q]] = extras.state(rho)
+            series[idx[q]] = obs
+    return series
+
+
+def _schedule_chebyshev(dyn, layouts, windows, times, names, pairs, extras: LayoutRows, kept,
+                        count, info) -> list[dict]:
+    """Block path by each stage's matrix-free Chebyshev propagator, the state handed
+    from stage to stage (``chebyshev_evolve(..., on_final=...)``)."""
+    lay0, nch, N = layouts[0], len(count), layouts[0].N
+    lin = [n for n in names if n != "count"]
+    if pairs is not None:  # observe runs once per term: build the pair maps once
+        import functools
+
+        lay0.space.pair_maps = functools.lru_cache(maxsize=None)(lay0.space.pair_maps)
+    shapes = {}
+
+    def observe(x):
+        obs = lay0.observables(x, lin, pairs)
+        if "m" in obs:  # N/2 - sum_m m p_m is affine: keep its linear part
+            obs["m"] = obs["m"] - N / 2
+        for n in lin:
+            shapes[n] = obs[n].size
+        return np.concatenate([obs[n] for n in lin] + [extras.linear(x)])
+
+    x = lay0.initial(dyn[0][1])
+    cnt = np.zeros(nch)
+    series = [None] * times.size
+    matvecs = segments = 0
+    for (model, _t, t_next, idx, rel), layout in zip(windows, layouts, strict=True):
+        R = sp.csr_matrix(_stage_rates(layout, model, count)) if nch else None
+        end = {}
+        on_state = None if kept is None else (
+            lambda j, xs, idx=idx: kept.__setitem__(idx[j], extras.state(xs))
+            if j < idx.size else None)
+        on_final = None if t_next is None else (lambda xs, end=end: end.update(x=xs.copy()))
+        vals, counts, run = chebyshev_evolve(BlockGenerator(layout), x, rel, observe, R,
+                                             on_state=on_state, on_final=on_final)
+        matvecs += run["matvecs"]
+        segments += run["segments"]
+        for q, i in enumerate(idx):
+            obs, pos = {}, 0
+            for n in lin:
+                obs[n] = vals[q, pos:pos + shapes[n]].copy()
+                pos += shapes[n]
+            if "m" in obs:
+                obs["m"] = obs["m"] + N / 2
+            obs.update(extras.from_linear(vals[q, pos:]))
+            if nch:
+                obs["count"] = cnt + counts[q]
+            series[i] = obs
+        if t_next is not None:
+            x = end["x"]
+            if nch:
+                cnt = cnt + counts[-1]
+    info.update(matvecs=matvecs, segments=segments)
+    return series
+
+
 # ---------------------------------------------------------------------------- steady state
 @blas_threads
 def steadystate(model: ChainModel, observables=None, method: str = "auto",
@@ -390,7 +624,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
     Result
         ``.expect`` at ``t = inf`` with ``sem = 0``.
     """
-    model = check_model(model)
+    model = check_model(model, "steadystate")
     names, pairs, ops = _check_observables(observables, pairs, model.N, count=False,
                                            solver="steadystate")
     states = _check_states(states)
@@ -484,7 +718,7 @@ def exit_probabilities(model: ChainModel) -> pd.Series:
     pandas.Series
         Indexed by the loss channel names, in channel order.
     """
-    model = check_model(model)
+    model = check_model(model, "exit_probabilities")
     if model.has_kind("pump"):
         raise ValueError(f"exit_probabilities needs gamma_pump = 0 (a pump never lets the "
                          f"chain empty), got gamma_pump = {model.gamma_pump}"

@@ -168,7 +168,7 @@ def exact_counting_statistics(model, counts, order: int = 4, t=None, *, t0: floa
         counts, ``t`` and the solver. For ``t=None`` the cumulant of order 1 is
         the mean current, order 2 the noise; their ratio is the Fano factor.
     """
-    model = check_model(model)
+    model = check_model(model, "exact_counting_statistics")
     weights = check_counts(model, counts)
     order = v.integer("order", order, lo=1)
     tol = v.real("tol", tol, lo=0.0, lo_open=True, hi=1e-3)
@@ -269,7 +269,7 @@ def scgf(model, counts, s) -> np.ndarray:
     shifts. ``(L_s - sigma)^-1`` is a sparse LU for small problems, else GMRES
     preconditioned with the exact inverse of the shifted no-jump part.
     """
-    model = check_model(model)
+    model = check_model(model, "scgf")
     weights = check_counts(model, counts)
     s_arr = np.asarray(s, dtype=float)
     if not np.all(np.isfinite(s_arr)):

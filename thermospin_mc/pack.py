@@ -73,6 +73,12 @@ COND_LIMIT = 1e8
 #: Memory cap of the stored shared no-jump path (Taylor mode), per worker.
 PATH_BYTES = 128 * 2**20
 
+#: The Doob process's sectors are diagonalised (eigen mode) up to this dimension
+#: (its generator is dense: the Chebyshev mode, which needs a real sparse
+#: off-diagonal part, does not apply; above it the Taylor mode runs on the dense
+#: matrix).
+DOOB_DENSE_MAX = 2000
+
 
 
 
@@ -140,6 +146,7 @@ class SectorPack:
     def _stages(self, model, times: np.ndarray) -> None:
         """``models`` (distinct stage models, stage 0's first), ``spaces``, and per
         stage ``stage_t``, ``stage_u`` (its model) and ``stage_base`` (its row 0)."""
+        self.doob = is_doob(model)
         if is_schedule(model):
             stages = model.dynamic_stages(float(times[-1]) if times.size else None)
         else:
@@ -154,7 +161,7 @@ class SectorPack:
         self.stage_t = np.array([t for t, _ in stages], dtype=float)
         self.stage_u = np.array(self.stage_u, dtype=np.int64)
         self.stage_base = self.stage_u * (self.N + 1)
-        self.spaces = [SectorSpace(mod) for mod in self.models]
+        self.spaces = [SectorSpace(mod.model if self.doob else mod) for mod in self.models]
         # outputs of stage s: [kend[s - 1], kend[s]); a trajectory without a jump
         # in stage s probes its end from L[s] (its last output, else its start)
         nt, S = times.size, self.stage_t.size
@@ -196,9 +203,14 @@ class SectorPack:
         row = self.stab[row_m]
         row[K.DIM] = d
         row[K.OFF_GAMMA] = -1
-        H = sec.heff_sparse(a)
+        if self.doob:  # the Doob process: dense generator, decay and jumps (MODEL.md 14)
+            Hd = self.model.sector_heff(m)
+            H = sp.csr_matrix(Hd)
+            row[K.OFF_GAMMA] = self._add("r", _split(self.model.sector_gamma(m)))
+        else:
+            H = sec.heff_sparse(a)
         mode = K.MODE_TAYLOR
-        if d <= self.dense_max:
+        if d <= (max(self.dense_max, DOOB_DENSE_MAX) if self.doob else self.dense_max):
             Hd = H.toarray()
             lam, V = np.linalg.eig(Hd)
             try:
@@ -210,11 +222,8 @@ class SectorPack:
                 cond, resid = np.inf, np.inf
             if cond < COND_LIMIT and resid < 1e-11:
                 mode = K.MODE_EIGEN
-                # transposed, real and imaginary parts apart (see kernels._matvec_split)
-                row[K.OFF_V] = self._add("r", np.concatenate([V.T.real.ravel(),
-                                                              V.T.imag.ravel()]))
-                row[K.OFF_VINV] = self._add("r", np.concatenate([Vinv.T.real.ravel(),
-                                                                 Vinv.T.imag.ravel()]))
+                row[K.OFF_V] = self._add("r", _split(V))
+                row[K.OFF_VINV] = self._add("r", _split(Vinv))
                 row[K.OFF_LAM] = self._add("c", lam)
                 row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
                 self._boundary_phases(u, m, lam)
@@ -257,7 +266,12 @@ class SectorPack:
         row[K.OFF_DECAY] = self._add("r", sec.decay)
         for k, ch in enumerate(self.channels):
             ch = own.get(ch.name)  # None: no such channel in this stage (rate 0)
-            if ch is not None and 0 <= m + ch.dm <= self.N:
+            if self.doob:
+                M = self.model.jump_matrix(k, m)
+                if M is not None:
+                    self.jtab[k, row_m, K.JT_DENSE] = self._add("r", _split(M))
+                    self.jtab[k, row_m, K.JT_COUNT] = M.shape[0]
+            elif ch is not None and 0 <= m + ch.dm <= self.N:
                 src, dst = space.jump_map(ch, m)
                 self.jtab[k, row_m, K.JT_MAP] = self._add("i", np.concatenate([src, dst]))
                 self.jtab[k, row_m, K.JT_COUNT] = src.size
@@ -562,6 +576,18 @@ def kernel_layout(N: int, names, npair: int = 0, nch: int = 0, operators=(),
     return flags, cols, pos
 
 
+def _split(M: np.ndarray) -> np.ndarray:
+    """A dense complex matrix in the kernels' layout: transposed, real then imaginary
+    parts (``kernels._matvec_rect``)."""
+    M = np.asarray(M, dtype=complex)
+    return np.concatenate([M.T.real.ravel(), M.T.imag.ravel()])
+
+
+def is_doob(model) -> bool:
+    """Whether ``model`` is a Doob process (``tsm.doob``: dense per-sector generator)."""
+    return hasattr(model, "jump_matrix") and hasattr(model, "sector_heff")
+
+
 _PACKS: dict = {}
 _PACKS_LOCK = threading.Lock()
 
@@ -594,6 +620,9 @@ def initial_draw(model: ChainModel, space: SectorSpace):
     N = model.N
     binom = np.zeros((1, 1), dtype=np.int64)
     init_cfg = np.zeros((1, 2), dtype=np.int64)
+    if is_doob(model):  # l^(1/2) psi0, normalised (tsm.doob)
+        m0, psi0 = model.initial_state()
+        return K.INIT_PURE, m0, np.asarray(psi0, dtype=complex), np.zeros(1), init_cfg, binom
     if not model.is_mixed:
         m0, psi0 = space.initial_state()
         return K.INIT_PURE, m0, psi0, np.zeros(1), init_cfg, binom

@@ -18,8 +18,8 @@ __all__ = ["waiting_time_distribution", "waiting_time_bins"]
 
 
 # --------------------------------------------------------------------------- waiting times
-def _wtd_setup(model, channels, start, end, rho):
-    model = check_model(model)
+def _wtd_setup(model, channels, start, end, rho, solver: str):
+    model = check_model(model, solver)
     counted = check_channel_names(model, channels, "channels")
     start = counted if start is None else check_channel_names(model, start, "start")
     end = counted if end is None else check_channel_names(model, end, "end")
@@ -67,7 +67,8 @@ def waiting_time_distribution(model, channels, tau, *, start=None, end=None) -> 
         ``w(tau)``, same shape as ``tau``; its integral over ``[0, inf)`` is the
         probability that a next counted jump (of ``end``) ever happens.
     """
-    model, counted, start, end = _wtd_setup(model, channels, start, end, None)
+    model, counted, start, end = _wtd_setup(model, channels, start, end, None,
+                                            "waiting_time_distribution")
     tau_arr = np.asarray(tau, dtype=float)
     flat = v.real_array("tau", tau_arr.ravel(), lo=0.0)
     sysm = CountingSystem(model, steady_sectors(model))
@@ -111,7 +112,8 @@ def waiting_time_bins(model, channels, edges, *, start=None, end=None,
     numpy.ndarray
         ``len(edges) - 1`` probabilities (``int`` of ``w`` over each bin).
     """
-    model, counted, start, end = _wtd_setup(model, channels, start, end, None)
+    model, counted, start, end = _wtd_setup(model, channels, start, end, None,
+                                            "waiting_time_bins")
     edges = v.real_array("edges", edges, lo=0.0)
     if edges.size < 2 or np.any(np.diff(edges) <= 0):
         raise ValueError("edges must be at least two strictly increasing values")
