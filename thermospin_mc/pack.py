@@ -142,6 +142,7 @@ class SectorPack:
         self.modes = {}
         self.times = times
         self._paths = {}
+        self._mindim = 1
 
     def _stages(self, model, times: np.ndarray) -> None:
         """``models`` (distinct stage models, stage 0's first), ``spaces``, and per
@@ -271,6 +272,8 @@ class SectorPack:
                 if M is not None:
                     self.jtab[k, row_m, K.JT_DENSE] = self._add("r", _split(M))
                     self.jtab[k, row_m, K.JT_COUNT] = M.shape[0]
+                    # the product M psi fills a vector of the target's size
+                    self._mindim = max(self._mindim, M.shape[0])
             elif ch is not None and 0 <= m + ch.dm <= self.N:
                 src, dst = space.jump_map(ch, m)
                 self.jtab[k, row_m, K.JT_MAP] = self._add("i", np.concatenate([src, dst]))
@@ -390,7 +393,8 @@ class SectorPack:
 
     @property
     def maxdim(self) -> int:
-        return int(max(self.stab[:, K.DIM].max(), 1))
+        """Work-vector size: the largest built sector (and dense jump target)."""
+        return int(max(self.stab[:, K.DIM].max(), self._mindim))
 
 
 def operator_entries(A, hermitian: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
