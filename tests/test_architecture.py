@@ -31,7 +31,7 @@ ROOT = "__init__"
 LEAF_MODULES = ("kernels",)
 #: The exact (density-matrix) solvers ...
 EXACT_MODULES = ("exact", "fcs", "_blockops", "blocks", "blocksolve", "counting", "waiting",
-                 "correlations", "relaxation")
+                 "correlations", "relaxation", "doob")
 #: ... never reach, even transitively, these trajectory modules.
 TRAJECTORY_MODULES = ("kernels", "pack", "stats", "backends", "worker", "progress",
                       "driver", "checkpoint", "cloning")
@@ -51,8 +51,9 @@ LAYERS = (
     # 3 the result type
     ("results",),
     # 4 solvers: exact (block density matrix) and trajectories, side by side
-    ("blocks", "blocksolve", "exact", "counting", "fcs", "waiting", "correlations", "relaxation",
-     "pack", "stats", "backends", "worker", "progress", "checkpoint", "driver", "cloning"),
+    ("blocks", "blocksolve", "exact", "counting", "fcs", "doob", "waiting", "correlations",
+     "relaxation", "pack", "stats", "backends", "worker", "progress", "checkpoint", "driver",
+     "cloning"),
     # 5 statistics of finished runs
     ("jumpstats", "timeavg", "jumpcompare", "analysis"),
     # 6 applications: figures, configuration, command line

@@ -10,6 +10,7 @@ from ._version import __version__
 from .blockstate import BlockState  # noqa: E402
 from .cloning import cloning  # noqa: E402
 from .correlations import correlation, spectrum  # noqa: E402
+from .doob import DoobProcess, doob  # noqa: E402
 from .driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
 from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
 from .fcs import (  # noqa: E402
@@ -61,4 +62,5 @@ __all__ = [
     "Operator", "BlockState", "interop", "Schedule", "cloning",
     "correlation", "spectrum",
     "liouvillian_spectrum", "relaxation_time",
+    "doob", "DoobProcess",
 ]
