@@ -1,4 +1,4 @@
-"""Command line: ``thermospin-mc run | reproduce | stats | fcs | spectrum``.
+"""Command line: ``thermospin-mc run | reproduce | stats | fcs | rare | spectrum``.
 
 Bad input never shows a traceback: it prints one line ``thermospin-mc: error: ...``
 and exits with status 2. Flags and TOML keys follow one rule (``config``): each
@@ -9,9 +9,9 @@ observable is compared row by row with the exact solution (when affordable):
 a short summary per observable is printed, the whole table written as
 ``compare.parquet`` / ``compare.csv``.
 
-The ``stats`` and ``fcs`` subcommands are in :mod:`thermospin_mc.cli_jumps`, the
-model flags shared by ``run``, ``fcs`` and ``spectrum`` (and ``spectrum`` itself) in
-:mod:`thermospin_mc.cli_args`.
+The ``stats``, ``fcs`` and ``rare`` subcommands are in :mod:`thermospin_mc.cli_jumps`,
+the model flags shared by ``run``, ``fcs``, ``rare`` and ``spectrum`` (and ``spectrum``
+itself) in :mod:`thermospin_mc.cli_args`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .cli_args import (
     gather_stages,
 )
 from .cli_args import help_default as _d
-from .cli_jumps import add_fcs, add_stats
+from .cli_jumps import add_fcs, add_rare, add_stats
 from .config import build_operators, flag, parse_times
 from .driver import mcsolve
 from .exact import mesolve, steadystate
@@ -389,9 +389,9 @@ def _add_reproduce(sub):
                     "with metadata) and one PNG per panel. Defaults: the paper's sizes "
                     "(N = 7), 20,000 trajectories per curve; minutes on 2 cores.")
     p.add_argument("figure", nargs="+",
-                   choices=("fig2", "fig3", "fig4", "fig5", "fig6", "fcs", "all"),
+                   choices=("fig2", "fig3", "fig4", "fig5", "fig6", "fcs", "rare", "all"),
                    help="figure(s) to reproduce; all = fig2-fig6; fcs (exact counting "
-                        "statistics) is extra")
+                        "statistics) and rare (cloning and the Doob process) are extra")
     p.add_argument("--out", type=Path, default=Path("reproduced"),
                    help="output directory (default ./reproduced)")
     p.add_argument("--ntraj", type=int, help="trajectories per curve (default 20000)")
@@ -453,6 +453,7 @@ def main(argv=None) -> int:
     _add_reproduce(sub)
     add_stats(sub)
     add_fcs(sub)
+    add_rare(sub)
     add_spectrum(sub)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -31,7 +31,7 @@ def _save(fig, path: Path) -> Path:
 def plot_figure(name: str, tables: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     """Draw the panels of figure ``name`` into ``out``; returns the PNG paths."""
     return {"fig2": _fig2, "fig3": _fig3, "fig4": _fig4, "fig5": _fig5,
-            "fig6": _fig6, "fcs": _fcs}[name](tables, Path(out))
+            "fig6": _fig6, "fcs": _fcs, "rare": _rare}[name](tables, Path(out))
 
 
 def _fig2(tables, out):
@@ -194,3 +194,66 @@ def _fcs(tables, out):
     ax.legend(fontsize=7)
     paths.append(_save(fig, out / "fcs_waiting.png"))
     return paths
+
+
+def _rare(tables, out):
+    """``rare.png``: theta(s) and theta'(s) (cloning and Doob trajectories beside the exact
+    curves), the Doob steady profiles, and one Doob history per field as a heat map
+    (time across, sites up) with its jumps marked."""
+    plt = _plt()
+    clo, ex, dob = tables["cloning"], tables["scgf"], tables["doob"]
+    prof, hist, hj = tables["profile"], tables["history"], tables["history_jumps"]
+    fields = sorted(hist["s"].unique())
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.4), layout="constrained")
+    ax = axes[0, 0]
+    ax.plot(ex["s"], ex["theta"], "k-", lw=1, label=r"exact (tsm.scgf)")
+    ax.errorbar(clo["s"], clo["theta"], yerr=2 * clo["theta_sem"], fmt="o", ms=3, capsize=2,
+                label=f"cloning ({int(clo['clones'].iloc[0])} clones, t = "
+                      f"{clo['t'].iloc[0]:g}; 2 sem)")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlabel("s")
+    ax.set_ylabel(r"$\theta(s)$")
+    ax.set_title("(a) scaled cumulant generating function", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[0, 1]
+    ax.plot(ex["s"], ex["current"], "k-", lw=1, label=r"exact $\theta'(s)$")
+    ax.errorbar(clo["s"], clo["current"], yerr=2 * clo["current_sem"], fmt="o", ms=3,
+                capsize=2, label="cloning (lineages)")
+    ax.errorbar(dob["s"], dob["current"], yerr=2 * dob["current_sem"], fmt="s", ms=4,
+                capsize=2, mfc="none", label=f"Doob trajectories ({int(dob['ntraj'].iloc[0])})")
+    ax.axhline(0, color="0.6", lw=0.5)
+    ax.set_xlabel("s")
+    ax.set_ylabel("net spin current to the hot side")
+    ax.set_title("(b) tilted current", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[0, 2]
+    for sv, sub in prof.groupby("s"):
+        (line,) = ax.plot(sub["site"], sub["n_exact"], "-", lw=1,
+                          label=f"s = {sv:g}" + (" (typical)" if sv == 0 else ""))
+        ax.errorbar(sub["site"], sub["n"], yerr=2 * sub["sem"], fmt="o", ms=3,
+                    color=line.get_color())
+    ax.set_xlabel("site i (cold 1 ... hot N)")
+    ax.set_ylabel(r"$\langle n_i \rangle$")
+    ax.set_title("(c) Doob steady state: lines exact, dots trajectories", fontsize=9)
+    ax.legend(fontsize=7)
+    styles = {"loss_left": ("v", "w"), "loss_right": ("^", "w"), "pump": ("o", "r")}
+    for ax, sv in zip(axes[1], [fields[0], *fields[1:-1][:1], fields[-1]], strict=False):
+        sub = hist[hist.s == sv]
+        grid = sub.pivot(index="site", columns="t", values="n")
+        im = ax.pcolormesh(grid.columns.to_numpy(), grid.index.to_numpy(), grid.to_numpy(),
+                           shading="nearest", cmap="viridis", vmin=0, vmax=1)
+        for ch, jsub in hj[hj.s == sv].groupby("channel"):
+            mk, col = styles.get(ch, ("x", "w"))
+            ax.plot(jsub["t"], jsub["site"], mk, color=col, mec="k", mew=0.4, ms=4,
+                    label=ch, ls="none")
+        ax.set_xlabel(r"$J_0 t$")
+        ax.set_ylabel("site i")
+        kind = "typical history" if sv == 0 else "rare history (Doob)"
+        ax.set_title(f"s = {sv:g}: {kind}", fontsize=9)
+        ax.legend(fontsize=6, loc="upper right", framealpha=0.6)
+    fig.colorbar(im, ax=axes[1].tolist(), label=r"$\langle n_i(t)\rangle$ in the trajectory",
+                 shrink=0.9)
+    out_path = out / "rare.png"
+    atomic_write(out_path, lambda fh: fig.savefig(fh, dpi=110, format="png"))
+    _plt().close(fig)
+    return [out_path]

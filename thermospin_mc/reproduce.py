@@ -1,4 +1,6 @@
-"""The source paper's Figs. 2-6 as tidy tables (and PNGs via :mod:`plotting`).
+"""The source paper's Figs. 2-6 as tidy tables (and PNGs via :mod:`plotting`), and
+two extra figure sets: exact counting statistics (``fcs``) and rare currents by
+cloning and the Doob process (``rare``).
 
 Each ``figN(settings)`` returns ``{table_name: DataFrame}``; :func:`reproduce`
 computes the requested figures, writes every table as parquet and CSV with
@@ -10,6 +12,10 @@ Conventions (MODEL.md section 8): N = 7, rho = 1, T1 = 0, the exact canonical
 a(T) of the chain's own N; gamma = 3.102, gamma_I = 0.620. The Bessel law of
 Fig. 4 is ``J_1(2 a t)^2`` with ``a = a(T1)`` and ``a = a(T2)`` (the paper
 prints ``J(J0 t)``; see MODEL.md).
+
+Length: one function per figure set (each a few dozen lines of physics and
+table layout) sharing :class:`Settings`, the metadata and the writer; split
+per figure they would only re-import each other.
 """
 
 from __future__ import annotations
@@ -24,18 +30,22 @@ from scipy import special
 
 from . import _validate as v
 from .analysis import compare_counting_statistics
+from .blockstate import BlockState
+from .cloning import cloning
+from .doob import doob
 from .driver import mcsolve
 from .exact import exit_probabilities, mesolve, sesolve, steadystate
 from .fcs import NET_SPIN, exact_counting_statistics, rate_function, scgf
 from .fcs import waiting_time_distribution as wtd
 from .io import write_table
 from .model import paper_model
+from .operators import Operator
 from .plotting import plot_figure
 from .results import metadata
 from .thermal import alpha_ratio
 
 __all__ = ["FIGURES", "EXTRA_FIGURES", "Settings", "reproduce", "quadratic_fit", "fig2", "fig3",
-           "fig4", "fig5", "fig6", "fcs"]
+           "fig4", "fig5", "fig6", "fcs", "rare", "rare_cloning", "rare_doob", "RARE"]
 
 FIGURES = ("fig2", "fig3", "fig4", "fig5", "fig6")
 
@@ -44,7 +54,8 @@ _TRAJ = ("N", "n_times", "delta_T", "ntraj", "seed", "n_jobs", "progress")
 #: none of the requested figures would use).
 USES = {"fig2": ("alpha_N",), "fig3": ("N", "n_times"), "fig4": ("N", "n_times"),
         "fig5": _TRAJ, "fig6": (*_TRAJ, "gamma_pumps"),
-        "fcs": ("N", "ntraj", "seed", "n_jobs", "progress", "gamma_pumps")}
+        "fcs": ("N", "ntraj", "seed", "n_jobs", "progress", "gamma_pumps"),
+        "rare": ("N", "ntraj", "seed", "n_jobs", "progress")}
 
 
 @dataclass(frozen=True)
@@ -336,9 +347,127 @@ def fcs(settings: Settings) -> dict[str, pd.DataFrame]:
             "window_cumulants": cmp.cumulants.reset_index()}
 
 
-_FUNCS = {"fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fcs": fcs}
+# --------------------------------------------------------------------------- rare (extra)
+#: Sizes of the ``rare`` figure set (the chain and the seeds come from :class:`Settings`):
+#: the count (the net spin to the hot side), the cloning fields and run, the fine
+#: grid of the exact curve, and the Doob fields, times and trajectory cap.
+RARE = {"counts": dict(NET_SPIN), "s": tuple(np.round(np.linspace(-1.0, 1.0, 9), 10)),
+        "clones": 200, "t": 30.0, "populations": 12,
+        "s_fine": tuple(np.round(np.linspace(-1.25, 1.25, 61), 10)),
+        "doob_s": (-1.0, 0.0, 1.0), "t_doob": 40.0, "n_times": 321, "burn": 10.0,
+        "ntraj": 400, "slope_step": 1e-4}
+
+
+def _theta_and_slope(model, counts, s) -> tuple[np.ndarray, np.ndarray]:
+    """Exact ``theta(s)`` and ``theta'(s)`` (central difference, ``RARE["slope_step"]``)."""
+    s = np.asarray(s, dtype=float)
+    h = RARE["slope_step"]
+    th = scgf(model, counts, np.concatenate([s, s + h, s - h]))
+    n = s.size
+    return th[:n], (th[n:2 * n] - th[2 * n:]) / (2 * h)
+
+
+def rare(settings: Settings, sizes: dict | None = None) -> dict[str, pd.DataFrame]:
+    """Rare currents of the net spin to the hot side (MODEL.md 14), an extra figure set
+    (not part of ``"all"``), on the pump chain (N = settings.N, Delta T = 2 eps0):
+
+    - ``cloning``: ``theta(s)`` and the tilted current ``theta'(s)`` by cloning
+      (200 clones, t = 30, 12 populations, s in [-1, 1]) beside the exact values
+      (``tsm.scgf``, a central difference for the slope) with z-scores;
+    - ``scgf``: the exact ``theta(s)`` on a fine grid, and its slope from
+      second-order differences of that grid (for drawing);
+    - ``doob``: Doob trajectories (``tsm.doob``, at most 400 per field, s = -1, 0,
+      1; s = 0 is the chain itself) on [0, 40]: the counted current after
+      t = 10 (mean and sem over trajectories) beside the exact ``theta'(s)``
+      (the Doob steady state's rate);
+    - ``profile``: the occupations ``<n_i>`` averaged over trajectories and over
+      t >= 10 beside the exact Doob steady state ``l^(1/2) r_s l^(1/2)``;
+    - ``history``/``history_jumps``: one Doob trajectory per field (its first),
+      ``<n_i(t)>`` in its state and its jumps: a typical rare history.
+
+    ``sizes`` overrides entries of :data:`RARE` (tests run it small).
+    """
+    sizes = {**RARE, **(sizes or {})}
+    return {**rare_cloning(settings, sizes), **rare_doob(settings, sizes)}
+
+
+def rare_cloning(settings: Settings, sizes: dict | None = None) -> dict[str, pd.DataFrame]:
+    """The ``cloning`` and ``scgf`` tables of :func:`rare`."""
+    sizes = {**RARE, **(sizes or {})}
+    model = paper_model("pump", N=settings.N)
+    counts = sizes["counts"]
+    s = np.array(sizes["s"], dtype=float)
+    clo = cloning(model, counts, s, t=sizes["t"], clones=sizes["clones"], seed=settings.seed,
+                  n_jobs=settings.n_jobs, populations=sizes["populations"])
+    th, slope = _theta_and_slope(model, counts, s)
+    clo["theta_exact"], clo["current_exact"] = th, slope
+    with np.errstate(divide="ignore", invalid="ignore"):
+        clo["theta_z"] = np.where(clo["theta_sem"] > 0,
+                                  (clo["theta"] - th) / clo["theta_sem"], np.nan)
+        clo["current_z"] = np.where(clo["current_sem"] > 0,
+                                    (clo["current"] - slope) / clo["current_sem"], np.nan)
+    clo.attrs["counts"] = dict(counts)
+    fine = np.array(sizes["s_fine"], dtype=float)
+    th_f = scgf(model, counts, fine)
+    # the curve's slope for drawing: second-order differences of the fine grid (error
+    # ~ h^2 |theta'''| / 6, below 1e-3 here); the cloning table has the sharp slope
+    slope_f = np.gradient(th_f, fine, edge_order=2)
+    return {"cloning": clo, "scgf": pd.DataFrame({"s": fine, "theta": th_f,
+                                                  "current": slope_f})}
+
+
+def rare_doob(settings: Settings, sizes: dict | None = None) -> dict[str, pd.DataFrame]:
+    """The ``doob``, ``profile``, ``history`` and ``history_jumps`` tables of :func:`rare`."""
+    sizes = {**RARE, **(sizes or {})}
+    model = paper_model("pump", N=settings.N)
+    counts = sizes["counts"]
+    t_end, burn = float(sizes["t_doob"]), float(sizes["burn"])
+    times = np.linspace(0.0, t_end, sizes["n_times"])
+    late = times >= burn
+    ntraj = min(settings.ntraj, sizes["ntraj"])
+    N = model.N
+    n_ops = [Operator({f"n{i}": 1.0}, N) for i in range(1, N + 1)]
+    rows, prof, hist, hjumps = [], [], [], []
+    for i, sd in enumerate(sizes["doob_s"]):
+        proc = doob(model, counts, sd)
+        res = mcsolve(proc, times, ntraj=ntraj, seed=settings.seed + 300 + i,
+                      n_jobs=settings.n_jobs, observables=("n",), record_jumps=True,
+                      keep_trajectories=True, progress=settings.progress)
+        jumps = res.jumps
+        nu = (jumps["channel"].astype(str).map(counts).fillna(0.0).to_numpy(dtype=float)
+              * (jumps["t"].to_numpy() >= burn))
+        per = np.bincount(jumps["traj"].to_numpy(), weights=nu, minlength=ntraj)
+        per = per / (t_end - burn)
+        rate = proc.count_rate()
+        mean, sem = float(per.mean()), float(per.std(ddof=1) / np.sqrt(ntraj))
+        rows.append({"s": float(sd), "theta": proc.theta, "current": mean,
+                     "current_sem": sem, "current_exact": rate,
+                     "z": (mean - rate) / sem if sem > 0 else np.nan,
+                     "ntraj": ntraj, "t_a": burn, "t_b": t_end})
+        traj = res.trajectories
+        lo, hi = traj["columns"]["n"]
+        n_traj = traj["rows"][:, :, lo:hi]                        # (ntraj, nt, N)
+        avg = n_traj[:, late].mean(axis=1)                         # each trajectory's average
+        rho_d = BlockState(N, proc.steady_state())
+        prof.append(pd.DataFrame({
+            "s": float(sd), "site": np.arange(1, N + 1), "n": avg.mean(axis=0),
+            "sem": avg.std(axis=0, ddof=1) / np.sqrt(ntraj),
+            "n_exact": [float(np.real(rho_d.expect(op))) for op in n_ops]}))
+        hist.append(pd.DataFrame({"s": float(sd), "t": np.repeat(times, N),
+                                  "site": np.tile(np.arange(1, N + 1), times.size),
+                                  "n": n_traj[0].ravel()}))
+        first = jumps[jumps["traj"] == 0]
+        hjumps.append(pd.DataFrame({"s": float(sd), "t": first["t"].to_numpy(),
+                                    "channel": first["channel"].astype(str).to_numpy(),
+                                    "site": first["site"].to_numpy()}))
+    return {"doob": pd.DataFrame(rows), "profile": pd.concat(prof, ignore_index=True),
+            "history": pd.concat(hist, ignore_index=True),
+            "history_jumps": pd.concat(hjumps, ignore_index=True)}
+
+_FUNCS = {"fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fcs": fcs,
+          "rare": rare}
 #: Extra figure sets (requested by name, not part of "all").
-EXTRA_FIGURES = ("fcs",)
+EXTRA_FIGURES = ("fcs", "rare")
 
 
 def reproduce(figures, out, settings: Settings | None = None, formats=("parquet", "csv"),
