@@ -6,7 +6,12 @@ References: ``qutip.correlation_2op_1t(H, rho, taus, c_ops, A, B)`` (``reverse=F
 ``Operator.to_qutip()``. Random small chains (XXZ anisotropy, fields, loss, pump
 and dephasing at several sites), the paper's pump model, both pairings of
 offsets +-1 and conserving pairs; the large-size paths (Chebyshev propagation,
-preconditioned GMRES) are forced on small models and checked the same way.
+the reduced spectrum) are forced on small models and checked the same way. The
+reduced spectrum (Chebyshev head, reduced model of the tail, flexible GMRES) is
+also checked against the per-frequency sparse LU to 1e-8 on fine grids, piece by
+piece (the head's exact residual, the block-wise generator, the true residual
+of the flexible solves), with a full basis, and for its refusals and thread
+independence.
 """
 
 from __future__ import annotations
@@ -240,3 +245,156 @@ def test_bad_arguments_are_named():
         tsm.spectrum(model, [[0.0, 1.0]], "n1", "n2")
     with pytest.raises(ValueError, match="steady state"):
         tsm.spectrum(tsm.paper_model("closed", N=5), [0.0], "n1", "n2")
+
+
+# --------------------------------------------------------------------------- reduced spectra
+#: models of the reduced-spectrum tests: pump, loss, dephasing and fields everywhere
+REDUCED_MODELS = {
+    "lpd-N5": lambda: random_model(7, 5, ["loss", "pump", "dephasing"]),
+    "pdll-N5": lambda: random_model(8, 5, ["pump", "dephasing", "loss", "loss"]),
+    "paper-pump-N5": lambda: tsm.paper_model("pump", N=5),
+}
+REDUCED_PAIRS = [("z3", "z3"), ("n1", "n4 + 0.5*z2"), ("+3", "-3"), ("-2", "+4")]
+
+
+def _direct_spectrum(monkeypatch, model, omegas, A, B):
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 10**9)
+    return tsm.spectrum(model, omegas, A, B)
+
+
+@pytest.mark.parametrize("name", list(REDUCED_MODELS))
+@pytest.mark.parametrize("head", [True, False])
+def test_reduced_spectrum_matches_the_direct_path(monkeypatch, name, head):
+    # the Chebyshev head (forced on even for few frequencies) and the reduced model
+    # of the tail, or the reduced model alone, against one sparse LU per frequency,
+    # on a grid fine enough to hold the peaks, with omega = 0 in it
+    model = REDUCED_MODELS[name]()
+    omegas = np.linspace(-5.0, 5.0, 41)
+    for A, B in REDUCED_PAIRS if head else REDUCED_PAIRS[::3]:
+        ref = _direct_spectrum(monkeypatch, model, omegas, A, B)
+        monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+        monkeypatch.setattr(C, "HEAD_MIN_MATVECS", 0 if head else 10**9)
+        stats: dict = {}
+        got = tsm.spectrum(model, omegas, A, B, _stats=stats)
+        scale = max(1.0, float(np.max(np.abs(ref))))
+        err = float(np.max(np.abs(got - ref)))
+        assert err <= 1e-8 * scale, f"{name} S_{A},{B} (head {head}): deviation {err:.3g}"
+        assert (stats["T"] > 0) == head
+        assert len(stats["solves"]) <= omegas.size
+        # the grid resolves the peaks (their widths are the decay rates, ~0.5 here)
+        peaks = np.flatnonzero((ref[1:-1] > ref[:-2]) & (ref[1:-1] > ref[2:])) + 1
+        assert peaks.size and np.all(np.abs(got[peaks] - ref[peaks]) <= 1e-8 * scale)
+
+
+def test_reduced_spectrum_any_order_and_repeats(monkeypatch):
+    model = REDUCED_MODELS["lpd-N5"]()
+    omegas = np.array([2.0, -1.0, 0.0, 2.0, 0.5, -1.0])
+    ref = _direct_spectrum(monkeypatch, model, omegas, "+2", "-2")
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    got = tsm.spectrum(model, omegas, "+2", "-2")
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+    assert got[0] == got[3] and got[1] == got[5]
+
+
+def test_reduced_spectrum_with_a_full_basis(monkeypatch):
+    # a basis budget of 8 vectors (and flexible GMRES restarted every 8 iterations):
+    # the frequencies still open when it is full are solved one by one
+    model = REDUCED_MODELS["pdll-N5"]()
+    omegas = np.linspace(-3.0, 3.0, 25)
+    ref = _direct_spectrum(monkeypatch, model, omegas, "z3", "z3")
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(C, "GMRES_BASIS_BYTES", 1)
+    stats: dict = {}
+    got = tsm.spectrum(model, omegas, "z3", "z3", _stats=stats)
+    assert stats["basis"] <= 4 and len(stats["solves"]) > 4
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-8 * np.abs(ref).max())
+
+
+def test_chebyshev_head_leaves_the_stated_residual():
+    # int_0^T exp(-i w t) a.exp(L t) x0 dt + exp(-i w T) a.(i w - L)^-1 x(T)
+    # = a.(i w - L)^-1 x0, exactly (dense solves at N = 4)
+    model = random_model(9, 4, ["loss", "pump", "dephasing"])
+    A, B = C._pair(model, "+2", "-3")
+    sysm = C.RegressionSystem(model, A, B, C._state(model, None))
+    gen = C.BlockGenerator(sysm.layout, sysm.F, n_jobs=1)
+    omegas = np.array([-3.0, 0.0, 0.4, 2.5])
+    head, xT, T, mv = C.chebyshev_head(gen, sysm.x0, sysm.a, omegas, 3000, 0.0)
+    assert T > 5 and mv <= 3000
+    L = sysm.L.toarray()
+    eye = np.eye(L.shape[0])
+    for w, h in zip(omegas, head, strict=True):
+        full = sysm.a @ np.linalg.solve(1j * w * eye - L, sysm.x0)
+        rest = np.exp(-1j * w * T) * (sysm.a @ np.linalg.solve(1j * w * eye - L, xT))
+        assert abs(h + rest - full) <= 1e-12 * max(1.0, abs(full))
+
+
+@pytest.mark.parametrize("A, B", [("z2 + n4", "z3"), ("+1", "-4"), ("-3", "+2")])
+def test_block_generator_is_the_assembled_generator(A, B):
+    model = random_model(10, 5, ["loss", "dephasing", "pump", "loss"])
+    a, b = C._pair(model, A, B)
+    sysm = C.RegressionSystem(model, a, b, C._state(model, None))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(sysm.layout.size) + 1j * rng.standard_normal(sysm.layout.size)
+    for n_jobs in (1, 2):
+        gen = C.BlockGenerator(sysm.layout, sysm.F, n_jobs=n_jobs)
+        ref = sysm.L @ x
+        assert np.abs(gen.matvec(x) - ref).max() <= 1e-14 * np.abs(ref).max()
+        new, acc = np.empty_like(x), np.ones_like(x)
+        nk = gen.chebyshev_step(x, 0.5 * x, new, -0.3, 0.2, acc, 0.7)
+        np.testing.assert_allclose(new, 0.2 * (ref + 0.3 * x) + 0.5 * x, rtol=0, atol=1e-13)
+        np.testing.assert_allclose(acc, 1.0 + 0.7 * x, rtol=0, atol=1e-15)
+        assert abs(nk - np.vdot(x, x).real) <= 1e-12 * nk
+
+
+@pytest.mark.parametrize("A, B", [("n2", "z4"), ("+3", "-1")])
+def test_flexible_solve_meets_its_true_residual(A, B):
+    model = random_model(11, 5, ["pump", "loss", "dephasing"])
+    a, b = C._pair(model, A, B)
+    rho = C._state(model, None)
+    sysm = C.RegressionSystem(model, a, b, rho)
+    lay = sysm.layout
+    border = lay.shift == 0
+    solver = C.ShiftedSolver(lay, sysm.F, model.channels, border, L=sysm.L)
+    r, steady = sysm.x0.copy(), None
+    if border:  # trace free, iterated in the trace-free space (also at omega = 0)
+        steady = np.zeros(lay.size, dtype=complex)
+        for m in lay.sectors:
+            lay.block(steady, m)[...] = rho[m]
+        r -= (solver.trace @ r) * steady
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal(lay.size) + 0j
+    # the single-precision sweep is the double one to single-precision round-off
+    p64, p32 = solver.precondition(y, 0.7j), solver.sweep32(y, 0.7j)
+    assert np.abs(p32 - p64).max() <= 1e-4 * np.abs(p64).max()
+    for w in (0.0, 1.3):
+        atol = 1e-10 * np.linalg.norm(r)
+        x, its, res = solver.solve_flexible(r, 1j * w, atol=atol, steady=steady)
+        np.testing.assert_allclose(res, r - (sysm.L @ x - 1j * w * x), rtol=0, atol=1e-14)
+        assert np.linalg.norm(res) <= atol
+        assert 0 < its < 200
+        if border:
+            assert abs(solver.trace @ x) <= 1e-12 * np.linalg.norm(x)
+        # a warm start at the solution: nothing to do
+        x2, its2, _ = solver.solve_flexible(r, 1j * w, x0=x, atol=atol, steady=steady)
+        assert its2 == 0 and np.array_equal(x2, x)
+
+
+def test_reduced_spectrum_refuses_non_convergence(monkeypatch):
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(C, "FGMRES_MAXITER", 1)
+    with pytest.raises(RuntimeError, match="did not converge") as exc:
+        tsm.spectrum(REDUCED_MODELS["lpd-N5"](), [0.0, 1.0], "+2", "-2")
+    assert "\n" not in str(exc.value)
+
+
+def test_reduced_spectrum_does_not_depend_on_threads(monkeypatch):
+    # the rounds of PICKS solves, the head's fixed row ranges: n_jobs only shares them out
+    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(C, "HEAD_MIN_MATVECS", 0)
+    model = REDUCED_MODELS["pdll-N5"]()
+    omegas = np.linspace(-4.0, 4.0, 33)
+    for A, B in [("z1", "z1"), ("+5", "-2")]:
+        one = tsm.spectrum(model, omegas, A, B)
+        two = tsm.spectrum(model, omegas, A, B, n_jobs=2)
+        # (the steady state's sparse LU uses the BLAS threads: its last bits may move)
+        np.testing.assert_allclose(one, two, rtol=0, atol=1e-13)
