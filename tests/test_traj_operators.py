@@ -24,7 +24,7 @@ import pytest
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import blockstate, driver, pack
+from thermospin_mc import blockstate, driver, errorbars, pack
 from thermospin_mc.checkpoint import dump, restore
 from thermospin_mc.stats import Reducer
 from thermospin_mc.worker import Job
@@ -101,6 +101,46 @@ def test_operator_only_observables_and_target_on_an_operator():
     assert res.metadata["stopped_by"] == "target_sem"
     later = rows(res, "h")[rows(res, "h").t > 0]
     assert later["sem"].max() <= 0.05
+
+
+def test_target_on_one_part_of_a_non_hermitian_operator():
+    """``target_observables`` names a non-Hermitian operator whole (both parts) or one
+    part: the run stops when that part's rows (t > 0) reach the target, whatever the
+    other part's; the reported achieved sem is the part's worst row."""
+    model = general_model()
+    goal = 0.05  # relative: the parts' means differ, so do the counts they need
+    out = {}
+    for part in ("g_re", "g_im", "g"):
+        res = tsm.mcsolve(model, TIMES, 64, seed=3, observables=[NONHERM], target_sem=goal,
+                          target_observables=[part], max_ntraj=20000, batch_size=64,
+                          relative=True, progress=False)
+        assert res.metadata["stopped_by"] == "target_sem", part
+        assert res.metadata["target_observables"] == [part]
+        late = res.expect[res.expect.t > 0]
+        # the rule's standard errors: floored at one event's worth over ntraj
+        eff = errorbars.effective_sem(late.observable.to_numpy(), late.site.to_numpy(),
+                                      late["sem"].to_numpy(), late.ntraj.to_numpy(),
+                                      model.couplings, errorbars.operator_floors([NONHERM]))
+
+        def rel(names):  # relative: rows of |mean| >= 0.25 of the observable's largest
+            sel = late.observable.isin(names).to_numpy()
+            size = np.abs(late["mean"].to_numpy()[sel])
+            keep = (size > 0) & (size >= 0.25 * size.max())
+            return (eff[sel][keep] / size[keep]).max()
+
+        worst = {p: rel([p]) for p in ("g_re", "g_im")}
+        achieved = rel(["g_re", "g_im"] if part == "g" else [part])
+        assert achieved <= goal
+        np.testing.assert_allclose(res.metadata["achieved_sem"], achieved, rtol=1e-12)
+        out[part] = (res.metadata["ntraj"], worst)
+    # the parts are targeted separately: the imaginary part, smaller, needs more
+    # trajectories for the same relative error; the whole operator stops at its own
+    # rule (one observable, the rows of the larger part set the floor of |mean|)
+    assert out["g_re"][0] < out["g_im"][0]
+    assert out["g_im"][1]["g_re"] <= goal < out["g_re"][1]["g_im"]
+    with pytest.raises(ValueError, match="target_observables must be among"):
+        tsm.mcsolve(model, TIMES, 16, seed=3, observables=[NONHERM], target_sem=goal,
+                    target_observables=["g_xx"], progress=False)
 
 
 # ----------------------------------------------------------------------------- identities

@@ -175,7 +175,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         sparse). Rows come after the built-in ones, site 0: observable
         ``op.name`` for a Hermitian operator, ``op.name + "_re"`` and
         ``op.name + "_im"`` otherwise. Given operators only, only their rows
-        are computed. ``target_observables`` names an operator by ``op.name``.
+        are computed. ``target_observables`` names an operator by ``op.name``
+        (a non-Hermitian one also by one part, ``op.name + "_re"`` or ``"_im"``).
     record_jumps : bool
         Keep every jump: ``result.jumps`` has ``traj, t, channel, site, m_before``.
     keep_trajectories : bool
@@ -242,7 +243,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     target_observables : sequence of str, optional
         Observables the target applies to (default: every computed one except
         ``flow``, the operators included); an operator by its ``op.name``
-        (both parts of a non-Hermitian one). An operator's one-event floor is
+        (both parts of a non-Hermitian one) or one part of a non-Hermitian
+        one by ``op.name + "_re"`` or ``op.name + "_im"``. An operator's one-event floor is
         ``2 * op.norm_bound`` (:func:`errorbars.operator_floors`).
     relative : bool
         Whether ``target_sem`` is relative to ``|mean|``.
@@ -418,7 +420,8 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     npair = 0 if pairs is None else len(pairs)
     ops = tuple(operators)
     _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels), ops, states)
-    target_names, cap = target.resolve(names + tuple(op.name for op in ops), ntraj)
+    parts = tuple(f"{op.name}_{p}" for op in ops if not op.hermitian for p in ("re", "im"))
+    target_names, cap = target.resolve(names + tuple(op.name for op in ops), ntraj, parts)
     goal, path = target.sem, checkpointing.path
     if goal is not None and not np.any(times > 0):
         raise ValueError("target_sem needs at least one output time > 0, got times "

@@ -168,7 +168,8 @@ def target_value(cnt, mean, sem, cols: dict, names: tuple, times: np.ndarray, co
     every z-score); relative: rows with ``|mean|`` below ``rel_floor`` times
     the largest ``|mean|`` of the observable are ignored, and so are rows
     with mean exactly 0. ``extra``: one event's worth of a user's operator rows
-    (:func:`operator_floors`).
+    (:func:`operator_floors`). A non-Hermitian operator ``name`` is named whole
+    (both parts) or by one part, ``name_re`` or ``name_im``.
     """
     rows = (times > 0) & (cnt > 0)
     if not rows.any():
@@ -177,9 +178,13 @@ def target_value(cnt, mean, sem, cols: dict, names: tuple, times: np.ndarray, co
     sem, mean = sem[rows], mean[rows]
     worst = 0.0
     for name in names:
-        src = source(name)
+        src, part = source(name), None
+        if src not in cols and extra and name in extra:  # one part of a non-Hermitian operator
+            src, part = name[:-3], (0 if name.endswith("_re") else 1)
         sl = cols[src]
         se, mu = sem[:, sl], mean[:, sl]
+        if part is not None:
+            se, mu = se[:, part:part + 1], mu[:, part:part + 1]
         ncomp = se.shape[1]
         kinds = ["count" if src == "count" else name] * ncomp
         if extra and ncomp == 2 and f"{name}_re" in extra:  # a non-Hermitian operator

@@ -235,17 +235,19 @@ class Target:
         if self.max_ntraj is not None:
             set_(self, "max_ntraj", v.integer("max_ntraj", self.max_ntraj, lo=1))
 
-    def resolve(self, names: tuple, ntraj: int) -> tuple[tuple, int]:
-        """``(target observables, trajectory cap)`` of a run computing ``names``."""
+    def resolve(self, names: tuple, ntraj: int, parts: tuple = ()) -> tuple[tuple, int]:
+        """``(target observables, trajectory cap)`` of a run computing ``names``;
+        ``parts`` (the ``_re``/``_im`` rows of non-Hermitian operators) may be
+        named too but are not targeted by default (their operator is)."""
         if self.sem is None:
             return (), ntraj
         if self.observables is None:
             tn = tuple(n for n in names if n != "flow") or names
         else:
             for o in self.observables:
-                if o not in names:
+                if o not in names and o not in parts:
                     raise ValueError(f"target_observables must be among the computed "
-                                     f"observables {names}, got {o!r}")
+                                     f"observables {names + tuple(parts)}, got {o!r}")
             tn = self.observables
         if self.max_ntraj is None:
             cap = DEFAULT_MAX_NTRAJ
