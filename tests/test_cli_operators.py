@@ -128,3 +128,19 @@ def test_trajectory_run_with_operator_and_states(tmp_path, capsys):
     # the comparison with the exact solution includes the operator rows
     cmp = tsm.io.read_table(out / "compare.parquet")[0]
     assert "mine" in set(cmp["observable"])
+
+
+@pytest.mark.parametrize("names, ok", [("mine", True), ("coh", True), ("coh_re", True),
+                                       ("coh_im,j", True), ("coh_xx", False)])
+def test_target_observables_name_operators(names, ok, tmp_path, capsys):
+    """``--target-observables`` takes an operator's name, or one part of a non-Hermitian
+    one, in the dry run as in the run; anything else is refused in one line."""
+    argv = ["--operator", "mine=x1 x3", "--operator", "coh=+2 -4", "--target-sem", "0.01",
+            "--target-observables", names]
+    rc, resolved, err = dry(argv, capsys, tmp_path)
+    if ok:
+        assert rc == 0, err
+        assert resolved["run"]["mc"]["target_observables"] == names.split(",")
+    else:
+        assert one_line_error(rc, err), err
+        assert "target_observables must be among" in err and "'coh_re'" in err
