@@ -122,7 +122,7 @@ def test_target_on_one_part_of_a_non_hermitian_operator():
                                       late["sem"].to_numpy(), late.ntraj.to_numpy(),
                                       model.couplings, errorbars.operator_floors([NONHERM]))
 
-        def rel(names):  # relative: rows of |mean| >= 0.25 of the observable's largest
+        def rel(names, late=late, eff=eff):  # relative: rows of |mean| >= 0.25 of the largest
             sel = late.observable.isin(names).to_numpy()
             size = np.abs(late["mean"].to_numpy()[sel])
             keep = (size > 0) & (size >= 0.25 * size.max())

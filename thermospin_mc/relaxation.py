@@ -49,13 +49,24 @@ The method, by structure first and then by size:
   sweeps per eigenvalue (a pair counts once) and 3 per seed; memory: 2 x 60
   real vectors of the basis.
 
-  Like any method built on a search space, the iteration can miss an
-  eigenvalue whose eigenvector the space never reaches: in practice a slow
-  pair at a large frequency, behind the ones it found. Forced on 200 random
-  pump + loss chains at N = 4-6 (random XXZ anisotropies, fields, couplings and
-  channel sites; k = 6) it missed a pair in 2 (at frequencies 4.5 and 3.5) and
-  agreed with the complete spectrum to 3e-9 in the others, the relaxation rate
-  right in all; the paper's chains at N = 5-7 agree with the dense spectrum
+  The seeds and the exploration of the slowest modes alone can miss a slow
+  pair at a large frequency, behind the ones found (forced on random pump +
+  loss chains at N = 4-6 with k = 6 they missed a slow pair in 16 of 400). So the
+  frequencies are cut into :data:`ATTEMPTS` bands (``[0, omega_max]``,
+  ``omega_max`` the largest no-jump frequency): the slowest no-jump mode of
+  every band seeds the basis and is explored too, the rightmost Ritz pair of
+  every band survives each restart, and once the wanted values have converged
+  the iteration verifies every band (:meth:`Davidson._unclear`): a band is
+  clear when its rightmost unconverged pair, within its residual, cannot reach
+  the last wanted value; otherwise that pair is corrected until it converges
+  or moves away, and the bands are corrected once more toward the imaginary
+  axis before the result is accepted. A stalled first attempt (a clustered
+  spectrum, many bands holding their place in the basis) is repeated with
+  fewer bands; if that stalls too, a ``RuntimeError`` says so. On 800 random
+  chains (``scripts/check_davidson.py``, seeds 0-799, N = 4-6, k = 6) every
+  value agreed with the complete spectrum to 2e-10 of the spectral bound,
+  one chain through the second attempt; the paper's chains at N = 5-7 agree
+  with the dense spectrum
   (N = 7, k = 10: every digit printed). With
   ``method="dense"`` the spectrum is complete (memory ``8 n^2`` bytes for
   ``n`` real unknowns).
@@ -119,6 +130,16 @@ EXTRA = 2
 
 #: ... to this looser tolerance (they guard the ``k``-th against being overtaken).
 GUARD_TOL = 1e-6
+
+#: The band check (:meth:`Davidson._unclear`) clears a Ritz pair ``(theta, r)`` only
+#: when ``Re theta + REACH ||r||`` lies left of the last wanted value.
+REACH = 1.0
+
+#: Davidson attempts ``(frequency bands, steps)``: a clustered spectrum can stall the
+#: iteration while many bands hold their place in the basis (1 of 800 random chains
+#: at N = 4-6, ``scripts/check_davidson.py``); the second attempt, with fewer bands
+#: and so more room for the refinement, converged there.
+ATTEMPTS = ((12, 3000), (4, 6000))
 
 #: Blocks from this dimension on are preconditioned in single precision.
 SINGLE_DIM = 48
@@ -370,9 +391,20 @@ def _davidson(layout: BlockLayout, channels, k: int, scale: float) -> tuple[np.n
     :class:`Davidson`, and its iteration count."""
     want = min(k + EXTRA, layout.size)
     keep = max(30, 2 * want)
-    solver = Davidson(layout, channels, scale, max_basis=2 * keep, keep=keep, nseed=want)
-    lam = solver.run(want, want - min(k, layout.size))
-    return lam, solver.iterations
+    used = 0
+    for bins, max_iter in ATTEMPTS:
+        solver = Davidson(layout, channels, scale, max_basis=2 * keep, keep=keep, nseed=want,
+                          bins=bins, max_iter=max_iter)
+        try:
+            lam = solver.run(want, want - min(k, layout.size))
+        except RuntimeError:
+            used += solver.iterations
+            continue
+        return lam, used + solver.iterations
+    raise RuntimeError(f"the Davidson iteration for the Liouvillian spectrum did not converge "
+                       f"({used} steps in {len(ATTEMPTS)} attempts: "
+                       f"{', '.join(str(b) for b, _ in ATTEMPTS)} frequency bands); "
+                       f"method='dense' is complete where it fits in memory")
 
 
 class Davidson:
@@ -380,8 +412,9 @@ class Davidson:
 
     Works in the real packing of Hermitian blocks (``n`` real unknowns), where
     ``L`` is real. The basis holds at most ``max_basis`` vectors (restarted to
-    the Schur vectors of the ``keep`` rightmost Ritz values) together with
-    their images under ``L`` and the projected matrix ``H = V^T L V``.
+    the Schur vectors of about ``keep`` Ritz values, :meth:`_restart`), and up
+    to ``2 * bins + 2`` more while a block of corrections is added, together
+    with their images under ``L`` and the projected matrix ``H = V^T L V``.
 
     Parameters
     ----------
@@ -397,7 +430,12 @@ class Davidson:
     block : int
         Unconverged Ritz pairs corrected per step.
     nseed : int
-        Slowest no-jump modes seeding the basis (and explored).
+        Slowest no-jump modes seeding the basis (and explored), besides the
+        slowest of every frequency band.
+    bins : int
+        Frequency bands: ``[0, omega_max]`` (``omega_max`` the largest no-jump
+        frequency ``|E_a - E_b|``) cut in ``bins`` equal parts, each seeded,
+        kept through restarts and verified (:meth:`_unclear`).
     rounds : tuple of {"axis", "track"}
         The exploration rounds (:meth:`_explore`).
     max_iter : int
@@ -405,8 +443,8 @@ class Davidson:
     """
 
     def __init__(self, layout: BlockLayout, channels, scale: float, max_basis: int = 60,
-                 keep: int = 30, block: int = 1, nseed: int = 8,
-                 rounds: tuple = ("axis", "track", "track"), max_iter: int = 3000):
+                 keep: int = 30, block: int = 1, nseed: int = 8, bins: int = 12,
+                 rounds: tuple = ("axis", "track", "track"), max_iter: int = 6000):
         self.layout = layout
         self.scale = scale
         self.gen = BlockGenerator(layout)
@@ -431,10 +469,15 @@ class Davidson:
         self.keep = keep
         self.block = block
         self.nseed = nseed
+        self.bins = max(1, int(bins))
         self.rounds = rounds
         self.max_iter = max_iter
         self.iterations = 0
+        self.verifications = 0  # corrections of the verification (:meth:`_unclear`)
         self.n = layout.size
+        self.omega_max = 1.0  # set by :meth:`seeds`
+        # corrections are added at most this many at a time (:meth:`_insert`)
+        self.piece = 2 * max(block, self.bins)
 
     # ------------------------------------------------------------ operators
     def apply(self, r: np.ndarray) -> np.ndarray:
@@ -501,9 +544,12 @@ class Davidson:
             s[o:o + d * d] = (-0.5j * (B - BH)).ravel()
         return [self.pack.pack(c), self.pack.pack(s)]
 
-    def seeds(self, count: int) -> list:
-        """Hermitian and anti-Hermitian parts of the ``count`` slowest no-jump modes
-        ``v_a v_b^+`` (``a <= b``, by ``-(Gamma_a + Gamma_b) / 2`` descending)."""
+    def seeds(self, count: int) -> tuple[list, list, list]:
+        """No-jump modes ``v_a v_b^+`` (``a <= b``) as the Hermitian and anti-Hermitian
+        parts of each: the ``count`` slowest (by ``-(Gamma_a + Gamma_b) / 2``
+        descending), then the slowest other one of every frequency band
+        (:meth:`_band`), and the no-jump values ``-i (lambda_a - conj(lambda_b))``
+        of the latter. Sets ``omega_max``."""
         lay, space = self.layout, self.layout.space
         cand = []
         vecs = {}
@@ -518,18 +564,38 @@ class Davidson:
             cand.append((den[a, b], np.full(a.size, m), a, b))
         den = np.concatenate([c[0] for c in cand])
         ms, aa, bb = (np.concatenate([c[i] for c in cand]) for i in (1, 2, 3))
-        take = np.lexsort((np.abs(den.imag), -den.real))[:count]
-        out = []
-        for q in take:
-            m, a, b = int(ms[q]), int(aa[q]), int(bb[q])
-            d, o = lay.dims[m], lay.offsets[m]
-            X = np.outer(vecs[m][:, a], vecs[m][:, b].conj())
-            XH = X.conj().T
-            for part in (0.5 * (X + XH), -0.5j * (X - XH)):
-                x = np.zeros(self.n, dtype=complex)
-                x[o:o + d * d] = part.ravel()
-                out.append(self.pack.pack(x))
-        return out
+        self.omega_max = max(float(np.abs(den.imag).max()), 1e-3)
+        order = np.lexsort((np.abs(den.imag), -den.real))
+        band = self._band(den.imag)
+        first = {}
+        for q in order[count:]:  # slowest first: the first of each band
+            first.setdefault(int(band[q]), q)
+        bands = [first[b] for b in sorted(first)]
+
+        def parts(take):
+            out = []
+            for q in take:
+                m, a, b = int(ms[q]), int(aa[q]), int(bb[q])
+                d, o = lay.dims[m], lay.offsets[m]
+                X = np.outer(vecs[m][:, a], vecs[m][:, b].conj())
+                XH = X.conj().T
+                for part in (0.5 * (X + XH), -0.5j * (X - XH)):
+                    x = np.zeros(self.n, dtype=complex)
+                    x[o:o + d * d] = part.ravel()
+                    out.append(self.pack.pack(x))
+            return out
+
+        return parts(order[:count]), parts(bands), [complex(den[q]) for q in bands]
+
+    def _centre(self, im: float) -> float:
+        """The centre of the frequency band of ``im``."""
+        return (float(self._band(np.array([im]))[0]) + 0.5) * self.omega_max / self.bins
+
+    def _band(self, im: np.ndarray) -> np.ndarray:
+        """The frequency band (``0 .. bins - 1``) of each frequency ``im``: equal
+        parts of ``[0, omega_max]``, the last one open above."""
+        b = (np.abs(np.asarray(im, dtype=float)) * (self.bins / self.omega_max)).astype(int)
+        return np.minimum(b, self.bins - 1)
 
     # ------------------------------------------------------------ Ritz pairs
     @staticmethod
@@ -554,41 +620,73 @@ class Davidson:
 
     # ------------------------------------------------------------ iteration
     def _add(self, vectors: list) -> None:
-        """Orthonormalise ``vectors`` against the basis and each other (classical
-        Gram-Schmidt, a second pass where the first cancelled more than 30%), append
-        them with their images and extend ``H``. Every product with the basis is a
-        matrix-vector product (one pass over the basis each): skinny matrix products
-        of OpenBLAS were up to 50 times slower on a busy machine."""
+        """Orthonormalise ``vectors`` against the basis and each other, append them
+        with their images and extend ``H`` and ``G``.
+
+        Block classical Gram-Schmidt: all of ``vectors`` are projected off the
+        basis together (two passes over it per sweep, a second sweep where the
+        first cancelled more than 30% of a vector), then against each other; ``H``
+        and ``G`` grow by one pass over ``V`` and one over ``W`` for the whole
+        block. The long arrays are streamed once per block instead of once per
+        vector: at N = 11 (705,432 unknowns) the basis is 0.3 GB, and adding the
+        vectors was most of the iteration's time."""
         p = self.p
+        room = self.Vt.shape[0] - p
+        rows = [np.array(v, dtype=float) for v in vectors if np.all(np.isfinite(v))][:room]
+        if not rows:
+            return
+        T = np.array(rows)
+        size = np.linalg.norm(T, axis=1)
+        n0 = size.copy()
         V = self.Vt[:p]
+        for _ in range(2):
+            if p == 0:
+                break
+            T -= (T @ V.T) @ V
+            n1 = np.linalg.norm(T, axis=1)
+            if np.all(n1 >= 0.7 * n0):
+                break
+            n0 = n1
         keep = []
-        for v in vectors:
-            if len(keep) + p >= self.Vt.shape[0] or not np.all(np.isfinite(v)):
-                continue
-            t = np.array(v, dtype=float)
-            n0 = np.linalg.norm(t)
+        for t, n_orig in zip(T, size, strict=True):
+            nt0 = np.linalg.norm(t)
             for _ in range(2):
-                if n0 == 0.0:
-                    break
-                t -= V.T @ (V @ t)
                 for u in keep:
                     t -= (u @ t) * u
-                n1 = np.linalg.norm(t)
-                if n1 >= 0.7 * n0:
+                nt = np.linalg.norm(t)
+                if nt >= 0.7 * nt0 or nt == 0.0:
                     break
-                n0 = n1
-            nt = np.linalg.norm(t)
-            if nt > 1e-10 * np.linalg.norm(v):
+                nt0 = nt
+            if nt > 1e-10 * n_orig:
                 keep.append(t / nt)
-        for t in keep:
-            q = self.p
-            self.Vt[q] = t
-            self.Wt[q] = self.apply(t)
-            self.H[:q + 1, q] = self.Vt[:q + 1] @ self.Wt[q]
-            self.H[q, :q] = self.Wt[:q] @ t
-            self.p = q + 1
+        if not keep:
+            return
+        q = p + len(keep)
+        Q = self.Vt[p:q]
+        Q[:] = keep
+        for i in range(len(keep)):
+            self.Wt[p + i] = self.apply(Q[i])
+        WQ = self.Wt[p:q]
+        self.H[:q, p:q] = self.Vt[:q] @ WQ.T
+        both = self.Wt[:q] @ np.concatenate([Q, WQ]).T  # one pass over W
+        b = q - p
+        self.H[p:q, :p] = both[:p, :b].T
+        self.G[:q, p:q] = both[:, b:]
+        self.G[p:q, :p] = both[:p, b:].T
+        self.p = q
 
-    def _explore(self, rounds) -> None:
+    def _insert(self, vectors: list, follow=()) -> None:
+        """:meth:`_add` ``vectors``, at most ``piece`` at a time, each piece after a
+        restart when it would overflow ``max_basis``; ``follow``: Ritz values whose
+        nearest Ritz vectors every such restart keeps (the pairs being explored)."""
+        for start in range(0, len(vectors), self.piece):
+            part = vectors[start:start + self.piece]
+            if self.p + len(part) > self.max_basis:
+                lam = np.linalg.eigvals(self.H[:self.p, :self.p])
+                self._restart(lam, follow, room=len(part))
+            self._add(part)
+
+    def _explore(self, rounds, track=None) -> None:
         """Look for the slowest mode at the frequency of every seed before the
         rightmost values are resolved. The ``nseed + 1`` rightmost Ritz values of
         the seeded basis are followed through ``rounds``: in an ``"axis"`` round the
@@ -605,36 +703,59 @@ class Davidson:
         (and on 80 random chains at N = 4-6 missed 2 slow pairs, against 6 with
         two track rounds)."""
         imtol = ZERO_TOL * self.scale
-        track = None
+        track = None if track is None else list(track)
         for mode in rounds:
             p = self.p
             lam, Y = self.ritz(self.H[:p, :p])
             rep = np.flatnonzero(lam.imag >= -imtol)
             if track is None:
                 track = list(lam[rep][_order(lam[rep])][:self.nseed + 1])
-            new, used = [], set()
+            used, pairs = [], []
             for s_, old in enumerate(track):
                 free = [j for j in rep if j not in used]
                 if not free:
                     break
                 aim = 1j * old.imag if mode == "axis" else old
                 j = min(free, key=lambda q: abs(lam[q] - aim))
-                used.add(j)
+                used.append(j)
                 if mode != "axis":
                     track[s_] = complex(lam[j])
-                th, y, real = _pair(lam[j], Y[:, j], imtol)
-                r = self._residuals(y[:, None], np.array([th]))[0]
+                pairs.append(_pair(lam[j], Y[:, j], imtol))
+            if not pairs:
+                break
+            R = self._residuals(np.array([q[1] for q in pairs]).T, np.array([q[0] for q in pairs]))
+            new = []
+            for (th, _y, real), r in zip(pairs, R, strict=True):
                 shift = th if mode != "axis" else (0.0 if real else 1j * th.imag)
                 if np.linalg.norm(r) > RESIDUAL_TOL * self.scale:
                     new += self.precondition(r.real, None if real else r.imag, shift)
-            if self.p + len(new) > self.max_basis:
-                self._restart(lam)
-            self._add(new)
+            self._insert(new, [lam[j] for j in used])
+
+    def _residual_norms(self, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """``||L u - theta u||`` for the columns ``y`` of ``Y`` (``u = V y``) from the
+        small matrices: ``y^+ G y - 2 Re(theta y^+ H^T y) + |theta|^2 ||y||^2``
+        (``G = W W^T``, ``W V^T = H^T``); rounding leaves about ``1e-8 |theta|``."""
+        p = self.p
+        G, H = self.G[:p, :p], self.H[:p, :p]
+        a = np.einsum("ij,ij->j", Y.conj(), G @ Y).real
+        b = np.einsum("ij,ij->j", Y.conj(), H.T @ Y)
+        c = np.einsum("ij,ij->j", Y.conj(), Y).real
+        return np.sqrt(np.maximum(a - 2.0 * (theta * b).real + np.abs(theta) ** 2 * c, 0.0))
 
     def _residuals(self, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
-        """Rows ``L u - theta u`` for the columns ``y`` of ``Y`` (``u = V y``)."""
+        """Rows ``L u - theta u`` for the columns ``y`` of ``Y`` (``u = V y``); four
+        and more at a time by matrix products over the basis (eight columns each)."""
         V, W = self.Vt[:self.p], self.Wt[:self.p]
         out = np.empty((Y.shape[1], self.n), dtype=complex)
+        if Y.shape[1] >= 4:
+            for s in range(0, Y.shape[1], 8):
+                Ys, th = Y[:, s:s + 8], theta[s:s + 8, None]
+                c = Ys.shape[1]
+                B = np.ascontiguousarray(np.concatenate([Ys.real, Ys.imag], axis=1).T)
+                U, LU = B @ V, B @ W
+                out[s:s + c].real = LU[:c] - th.real * U[:c] + th.imag * U[c:]
+                out[s:s + c].imag = LU[c:] - th.real * U[c:] - th.imag * U[:c]
+            return out
         for i in range(Y.shape[1]):
             yr, yi = Y[:, i].real, Y[:, i].imag
             tr, ti = theta[i].real, theta[i].imag
@@ -645,6 +766,56 @@ class Davidson:
             ui = V.T @ yi
             out[i].real = W.T @ yr - tr * ur + ti * ui
             out[i].imag = W.T @ yi - tr * ui - ti * ur
+        return out
+
+    def _band_pairs(self, lam, Y, done: list, match: float) -> list:
+        """``(theta, y, real)`` of the rightmost Ritz pair of every frequency band
+        among those not converged before (``done``)."""
+        imtol = ZERO_TOL * self.scale
+        rep = [j for j in np.flatnonzero(lam.imag >= -imtol)
+               if not any(abs(c - lam[j]) <= match for c in done)]
+        if not rep:
+            return []
+        rep = np.array(rep)
+        band = self._band(lam[rep].imag)
+        picks = []
+        for b in np.unique(band):
+            sel = rep[band == b]
+            j = sel[np.argmax(lam[sel].real)]
+            picks.append(_pair(lam[j], Y[:, j], imtol))
+        return picks
+
+    def _unclear(self, lam, Y, done: list, rho: float, match: float):
+        """The band check, once the wanted values have converged (``rho``: the real
+        part of the last of them), on the rightmost pair of every frequency band
+        not converged before (:meth:`_band_pairs`): converged now (residual ``<=
+        GUARD_TOL * scale``), it joins ``done`` and, right of ``rho``, ends the check
+        (``None``: a value was missing); its reach ``Re theta + ||r||`` right of
+        ``rho`` (for a normal ``L``, the eigenvalue a pair approximates lies within
+        ``||r||`` of ``theta``), it is returned as ``(theta, r, real)`` to be
+        corrected; else its band is clear. The residual norms come from the small
+        matrices (:meth:`_residual_norms`), the residuals themselves only where
+        they decide. An empty list: every band is clear."""
+        picks = self._band_pairs(lam, Y, done, match)
+        if not picks:
+            return []
+        th = np.array([q[0] for q in picks])
+        est = self._residual_norms(np.array([q[1] for q in picks]).T, th)
+        look = [i for i in range(len(picks))
+                if est[i] <= 10 * GUARD_TOL * self.scale
+                or th[i].real + 1.01 * REACH * est[i] >= rho]
+        if not look:
+            return []
+        R = self._residuals(np.array([picks[i][1] for i in look]).T, th[look])
+        out = []
+        for i, r in zip(look, R, strict=True):
+            nr = float(np.linalg.norm(r))
+            if nr <= GUARD_TOL * self.scale:
+                done.append(picks[i][0])
+                if th[i].real > rho:
+                    return None
+            elif th[i].real + REACH * nr >= rho:
+                out.append((picks[i][0], r, picks[i][2]))
         return out
 
     def run(self, want: int, extra: int = 0) -> np.ndarray:
@@ -660,19 +831,28 @@ class Davidson:
         Ritz values up to the ``want - extra``-th converge to ``RESIDUAL_TOL``, the
         ``extra`` guards beyond them to ``GUARD_TOL`` (they only need to be found, so
         that the last asked-for value is not one about to be overtaken). Each step
-        corrects up to ``block`` unconverged pairs, rightmost first.
+        corrects up to ``block`` unconverged pairs, rightmost first. When they have
+        all converged, the verification (:meth:`_unclear`) corrects the unresolved
+        pair of every frequency band, each at its own Ritz value, until every band
+        is clear; a value it finds right of the last one starts the wanted values
+        over.
         """
-        n, cap = self.n, self.max_basis + 2 * self.block + 2
+        n, cap = self.n, self.max_basis + self.piece + 2
         self.Vt = np.empty((cap, n))
         self.Wt = np.empty((cap, n))
         self.H = np.zeros((cap, cap))
+        self.G = np.zeros((cap, cap))  # W W^T: residual norms without the long vectors
         self.p = 0
         scale = self.scale
         imtol = ZERO_TOL * scale
         match = 1e-7 * scale
-        self._add([self.pack.pack(self.layout.trace())] + self.seeds(self.nseed))
+        slow, bands, values = self.seeds(self.nseed)
+        self._insert([self.pack.pack(self.layout.trace())] + slow)
         self._explore(self.rounds)
+        self._insert(bands)
+        self._explore(self.rounds, [complex(z.real, abs(z.imag)) for z in values])
         done: list[complex] = []  # converged Ritz values (one per conjugate pair)
+        axis = None  # the converged values when the bands were last corrected toward the axis
         while True:
             p = self.p
             lam, Y = self.ritz(self.H[:p, :p])
@@ -706,30 +886,86 @@ class Davidson:
                         targets.append((th, r, real))
                 if targets:
                     break
+            targets = [(th, r, real, th) for th, r, real in targets]
+            follow = ()
             if not targets and count >= want:
-                out = np.array(found, dtype=complex)
-                out = np.concatenate([out, out[np.abs(out.imag) > 0].conj()])
-                return out[_order(out)]
+                unclear = self._unclear(lam, Y, done, min(z.real for z in found), match)
+                if unclear == []:  # every band clear: done, or first toward the axis
+                    key = np.sort_complex(np.round(np.array(found) / match))
+                    if axis is not None and np.array_equal(key, axis):
+                        out = np.array(found, dtype=complex)
+                        out = np.concatenate([out, out[np.abs(out.imag) > 0].conj()])
+                        return out[_order(out)]
+                    axis = key
+                    picks = self._band_pairs(lam, Y, done, match)
+                    R = self._residuals(np.array([q[1] for q in picks]).T,
+                                        np.array([q[0] for q in picks])) if picks else []
+                    unclear = [(th, r, False, 1j * self._centre(th.imag))
+                               for (th, _y, real), r in zip(picks, R, strict=True)]
+                else:  # None: a value joined the wanted ones, look again
+                    unclear = [(th, r, real, th) for th, r, real in unclear or []]
+                targets = unclear
+                follow = [t[0] for t in targets]
+                self.verifications += len(targets)
             self.iterations += 1
             if self.iterations > self.max_iter:
                 raise RuntimeError(f"the Davidson iteration for the Liouvillian spectrum did not "
                                    f"converge in {self.max_iter} steps")
+            if count >= want and not targets:
+                continue
             if not targets:  # fewer Ritz values than wanted: widen the basis
                 new = [np.random.default_rng(self.iterations).standard_normal(n)]
             else:
                 new = []
-                for th, r, real in targets:
-                    new += self.precondition(r.real, None if real else r.imag, th)
-            if self.p + len(new) > self.max_basis:
-                self._restart(lam)
-            self._add(new)
+                for _th, r, real, shift in targets:
+                    new += self.precondition(r.real, None if real else r.imag, shift)
+            self._insert(new, follow)
 
-    def _restart(self, lam: np.ndarray) -> None:
-        """Keep the Schur vectors of the ``keep`` rightmost Ritz values."""
+    def _restart(self, lam: np.ndarray, follow=(), room: int = 0) -> None:
+        """Keep the Schur vectors of chosen Ritz values, in this order while they fit
+        ``max_basis - room`` (a conjugate pair takes two): the rightmost up to
+        ``keep / 2`` vectors (the wanted values and their guards), the nearest to
+        each of ``follow``, the rightmost of every frequency band, the rightmost up
+        to ``keep``."""
         p = self.p
-        thr = np.sort(lam.real)[::-1][min(self.keep, p) - 1] - 1e-8 * self.scale
-        T, Z, q = sla.schur(self.H[:p, :p], output="real", sort=lambda x, y: x >= thr)
-        self.Vt[:q] = Z[:, :q].T @ self.Vt[:p]
-        self.Wt[:q] = Z[:, :q].T @ self.Wt[:p]
+        imtol = ZERO_TOL * self.scale
+        rep = np.flatnonzero(lam.imag >= -imtol)
+        vals = lam[rep]
+        size = np.where(np.abs(vals.imag) > imtol, 2, 1)
+        right = np.argsort(-vals.real, kind="stable")
+        limit = max(self.max_basis - room, 1)
+        chosen = np.zeros(vals.size, dtype=bool)
+        used = 0
+
+        def take(j, upto):
+            nonlocal used
+            if not chosen[j] and used + size[j] <= upto:
+                chosen[j] = True
+                used += size[j]
+
+        for j in right:
+            if used >= self.keep // 2:
+                break
+            take(j, limit)
+        for z in follow:
+            take(int(np.argmin(np.abs(vals - complex(z.real, abs(z.imag))))), limit)
+        band = self._band(vals.imag)
+        for b in np.unique(band):
+            sel = np.flatnonzero(band == b)
+            take(sel[np.argmax(vals[sel].real)], limit)
+        for j in right:
+            take(j, min(self.keep, limit))
+        kept = vals[chosen]
+        tol = 1e-8 * self.scale
+
+        def select(x, y):
+            return bool(np.any(np.abs(kept.real - x) + np.abs(np.abs(kept.imag) - abs(y)) <= tol))
+
+        T, Z, q = sla.schur(self.H[:p, :p], output="real", sort=select)
+        Zq = Z[:, :q]
+        with self.blas.limit(limits=self.threads):  # one large product each
+            self.Vt[:q] = Zq.T @ self.Vt[:p]
+            self.Wt[:q] = Zq.T @ self.Wt[:p]
         self.H[:q, :q] = T[:q, :q]
+        self.G[:q, :q] = Zq.T @ self.G[:p, :p] @ Zq
         self.p = q
