@@ -247,9 +247,7 @@ def _check_trajectory_run(model, spec) -> None:
                     relative=kw.get("relative", False), rel_floor=kw.get("rel_floor", 0.25),
                     max_ntraj=kw.get("max_ntraj"), time_limit=kw.get("time_limit"))
     names, _ = resolve_observables(spec.observables, spec.pairs, model.N, allowed=TRAJECTORY)
-    ops = build_operators(spec.operators, model.N)
-    parts = tuple(f"{op.name}_{p}" for op in ops if not op.hermitian for p in ("re", "im"))
-    target.resolve(tuple(names) + tuple(op.name for op in ops), kw["ntraj"], parts)
+    target.resolve(tuple(names), kw["ntraj"], build_operators(spec.operators, model.N))
     if kw.get("max_magnons") is not None:
         _validate.integer("max_magnons", kw["max_magnons"], lo=model.initial_sector,
                           hi=model.N)

@@ -420,8 +420,7 @@ def execute(model: ChainModel, times: np.ndarray, *, names: tuple, key: np.ndarr
     npair = 0 if pairs is None else len(pairs)
     ops = tuple(operators)
     _, cols, ncomp = kernel_layout(model.N, names, npair, len(model.channels), ops, states)
-    parts = tuple(f"{op.name}_{p}" for op in ops if not op.hermitian for p in ("re", "im"))
-    target_names, cap = target.resolve(names + tuple(op.name for op in ops), ntraj, parts)
+    target_names, cap = target.resolve(names, ntraj, ops)
     goal, path = target.sem, checkpointing.path
     if goal is not None and not np.any(times > 0):
         raise ValueError("target_sem needs at least one output time > 0, got times "

@@ -235,10 +235,14 @@ class Target:
         if self.max_ntraj is not None:
             set_(self, "max_ntraj", v.integer("max_ntraj", self.max_ntraj, lo=1))
 
-    def resolve(self, names: tuple, ntraj: int, parts: tuple = ()) -> tuple[tuple, int]:
-        """``(target observables, trajectory cap)`` of a run computing ``names``;
-        ``parts`` (the ``_re``/``_im`` rows of non-Hermitian operators) may be
-        named too but are not targeted by default (their operator is)."""
+    def resolve(self, names: tuple, ntraj: int, operators=()) -> tuple[tuple, int]:
+        """``(target observables, trajectory cap)`` of a run computing ``names`` and
+        the user ``operators`` (named by ``op.name``; the ``_re``/``_im`` rows of a
+        non-Hermitian one may be named too, but are not targeted by default: their
+        operator is)."""
+        names = tuple(names) + tuple(op.name for op in operators)
+        parts = tuple(f"{op.name}_{p}" for op in operators if not op.hermitian
+                      for p in ("re", "im"))
         if self.sem is None:
             return (), ntraj
         if self.observables is None:
