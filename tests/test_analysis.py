@@ -100,7 +100,7 @@ def test_transfer_and_balance_rates_match_steadystate(pump_model, pump_steady, p
     c = pump_model.pump_site - 1
     exact = {"loss_left": g * n[0], "loss_right": g * n[-1], "pump": gp * (1 - n[c]),
              "loss_total": g * (n[0] + n[-1]), "net_right": g * (n[-1] - n[0])}
-    # exact steady state itself: pump rate = total loss rate (MODEL.md section 9)
+    # exact steady state itself: pump rate = total loss rate (docs/model.md section 7)
     assert exact["pump"] == pytest.approx(exact["loss_total"], rel=1e-8)
 
     cs = analysis.counting_statistics(pump_run.jumps, PUMP_NTRAJ, (T_BURN, T_END))

@@ -1,4 +1,4 @@
-"""Cloning (population dynamics) against the exact theta(s) (issue 24, MODEL.md 14).
+"""Cloning (population dynamics) against the exact theta(s) (issue 24, docs/model.md 15).
 
 - ``theta(s)`` and the tilted current against the exact ``scgf`` and its
   derivative (a central difference) on the paper's pump chain at N = 5 and on

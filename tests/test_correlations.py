@@ -1,4 +1,4 @@
-"""Two-time correlations and spectra (MODEL.md 12) against QuTiP in the full 2^N space.
+"""Two-time correlations and spectra (docs/model.md 13) against QuTiP in the full 2^N space.
 
 References: ``qutip.correlation_2op_1t(H, rho, taus, c_ops, A, B)`` (``reverse=False``:
 ``<A(t + tau) B(t)>``; ``rho = None`` is QuTiP's own steady state) and

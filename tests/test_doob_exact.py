@@ -1,4 +1,4 @@
-"""The exact Doob process (tsm.doob, MODEL.md 14) against an independent dense
+"""The exact Doob process (tsm.doob, docs/model.md 15) against an independent dense
 full-space (4^N) tilted Lindblad generator built from ``model.to_qutip()``, its
 identities (trace preservation, s = 0, steady state, theta'(s)) and its refusals."""
 

@@ -1,6 +1,6 @@
 """Trajectories of the Doob process, ``mcsolve(tsm.doob(model, counts, s))`` (issue 24).
 
-The Doob process makes the rare histories at tilt ``s`` typical (MODEL.md 14):
+The Doob process makes the rare histories at tilt ``s`` typical (docs/model.md 15):
 
 - its long-time counted current equals ``theta'(s)`` and the growth rate of
   the count's variance equals ``theta''(s)`` (derivatives of the exact

@@ -1,5 +1,6 @@
-"""Tests for thermospin_mc.exact: the checks of MODEL.md section 9 on the exact solvers,
-plus independent reconstructions (one-magnon Lindblad built here from MODEL.md s. 5-6,
+"""Tests for thermospin_mc.exact: the physics checks (symmetry at Delta T = 0, conserved norm,
+pump rate = loss rate) on the exact solvers,
+plus independent reconstructions (one-magnon Lindblad built here from docs/model.md s. 5-6,
 Bessel law of s. 8, exit probabilities as time integrals of the loss rates)."""
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def test_sesolve_ignores_channels():
 )
 def test_continuity_equation(model):
     """d<n_i>/dt = F_{i-1} - F_i - gamma n_i [i edge] + gamma_I (1 - n_c) [i = c]
-    (MODEL.md s. 7), by a central difference with step h = 1e-4: truncation error
+    (docs/model.md s. 7), by a central difference with step h = 1e-4: truncation error
     ~ h^2 |n'''| / 6 < 1e-7, round-off ~ 1e-16 / h = 1e-12; tolerance 1e-6."""
     h = 1e-4
     for t0 in (0.7, 3.3):
@@ -255,7 +256,7 @@ def _steady_j(delta_T, method):
 
 def test_small_delta_T_sommerfeld_is_quadratic():
     # Sommerfeld: a_l - 1 ~ T_l^2, and j is linear in a - 1 to leading order, so
-    # doubling Delta T multiplies j by 4 up to O(Delta T^2) corrections (MODEL.md s. 9
+    # doubling Delta T multiplies j by 4 up to O(Delta T^2) corrections (docs/model.md s. 9
     # quotes 3.9-4.0 for 0.1 -> 0.2 -> 0.4).
     j = {dT: _steady_j(dT, "sommerfeld") for dT in (0.05, 0.1, 0.2, 0.4)}
     assert all(v > 0 for v in j.values())  # toward the hot side
@@ -269,7 +270,7 @@ def test_small_delta_T_sommerfeld_is_quadratic():
 
 def test_small_delta_T_canonical_is_not_quadratic():
     # exact canonical a(T) - 1 is thermally activated across the finite-size gap
-    # (~exp(-gap/T)), so j rises far faster than Delta T^2 (MODEL.md: ~x110 for 0.1 -> 0.2)
+    # (~exp(-gap/T)), so j rises far faster than Delta T^2 (docs/model.md: ~x110 for 0.1 -> 0.2)
     j1, j2, j4 = (_steady_j(dT, "canonical") for dT in (0.1, 0.2, 0.4))
     assert 0 < j1 < j2 < j4
     assert j2 / j1 > 50
@@ -278,7 +279,7 @@ def test_small_delta_T_canonical_is_not_quadratic():
 
 # ------------------------------------------------------------------ Bessel law
 def test_single_magnon_bessel_law():
-    # infinite uniform chain with hopping a: <n_{i0+k}(t)> = J_k(2 a t)^2 (MODEL.md s. 8).
+    # infinite uniform chain with hopping a: <n_{i0+k}(t)> = J_k(2 a t)^2 (docs/model.md s. 8).
     # On the open chain the boundary (missing bonds, edge potential) acts only after
     # the wave has reached the edge: up to t_max = (N/2 - 5)/(2a) the front (speed 2a)
     # has not reached sites within 5 of the edges; sites |k| <= 15 would need a path to
@@ -308,7 +309,7 @@ def test_single_magnon_bessel_law():
 
 # ------------------------------------------------------------------ one-magnon loss path
 def one_magnon_lindblad(model):
-    """Dense Lindbladian on span{|all up>, |i> (magnon at i)} built from MODEL.md s. 5-6;
+    """Dense Lindbladian on span{|all up>, |i> (magnon at i)} built from docs/model.md s. 5-6;
     row-major vectorisation: vec(A X B) = (A kron B^T) vec(X)."""
     N, a, g = model.N, np.asarray(model.couplings), model.gamma
     D = N + 1

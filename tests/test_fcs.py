@@ -1,4 +1,4 @@
-"""Exact counting statistics (MODEL.md 11) against identities, an independent
+"""Exact counting statistics (docs/model.md 11) against identities, an independent
 full-space (4^N) tilted Liouvillian built here from Pauli matrices, and
 trajectories."""
 
@@ -127,7 +127,7 @@ def test_first_cumulant_equals_steady_jump_rates(pump5):
     c_loss = tsm.exact_counting_statistics(pump5, {"loss_left": 1, "loss_right": 1},
                                            order=1)["cumulant"].iloc[0]
     assert c_loss == pytest.approx(g * (n[0] + n[-1]), abs=1e-10)
-    # steady state: pump rate = total loss rate (MODEL.md 9)
+    # steady state: pump rate = total loss rate (docs/model.md section 7)
     assert c_pump == pytest.approx(c_loss, abs=1e-10)
 
 

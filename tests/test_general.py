@@ -1,4 +1,4 @@
-"""The general chain (MODEL.md section 10) against an independent full-space solver.
+"""The general chain (docs/general_chain.md) against an independent full-space solver.
 
 The reference below is written from scratch in the 2^N-dimensional Hilbert
 space: Pauli matrices, Kronecker products, the 4^N x 4^N Liouvillian of

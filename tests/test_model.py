@@ -1,6 +1,6 @@
 """Tests for thermospin_mc.model: validation, profiles, couplings, metadata, paper presets.
 
-Physics contract: MODEL.md sections 4 (profiles -> bond temperatures -> couplings),
+Physics contract: docs/model.md sections 4 (profiles -> bond temperatures -> couplings),
 6 (channels, pump site) and 8 (paper scenarios).
 """
 
@@ -131,7 +131,7 @@ def test_reachable_sectors():
     assert tsm.ChainModel(N=5, initial=2, gamma_pump=1.0).reachable_sectors() == [1, 2, 3, 4, 5]
 
 
-# ------------------------------------------------------------------ profiles (MODEL.md s. 4)
+# ------------------------------------------------------------------ profiles (docs/model.md s. 4)
 @pytest.mark.parametrize("N", [2, 3, 4, 5, 6, 7, 8, 9, 12])
 def test_step_profile_bond_temperatures(N):
     T1, T2 = 0.3, 2.0

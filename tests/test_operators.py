@@ -267,7 +267,7 @@ def random_model(seed: int, N: int) -> tsm.ChainModel:
 
 
 def full_hamiltonian(model):
-    """The general chain's h (MODEL.md section 10) from Kronecker products."""
+    """The general chain's h (docs/general_chain.md) from Kronecker products."""
     N, a = model.N, np.asarray(model.couplings)
     delta, h = np.asarray(model.bond_anisotropy), np.asarray(model.site_fields)
     H = 0

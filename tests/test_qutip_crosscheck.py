@@ -1,6 +1,6 @@
 """Cross-check of the exact block solvers against QuTiP 5 in the full 2^N space.
 
-The QuTiP model is built here from MODEL.md sections 5-7 only (nothing but the
+The QuTiP model is built here from docs/model.md sections 5-7 only (nothing but the
 couplings a_l is taken from the package): sz|up> = +|up>, s+ = |up><down|
 (qutip.sigmap(), basis(2, 0) = up), h = sum_l (a_l/2) sigma_l . sigma_{l+1}, jump
 operators sqrt(gamma) s+_1, sqrt(gamma) s+_N, sqrt(gamma_I) s-_c, observables

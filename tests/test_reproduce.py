@@ -42,7 +42,7 @@ def test_fig2_sanity_values_and_manifold_convergence():
     t = fig2(Settings(alpha_N=(5, 7, 9)))
     a = t["alpha"]
     at2 = a[(a.curve == "canonical") & np.isclose(a["T"], 2.0)].set_index("N")["a"]
-    # MODEL.md section 3 sanity values
+    # docs/model.md section 3 sanity values
     np.testing.assert_allclose(at2.loc[[5, 7, 9]].to_numpy(), [1.51, 1.59, 1.64], atol=0.006)
     # Eq. 5 and the thermodynamic limit agree at low T (Sommerfeld is its expansion)
     low = a[np.isclose(a["T"], 0.1)].set_index("curve")["a"]
@@ -109,7 +109,7 @@ def test_fig6_trajectories_steady_state_and_fit(f6):
     assert abs(g[g.delta_T == 0]["j"].iloc[0]) < 1e-12
     assert np.all(np.diff(g["j"]) > 0)
     # the exact canonical a(T) is activated at low T: far steeper than Delta T^2
-    # between 0.1 and 0.2 (MODEL.md section 9: about x110)
+    # between 0.1 and 0.2 (docs/model.md section 9: about x110)
     fit = f6["fit"]
     assert (fit["local_exponent"] > 4).all()
     # the transient series relax to the steady state

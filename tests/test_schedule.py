@@ -1,4 +1,4 @@
-"""The :class:`thermospin_mc.Schedule` type (MODEL.md 13): validation, the ramp's
+"""The :class:`thermospin_mc.Schedule` type (docs/model.md 14): validation, the ramp's
 staircase, stage look-up, channel matching, identity and the merged stages the
 solvers run."""
 

@@ -1,5 +1,5 @@
 """Protocols on the command line: ``[[stage]]`` tables in a ``--config`` TOML file
-(MODEL.md 13, config.resolve_schedule).
+(docs/model.md 14, config.resolve_schedule).
 
 ``[model]`` is stage 0 from ``t = 0``; each ``[[stage]]`` table (stages 1, 2, ...
 in file order) is ``[model]`` plus its own keys from its ``t`` on. Every stage

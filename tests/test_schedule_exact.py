@@ -1,8 +1,8 @@
-"""Exact solvers on time-dependent protocols (MODEL.md 13): ``mesolve(schedule)``.
+"""Exact solvers on time-dependent protocols (docs/model.md 14): ``mesolve(schedule)``.
 
 The reference is independent of the package's sector machinery: the full 2^N
-space Lindblad generator of each stage is written here from MODEL.md sections
-10 and 12 (Kronecker products, 4^N unknowns), and the stages' exponentials are
+space Lindblad generator of each stage is written here from docs/general_chain.md and
+docs/model.md section 13 (Kronecker products, 4^N unknowns), and the stages' exponentials are
 chained (scipy's ``expm_multiply`` from event to event),
 ``rho(t) = exp(L_k (t - t_k)) ... exp(L_0 t_1) rho0``; jump counts ride along
 as extra rows of an augmented generator. The smooth protocol behind
@@ -97,7 +97,7 @@ def full_initial(model):
 
 
 def full_observables(rho, model, pairs=()):
-    """The MODEL.md section 7 and 10 observables of a full-space ``rho``; ``model``
+    """The observables (docs/model.md section 7, docs/general_chain.md) of a full-space ``rho``; ``model``
     supplies the couplings of ``flow``."""
     N = model.N
     ev = lambda A: np.sum(A.T.multiply(rho))  # Tr(A rho)  # noqa: E731

@@ -1,4 +1,4 @@
-"""Trajectories of time-dependent protocols: ``mcsolve(Schedule)`` (issue 23, MODEL.md 13).
+"""Trajectories of time-dependent protocols: ``mcsolve(Schedule)`` (issue 23, docs/model.md 14).
 
 - against the exact block solver on the same schedule (``mesolve(schedule)``,
   itself held against chained full-space exponentials in

@@ -1,4 +1,4 @@
-"""Tests for thermospin_mc.sectors against a naive full 2^N construction (MODEL.md s. 5-6).
+"""Tests for thermospin_mc.sectors against a naive full 2^N construction (docs/model.md s. 5-6).
 
 Conventions built here from scratch: single-site basis (|up>, |down>), sz|up> = +|up>,
 s+ = |up><down|, s- = |down><up|; a product state with down spins (magnons) on the
@@ -100,7 +100,7 @@ def test_one_magnon_hamiltonian_tridiagonal(N):
     model = tsm.ChainModel(N=N, profile=tsm.BondCouplings(tuple(a)))
     space = tsm.SectorSpace(model)
     H = space.sector(1).h_sparse(space.a).toarray()
-    # MODEL.md s. 5: hopping a_l between |l>, |l+1>; E_i = sum a/2 - (a_{i-1} + a_i)
+    # docs/model.md s. 5: hopping a_l between |l>, |l+1>; E_i = sum a/2 - (a_{i-1} + a_i)
     apad = np.concatenate([[0.0], a, [0.0]])  # a_0 = a_N = 0
     E = np.array([a.sum() / 2 - (apad[i - 1] + apad[i]) for i in range(1, N + 1)])
     expected = np.diag(E) + np.diag(a, 1) + np.diag(a, -1)

@@ -1,4 +1,4 @@
-"""Tests for thermospin_mc.thermal: the exchange ratio a(T) = alpha(T) / alpha_1 (MODEL.md s. 3)."""
+"""Tests for thermospin_mc.thermal: the exchange ratio a(T) = alpha(T) / alpha_1 (docs/model.md s. 3)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def test_low_temperature_is_activated_across_finite_size_gap():
 def reference_ratio_minus_one(T: float, N: int, cut: float = 80.0) -> float:
     """a(T) - 1 from the textbook level recursion, written independently of the package.
 
-    Levels k = 1, 2, ... are added one at a time (MODEL.md s. 3): with Z(k, j) the
+    Levels k = 1, 2, ... are added one at a time (docs/model.md s. 3): with Z(k, j) the
     j-particle partition function on levels 1..k and energies measured from the j-particle
     ground state G(j) = 1^2 + ... + j^2 (units pi^2 / (2 L^2), b = beta pi^2 / (2 L^2)),
         Z(k, j) = Z(k-1, j) + Z(k-1, j-1) exp(-b (k^2 - j^2)),
@@ -271,7 +271,7 @@ def test_enumerate_1e6_not_converged_for_N9_at_T5():
 
 @pytest.mark.parametrize("N,expected", [(5, 1.51), (7, 1.59), (9, 1.64)])
 def test_sanity_values_fig2(N, expected):
-    # MODEL.md s. 3 / paper Fig. 2: a(T = 2 eps0) ~ 1.51, 1.59, 1.64 for N = 5, 7, 9
+    # docs/model.md s. 3 / paper Fig. 2: a(T = 2 eps0) ~ 1.51, 1.59, 1.64 for N = 5, 7, 9
     assert abs(alpha_ratio(2.0, N=N) - expected) < 0.01
 
 

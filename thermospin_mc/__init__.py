@@ -1,7 +1,7 @@
 """thermospin_mc: quantum-jump trajectories and exact block solvers for open
 Heisenberg chains whose couplings are set by a temperature profile.
 
-Physics conventions: ``MODEL.md`` (units hbar = m = k_B = 1, temperatures in
+Physics conventions: ``docs/model.md`` (units hbar = m = k_B = 1, temperatures in
 eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 """
 

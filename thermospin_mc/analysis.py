@@ -1,4 +1,4 @@
-"""Statistics of jump records and steady states (MODEL.md sections 7 and 9).
+"""Statistics of jump records and steady states (docs/model.md section 7, docs/statistics.md).
 
 Everything here works on the tidy tables of a run (no physics of its own):
 

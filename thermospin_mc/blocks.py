@@ -1,7 +1,7 @@
 """Block form of the Lindblad equation, shared by the exact solvers.
 
 The density matrix started in one magnon sector stays block diagonal in the
-magnon number (MODEL.md section 6), so only the blocks ``rho_m`` of the sectors
+magnon number (docs/model.md section 6), so only the blocks ``rho_m`` of the sectors
 the dynamics can reach are stored, row-major, stacked in increasing ``m``
 (:class:`BlockLayout`). Block ``m`` obeys
 
@@ -13,7 +13,7 @@ channel (dephasing: inside the block, with the signs of ``sigma^z``).
 
 The same generator acts on the coherence blocks ``X_m`` between sector
 ``m + shift`` (rows) and sector ``m`` (columns) of an operator like ``s-_i rho``
-(:class:`CoherenceLayout`, MODEL.md 12): ``H_{m + shift}`` on the left,
+(:class:`CoherenceLayout`, docs/model.md 13): ``H_{m + shift}`` on the left,
 ``H_m^+`` on the right and the index maps of both sectors in the jumps.
 
 This module holds the pieces :mod:`.exact` and :mod:`.fcs` build on: the
@@ -138,7 +138,7 @@ class BlockLayout:
 
 
 class CoherenceLayout:
-    """Row-major stacking of rectangular coherence blocks ``X_m`` (MODEL.md 12).
+    """Row-major stacking of rectangular coherence blocks ``X_m`` (docs/model.md 13).
 
     Block ``m`` has the rows of sector ``m + shift`` and the columns of sector
     ``m`` (``shift = +1``: ``s-_i rho``; ``-1``: ``s+_i rho``; ``0``: the square

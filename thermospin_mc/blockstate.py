@@ -1,4 +1,4 @@
-"""Block density matrices: the states the engine produces, as objects (MODEL.md section 12).
+"""Block density matrices: the states the engine produces, as objects (docs/model.md section 13).
 
 Every density matrix of this package is block diagonal in the magnon number
 ``m`` (the number of down spins): ``rho = sum_m rho_m`` with ``rho_m`` a
@@ -196,7 +196,7 @@ class BlockState:
 
     # ------------------------------------------------------------------ full space
     def to_dense(self) -> np.ndarray:
-        """The ``2^N x 2^N`` density matrix in the full-space order of MODEL.md section 12
+        """The ``2^N x 2^N`` density matrix in the full-space order of docs/model.md section 13
         (site 1 the leftmost factor; index 0 up, 1 down), ``N <= 14``."""
         if self.N > MAX_DENSE_N:
             raise ValueError(f"to_dense: N = {self.N} is above {MAX_DENSE_N} (a 4^N matrix); "

@@ -1,6 +1,6 @@
 """Exact canonical excitation energy of N spinless fermions in a hard-wall box:
 the ``"canonical"`` curve of :func:`thermospin_mc.thermal.alpha_ratio`
-(MODEL.md section 3).
+(docs/model.md section 3).
 
 The partition function and the mean *excitation* energy are built from
 particle-hole pairs across the ground-state Fermi level: positive-term

@@ -1,4 +1,4 @@
-"""Jump channels (MODEL.md section 6): the user's specs (:class:`Loss`,
+"""Jump channels (docs/model.md section 6): the user's specs (:class:`Loss`,
 :class:`Pump`, :class:`Dephasing`, 1-based sites) and the engine's record
 (:class:`Channel`: name, kind, 0-based site, rate). A new channel kind is added
 here (its spec class, ``CHANNEL_KINDS``, ``SPEC_TYPES`` and ``Channel.dm``); see

@@ -1,4 +1,4 @@
-"""Rare currents by population dynamics (cloning), MODEL.md section 14.
+"""Rare currents by population dynamics (cloning), docs/model.md section 15.
 
 ``theta(s) = lim (1/t) ln E[exp(s K_t)]`` for the weighted jump count ``K_t``
 of section 11 (``counts``: channel name -> integer weight ``nu``), estimated

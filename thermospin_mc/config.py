@@ -21,7 +21,7 @@ Rules for temperatures (``--scenario`` picks the two-temperature profile:
 Run keys that do nothing for the chosen solver (trajectory options with
 ``--solver exact``/``steady``, ``--times`` with ``steady``) are refused.
 
-A time-dependent protocol (MODEL.md 13) is written as top-level ``[[stage]]``
+A time-dependent protocol (docs/model.md 14) is written as top-level ``[[stage]]``
 tables, each with its start time ``t > 0`` and any ``[model]`` keys, which
 override ``[model]`` from ``t`` on (:func:`resolve_schedule`).
 
@@ -126,7 +126,7 @@ def load_config(path: str | Path) -> tuple[dict, dict, list[dict]]:
     site, rate, optional name; one such table per channel). Anything outside
     the two tables (a top-level ``N = 5``, a top-level ``[[channel]]``, another
     table) and any unknown key is refused with one line that says where it
-    belongs. The one exception is a protocol (MODEL.md 13): top-level
+    belongs. The one exception is a protocol (docs/model.md 14): top-level
     ``[[stage]]`` tables, each with ``t`` and any ``[model]`` keys (checked by
     :func:`resolve_schedule`); ``[model]`` is stage 0, the ``[[stage]]``
     tables are stages 1, 2, ... in file order.
@@ -435,7 +435,7 @@ STAGE_REFUSED = ("initial", "initial_p", "initial_mixture")
 
 def resolve_schedule(cfg: dict, stages) -> ChainModel | Schedule:
     """The model of ``[model]`` (``cfg``), or with ``[[stage]]`` tables the protocol
-    (:class:`~thermospin_mc.schedule.Schedule`, MODEL.md 13).
+    (:class:`~thermospin_mc.schedule.Schedule`, docs/model.md 14).
 
     Stage 0 is ``[model]`` from ``t = 0``; ``[[stage]]`` table ``k`` (in file
     order, counted from 1) is stage ``k``: the model of ``[model]``'s keys plus

@@ -1,4 +1,4 @@
-"""Two-time correlations and their spectra by the quantum regression theorem (MODEL.md 12).
+"""Two-time correlations and their spectra by the quantum regression theorem (docs/model.md 13).
 
 For ``tau >= 0``, ``<A(t0 + tau) B(t0)> = Tr[A exp(L tau) X]`` with ``X = B rho(t0)``
 (``t0 = None``: the steady state). ``rho`` is block diagonal in the magnon
@@ -486,7 +486,7 @@ def correlation(model: ChainModel, taus, A, B, t0=None) -> np.ndarray:
     """Two-time correlation ``<A(t0 + tau) B(t0)>`` by the quantum regression theorem.
 
     ``Tr[A exp(L tau)(B rho(t0))]`` evolved exactly on the magnon blocks
-    (MODEL.md 12): square blocks for operators of offset 0, the coherence
+    (docs/model.md 13): square blocks for operators of offset 0, the coherence
     blocks ``(m + 1, m)`` for ``B`` of offset +1 (``s-_i``, with ``A`` of offset
     -1, e.g. ``s+_j``) and ``(m - 1, m)`` for the reverse.
 
@@ -555,7 +555,7 @@ def spectrum(model: ChainModel, omegas, A, B, *, _stats: dict | None = None) -> 
     """Steady-state spectrum of ``<A(tau) B(0)>`` in QuTiP's ``spectrum()`` convention.
 
     ``S(omega) = 2 Re int_0^inf exp(-i omega tau) [<A(tau) B(0)>_ss - <A>_ss <B>_ss]
-    dtau`` (MODEL.md 12), exactly: ``2 Re Tr[A (i omega - L)^-1 r]``, ``r = B rho_ss -
+    dtau`` (docs/model.md 13), exactly: ``2 Re Tr[A (i omega - L)^-1 r]``, ``r = B rho_ss -
     <B>_ss rho_ss``, on the blocks of ``B rho_ss``. As ``qutip.spectrum(H, omegas,
     c_ops, A, B)`` (``A`` at time ``tau``). Up to ``DIRECT_LIMIT`` stored numbers one
     sparse LU per frequency; above it every frequency's solution has a true

@@ -1,4 +1,4 @@
-"""The counting system of the exact full counting statistics (MODEL.md 11).
+"""The counting system of the exact full counting statistics (docs/model.md 11).
 
 The block Liouvillian of a model with one sparse jump superoperator
 ``J_k rho = L_k rho L_k^+`` per channel (losses ``dm = -1``, pumps ``+1``,

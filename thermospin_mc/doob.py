@@ -1,8 +1,8 @@
-"""The Doob process of the tilted ensemble, exactly, sector by sector (MODEL.md 14).
+"""The Doob process of the tilted ensemble, exactly, sector by sector (docs/model.md 15).
 
 What is computed
 ----------------
-For a weighted count ``K`` (``counts = {channel name: nu_k}``, MODEL.md 11) and a
+For a weighted count ``K`` (``counts = {channel name: nu_k}``, docs/model.md 11) and a
 counting field ``s``, the tilted generator
 
     L_s rho = -i (H_eff rho - rho H_eff^+) + sum_k exp(s nu_k) r_k A_k rho A_k^+
@@ -399,7 +399,7 @@ class DoobProcess:
             raise ValueError(f"m must be one of the sectors {self._sectors}, got {m!r}")
         return int(m)
 
-    def l(self, m: int) -> np.ndarray:  # noqa: E743 (the l_s of MODEL.md 14)
+    def l(self, m: int) -> np.ndarray:  # noqa: E743 (the l_s of docs/model.md 15)
         """Block ``m`` of the left eigenmatrix ``l_s`` (Hermitian PD, ``C(N, m)`` square)."""
         return self._l[self._sector(m)]
 
@@ -514,7 +514,7 @@ def _restore(state: dict) -> DoobProcess:
 
 @blas_threads
 def doob(model, counts, s) -> DoobProcess:
-    """The Doob process of ``model`` at counting field ``s`` (MODEL.md 14).
+    """The Doob process of ``model`` at counting field ``s`` (docs/model.md 15).
 
     Parameters
     ----------

@@ -130,11 +130,11 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     ----------
     model : ChainModel, Schedule or DoobProcess
         The initial pure state is prepared at ``t = 0``. A :func:`~thermospin_mc.doob`
-        process runs its transformed unravelling (MODEL.md 14; dense sector
+        process runs its transformed unravelling (docs/model.md 15; dense sector
         generators and jump matrices, the jump tables in the original channel
         names); its initial state is ``l^(1/2) psi0``, normalised. A
         :class:`~thermospin_mc.schedule.Schedule` runs its stages in turn
-        (MODEL.md 13): the propagation is exact inside a stage, a stage boundary
+        (docs/model.md 14): the propagation is exact inside a stage, a stage boundary
         is probed like an output time, and the unnormalised state and the jump
         threshold run on across it (one random stream per trajectory); every
         option works. The jump table then has a ``stage`` column (0-based, the
@@ -170,7 +170,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         Entries may also be :class:`~thermospin_mc.operators.Operator` objects
         of offset 0 (any other offset is refused with one line): the estimate
         of ``<O>`` is the mean over trajectories of ``<psi|O|psi> /
-        <psi|psi>`` with its standard error (MODEL.md section 12), evaluated
+        <psi|psi>`` with its standard error (docs/model.md section 13), evaluated
         inside the kernels from each sector's matrix (built once per run,
         sparse). Rows come after the built-in ones, site 0: observable
         ``op.name`` for a Hermitian operator, ``op.name + "_re"`` and
@@ -267,7 +267,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         trajectory-averaged block density matrix at ``times[k]``, a
         :class:`~thermospin_mc.blockstate.BlockState` with
         ``rho_bar = (1/n) sum_traj |psi><psi| / <psi|psi>`` in every sector
-        the run can visit (MODEL.md section 12; it converges to the exact
+        the run can visit (docs/model.md section 13; it converges to the exact
         ``rho(t)`` as ``1/sqrt(n)``). Accumulated inside the kernels per
         statistics block and merged in block order, so it is bit-identical
         for any ``n_jobs``, ``batch_size``, backend and resume (checkpoints

@@ -2,7 +2,7 @@
 steady state and exit-side probabilities.
 
 The density matrix started in one magnon sector stays block diagonal in the
-magnon number (MODEL.md section 6), so only the blocks ``rho_m`` of the sectors
+magnon number (docs/model.md section 6), so only the blocks ``rho_m`` of the sectors
 the dynamics can reach are stored: ``sum_m C(N, m)^2`` numbers, never ``4^N``.
 Block ``m`` obeys
 
@@ -36,7 +36,7 @@ built-in observables) and keeps the block density matrices on request
 (``states=True``, :class:`~thermospin_mc.blockstate.BlockState`) on each of its paths.
 
 ``mesolve`` and ``sesolve`` also take a :class:`~thermospin_mc.schedule.Schedule`
-(MODEL.md 13): the stages' exact propagators chained on the same three paths
+(docs/model.md 14): the stages' exact propagators chained on the same three paths
 (``_mesolve_schedule``); a schedule of one generator runs the plain solver.
 The solvers of one generator (steady state, exit sides) refuse a schedule
 (:func:`~thermospin_mc.blocks.check_model`).
@@ -243,7 +243,7 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     model with loss channels only, started with at most one magnon, costs
     ``O(N^2)`` and runs for N in the thousands.
 
-    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule` (MODEL.md 13):
+    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule` (docs/model.md 14):
     ``rho(t) = exp(L_k (t - t_k)) ... exp(L_0 t_1) rho0``, stage by stage on
     the same paths (every option above works). ``flow`` takes the couplings
     of the stage holding at each output time (``schedule.model_at(t)``);
@@ -393,7 +393,7 @@ def _sesolve_schedule(schedule: Schedule, times, observables, states) -> Result:
 
 def _mesolve_schedule(schedule: Schedule, times, observables, pairs, method,
                       states) -> Result:
-    """``mesolve`` of a schedule (MODEL.md 13): the stages' exact propagators in turn,
+    """``mesolve`` of a schedule (docs/model.md 14): the stages' exact propagators in turn,
     on the paths of the plain solver (pure no-jump state, ``expm``, Chebyshev)."""
     N = schedule.N
     times = v.times(times)

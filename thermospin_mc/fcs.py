@@ -1,4 +1,4 @@
-"""Exact full counting statistics and waiting times in sector-block form (MODEL.md 11).
+"""Exact full counting statistics and waiting times in sector-block form (docs/model.md 11).
 
 Count the jumps of chosen channels ``k`` with integer weights ``nu_k``. With
 ``J_k rho = L_k rho L_k^+`` the tilted generator is
@@ -138,7 +138,7 @@ def _finite_time(sysm: CountingSystem, weights: dict, order: int, x0: np.ndarray
 @blas_threads
 def exact_counting_statistics(model, counts, order: int = 4, t=None, *, t0: float = 0.0,
                               tol: float = 1e-13) -> pd.DataFrame:
-    """Exact cumulants of a weighted jump count, block by block (MODEL.md 11).
+    """Exact cumulants of a weighted jump count, block by block (docs/model.md 11).
 
     Parameters
     ----------
@@ -244,7 +244,7 @@ def _leading(sysm: CountingSystem, Ls: sp.csr_matrix, Fs: sp.csr_matrix, guess: 
 
 @blas_threads
 def scgf(model, counts, s) -> np.ndarray:
-    """Scaled cumulant generating function ``theta(s)`` (MODEL.md 11).
+    """Scaled cumulant generating function ``theta(s)`` (docs/model.md 11).
 
     Parameters
     ----------

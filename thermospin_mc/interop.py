@@ -1,8 +1,8 @@
-"""A model in the full ``2^N`` space: QuTiP objects for cross-checks (MODEL.md section 12).
+"""A model in the full ``2^N`` space: QuTiP objects for cross-checks (docs/model.md section 13).
 
 :func:`full_space` builds the Hamiltonian, the jump operators and the initial
 density matrix of a :class:`~thermospin_mc.model.ChainModel` as scipy sparse
-matrices in the full-space order of MODEL.md section 12 (site 1 the leftmost
+matrices in the full-space order of docs/model.md section 13 (site 1 the leftmost
 tensor factor; on one site index 0 is ``|up>``, index 1 is ``|down>``), and
 :func:`to_qutip` wraps them as QuTiP objects (``ChainModel.to_qutip()``). The
 Hamiltonian is built from operator words (:class:`~thermospin_mc.operators.Operator`):
@@ -33,7 +33,7 @@ _LETTER = {"loss": "+", "pump": "-", "dephasing": "z"}
 
 
 def hamiltonian_terms(model: ChainModel) -> dict[str, float]:
-    """The chain Hamiltonian as ``{word: coefficient}`` (MODEL.md section 10)."""
+    """The chain Hamiltonian as ``{word: coefficient}`` (docs/general_chain.md)."""
     terms: dict[str, float] = {}
     a = np.asarray(model.couplings, dtype=float)
     delta = np.asarray(model.bond_anisotropy, dtype=float)
@@ -97,7 +97,7 @@ def to_qutip(model: ChainModel):
     ``H`` is the chain Hamiltonian, ``c_ops`` the jump operators in
     ``model.channels`` order with their ``sqrt(rate)``, ``rho0`` the initial
     density matrix (pure state or mixture), all in the full-space order of
-    MODEL.md section 12, so that ``qutip.mesolve(H, rho0, times, c_ops)``
+    docs/model.md section 13, so that ``qutip.mesolve(H, rho0, times, c_ops)``
     solves the same Lindblad equation as :func:`thermospin_mc.mesolve`.
     Needs QuTiP (``pip install qutip``) and ``N <= 14``.
     """

@@ -1,7 +1,7 @@
 """Jump statistics beside the exact solvers: steady-state jump rates and the
 counting statistics and waiting times of a run compared with
-:mod:`thermospin_mc.exact` and :mod:`thermospin_mc.fcs` (MODEL.md sections 9
-and 11).
+:mod:`thermospin_mc.exact` and :mod:`thermospin_mc.fcs` (docs/statistics.md
+and docs/model.md section 11).
 
 The trajectory side is computed from the jump table alone (as in
 :mod:`thermospin_mc.jumpstats`); the exact side from the model. Every table

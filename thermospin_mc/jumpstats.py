@@ -1,5 +1,5 @@
 """Statistics of jump tables: exit sides, waiting times, jump counts and their
-full counting statistics (MODEL.md sections 7 and 8).
+full counting statistics (docs/model.md sections 7 and 8).
 
 A jump table is ``Result.jumps`` (or ``jumps.parquet``/``jumps.csv`` written by
 ``thermospin-mc run --record-jumps``) with columns ``traj, t, channel, site,
@@ -34,7 +34,7 @@ __all__ = [
     "counting_statistics", "check_jumps", "check_ntraj", "check_window",
 ]
 
-#: Jump channel names, in table order (DESIGN.md).
+#: Jump channel names of the paper's chain, in table order (docs/model.md section 7).
 CHANNELS = ("loss_left", "loss_right", "pump")
 #: The two edge-loss channels of the paper's chain.
 LOSSES = ("loss_left", "loss_right")
@@ -141,7 +141,7 @@ def exit_sides(jumps: pd.DataFrame, ntraj: int) -> pd.DataFrame:
         score interval, which stays sensible at ``p = 0`` or ``1`` where the
         binomial error vanishes) and ``ntraj``. ``right_minus_left`` is
         ``P(right) - P(left)``, the spin transferred to the right per impurity
-        (MODEL.md section 8), with the multinomial error
+        (docs/model.md section 8), with the multinomial error
         ``sqrt((p_R + p_L - (p_R - p_L)^2) / ntraj)`` and a Wald 95% interval.
 
     Notes
@@ -373,7 +373,7 @@ def counting_statistics(jumps: pd.DataFrame, ntraj: int, t_window, hot: str = "r
         jumps with ``t_a <= t < t_b`` are counted.
     hot : {"right", "left"}
         The hot edge. The net spin transferred to the hot side by one
-        trajectory is ``Q = #loss_hot - #loss_cold`` (MODEL.md section 7: its
+        trajectory is ``Q = #loss_hot - #loss_cold`` (docs/model.md section 7: its
         steady rate is ``gamma (<n_N> - <n_1>)`` for ``hot = "right"``).
     n_boot : int
         Bootstrap replicates for the errors of variance and Fano factor.

@@ -54,7 +54,7 @@ channel ``k``'s index map out of sector ``m`` (``src`` at
 ``ints[offset:offset+count]``, ``dst`` right after; amplitudes at
 ``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
 every state to itself with the sign of ``sigma^z`` at its site). The Doob
-process (MODEL.md 14) has dense jump matrices instead (``dense >= 0``, ``count``
+process (docs/model.md 15) has dense jump matrices instead (``dense >= 0``, ``count``
 rows) and a dense decay matrix (``off_gamma >= 0``; else -1 and the diagonal
 at ``off_decay``). ``ptab[p, m]``
 holds ``(off_both, nboth, off_pm, npm)`` of the two-point pair ``p`` (see
@@ -828,7 +828,7 @@ class SectorTables(NamedTuple):
     ``RunSpec.stage_L[s]``) and out of its start (to its first output time);
     -1: none (not eigen mode, or no such step).
 
-    Schedules (MODEL.md 13): every table has ``nmodel (N + 1)`` sector rows,
+    Schedules (docs/model.md 14): every table has ``nmodel (N + 1)`` sector rows,
     row ``u (N + 1) + m`` for sector ``m`` of the ``u``-th distinct stage model
     (one model: the rows are the sectors). Functions below take such a row as
     ``m``; only :func:`_record` needs the magnon number (``m % (N + 1)``).
@@ -861,7 +861,7 @@ class RunSpec(NamedTuple):
     ``BlockOut.kept``; ``rho_off (N+1,) int64``, ``rho_stride``: with
     ``FLAG_STATE``, where sector ``m``'s block of output time ``k`` starts in
     ``BlockOut.rho`` (``k * rho_stride + rho_off[m]``; -1: not stored; one entry
-    per table row, see :class:`SectorTables`). Stages (MODEL.md 13; one stage
+    per table row, see :class:`SectorTables`). Stages (docs/model.md 14; one stage
     for a plain model): ``stage_t (S,)`` start times (``stage_t[0] = 0``),
     ``stage_base (S,)`` the table row of sector 0 of each stage's model,
     ``stage_u (S,)`` its row of ``SectorTables.ch_rate``, ``stage_kend (S,)``
@@ -1162,7 +1162,7 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, 
     ``log ||psi||^2 = log r`` to ``_ROOT_TOL``.
 
     Only ``times[:nt]`` are output times here. ``probe_end`` (a stage boundary
-    at ``t_end >= times[nt - 1]``, MODEL.md 13): the evolution runs on to
+    at ``t_end >= times[nt - 1]``, docs/model.md 14): the evolution runs on to
     ``t_end`` as to an output time; with no jump before it, returns ``(nt,
     -1.0)`` with the unnormalised state at ``t_end`` in ``cur``.
     """
@@ -1377,7 +1377,7 @@ def _cheb_workspace(stab, reals):
 # --------------------------------------------------------------------------- clones
 @njit(cache=True, nogil=True)
 def advance_clones(tables, key, t0, t1, nu, m_in, psi_in, m_out, psi_out, k_out, n_out):
-    """Advance the clones of a population from ``t0`` to ``t1`` (cloning, MODEL.md 14).
+    """Advance the clones of a population from ``t0`` to ``t1`` (cloning, docs/model.md 15).
 
     Clone ``i`` starts from the normalised state ``psi_in[i, :d]`` in sector row
     ``m_in[i]``, draws its no-jump threshold and its channels from the stream
@@ -1493,7 +1493,7 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     the rows a trajectory takes from the shared no-jump path are counted, and
     their states added once per output time at the end of the block).
 
-    Stages (``spec.stage_*``, MODEL.md 13): a stage boundary is probed like an
+    Stages (``spec.stage_*``, docs/model.md 14): a stage boundary is probed like an
     output time; with the norm still above the threshold there, the
     unnormalised state passes unchanged into the next stage's sector row
     (same threshold, same random stream), else the jump is located before it.

@@ -1,6 +1,6 @@
 """The physical setup: a frozen, validated description of one open XXX chain.
 
-Conventions (``MODEL.md``): sites ``i = 1..N``, bonds ``l = 1..N-1`` (bond ``l``
+Conventions (``docs/model.md``): sites ``i = 1..N``, bonds ``l = 1..N-1`` (bond ``l``
 joins sites ``l`` and ``l+1``); a magnon is a down spin; temperatures are in
 units of ``eps0 = pi^2 rho^2 / 6``; rates and times in units of ``J0``.
 
@@ -356,7 +356,7 @@ class ChainModel:
         return model
 
     def to_qutip(self):
-        """``(H, c_ops, rho0)`` as QuTiP objects in the full-space order of MODEL.md
+        """``(H, c_ops, rho0)`` as QuTiP objects in the full-space order of docs/model.md
         section 12 (:func:`thermospin_mc.interop.to_qutip`; needs QuTiP, N <= 14)."""
         return EXPORTERS["qutip"](self)
 
@@ -386,7 +386,7 @@ class ChainModel:
 def paper_model(scenario: str, *, N: int = 7, delta_T: float = 2.0,
                 gamma: float = PAPER_GAMMA, gamma_pump: float = PAPER_GAMMA_PUMP,
                 alpha_method: str = "canonical", pump_site: int | None = None) -> ChainModel:
-    """The paper's scenarios (MODEL.md section 8), all with ``T1 = 0``.
+    """The paper's scenarios (docs/model.md section 8), all with ``T1 = 0``.
 
     ``scenario``:
 

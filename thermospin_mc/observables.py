@@ -1,7 +1,7 @@
 """Observables: names, labels, table rows, and how the solvers evaluate them.
 
-The single source of truth for what an observable is (MODEL.md sections 7 and
-10). The trajectory kernels and the exact solvers both evaluate observables
+The single source of truth for what an observable is (docs/model.md section 7 and
+docs/general_chain.md). The trajectory kernels and the exact solvers both evaluate observables
 from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
 occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
 names them, fixes their table rows, and evaluates them on the exact solvers'
@@ -81,7 +81,7 @@ def flow_factor(couplings) -> np.ndarray:
 def flow_factors(model, times) -> np.ndarray:
     """:func:`flow_factor` of a model, ``(N - 1,)``, or of a schedule at each of
     ``times``, ``(nt, N - 1)``: the couplings of the stage holding at ``t``
-    (``t_k <= t``, MODEL.md 13). Broadcasts against ``(nt, N - 1)`` values."""
+    (``t_k <= t``, docs/model.md 14). Broadcasts against ``(nt, N - 1)`` values."""
     if is_schedule(model):
         return np.array([flow_factor(model.model_at(float(t)).couplings)
                          for t in np.asarray(times, dtype=float)]).reshape(-1, model.N - 1)

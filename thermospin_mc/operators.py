@@ -1,6 +1,6 @@
 """User operators on the chain: words, dense matrices and QuTiP objects in sector form.
 
-An :class:`Operator` is a linear combination of *operator words* (MODEL.md
+An :class:`Operator` is a linear combination of *operator words* (docs/model.md
 section 12): a product of factors, one letter and a 1-based site each, on
 distinct sites: ``x``, ``y``, ``z`` (Pauli matrices), ``+`` (``s+ = |up><down|``),
 ``-`` (``s- = |down><up|``) and ``n`` (``|down><down|``). ``"x1 x3"`` is
@@ -99,7 +99,7 @@ def colex_rank(sites: np.ndarray) -> np.ndarray:
 
 
 def _full_tables(N: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(magnons, rank)`` of every full-space index ``0..2^N - 1`` (MODEL.md 12 order)."""
+    """``(magnons, rank)`` of every full-space index ``0..2^N - 1`` (docs/model.md 13 order)."""
     idx = np.arange(1 << N, dtype=np.int64)
     count = np.zeros(idx.size, dtype=np.int64)
     rank = np.zeros(idx.size, dtype=np.int64)
@@ -468,7 +468,7 @@ class Operator:
     def from_dense(cls, matrix, name: str = "op") -> Operator:
         """An operator from a ``2^N x 2^N`` matrix (ndarray or scipy sparse), ``N <= 14``.
 
-        The matrix is read in the full-space order of MODEL.md section 12 (see
+        The matrix is read in the full-space order of docs/model.md section 13 (see
         the module docstring) and split into sector blocks once.
         """
         name = check_name(name)
@@ -644,7 +644,7 @@ class Operator:
                              "use sector_matrix for the blocks")
 
     def to_sparse(self) -> sp.csr_matrix:
-        """The kept part as a ``2^N x 2^N`` scipy CSR matrix (MODEL.md 12 order), N <= 14."""
+        """The kept part as a ``2^N x 2^N`` scipy CSR matrix (docs/model.md 13 order), N <= 14."""
         self._check_dense("to_sparse")
         N = self.N
         rows, cols, vals = [], [], []
@@ -661,7 +661,7 @@ class Operator:
                                                      np.concatenate(cols))), shape=(size, size))
 
     def to_dense(self) -> np.ndarray:
-        """The kept part as a dense ``2^N x 2^N`` complex array (MODEL.md 12 order), N <= 14."""
+        """The kept part as a dense ``2^N x 2^N`` complex array (docs/model.md 13 order), N <= 14."""
         self._check_dense("to_dense")
         return self.to_sparse().toarray()
 

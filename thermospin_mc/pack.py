@@ -204,7 +204,7 @@ class SectorPack:
         row = self.stab[row_m]
         row[K.DIM] = d
         row[K.OFF_GAMMA] = -1
-        if self.doob:  # the Doob process: dense generator, decay and jumps (MODEL.md 14)
+        if self.doob:  # the Doob process: dense generator, decay and jumps (docs/model.md 15)
             Hd = self.model.sector_heff(m)
             H = sp.csr_matrix(Hd)
             row[K.OFF_GAMMA] = self._add("r", _split(self.model.sector_gamma(m)))

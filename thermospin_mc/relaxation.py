@@ -1,7 +1,7 @@
-"""Liouvillian spectrum and relaxation time on block-diagonal operators (MODEL.md 12).
+"""Liouvillian spectrum and relaxation time on block-diagonal operators (docs/model.md 13).
 
 Every state the engine produces is block diagonal in the magnon number, so the
-generator ``L`` of MODEL.md section 6 is taken on the stacked blocks of the
+generator ``L`` of docs/model.md section 6 is taken on the stacked blocks of the
 sectors the model's dynamics reaches from its initial state
 (:class:`~thermospin_mc.blocks.BlockLayout`, ``sum_m C(N, m)^2`` unknowns; the
 coherences between sectors are not part of this spectrum). ``L`` maps Hermitian
@@ -155,7 +155,7 @@ def liouvillian_spectrum(model: ChainModel, k: int = 6, method: str = "auto") ->
     Parameters
     ----------
     model : ChainModel
-        The generator of MODEL.md section 6, restricted to the blocks of the
+        The generator of docs/model.md section 6, restricted to the blocks of the
         sectors its dynamics reaches from its initial state
         (``model.reachable_sectors()``: all of ``0..N`` with both losses and
         pumps).
@@ -192,7 +192,7 @@ def liouvillian_spectrum(model: ChainModel, k: int = 6, method: str = "auto") ->
 
 @blas_threads
 def relaxation_time(model: ChainModel, method: str = "auto") -> float:
-    """Relaxation time ``1 / g`` of the model's block-diagonal dynamics (MODEL.md 12).
+    """Relaxation time ``1 / g`` of the model's block-diagonal dynamics (docs/model.md 13).
 
     Parameters
     ----------

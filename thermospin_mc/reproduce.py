@@ -8,10 +8,10 @@ metadata, and draws one PNG per panel. The exact solvers give every curve; the
 open-system figures (5 and 6a) are also computed with trajectories, whose
 tables carry ``sem`` and a z-score against the exact value.
 
-Conventions (MODEL.md section 8): N = 7, rho = 1, T1 = 0, the exact canonical
+Conventions (docs/model.md section 8): N = 7, rho = 1, T1 = 0, the exact canonical
 a(T) of the chain's own N; gamma = 3.102, gamma_I = 0.620. The Bessel law of
 Fig. 4 is ``J_1(2 a t)^2`` with ``a = a(T1)`` and ``a = a(T2)`` (the paper
-prints ``J(J0 t)``; see MODEL.md).
+prints ``J(J0 t)``; see docs/model.md).
 
 Length: one function per figure set (each a few dozen lines of physics and
 table layout) sharing :class:`Settings`, the metadata and the writer; split
@@ -300,7 +300,7 @@ def quadratic_fit(steady: pd.DataFrame, fit_max: float) -> pd.DataFrame:
 # --------------------------------------------------------------------------- FCS (extra)
 def fcs(settings: Settings) -> dict[str, pd.DataFrame]:
     """Exact full counting statistics of the net spin to the hot (right) side
-    (MODEL.md 11), an extra figure set (not part of ``"all"``):
+    (docs/model.md 11), an extra figure set (not part of ``"all"``):
 
     - ``rates``: cumulant rates c1..c4 and the Fano factor c2/c1 against
       Delta T for each gamma_I (pump scenario, N = settings.N);
@@ -368,7 +368,7 @@ def _theta_and_slope(model, counts, s) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rare(settings: Settings, sizes: dict | None = None) -> dict[str, pd.DataFrame]:
-    """Rare currents of the net spin to the hot side (MODEL.md 14), an extra figure set
+    """Rare currents of the net spin to the hot side (docs/model.md 15), an extra figure set
     (not part of ``"all"``), on the pump chain (N = settings.N, Delta T = 2 eps0):
 
     - ``cloning``: ``theta(s)`` and the tilted current ``theta'(s)`` by cloning

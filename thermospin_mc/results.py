@@ -1,7 +1,7 @@
 """The result type shared by the exact solvers and the trajectory engine.
 
 ``Result.expect`` is a tidy table with columns ``t, observable, site, mean, sem,
-ntraj``. Observables (MODEL.md section 7, DESIGN.md; defined in
+ntraj``. Observables (docs/model.md section 7; defined in
 :mod:`thermospin_mc.observables`):
 
 - ``j``: total spin current of Eq. 9 (site 0);

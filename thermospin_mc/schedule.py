@@ -1,4 +1,4 @@
-"""Time-dependent protocols: piecewise-constant schedules of models (MODEL.md 13).
+"""Time-dependent protocols: piecewise-constant schedules of models (docs/model.md 14).
 
 A :class:`Schedule` is a list of stages ``(t_k, model_k)`` with ``t_0 = 0 <
 t_1 < ...``: between ``t_k`` and ``t_{k+1}`` the generator is ``model_k``'s
@@ -111,7 +111,7 @@ class Schedule:
         ``steps`` equal stages cover ``[t_start, t_stop)``, each the model at its
         midpoint; from ``t_stop`` on, ``model_at(t_stop)``. The midpoint rule
         makes the error of any observable ``O(delta^2)`` in the step length
-        ``delta = (t_stop - t_start) / steps`` (MODEL.md 13); the staircase is
+        ``delta = (t_stop - t_start) / steps`` (docs/model.md 14); the staircase is
         exact for itself.
 
         Parameters

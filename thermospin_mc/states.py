@@ -1,5 +1,5 @@
 """Initial states of a chain: pure magnon configurations, a pure state inside one
-magnon sector, and mixtures diagonal in the site basis (MODEL.md section 5).
+magnon sector, and mixtures diagonal in the site basis (docs/model.md section 5).
 Sites are 1-based; :func:`normalise_initial` validates a state against ``N``
 and returns its canonical form (what ``ChainModel.initial`` holds).
 """

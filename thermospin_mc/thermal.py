@@ -1,4 +1,4 @@
-"""Temperature-dependent exchange ratio a(T) = alpha(T) / alpha_1 (MODEL.md section 3).
+"""Temperature-dependent exchange ratio a(T) = alpha(T) / alpha_1 (docs/model.md section 3).
 
 The link of N strongly interacting fermions maps onto a spin chain whose exchange
 coefficient is alpha(T) = 2 eps(T) / L (paper Eq. 3), with eps(T) the canonical

@@ -1,6 +1,6 @@
 """Steady-state values from time averages of kept trajectory rows
 (``mcsolve(..., keep_trajectories=True)``), and the error of the mean of one
-correlated series (MODEL.md section 9).
+correlated series (docs/statistics.md).
 
 Error bars. Each trajectory's time average is one independent sample, so the
 standard error over trajectories accounts for any autocorrelation inside a

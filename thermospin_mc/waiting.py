@@ -1,5 +1,5 @@
 """Exact waiting-time densities and bin probabilities between counted jumps
-(MODEL.md 11): ``w(tau) = Tr[J_B exp((L - J) tau) J_A rho] / Tr[J_A rho]`` with
+(docs/model.md 11): ``w(tau) = Tr[J_B exp((L - J) tau) J_A rho] / Tr[J_A rho]`` with
 the exact action of the exponential on the stacked blocks.
 """
 
@@ -41,7 +41,7 @@ def _wtd_vectors(sysm: CountingSystem, counted, start, end, x: np.ndarray):
 
 @blas_threads
 def waiting_time_distribution(model, channels, tau, *, start=None, end=None) -> np.ndarray:
-    """Steady-state density of the waiting time between counted jumps (MODEL.md 11).
+    """Steady-state density of the waiting time between counted jumps (docs/model.md 11).
 
     ``w(tau) = Tr[J_end exp((L - J) tau) J_start rho_ss] / Tr[J_start rho_ss]``
     with ``J`` the sum over the counted channels.
