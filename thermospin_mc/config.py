@@ -55,7 +55,7 @@ from .schedule import Schedule
 
 __all__ = ["MODEL_KEYS", "RUN_KEYS", "SCENARIOS", "PROFILES", "SOLVERS", "FORMATS",
            "ConfigError", "load_toml", "load_config", "resolve_model", "resolve_schedule",
-           "resolve_run", "resolved", "RunSpec",
+           "resolve_run", "resolved", "RunConfig",
            "parse_times", "flag", "build_operators"]
 
 SCENARIOS = ("pump", "loss", "closed", "boundary")
@@ -558,7 +558,7 @@ def _target(value) -> tuple[float, bool]:
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RunConfig:
     """A validated run: what to compute and where to write it."""
 
     solver: str
@@ -593,8 +593,8 @@ class RunSpec:
                 "mc": {k: (str(v) if isinstance(v, Path) else v) for k, v in self.mc.items()}}
 
 
-def resolve_run(rcfg: dict, model=None) -> RunSpec:
-    """A validated :class:`RunSpec` from a flat dict of ``[run]`` keys (``model``: the
+def resolve_run(rcfg: dict, model=None) -> RunConfig:
+    """A validated :class:`RunConfig` from a flat dict of ``[run]`` keys (``model``: the
     run's model or protocol, if known: a protocol refuses ``--solver steady``)."""
     unknown = [k for k in rcfg if k not in RUN_KEYS]
     if unknown:
@@ -642,13 +642,13 @@ def resolve_run(rcfg: dict, model=None) -> RunSpec:
         mc = _mc_options(rcfg, {**cfg, "n_jobs": n_jobs})
         if states:
             mc["states"] = True
-    return RunSpec(solver=solver, times=times, out=Path(out), formats=formats,
+    return RunConfig(solver=solver, times=times, out=Path(out), formats=formats,
                    observables=obs, n_jobs=n_jobs, pairs=pairs, compare=bool(cfg["compare"]),
                    mc=mc, exact_n_jobs=rcfg.get("n_jobs", EXACT_N_JOBS),
                    operators=operators, states=states)
 
 
-def resolved(model, spec: RunSpec) -> dict:
+def resolved(model, spec: RunConfig) -> dict:
     """What ``run --dry-run`` prints: the model (``[model]``, stage 0), for a protocol
     every stage as resolved (``stages``: ``stage``, ``t``, ``model``), and the run."""
     out = {"model": model.to_dict(), "run": spec.to_dict()}

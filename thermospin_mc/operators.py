@@ -661,7 +661,7 @@ class Operator:
                                                      np.concatenate(cols))), shape=(size, size))
 
     def to_dense(self) -> np.ndarray:
-        """The kept part as a dense ``2^N x 2^N`` complex array (docs/model.md 13 order), N <= 14."""
+        """The kept part as a dense ``2^N x 2^N`` complex array (docs/model.md 13), N <= 14."""
         self._check_dense("to_dense")
         return self.to_sparse().toarray()
 
