@@ -1,7 +1,8 @@
 """Liouvillian spectrum and relaxation time (issue 22, docs/model.md 13).
 
 The reference is the full-space Lindblad superoperator, built here from the
-Hamiltonian and jump operators of docs/model.md sections 5 and 6 and docs/general_chain.md on the ``2^N``
+Hamiltonian and jump operators of docs/model.md sections 5 and 6 and
+docs/general_chain.md on the ``2^N``
 space (site 1 the leftmost tensor factor, index 0 = up), restricted to the
 operators ``|a><b|`` with ``a`` and ``b`` in the same reachable magnon sector
 (that subspace is invariant; the coherences between sectors are not part of
@@ -34,7 +35,8 @@ def site_op(op, i: int, N: int):
 
 
 def full_space(model):
-    """``(H, [jump operators])`` on the full ``2^N`` space (docs/model.md 5 and 6, docs/general_chain.md)."""
+    """``(H, [jump operators])`` on the full ``2^N`` space (docs/model.md 5 and 6,
+    docs/general_chain.md)."""
     N = model.N
     a, delta, h = model.couplings, model.bond_anisotropy, model.site_fields
     H = sp.csr_matrix((2 ** N, 2 ** N), dtype=complex)

@@ -97,7 +97,8 @@ def full_initial(model):
 
 
 def full_observables(rho, model, pairs=()):
-    """The observables (docs/model.md section 7, docs/general_chain.md) of a full-space ``rho``; ``model``
+    """The observables (docs/model.md section 7, docs/general_chain.md) of a full-space
+    ``rho``; ``model``
     supplies the couplings of ``flow``."""
     N = model.N
     ev = lambda A: np.sum(A.T.multiply(rho))  # Tr(A rho)  # noqa: E731

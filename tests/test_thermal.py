@@ -1,4 +1,5 @@
-"""Tests for thermospin_mc.thermal: the exchange ratio a(T) = alpha(T) / alpha_1 (docs/model.md s. 3)."""
+"""Tests for thermospin_mc.thermal: the exchange ratio a(T) = alpha(T) / alpha_1
+(docs/model.md section 3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""User operators and trajectory-averaged states in ``mcsolve`` (issue 22, docs/model.md section 13).
+"""User operators and trajectory-averaged states in ``mcsolve`` (issue 22, docs/model.md 13).
 
 - operator rows against the exact block solver's operator rows (z-scores,
   ``tests/zscores.check_against``) for a Hermitian and a non-Hermitian operator
