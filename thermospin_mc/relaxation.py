@@ -46,8 +46,9 @@ The method, by structure first and then by size:
   stops when the ``k`` rightmost Ritz values (counting conjugates) have
   converged and two more have reached ``GUARD_TOL * scale``, so that the
   ``k``-th is not a value about to be overtaken. Cost: about 15 preconditioner
-  sweeps per eigenvalue (a pair counts once) and 3 per seed; memory: 2 x 60
-  real vectors of the basis.
+  sweeps per eigenvalue (a pair counts once) and 3 per seed; memory: the basis
+  and its images, 2 x 86 real vectors (60, and room for the corrections of
+  every frequency band at once); at N = 11 the run peaked at 1.9 GB.
 
   The seeds and the exploration of the slowest modes alone can miss a slow
   pair at a large frequency, behind the ones found (forced on random pump +
@@ -628,19 +629,40 @@ class Davidson:
         first cancelled more than 30% of a vector), then against each other; ``H``
         and ``G`` grow by one pass over ``V`` and one over ``W`` for the whole
         block. The long arrays are streamed once per block instead of once per
-        vector: at N = 11 (705,432 unknowns) the basis is 0.3 GB, and adding the
-        vectors was most of the iteration's time."""
+        vector, on every core the run has: at N = 11 (705,432 unknowns) the basis
+        is 0.3 GB, and adding vectors was most of the iteration's time."""
         p = self.p
         room = self.Vt.shape[0] - p
         rows = [np.array(v, dtype=float) for v in vectors if np.all(np.isfinite(v))][:room]
         if not rows:
             return
-        T = np.array(rows)
+        with self.blas.limit(limits=self.threads):
+            keep = self._orthonormal(np.array(rows))
+            if not keep:
+                return
+            q = p + len(keep)
+            Q = self.Vt[p:q]
+            Q[:] = keep
+            for i in range(len(keep)):
+                self.Wt[p + i] = self.apply(Q[i])
+            WQ = self.Wt[p:q]
+            self.H[:q, p:q] = self.Vt[:q] @ WQ.T
+            both = self.Wt[:q] @ np.concatenate([Q, WQ]).T  # one pass over W
+        b = q - p
+        self.H[p:q, :p] = both[:p, :b].T
+        self.G[:q, p:q] = both[:, b:]
+        self.G[p:q, :p] = both[:p, b:].T
+        self.p = q
+
+    def _orthonormal(self, T: np.ndarray) -> list:
+        """The rows of ``T`` projected off the basis and orthonormalised among
+        themselves (:meth:`_add`); rows that cancel to ``1e-10`` of their norm are
+        dropped."""
         size = np.linalg.norm(T, axis=1)
         n0 = size.copy()
-        V = self.Vt[:p]
+        V = self.Vt[:self.p]
         for _ in range(2):
-            if p == 0:
+            if self.p == 0:
                 break
             T -= (T @ V.T) @ V
             n1 = np.linalg.norm(T, axis=1)
@@ -659,21 +681,7 @@ class Davidson:
                 nt0 = nt
             if nt > 1e-10 * n_orig:
                 keep.append(t / nt)
-        if not keep:
-            return
-        q = p + len(keep)
-        Q = self.Vt[p:q]
-        Q[:] = keep
-        for i in range(len(keep)):
-            self.Wt[p + i] = self.apply(Q[i])
-        WQ = self.Wt[p:q]
-        self.H[:q, p:q] = self.Vt[:q] @ WQ.T
-        both = self.Wt[:q] @ np.concatenate([Q, WQ]).T  # one pass over W
-        b = q - p
-        self.H[p:q, :p] = both[:p, :b].T
-        self.G[:q, p:q] = both[:, b:]
-        self.G[p:q, :p] = both[:p, b:].T
-        self.p = q
+        return keep
 
     def _insert(self, vectors: list, follow=()) -> None:
         """:meth:`_add` ``vectors``, at most ``piece`` at a time, each piece after a
@@ -744,7 +752,12 @@ class Davidson:
 
     def _residuals(self, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """Rows ``L u - theta u`` for the columns ``y`` of ``Y`` (``u = V y``); four
-        and more at a time by matrix products over the basis (eight columns each)."""
+        and more at a time by matrix products over the basis (eight columns each);
+        on every core the run has."""
+        with self.blas.limit(limits=self.threads):
+            return self._residual_rows(Y, theta)
+
+    def _residual_rows(self, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
         V, W = self.Vt[:self.p], self.Wt[:self.p]
         out = np.empty((Y.shape[1], self.n), dtype=complex)
         if Y.shape[1] >= 4:
