@@ -35,7 +35,7 @@ NET = {"loss_right": 1, "loss_left": -1}
 
 
 def qutip_liouvillian(model):
-    """Full-space Liouvillian and the counted [c_right, c_left] (built from MODEL.md only,
+    """Full-space Liouvillian and the counted [c_right, c_left] (built from docs/model.md only,
     by the QuTiP benchmark's own problem builder)."""
     import qutip
 

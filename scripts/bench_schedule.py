@@ -1,4 +1,4 @@
-"""Benchmark: the cost of stage boundaries in trajectory runs (issue 23, MODEL.md 13).
+"""Benchmark: the cost of stage boundaries in trajectory runs (issue 23, docs/model.md 14).
 
 Runs the paper's pump + loss chain (``paper_model("pump", N, delta_T=2)``, serial,
 t in [0, 20], 81 output times, observables ``j, m``) three ways, in alternation

@@ -33,7 +33,7 @@ TIMES = np.linspace(0.0, 20.0, 81)
 
 
 def qutip_problem(model):
-    """(H, c_ops, e_ops, psi0) in the full 2^N space, built from MODEL.md only."""
+    """(H, c_ops, e_ops, psi0) in the full 2^N space, built from docs/model.md only."""
     import qutip
 
     N, a = model.N, np.asarray(model.couplings, dtype=float)

@@ -1,4 +1,4 @@
-"""Example: a temperature pulse on the paper's pump + loss chain (MODEL.md 13).
+"""Example: a temperature pulse on the paper's pump + loss chain (docs/model.md 14).
 
 The chain of Fig. 6 (N = 7, edge loss gamma = 3.102 at both ends, central pump
 gamma_I = 0.620, initially all up) starts with a uniform temperature (Delta T =

@@ -1,4 +1,4 @@
-"""Example: rare currents of a long chain by cloning (issue 24, MODEL.md 14).
+"""Example: rare currents of a long chain by cloning (issue 24, docs/model.md 15).
 
 The paper's pump + edge-loss chain (linear profile T1 = 0, T2 = 2 eps0,
 gamma = 3.102, gamma_I = 0.620, pump at the centre) at N = 15, beyond the

@@ -1,4 +1,4 @@
-"""Example: steady-state spectra of the paper's pump model (issue 22, MODEL.md 12).
+"""Example: steady-state spectra of the paper's pump model (issue 22, docs/model.md 13).
 
 The pump + edge-loss chain (linear profile T1 = 0, T2 = 2 eps0, gamma = 3.102,
 gamma_I = 0.620, N = 7) in its steady state, with QuTiP's ``spectrum()``
