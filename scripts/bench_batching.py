@@ -54,6 +54,17 @@ def _batched(nb: int):
     return step
 
 
+def cheb_operator(stab, cpx, ints, reals, m: int):
+    """``(d, optr, oidx, oval, dgs)``: sector ``m``'s Chebyshev operator as the kernel
+    reads it (:func:`thermospin_mc.kernels._cheb_extend`) from a pack snapshot."""
+    d = int(stab[m, K.DIM])
+    P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+    op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL, K.CHEB_ODG))
+    optr = ints[op:op + d + 1]
+    nnz = int(optr[d])
+    return d, optr, ints[oi:oi + nnz], reals[ov:ov + nnz], cpx[og:og + d]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--N", type=int, default=17)
@@ -73,13 +84,8 @@ def main(argv=None):
     print(f"{'m':>2} {'d':>7} {'nnz/row':>7} {'kernel':>14} {'ns/(nnz*vector)':>16} "
           f"{'vs single':>9}")
     for m in args.m:
-        d = int(stab[m, K.DIM])
-        P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
-        op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL,
-                                              K.CHEB_ODG))
-        optr = ints[op:op + d + 1]
-        nnz = int(optr[d])
-        oidx, oval, dgs = ints[oi:oi + nnz], reals[ov:ov + nnz], cpx[og:og + d]
+        d, optr, oidx, oval, dgs = cheb_operator(stab, cpx, ints, reals, m)
+        nnz = oidx.size
         psi = rng.normal(size=d) + 1j * rng.normal(size=d)
         B = np.zeros(2 * (args.terms + 1) * d)
         vn = np.zeros(args.terms + 2)

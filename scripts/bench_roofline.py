@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 import numpy as np
@@ -47,6 +48,9 @@ from threadpoolctl import threadpool_limits
 import thermospin_mc as tsm
 from thermospin_mc import kernels as K
 from thermospin_mc.pack import SectorPack
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_batching import cheb_operator  # noqa: E402
 
 TIMES = np.linspace(0.0, 20.0, 81)
 #: L2 cache per core and L3 cache assumed for the bound (this machine's, README Performance)
@@ -144,12 +148,8 @@ def sector_loops(N, pack, m, share, peak, repeat, rng) -> list[str]:
     d = int(stab[m, K.DIM])
     out = []
     if stab[m, K.MODE] == K.MODE_CHEB:
-        P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
-        op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL,
-                                              K.CHEB_ODG))
-        optr = ints[op:op + d + 1]
-        nnz = int(optr[d])
-        oidx, oval, dgs = ints[oi:oi + nnz], reals[ov:ov + nnz], cpx[og:og + d]
+        _, optr, oidx, oval, dgs = cheb_operator(stab, cpx, ints, reals, m)
+        nnz = oidx.size
         psi = rng.normal(size=d) + 1j * rng.normal(size=d)
         B = np.zeros(2 * (TERMS + 2) * d)
         vn = np.zeros(TERMS + 2)

@@ -22,30 +22,17 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import sys
 import time
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-
-def random_model(seed: int, N: int, kinds=("loss", "pump"), extra: int = 2):
-    """The chain of ``tests/test_relaxation.py::random_model`` (same draws)."""
-    import thermospin_mc as tsm
-
-    rng = np.random.default_rng(seed)
-    cls = {"loss": tsm.Loss, "pump": tsm.Pump, "dephasing": tsm.Dephasing}
-    chans = [(k, int(rng.integers(1, N + 1))) for k in kinds]
-    pool = sorted(set(kinds) | {"dephasing"})
-    chans += [(str(rng.choice(pool)), int(rng.integers(1, N + 1)))
-              for _ in range(int(rng.integers(0, extra + 1)))]
-    specs = [cls[k](site=s, rate=float(rng.uniform(0.2, 3.0)))
-             for k, s in dict.fromkeys(chans)]
-    initial = "all_up" if "pump" in kinds else tsm.magnons(*range(1, N // 2 + 2))
-    return tsm.ChainModel(N=N, profile=tsm.BondCouplings(tuple(rng.uniform(0.3, 1.7, N - 1))),
-                          anisotropy=tuple(rng.uniform(0.0, 2.0, N - 1)),
-                          fields=tuple(rng.uniform(-1.0, 1.0, N)), channels=specs,
-                          initial=initial)
+# the random chains of the tests themselves (same builder, same draws): seeds found
+# here can go straight into tests/test_relaxation.py
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from test_relaxation import random_model  # noqa: E402
 
 
 def compare(lam: np.ndarray, ref: np.ndarray, tol: float) -> tuple[float, list]:
@@ -80,7 +67,6 @@ def one(args) -> dict:
                 "error": str(exc)}
     tau_ref = tsm.relaxation_time(model, method="dense")
     scale = dense.attrs["scale"]
-    ref = dense["re"].to_numpy() + 1j * dense["im"].to_numpy()
     full = tsm.liouvillian_spectrum(model, k=dense.attrs["size"], method="dense")
     ref = full["re"].to_numpy() + 1j * full["im"].to_numpy()
     lam = dav["re"].to_numpy() + 1j * dav["im"].to_numpy()
