@@ -1,7 +1,7 @@
 """Benchmark: does advancing trajectories of one sector together pay? (issue 12)
 
 A Chebyshev term of one trajectory is ``v_k = 2 Hs v_{k-1} - v_{k-2}`` with the
-sector's sparse ``Hs`` (:func:`thermospin_mc.kernels._cheb_extend`, the
+sector's sparse ``Hs`` (:func:`thermospin_mc.trajectories.kernels._cheb_extend`, the
 engine's kernel). Batching ``nb`` trajectories that sit in the same sector
 would replace it by a sparse matrix times a ``d x nb`` block: the matrix
 indices and values are read once for ``nb`` vectors and the gathers become
@@ -28,8 +28,8 @@ import numpy as np
 from numba import njit
 
 import thermospin_mc as tsm
-from thermospin_mc import kernels as K
-from thermospin_mc.pack import SectorPack
+from thermospin_mc.trajectories import kernels as K
+from thermospin_mc.trajectories.pack import SectorPack
 
 
 def _batched(nb: int):
@@ -56,7 +56,7 @@ def _batched(nb: int):
 
 def cheb_operator(stab, cpx, ints, reals, m: int):
     """``(d, optr, oidx, oval, dgs)``: sector ``m``'s Chebyshev operator as the kernel
-    reads it (:func:`thermospin_mc.kernels._cheb_extend`) from a pack snapshot."""
+    reads it (:func:`thermospin_mc.trajectories.kernels._cheb_extend`) from a pack snapshot."""
     d = int(stab[m, K.DIM])
     P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
     op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL, K.CHEB_ODG))

@@ -37,9 +37,9 @@ import time
 import numpy as np
 
 import thermospin_mc as tsm
-from thermospin_mc import backends
-from thermospin_mc.pack import warm_kernels
-from thermospin_mc.worker import Job
+from thermospin_mc.trajectories import backends
+from thermospin_mc.trajectories.pack import warm_kernels
+from thermospin_mc.trajectories.worker import Job
 
 TIMES = np.linspace(0.0, 20.0, 81)
 OBS = ("j", "m")

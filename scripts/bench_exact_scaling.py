@@ -61,7 +61,7 @@ def _child(kind: str, N: int, method: str, n_jobs: int = 1) -> dict:
         else:
             qutip.steadystate(H, c_ops)
         return {"time": time.perf_counter() - t0, "hwm": _hwm_mb(), "info": ""}
-    from thermospin_mc import exact
+    from thermospin_mc.exact import solvers as exact
 
     model = _model(N)
     t0 = time.perf_counter()

@@ -12,11 +12,11 @@ sector, and every sector holding at least ``--min-share`` of it is timed, loop
 by loop, on its own matrices (the engine's compiled loops, called directly):
 
 - ``terms``: the Chebyshev term recursion ``v_k = 2 Hs v_{k-1} - v_{k-2}``
-  (:func:`thermospin_mc.kernels._cheb_extend`, 40 terms): ``14 d + 4 nnz``
+  (:func:`thermospin_mc.trajectories.kernels._cheb_extend`, 40 terms): ``14 d + 4 nnz``
   flops per term; traffic the matrix (16 bytes per nonzero, 24 per row) and
   three vectors (48 bytes per row);
 - ``output``: the dense output ``psi = sum_k c_k v_k`` from 40 stored terms
-  (:func:`thermospin_mc.kernels._cheb_sum`): 8 flops and 16 bytes per element
+  (:func:`thermospin_mc.trajectories.kernels._cheb_sum`): 8 flops and 16 bytes per element
   and term;
 - ``eigen``: the eigen-mode product ``psi = V c`` (:func:`_matvec_split`): 8
   flops and 16 bytes per matrix element.
@@ -46,8 +46,8 @@ from numba import njit
 from threadpoolctl import threadpool_limits
 
 import thermospin_mc as tsm
-from thermospin_mc import kernels as K
-from thermospin_mc.pack import SectorPack
+from thermospin_mc.trajectories import kernels as K
+from thermospin_mc.trajectories.pack import SectorPack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_batching import cheb_operator  # noqa: E402

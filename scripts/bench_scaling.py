@@ -117,7 +117,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     Ns = parse_ns(args.N)
     header()
-    tsm.pack.warm_kernels()
+    tsm.trajectories.pack.warm_kernels()
     print(f"\n## Pump + loss, linear profile Delta T = 2, 81 times on [0, 20], observables j, m;"
           f" all cores = {args.cores}")
     print("| N | ntraj | setup [s] | ours 1 core [traj/s] | ours all cores [traj/s] | "

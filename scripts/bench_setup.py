@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     import thermospin_mc as tsm
-    from thermospin_mc import thermal
+    from thermospin_mc.physics import thermal
 
     t_import = time.perf_counter() - t0
     t0 = time.perf_counter()

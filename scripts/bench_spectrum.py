@@ -37,7 +37,7 @@ def per_frequency(model, A, B, omegas, n_jobs):
     from threadpoolctl import threadpool_limits
 
     import thermospin_mc as tsm
-    from thermospin_mc.correlations import RegressionSystem, ShiftedSolver
+    from thermospin_mc.exact.correlations import RegressionSystem, ShiftedSolver
 
     a = tsm.Operator.parse(A, model.N, name="A")
     b = tsm.Operator.parse(B, model.N, name="B")
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     import thermospin_mc as tsm
-    from thermospin_mc import correlations as C
+    from thermospin_mc.exact import correlations as C
 
     omegas = np.linspace(-6.0, 6.0, args.nw)
     print(f"tsm.spectrum on {args.nw} frequencies in [-6, 6], n_jobs = {args.n_jobs}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from thermospin_mc import cli
+from thermospin_mc.app import cli
 
 #: A small, fast trajectory run's flags.
 SMALL = ["--N", "5", "--times", "0:4:5", "--ntraj", "64", "--n-jobs", "1", "--no-progress"]

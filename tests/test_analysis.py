@@ -19,7 +19,7 @@ from scipy import stats
 
 import thermospin_mc as tsm
 from thermospin_mc import analysis
-from thermospin_mc.cli import main
+from thermospin_mc.app.cli import main
 
 Z_TOL = 4.0
 

@@ -15,8 +15,9 @@ import scipy.sparse as sp
 from test_general import PAIRS, random_model, reference_mesolve, table_dict
 
 import thermospin_mc as tsm
-from thermospin_mc import blocks, blocksolve, exact
-from thermospin_mc._blockops import BlockGenerator, triangular_solve
+from thermospin_mc.exact import blocks, blocksolve
+from thermospin_mc.exact import solvers as exact
+from thermospin_mc.exact._blockops import BlockGenerator, triangular_solve
 
 OBS_ALL = ["j", "j_bond", "flow", "m", "n", "norm", "nn", "pm", "count"]
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import blockstate
-from thermospin_mc.operators import Operator
+from thermospin_mc.core import blockstate
+from thermospin_mc.core.operators import Operator
 
 qutip = pytest.importorskip("qutip", minversion="5.0")
 

@@ -17,8 +17,8 @@ from scipy.special import jv
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import kernels as K
-from thermospin_mc import pack as E
+from thermospin_mc.trajectories import kernels as K
+from thermospin_mc.trajectories import pack as E
 
 TIMES = np.linspace(0.0, 20.0, 81)
 

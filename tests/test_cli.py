@@ -15,7 +15,7 @@ import pytest
 from clitools import SMALL, dry, one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc import cli, config
+from thermospin_mc.app import cli, config
 from thermospin_mc.io import read_table
 
 # --------------------------------------------------------------------------- flag matrix
@@ -165,7 +165,7 @@ def test_flag_refused_when_the_run_starts(argv, msg, capsys, workdir, monkeypatc
     def no_kernel(*a, **k):  # refusals must come before any trajectory is computed
         raise AssertionError("a trajectory batch ran")
 
-    monkeypatch.setattr("thermospin_mc.pack.run_batch", no_kernel)
+    monkeypatch.setattr("thermospin_mc.trajectories.pack.run_batch", no_kernel)
     rc = cli.main(["run", *SMALL, "--out", str(workdir / "o"), *argv])
     err = capsys.readouterr().err
     assert one_line_error(rc, err), err

@@ -26,8 +26,10 @@ import pytest
 from clitools import SMALL, dry, one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc import _threads, analysis, backends, cli
+from thermospin_mc import _threads, analysis
+from thermospin_mc.app import cli
 from thermospin_mc.io import read_table
+from thermospin_mc.trajectories import backends
 
 Z_TOL = 4.0
 

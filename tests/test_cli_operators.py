@@ -7,7 +7,7 @@ import pytest
 from clitools import SMALL, dry, one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc import cli
+from thermospin_mc.app import cli
 
 EXACT = ["--scenario", "boundary", "--N", "5", "--dephasing", "0.3", "--times", "0:2:5",
          "--solver", "exact"]

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import correlations as C
+from thermospin_mc.exact import correlations as C
 
 qutip = pytest.importorskip("qutip")
 

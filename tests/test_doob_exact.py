@@ -10,9 +10,9 @@ import pytest
 import scipy.linalg as sla
 
 import thermospin_mc as tsm
-from thermospin_mc.counting import CountingSystem
-from thermospin_mc.doob import DOOB_LIMIT, _NoJumpInverse
-from thermospin_mc.operators import full_indices
+from thermospin_mc.core.operators import full_indices
+from thermospin_mc.exact.counting import CountingSystem
+from thermospin_mc.exact.doob import DOOB_LIMIT, _NoJumpInverse
 
 NET = {"loss_right": 1, "loss_left": -1}
 

@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 import thermospin_mc as tsm
-from thermospin_mc.errorbars import GROUPS, ONE_EVENT, signflip_fit
+from thermospin_mc.core.errorbars import GROUPS, ONE_EVENT, signflip_fit
 
 KINDS = ("j", "j_bond", "flow", "m", "n", "nn", "pm_re", "pm_im", "count")
 
@@ -61,7 +61,7 @@ def test_relative_target_on_counts():
 
 def test_count_rows_have_a_one_event_floor():
     assert ONE_EVENT["count"] == 1.0
-    from thermospin_mc.errorbars import effective_sem
+    from thermospin_mc.core.errorbars import effective_sem
     assert effective_sem("count:pump", 2, 0.0, 100)[0] == pytest.approx(0.01)
 
 
@@ -167,7 +167,7 @@ def test_goodness_of_fit_refusals():
 
 
 def test_cli_prints_the_goodness_of_fit_of_its_own_tables(tmp_path, capsys):
-    from thermospin_mc.cli import main
+    from thermospin_mc.app.cli import main
 
     out = tmp_path / "o"
     rc = main(["run", "--N", "4", "--pump-site", "2", "--times", "0:2:5", "--ntraj", "640",

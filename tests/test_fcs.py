@@ -266,7 +266,7 @@ def test_trajectory_statistics_agree_with_exact(run5, counts, window):
 
 # --------------------------------------------------------------------------- CLI
 def test_cli_fcs_prints_and_writes(tmp_path, capsys, pump5):
-    from thermospin_mc.cli import main
+    from thermospin_mc.app.cli import main
     from thermospin_mc.io import read_table
 
     out = tmp_path / "fcs.csv"

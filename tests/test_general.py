@@ -576,7 +576,7 @@ def test_gmres_steady_state_with_dephasing_matches_full_space():
 
 
 def test_channel_tables_are_validated():
-    from thermospin_mc.model import channel_from_dict
+    from thermospin_mc.physics.model import channel_from_dict
 
     spec = channel_from_dict({"kind": "dephasing", "site": 3, "rate": 0.2})
     model = tsm.ChainModel(N=4, channels=[spec])

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import checkpoint as ckpt
-from thermospin_mc.worker import PRESENTATION, code_identity, source_digest
+from thermospin_mc.trajectories import checkpoint as ckpt
+from thermospin_mc.trajectories.worker import PRESENTATION, code_identity, source_digest
 
 PACKAGE_DIR = Path(tsm.__file__).resolve().parent
 PACKAGE = "thermospin_mc"
@@ -91,32 +91,32 @@ def test_copy_has_the_package_digest_and_identity_keeps_its_shape(copy):
 def test_what_can_change_a_number_changes_the_digest(copy, edit):
     before = source_digest(copy)
     if edit == "number in results.py":
-        _bump_a_number(copy / "results.py")
+        _bump_a_number(copy / "core/results.py")
     elif edit == "number in observables.py":
-        _bump_a_number(copy / "observables.py")
+        _bump_a_number(copy / "core/observables.py")
     elif edit == "operator":
-        _edit(copy / "observables.py", "N / 2 - magnons", "N / 2 + magnons")
+        _edit(copy / "core/observables.py", "N / 2 - magnons", "N / 2 + magnons")
     elif edit == "string key":
-        _edit(copy / "observables.py", '"pm_im")', '"pm_imag")')
+        _edit(copy / "core/observables.py", '"pm_im")', '"pm_imag")')
     elif edit == "new module":
         (copy / "extra.py").write_text("SCALE = 2.0\n", encoding="utf-8")
     elif edit == "module renamed":
-        (copy / "stats.py").rename(copy / "stats2.py")
+        (copy / "trajectories/stats.py").rename(copy / "trajectories/stats2.py")
     else:  # shows nothing, but the driver imports it: it counts
-        _bump_a_number(copy / "progress.py")
+        _bump_a_number(copy / "trajectories/progress.py")
     assert source_digest(copy) != before
 
 
 def test_messages_docstrings_comments_and_layout_do_not_change_the_digest(copy):
     before = source_digest(copy)
     # exception messages, plain and f-strings, in numerical modules
-    _edit(copy / "observables.py", '"pairs must be distinct, got {out}"',
+    _edit(copy / "core/observables.py", '"pairs must be distinct, got {out}"',
           '"the pairs {out} repeat a pair"')
-    _edit(copy / "observables.py", "raise ValueError(f\"pair sites must be integers",
+    _edit(copy / "core/observables.py", "raise ValueError(f\"pair sites must be integers",
           "raise ValueError(f\"every pair site must be an integer")
-    _edit(copy / "checkpoint.py", '"refusing to mix runs', '"will not mix runs')
+    _edit(copy / "trajectories/checkpoint.py", '"refusing to mix runs', '"will not mix runs')
     # a warning and a print
-    _edit(copy / "timeavg.py", 'warnings.warn(f"only', 'warnings.warn(f"just')
+    _edit(copy / "analysis/timeavg.py", 'warnings.warn(f"only', 'warnings.warn(f"just')
     extra = 'def f(x):\n    print({}, x)\n    print({})\n    return 2 * x\n'
     (copy / "extra.py").write_text(extra.format('"x is"', 'f"x = {x}"'), encoding="utf-8")
     mid = source_digest(copy)
@@ -124,17 +124,17 @@ def test_messages_docstrings_comments_and_layout_do_not_change_the_digest(copy):
                                    encoding="utf-8")
     assert source_digest(copy) == mid
     # docstrings (module, function), comments, line breaks
-    _edit(copy / "results.py", '"""', '"""Edited. ')
-    _edit(copy / "kernels.py", "\ndef ", "\n# a new comment\ndef ")
-    _edit(copy / "stats.py", "def ", "def  ")
-    text = (copy / "pack.py").read_text(encoding="utf-8")
+    _edit(copy / "core/results.py", '"""', '"""Edited. ')
+    _edit(copy / "trajectories/kernels.py", "\ndef ", "\n# a new comment\ndef ")
+    _edit(copy / "trajectories/stats.py", "def ", "def  ")
+    text = (copy / "trajectories/pack.py").read_text(encoding="utf-8")
     tree = ast.parse(text)
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
               and ast.get_docstring(n))
     doc = fn.body[0].value
     lines = text.splitlines(keepends=True)
     lines[doc.lineno - 1] = lines[doc.lineno - 1].replace('"""', '"""Rewritten: ', 1)
-    (copy / "pack.py").write_text("".join(lines), encoding="utf-8")
+    (copy / "trajectories/pack.py").write_text("".join(lines), encoding="utf-8")
     (copy / "extra.py").unlink()
     # editor and cache copies are not modules of the package
     for hidden in (".ipynb_checkpoints", "__pycache__"):
@@ -146,28 +146,30 @@ def test_messages_docstrings_comments_and_layout_do_not_change_the_digest(copy):
 def test_command_line_modules_do_not_count(copy):
     before = source_digest(copy)
     for name in PRESENTATION:
-        _bump_a_number(copy / name)
+        if _numbers(ast.parse((copy / name).read_text(encoding="utf-8"))):
+            _bump_a_number(copy / name)
         with (copy / name).open("a", encoding="utf-8") as fh:
             fh.write("\nEXTRA = 3\n")
     assert source_digest(copy) == before
 
 
 def _package_imports(path: Path, modules: set[str]) -> set[tuple[str, int]]:
-    """``(module, line)`` of every package module ``path`` imports, wherever the
-    import stands (module level or inside a function)."""
+    """``(module stem, line)`` of every package module ``path`` names in an import,
+    wherever the import stands (module level or inside a function), at any depth
+    (``from ..app import cli``, ``from .cli_args import x``, ``import pkg.app.cli``)."""
     out = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         names = []
         if isinstance(node, ast.Import):
-            names = [a.name.split(".")[1] for a in node.names
-                     if a.name.startswith(PACKAGE + ".")]
+            names = [part for a in node.names if a.name.startswith(PACKAGE + ".")
+                     for part in a.name.split(".")[1:]]
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
-            if node.level == 0 and (mod + ".").startswith(PACKAGE + "."):
+            if node.level == 0:
+                if not (mod + ".").startswith(PACKAGE + "."):
+                    continue
                 mod = mod[len(PACKAGE) + 1:]
-            elif node.level != 1:
-                continue
-            names = [mod.split(".")[0]] if mod else [a.name for a in node.names]
+            names = [part for part in mod.split(".") if part] + [a.name for a in node.names]
         out |= {(n, node.lineno) for n in names if n in modules}
     return out
 
@@ -181,8 +183,8 @@ def _presentation_importers(package_dir: Path) -> list[str]:
     for p in files:
         if p.relative_to(package_dir).as_posix() in PRESENTATION:
             continue
-        bad += [f"{p.name}:{line} imports {m}" for m, line in _package_imports(p, modules)
-                if m in excluded]
+        bad += [f"{p.relative_to(package_dir).as_posix()}:{line} imports {m}"
+                for m, line in _package_imports(p, modules) if m in excluded]
     return sorted(bad)
 
 
@@ -195,13 +197,17 @@ def test_no_module_that_counts_imports_an_excluded_one(tmp_path):
     fake = tmp_path / PACKAGE
     fake.mkdir()
     for name in PRESENTATION:
+        (fake / name).parent.mkdir(parents=True, exist_ok=True)
         (fake / name).write_text("X = 1\n", encoding="utf-8")
-    cli = Path(PRESENTATION[0]).stem
-    (fake / "driver.py").write_text(f"def f():\n    from .{cli} import X\n    return X\n",
-                                    encoding="utf-8")
-    (fake / "pack.py").write_text(f"from {PACKAGE} import {cli}\n", encoding="utf-8")
+    (fake / "engine").mkdir()
+    (fake / "engine" / "driver.py").write_text(
+        "def f():\n    from ..app.cli import X\n    return X\n", encoding="utf-8")
+    (fake / "engine" / "pack.py").write_text(f"from {PACKAGE}.app import cli_args\n",
+                                             encoding="utf-8")
+    (fake / "engine" / "stats.py").write_text("from ..app import cli\n", encoding="utf-8")
     found = _presentation_importers(fake)
-    assert found == [f"driver.py:2 imports {cli}", f"pack.py:1 imports {cli}"]
+    assert found == ["engine/driver.py:2 imports cli", "engine/pack.py:1 imports cli_args",
+                     "engine/stats.py:1 imports cli"]
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -221,13 +227,13 @@ def test_checkpoint_of_other_code_is_refused_and_of_a_reworded_message_resumes(
         return tsm.mcsolve(model, times, **kw)
 
     # a message reworded: same identity, the finished checkpoint resumes as itself
-    _edit(copy / "observables.py", '"pairs must be distinct, got {out}"',
+    _edit(copy / "core/observables.py", '"pairs must be distinct, got {out}"',
           '"the pairs {out} repeat a pair"')
     again = run_as(copy)
     assert again.metadata["resumed_ntraj"] == 64
     np.testing.assert_array_equal(again.expect["mean"], first.expect["mean"])
     # a number of the reduction changed: refused, the file left untouched
-    _bump_a_number(copy / "results.py")
+    _bump_a_number(copy / "core/results.py")
     with pytest.raises(ValueError, match=r"different code version: .*'source_sha256'.*"
                                          r"refusing to mix runs"):
         run_as(copy)

@@ -29,10 +29,11 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import cli, pack, progress
-from thermospin_mc.checkpoint import CheckpointLock, read_checkpoint
-from thermospin_mc.pack import BLOCK
-from thermospin_mc.results import ONE_EVENT, effective_sem
+from thermospin_mc.app import cli
+from thermospin_mc.core.results import ONE_EVENT, effective_sem
+from thermospin_mc.trajectories import pack, progress
+from thermospin_mc.trajectories.checkpoint import CheckpointLock, read_checkpoint
+from thermospin_mc.trajectories.pack import BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES = np.linspace(0.0, 20.0, 41)
@@ -79,7 +80,7 @@ def test_progress_records_on_a_pipe_and_compile_time_apart(tmp_path):
     """
     code = """
         import json, numpy as np, thermospin_mc as tsm
-        from thermospin_mc import progress
+        from thermospin_mc.trajectories import progress
         progress.PROGRESS_EVERY = 0.02
         m = tsm.paper_model("pump", N=5, delta_T=2.0)
         t = np.linspace(0.0, 20.0, 41)

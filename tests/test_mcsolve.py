@@ -18,7 +18,7 @@ from scipy import stats
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import kernels
+from thermospin_mc.trajectories import kernels
 
 TIMES = np.linspace(0.0, 20.0, 81)
 

@@ -16,7 +16,7 @@ import pytest
 import scipy.sparse as sp
 
 import thermospin_mc as tsm
-from thermospin_mc.operators import Operator
+from thermospin_mc.core.operators import Operator
 
 I2 = np.eye(2, dtype=complex)
 LOCAL = {"x": np.array([[0, 1], [1, 0]], dtype=complex),

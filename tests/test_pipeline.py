@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import backends
-from thermospin_mc.backends import BACKENDS, NAMES, Cluster, register
-from thermospin_mc.checkpoint import Checkpointing
-from thermospin_mc.stats import Target
+from thermospin_mc.trajectories import backends
+from thermospin_mc.trajectories.backends import BACKENDS, NAMES, Cluster, register
+from thermospin_mc.trajectories.checkpoint import Checkpointing
+from thermospin_mc.trajectories.stats import Target
 
 MODEL = tsm.paper_model("pump", N=5, delta_T=2.0)
 TIMES = np.linspace(0.0, 6.0, 13)

@@ -27,7 +27,7 @@ import pytest
 from clitools import one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc import cli, cli_jumps, reproduce
+from thermospin_mc.app import cli, cli_jumps, reproduce
 from thermospin_mc.io import read_table
 
 #: dense LAPACK on one BLAS thread (tests/conftest.py)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from thermospin_mc import cli
+from thermospin_mc.app import cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -18,8 +18,8 @@ from clitools import one_line_error
 from scipy.optimize import linear_sum_assignment
 
 import thermospin_mc as tsm
-from thermospin_mc import cli
-from thermospin_mc import relaxation as R
+from thermospin_mc.app import cli
+from thermospin_mc.exact import relaxation as R
 
 SZ = sp.csr_matrix(np.diag([1.0, -1.0]))
 SP = sp.csr_matrix(np.array([[0.0, 1.0], [0.0, 0.0]]))  # |up><down|: removes a magnon

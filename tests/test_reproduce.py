@@ -12,9 +12,9 @@ import pytest
 from scipy import special
 
 import thermospin_mc as tsm
-from thermospin_mc import cli
+from thermospin_mc.app import cli
+from thermospin_mc.app.reproduce import Settings, fig2, fig3, fig4, fig5, fig6, quadratic_fit
 from thermospin_mc.io import read_table
-from thermospin_mc.reproduce import Settings, fig2, fig3, fig4, fig5, fig6, quadratic_fit
 
 SMALL = Settings(ntraj=2000, n_jobs=1, n_times=41, progress=False,
                  steady_delta_T=(0.0, 0.1, 0.2, 0.4, 0.8, 2.0))

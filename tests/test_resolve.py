@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import observables as OBS
+from thermospin_mc.core import observables as OBS
 
 MODEL = tsm.boundary_driven(3, 0.8, 1.2, initial=tsm.product_mixture([0.5, 0.2, 0.1]))
 PURE = tsm.paper_model("loss", N=3)

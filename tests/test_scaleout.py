@@ -23,11 +23,11 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import cli
-from thermospin_mc.checkpoint import dump, read_checkpoint, restore, write_checkpoint
+from thermospin_mc.app import cli
 from thermospin_mc.io import read_table
-from thermospin_mc.pack import BLOCK, run_batch
-from thermospin_mc.stats import Reducer
+from thermospin_mc.trajectories.checkpoint import dump, read_checkpoint, restore, write_checkpoint
+from thermospin_mc.trajectories.pack import BLOCK, run_batch
+from thermospin_mc.trajectories.stats import Reducer
 
 TIMES = np.linspace(0.0, 20.0, 41)
 MODEL = tsm.paper_model("pump", N=5, delta_T=2.0)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc.schedule import stage_of
+from thermospin_mc.physics.schedule import stage_of
 
 
 def _model(dT=0.0, N=5, **kw):

@@ -19,7 +19,7 @@ import pytest
 from clitools import dry, one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc import cli
+from thermospin_mc.app import cli
 
 PULSE = """[model]
 scenario = "pump"

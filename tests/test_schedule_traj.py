@@ -25,7 +25,7 @@ import pytest
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import pack
+from thermospin_mc.trajectories import pack
 
 #: dense LAPACK on one BLAS thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_blas_thread")

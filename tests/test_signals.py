@@ -27,10 +27,11 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc import cli, pack
-from thermospin_mc.checkpoint import read_checkpoint
+from thermospin_mc.app import cli
 from thermospin_mc.io import read_table
 from thermospin_mc.signals import RunTerminated, StopWaiting, deferred_signals
+from thermospin_mc.trajectories import pack
+from thermospin_mc.trajectories.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 
@@ -189,7 +190,8 @@ def test_two_signals_50ms_apart_then_resume_equals_uninterrupted(tmp_path, refer
 
 SCRIPT = """
 import os, signal, sys, time
-from thermospin_mc import cli, driver
+from thermospin_mc.app import cli
+from thermospin_mc.trajectories import driver
 
 first = getattr(signal, sys.argv[1])
 real = driver.write_checkpoint

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from thermospin_mc import canonical
-from thermospin_mc.thermal import (
+from thermospin_mc.physics import canonical
+from thermospin_mc.physics.thermal import (
     ALPHA_METHODS,
     EPS0_FACTOR,
     alpha_ratio,

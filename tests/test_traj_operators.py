@@ -24,10 +24,11 @@ import pytest
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc import blockstate, driver, errorbars, pack
-from thermospin_mc.checkpoint import dump, restore
-from thermospin_mc.stats import Reducer
-from thermospin_mc.worker import Job
+from thermospin_mc.core import blockstate, errorbars
+from thermospin_mc.trajectories import driver, pack
+from thermospin_mc.trajectories.checkpoint import dump, restore
+from thermospin_mc.trajectories.stats import Reducer
+from thermospin_mc.trajectories.worker import Job
 
 #: dense LAPACK on one BLAS thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_blas_thread")

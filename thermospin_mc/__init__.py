@@ -5,22 +5,28 @@ Physics conventions: ``docs/model.md`` (units hbar = m = k_B = 1, temperatures i
 eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 """
 
-from . import analysis, interop, io, observables  # noqa: E402
+import importlib as _importlib
+import sys as _sys
+
+from . import analysis, io  # noqa: E402
 from ._version import __version__
-from .blockstate import BlockState  # noqa: E402
-from .cloning import cloning  # noqa: E402
-from .correlations import correlation, spectrum  # noqa: E402
-from .doob import DoobProcess, doob  # noqa: E402
-from .driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
-from .exact import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
-from .fcs import (  # noqa: E402
+from .core import interop, observables  # noqa: E402
+from .core.blockstate import BlockState  # noqa: E402
+from .core.operators import Operator  # noqa: E402
+from .core.results import Result, merge, read_result  # noqa: E402
+from .core.sectors import SectorSpace  # noqa: E402
+from .exact.correlations import correlation, spectrum  # noqa: E402
+from .exact.doob import DoobProcess, doob  # noqa: E402
+from .exact.fcs import (  # noqa: E402
     exact_counting_statistics,
     rate_function,
     scgf,
     waiting_time_bins,
     waiting_time_distribution,
 )
-from .model import (  # noqa: E402
+from .exact.relaxation import liouvillian_spectrum, relaxation_time  # noqa: E402
+from .exact.solvers import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
+from .physics.model import (  # noqa: E402
     BondCouplings,
     BondTemperatures,
     ChainModel,
@@ -42,12 +48,45 @@ from .model import (  # noqa: E402
     product_mixture,
     with_dephasing,
 )
-from .operators import Operator  # noqa: E402
-from .relaxation import liouvillian_spectrum, relaxation_time  # noqa: E402
-from .results import Result, merge, read_result  # noqa: E402
-from .schedule import Schedule  # noqa: E402
-from .sectors import SectorSpace  # noqa: E402
-from .thermal import alpha_ratio  # noqa: E402
+from .physics.schedule import Schedule  # noqa: E402
+from .physics.thermal import alpha_ratio  # noqa: E402
+from .trajectories.cloning import cloning  # noqa: E402
+from .trajectories.driver import Checkpointing, Cluster, RunTerminated, Target, mcsolve  # noqa: E402
+
+#: Where the modules of the flat layout (before the layer folders) live now. The old
+#: paths (``thermospin_mc.model``, ``from thermospin_mc import pack``, ...) keep
+#: importing the same module objects; new code uses the folder paths.
+MOVED = {
+    "canonical": "physics.canonical", "thermal": "physics.thermal",
+    "profiles": "physics.profiles", "states": "physics.states",
+    "channels": "physics.channels", "model": "physics.model", "schedule": "physics.schedule",
+    "sectors": "core.sectors", "observables": "core.observables",
+    "errorbars": "core.errorbars", "operators": "core.operators",
+    "blockstate": "core.blockstate", "interop": "core.interop", "results": "core.results",
+    "_blockops": "exact._blockops", "blocks": "exact.blocks", "blocksolve": "exact.blocksolve",
+    "counting": "exact.counting", "fcs": "exact.fcs", "waiting": "exact.waiting",
+    "doob": "exact.doob", "correlations": "exact.correlations",
+    "relaxation": "exact.relaxation",
+    "kernels": "trajectories.kernels", "pack": "trajectories.pack",
+    "stats": "trajectories.stats", "backends": "trajectories.backends",
+    "worker": "trajectories.worker", "progress": "trajectories.progress",
+    "checkpoint": "trajectories.checkpoint", "driver": "trajectories.driver",
+    "cloning": "trajectories.cloning",
+    "jumpstats": "analysis.jumpstats", "timeavg": "analysis.timeavg",
+    "jumpcompare": "analysis.jumpcompare",
+    "plotting": "app.plotting", "reproduce": "app.reproduce", "config": "app.config",
+    "cli_args": "app.cli_args", "cli_jumps": "app.cli_jumps",
+}
+
+
+def _alias_moved() -> None:
+    for old, new in MOVED.items():
+        module = _importlib.import_module(f"{__name__}.{new}")
+        _sys.modules.setdefault(f"{__name__}.{old}", module)
+        globals().setdefault(old, module)   # not over a public name (``cloning``)
+
+
+_alias_moved()
 
 __all__ = [
     "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",
