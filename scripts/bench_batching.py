@@ -29,7 +29,7 @@ from numba import njit
 
 import thermospin_mc as tsm
 from thermospin_mc.trajectories import kernels as K
-from thermospin_mc.trajectories.pack import SectorPack
+from thermospin_mc.trajectories.sectorpack import SectorPack
 
 
 def _batched(nb: int):

@@ -38,7 +38,7 @@ import numpy as np
 
 import thermospin_mc as tsm
 from thermospin_mc.trajectories import backends
-from thermospin_mc.trajectories.pack import warm_kernels
+from thermospin_mc.trajectories.batches import warm_kernels
 from thermospin_mc.trajectories.worker import Job
 
 TIMES = np.linspace(0.0, 20.0, 81)
@@ -69,8 +69,8 @@ def cold_run(n: int, workers: int) -> None:
     model = tsm.paper_model("pump", N=7)
     warm_kernels()
     t0 = time.perf_counter()
-    res = tsm.mcsolve(model, TIMES, ntraj=n, backend="dask", n_jobs=workers, seed=7,
-                      observables=OBS, progress=False)
+    res = tsm.mcsolve(model, TIMES, ntraj=n, n_jobs=workers, seed=7, observables=OBS,
+                      cluster=tsm.Cluster(backend="dask", progress=False))
     dt = time.perf_counter() - t0
     print(f"COLD {dt!r} {float(np.nansum(res.expect['mean'])).hex()} "
           f"{float(np.nansum(res.expect['sem'])).hex()}")
@@ -105,7 +105,7 @@ def main() -> None:
           f"{s['first_batch_s']:.2f} s more; total {s['total_s']:.2f} s")
     print("  (cluster up = scheduler and workers running; preparation = imports, kernel load, "
           "sector pack, initial path, code check)")
-    kw = dict(seed=7, observables=OBS, progress=False)
+    kw = dict(seed=7, observables=OBS)
     print(f"\n{'ntraj':>9} {'serial s':>9} {'dask cold s':>12} {'eff cold':>9} "
           f"{'dask warm s':>12} {'eff warm':>9} {'eff threads':>12}  identical")
     cluster = distributed.LocalCluster(n_workers=W, threads_per_worker=1, processes=True,
@@ -114,7 +114,8 @@ def main() -> None:
     try:
         for n in sizes:
             t0 = time.perf_counter()
-            ref = tsm.mcsolve(model, TIMES, ntraj=n, backend="serial", **kw)
+            ref = tsm.mcsolve(model, TIMES, ntraj=n, **kw, cluster=tsm.Cluster(backend="serial",
+                                                                               progress=False))
             t_ser = time.perf_counter() - t0
             out = subprocess.run([sys.executable, __file__, "--cold", str(n), "--workers",
                                   str(W)], capture_output=True, text=True, check=True).stdout
@@ -123,10 +124,12 @@ def main() -> None:
             cold_ok = (smean == float(np.nansum(ref.expect["mean"])).hex()
                        and ssem == float(np.nansum(ref.expect["sem"])).hex())
             t0 = time.perf_counter()
-            warm = tsm.mcsolve(model, TIMES, ntraj=n, client=client, **kw)
+            warm = tsm.mcsolve(model, TIMES, ntraj=n, **kw, cluster=tsm.Cluster(client=client,
+                                                                                progress=False))
             t_warm = time.perf_counter() - t0
             t0 = time.perf_counter()
-            thr = tsm.mcsolve(model, TIMES, ntraj=n, backend="threads", n_jobs=W, **kw)
+            thr = tsm.mcsolve(model, TIMES, ntraj=n, n_jobs=W, **kw,
+                              cluster=tsm.Cluster(backend="threads", progress=False))
             t_thr = time.perf_counter() - t0
             ok = cold_ok and same(ref, warm) and same(ref, thr)
             print(f"{n:>9} {t_ser:>9.2f} {t_cold:>12.2f} {t_ser / (W * t_cold):>9.2f} "

@@ -50,13 +50,13 @@ def main(argv: list[str] | None = None) -> None:
         configs["j, m, states=True"] = (["j", "m"], True)
     for obs, states in configs.values():  # compile / load kernels, build packs
         tsm.mcsolve(model, times, ntraj=64, seed=1, observables=obs, states=states,
-                    progress=False)
+                    cluster=tsm.Cluster(progress=False))
     spent = {k: [] for k in configs}
     for r in range(args.rounds):
         for key, (obs, states) in configs.items():
             t0 = time.process_time()
-            tsm.mcsolve(model, times, ntraj=args.ntraj, seed=r, observables=obs,
-                        states=states, progress=False)
+            tsm.mcsolve(model, times, ntraj=args.ntraj, seed=r, observables=obs, states=states,
+                        cluster=tsm.Cluster(progress=False))
             spent[key].append(time.process_time() - t0)
     base = min(spent["j, m"])
     print(f"N = {N}, {args.ntraj} trajectories, {args.nt} output times, {args.rounds} rounds "

@@ -47,7 +47,7 @@ from threadpoolctl import threadpool_limits
 
 import thermospin_mc as tsm
 from thermospin_mc.trajectories import kernels as K
-from thermospin_mc.trajectories.pack import SectorPack
+from thermospin_mc.trajectories.sectorpack import SectorPack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_batching import cheb_operator  # noqa: E402
@@ -112,7 +112,7 @@ def _outputs(B, terms, d, bes, res, fs, reps):
 def shares(model, ntraj: int) -> tuple[dict, dict]:
     """Fraction of trajectory time per sector (from the jump table) and sector modes."""
     res = tsm.mcsolve(model, TIMES, ntraj, seed=1, observables=["j", "m"], record_jumps=True,
-                      progress=False)
+                      cluster=tsm.Cluster(progress=False))
     dm = {i: c.dm for i, c in enumerate(model.channels)}
     names = {c.name: i for i, c in enumerate(model.channels)}
     jt = res.jumps

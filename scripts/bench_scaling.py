@@ -65,7 +65,7 @@ def ours(model, ntraj, n_jobs, seed, repeat=1):
     for _ in range(repeat):
         t0 = time.perf_counter()
         res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=seed, n_jobs=n_jobs,
-                          observables=("j", "m"), progress=False)
+                          observables=("j", "m"), cluster=tsm.Cluster(progress=False))
         best = max(best, ntraj / (time.perf_counter() - t0))
     return best, res
 
@@ -117,7 +117,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     Ns = parse_ns(args.N)
     header()
-    tsm.trajectories.pack.warm_kernels()
+    tsm.trajectories.batches.warm_kernels()
     print(f"\n## Pump + loss, linear profile Delta T = 2, 81 times on [0, 20], observables j, m;"
           f" all cores = {args.cores}")
     print("| N | ntraj | setup [s] | ours 1 core [traj/s] | ours all cores [traj/s] | "

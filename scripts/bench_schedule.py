@@ -65,13 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         runs = configs(N)
         for model in runs.values():  # compile / load kernels, build every stage's sectors
             tsm.mcsolve(model, times, ntraj=256, seed=0, observables=["j", "m"],
-                        progress=False)
+                        cluster=tsm.Cluster(progress=False))
         spent = {k: [] for k in runs}
         for r in range(args.rounds):
             for key, model in runs.items():
                 t0 = time.process_time()
                 tsm.mcsolve(model, times, ntraj=ntraj, seed=r + 1, observables=["j", "m"],
-                            progress=False)
+                            cluster=tsm.Cluster(progress=False))
                 spent[key].append(time.process_time() - t0)
         base = spent["one stage"]
         print(f"N = {N}, {ntraj} trajectories, {args.rounds} rounds, serial (CPU seconds)")

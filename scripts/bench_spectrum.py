@@ -37,7 +37,8 @@ def per_frequency(model, A, B, omegas, n_jobs):
     from threadpoolctl import threadpool_limits
 
     import thermospin_mc as tsm
-    from thermospin_mc.exact.correlations import RegressionSystem, ShiftedSolver
+    from thermospin_mc.exact.regression import RegressionSystem
+    from thermospin_mc.exact.shifted_solver import ShiftedSolver
 
     a = tsm.Operator.parse(A, model.N, name="A")
     b = tsm.Operator.parse(B, model.N, name="B")
@@ -81,11 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     import thermospin_mc as tsm
-    from thermospin_mc.exact import correlations as C
+    from thermospin_mc.exact.correlation_spectrum import SPECTRUM_TOL
 
     omegas = np.linspace(-6.0, 6.0, args.nw)
     print(f"tsm.spectrum on {args.nw} frequencies in [-6, 6], n_jobs = {args.n_jobs}, "
-          f"SPECTRUM_TOL = {C.SPECTRUM_TOL:g} (relative residual)")
+          f"SPECTRUM_TOL = {SPECTRUM_TOL:g} (relative residual)")
     for N in args.N:
         model = tsm.paper_model("pump", N=N)
         tsm.spectrum(model, [0.0], "z1", "z1")  # numba kernels and caches

@@ -74,8 +74,8 @@ def run_qutip(model, ntraj, ncpu, seed=1):
 
 def run_ours(model, ntraj, n_jobs, seed=1, backend=None):
     t0 = time.perf_counter()
-    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=seed, n_jobs=n_jobs, backend=backend,
-                      observables=("j", "m"), progress=False)
+    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=seed, n_jobs=n_jobs, observables=("j", "m"),
+                      cluster=tsm.Cluster(backend=backend, progress=False))
     dt = time.perf_counter() - t0
     return dt, {k: res.get(k)[:, 0] for k in ("j", "m")}, \
         {k: res.get(k, "sem")[:, 0] for k in ("j", "m")}
@@ -153,7 +153,7 @@ def section_scaling(Ns, budget, skip_qutip):
         ntraj = 4000 if N <= 9 else 1000
         t0 = time.perf_counter()
         res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=2, observables=("j", "m"),
-                          progress=False)
+                          cluster=tsm.Cluster(progress=False))
         ours = ntraj / (time.perf_counter() - t0)
         modes = res.metadata["sector_modes"]
         short = ",".join(f"{m}{v[0]}" for m, v in modes.items())
@@ -178,7 +178,7 @@ def section_long_chain(ntraj):
           "j, m, n, 2 cores (threads)")
     t0 = time.perf_counter()
     res = tsm.mcsolve(model, times, ntraj=ntraj, seed=3, n_jobs=2, record_jumps=True,
-                      progress=False)
+                      cluster=tsm.Cluster(progress=False))
     dt = time.perf_counter() - t0
     j = res.jumps
     lost = len(j) / ntraj

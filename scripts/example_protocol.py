@@ -65,7 +65,7 @@ def main(argv=None) -> None:
 
     t0 = time.perf_counter()
     traj = tsm.mcsolve(pulse, times, args.ntraj, seed=args.seed, n_jobs=args.n_jobs,
-                       observables=["j", "m"], progress=False)
+                       observables=["j", "m"], cluster=tsm.Cluster(progress=False))
     t_mc = time.perf_counter() - t0
     t0 = time.perf_counter()
     exact = tsm.mesolve(pulse, times, observables=["j", "m"])

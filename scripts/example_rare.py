@@ -91,7 +91,8 @@ def main(argv=None) -> None:
     if args.warm_ntraj > 0:  # start near the stationary state (see the module docstring)
         t0 = time.perf_counter()
         run = tsm.mcsolve(model, [0.0, 60.0], ntraj=args.warm_ntraj, seed=args.seed + 1000,
-                          n_jobs=args.n_jobs, observables=["n"], progress=False)
+                          n_jobs=args.n_jobs, observables=["n"],
+                          cluster=tsm.Cluster(progress=False))
         occ = np.clip(run.get("n")[-1], 0.0, 1.0)
         model = model.with_(initial=tsm.product_mixture(occ))
         print(f"warm start: <n_i(60)> of {args.warm_ntraj} trajectories "

@@ -96,13 +96,15 @@ def main(argv=None) -> int:
 
     model = tsm.paper_model("pump", N=args.N, delta_T=2.0)
     times = np.linspace(0.0, 20.0, 81)
-    tsm.mcsolve(model, times, ntraj=64, seed=0, progress=False)  # compile/load kernels
+    # compile/load kernels
+    tsm.mcsolve(model, times, ntraj=64, seed=0, cluster=tsm.Cluster(progress=False))
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
     res = tsm.mcsolve(model, times, ntraj=args.ntraj, seed=args.seed, n_jobs=args.n_jobs,
-                      backend=args.backend, batch_size=args.batch_size,
-                      checkpoint=args.checkpoint, progress=False)
+                      checkpoint=tsm.Checkpointing(path=args.checkpoint),
+                      cluster=tsm.Cluster(backend=args.backend,
+                                                    batch_size=args.batch_size, progress=False))
     wall = time.perf_counter() - t0
     sampler.stop()
     me = os.getpid()

@@ -42,7 +42,8 @@ def pump_steady(pump_model):
 @pytest.fixture(scope="module")
 def pump_run(pump_model):
     return tsm.mcsolve(pump_model, PUMP_TIMES, ntraj=PUMP_NTRAJ, seed=2024, n_jobs=1,
-                       observables=("j", "m"), record_jumps=True, keep_trajectories=True)
+                       observables=("j", "m"), record_jumps=True,
+                       checkpoint=tsm.Checkpointing(keep_trajectories=True))
 
 
 def _z(est, exact, sem):
@@ -145,7 +146,8 @@ def test_time_average_error_bars_cover(pump_model, pump_steady):
     zs = []
     for seed in range(10):
         res = tsm.mcsolve(pump_model, PUMP_TIMES, ntraj=150, seed=900 + seed, n_jobs=1,
-                          observables=("j", "m"), keep_trajectories=True)
+                          observables=("j", "m"),
+                          checkpoint=tsm.Checkpointing(keep_trajectories=True))
         ta = analysis.time_average(res, None, T_BURN).set_index("observable")
         for name in ("j", "m"):
             zs.append(_z(ta.loc[name, "mean"], pump_steady.get(name)[0, 0], ta.loc[name, "sem"]))
@@ -158,7 +160,7 @@ def test_time_average_error_bars_cover(pump_model, pump_steady):
 def test_single_long_trajectory_batch_means(pump_model, pump_steady):
     times = np.linspace(0.0, 2000.0, 8001)
     res = tsm.mcsolve(pump_model, times, ntraj=1, seed=31, n_jobs=1, observables=("j", "m"),
-                      keep_trajectories=True)
+                      checkpoint=tsm.Checkpointing(keep_trajectories=True))
     ta = analysis.time_average(res, None, T_BURN).set_index("observable")
     assert (ta["method"] == "batch_means").all()
     assert (ta["n_batches"] >= 10).all()

@@ -18,7 +18,8 @@ from zscores import check_against
 
 import thermospin_mc as tsm
 from thermospin_mc.trajectories import kernels as K
-from thermospin_mc.trajectories import pack as E
+from thermospin_mc.trajectories.batches import run_batch
+from thermospin_mc.trajectories.sectorpack import SectorPack
 
 TIMES = np.linspace(0.0, 20.0, 81)
 
@@ -34,7 +35,7 @@ def test_bessel_recurrence_matches_scipy(x):
 
 def _cheb_sector(N, m, scenario="pump"):
     model = tsm.paper_model(scenario, N=N, delta_T=2.0)
-    pack = E.SectorPack(model, TIMES, dense_max=1)
+    pack = SectorPack(model, TIMES, dense_max=1)
     pack.ensure(m)
     stab, _, _, _, cpx, ints, reals, _ = pack.snapshot()
     assert stab[m, K.MODE] == K.MODE_CHEB
@@ -118,8 +119,8 @@ def test_chebyshev_trajectories_agree_with_mesolve():
     # N = 9 with dense_max = 50: sectors m = 2..7 (36 to 126 states) in Chebyshev mode
     model = tsm.paper_model("pump", N=9, delta_T=2.0)
     ntraj = 2000
-    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=4242, dense_max=50,
-                      observables=("j", "j_bond", "m", "n"))
+    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=4242, observables=("j", "j_bond", "m", "n"),
+                      cluster=tsm.Cluster(dense_max=50))
     modes = res.metadata["sector_modes"]
     assert sum(v == "chebyshev" for v in modes.values()) >= 3
     ref = tsm.mesolve(model, TIMES, observables=("j", "j_bond", "m", "n"))
@@ -136,7 +137,7 @@ def test_chebyshev_general_chain_with_dephasing_agrees_with_mesolve():
     times = np.linspace(0.0, 6.0, 25)
     ntraj = 3000
     res = tsm.mcsolve(model, times, ntraj=ntraj, seed=31, observables=obs, pairs=[(1, 3)],
-                      dense_max=1)
+                      cluster=tsm.Cluster(dense_max=1))
     assert "chebyshev" in res.metadata["sector_modes"].values()
     ref = tsm.mesolve(model, times, observables=obs, pairs=[(1, 3)])
     check_against(res, ref, ntraj)
@@ -150,9 +151,9 @@ def test_chebyshev_and_taylor_trajectories_coincide():
     names = ("j", "m", "n")
     got = {}
     for large in ("chebyshev", "taylor"):
-        pack = E.SectorPack(model, TIMES, dense_max=1, large=large)
-        blocks, modes = E.run_batch(model, TIMES, key, [0, 1], 128, names, True, False, 7,
-                                    dense_max=1, pack=pack)
+        pack = SectorPack(model, TIMES, dense_max=1, large=large)
+        blocks, modes = run_batch(model, TIMES, key, [0, 1], 128, names, True, False, 7,
+                                  dense_max=1, pack=pack)
         assert set(modes.values()) - {"eigen"} == {large}
         got[large] = blocks
     for bc, bt in zip(got["chebyshev"], got["taylor"], strict=True):
@@ -165,12 +166,13 @@ def test_chebyshev_and_taylor_trajectories_coincide():
 
 def test_chebyshev_mode_is_bit_identical_across_jobs_and_batches():
     model = tsm.paper_model("pump", N=9, delta_T=2.0)
-    kw = dict(ntraj=300, seed=17, dense_max=1, observables=("j", "m", "n"),
-              record_jumps=True, progress=False)
+    kw = dict(ntraj=300, seed=17, observables=("j", "m", "n"), record_jumps=True,
+              cluster=tsm.Cluster(dense_max=1, progress=False))
     a = tsm.mcsolve(model, TIMES, n_jobs=1, **kw)
     assert "chebyshev" in a.metadata["sector_modes"].values()
-    for extra in (dict(n_jobs=2), dict(n_jobs=2, batch_size=64), dict(n_jobs=2, batch_size=192),
-                  dict(n_jobs=2, backend="loky", batch_size=128)):
+    for extra in (dict(n_jobs=2), dict(n_jobs=2, cluster=tsm.Cluster(batch_size=64)), dict(n_jobs=2,
+                                                                      cluster=tsm.Cluster(batch_size=192)),
+                  dict(n_jobs=2, cluster=tsm.Cluster(backend="loky", batch_size=128))):
         b = tsm.mcsolve(model, TIMES, **kw, **extra)
         pd.testing.assert_frame_equal(a.expect, b.expect, check_exact=True)
         pd.testing.assert_frame_equal(a.jumps, b.jumps, check_exact=True)
@@ -179,7 +181,7 @@ def test_chebyshev_mode_is_bit_identical_across_jobs_and_batches():
 def test_large_mode_option_is_checked():
     model = tsm.paper_model("pump", N=5)
     with pytest.raises(ValueError, match="large"):
-        E.SectorPack(model, TIMES, large="krylov")
+        SectorPack(model, TIMES, large="krylov")
 
 
 def test_cheb_params_enclose_the_spectrum():
@@ -200,8 +202,8 @@ def test_chebyshev_sparse_output_grid_agrees_with_mesolve():
     model = tsm.paper_model("pump", N=9, delta_T=2.0)
     times = np.array([0.0, 3.7, 9.0])
     ntraj = 3000
-    res = tsm.mcsolve(model, times, ntraj=ntraj, seed=777, dense_max=50,
-                      observables=("j", "m", "n", "count"))
+    res = tsm.mcsolve(model, times, ntraj=ntraj, seed=777, observables=("j", "m", "n", "count"),
+                      cluster=tsm.Cluster(dense_max=50))
     assert sum(v == "chebyshev" for v in res.metadata["sector_modes"].values()) >= 3
     ref = tsm.mesolve(model, times, observables=("j", "m", "n", "count"))
     check_against(res, ref, ntraj)

@@ -165,7 +165,7 @@ def test_flag_refused_when_the_run_starts(argv, msg, capsys, workdir, monkeypatc
     def no_kernel(*a, **k):  # refusals must come before any trajectory is computed
         raise AssertionError("a trajectory batch ran")
 
-    monkeypatch.setattr("thermospin_mc.trajectories.pack.run_batch", no_kernel)
+    monkeypatch.setattr("thermospin_mc.trajectories.batches.run_batch", no_kernel)
     rc = cli.main(["run", *SMALL, "--out", str(workdir / "o"), *argv])
     err = capsys.readouterr().err
     assert one_line_error(rc, err), err
@@ -436,7 +436,7 @@ def test_api_checkpoint_in_an_unusable_place_is_refused_in_words(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(OSError, match="afile.* is an existing file, not a directory") as exc:
         tsm.mcsolve(tsm.paper_model("pump", N=5), [0.0, 1.0], ntraj=64, seed=1,
-                    checkpoint=tmp_path / "afile" / "ck.npz")
+                    checkpoint=tsm.Checkpointing(path=tmp_path / "afile" / "ck.npz"))
     assert "Errno" not in str(exc.value)
 
 

@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 
 import thermospin_mc as tsm
-from thermospin_mc.exact import correlations as C
+from thermospin_mc.exact import (
+    chebyshev_steps,
+    correlation_spectrum,
+    reduced_resolvent,
+    regression,
+    shifted_solver,
+    spectrum_head,
+)
 
 qutip = pytest.importorskip("qutip")
 
@@ -157,8 +164,8 @@ def test_loss_only_steady_state_propagates_one_magnon():
 
 def test_large_size_paths_match_qutip(monkeypatch):
     # Chebyshev propagation and the preconditioned GMRES, forced on a small model
-    monkeypatch.setattr(C, "EXPM_LIMIT", 0)
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(regression, "EXPM_LIMIT", 0)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
     model = MODELS["xxz-lpd-N4"]()
     omegas = np.array([-2.0, 0.0, 0.7])
     taus = np.array([0.0, 0.25, 1.0, 2.5, 6.0])
@@ -177,8 +184,8 @@ def test_large_size_paths_match_qutip(monkeypatch):
 
 def test_results_do_not_depend_on_threads(monkeypatch):
     # the Chebyshev step's fixed row ranges and one frequency per thread
-    monkeypatch.setattr(C, "EXPM_LIMIT", 0)
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(regression, "EXPM_LIMIT", 0)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
     model = MODELS["xxz-ldpd-N5"]()
     taus = np.linspace(0, 3, 7)
     one = tsm.correlation(model, taus, "+3", "-4", t0=0.5)
@@ -258,7 +265,7 @@ REDUCED_PAIRS = [("z3", "z3"), ("n1", "n4 + 0.5*z2"), ("+3", "-3"), ("-2", "+4")
 
 
 def _direct_spectrum(monkeypatch, model, omegas, A, B):
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 10**9)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 10**9)
     return tsm.spectrum(model, omegas, A, B)
 
 
@@ -272,8 +279,8 @@ def test_reduced_spectrum_matches_the_direct_path(monkeypatch, name, head):
     omegas = np.linspace(-5.0, 5.0, 41)
     for A, B in REDUCED_PAIRS if head else REDUCED_PAIRS[::3]:
         ref = _direct_spectrum(monkeypatch, model, omegas, A, B)
-        monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
-        monkeypatch.setattr(C, "HEAD_MIN_MATVECS", 0 if head else 10**9)
+        monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
+        monkeypatch.setattr(correlation_spectrum, "HEAD_MIN_MATVECS", 0 if head else 10**9)
         stats: dict = {}
         got = tsm.spectrum(model, omegas, A, B, _stats=stats)
         scale = max(1.0, float(np.max(np.abs(ref))))
@@ -290,7 +297,7 @@ def test_reduced_spectrum_any_order_and_repeats(monkeypatch):
     model = REDUCED_MODELS["lpd-N5"]()
     omegas = np.array([2.0, -1.0, 0.0, 2.0, 0.5, -1.0])
     ref = _direct_spectrum(monkeypatch, model, omegas, "+2", "-2")
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
     got = tsm.spectrum(model, omegas, "+2", "-2")
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
     assert got[0] == got[3] and got[1] == got[5]
@@ -302,8 +309,9 @@ def test_reduced_spectrum_with_a_full_basis(monkeypatch):
     model = REDUCED_MODELS["pdll-N5"]()
     omegas = np.linspace(-3.0, 3.0, 25)
     ref = _direct_spectrum(monkeypatch, model, omegas, "z3", "z3")
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
-    monkeypatch.setattr(C, "GMRES_BASIS_BYTES", 1)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(shifted_solver, "GMRES_BASIS_BYTES", 1)
+    monkeypatch.setattr(reduced_resolvent, "GMRES_BASIS_BYTES", 1)
     stats: dict = {}
     got = tsm.spectrum(model, omegas, "z3", "z3", _stats=stats)
     assert stats["basis"] <= 4 and len(stats["solves"]) > 4
@@ -314,11 +322,11 @@ def test_chebyshev_head_leaves_the_stated_residual():
     # int_0^T exp(-i w t) a.exp(L t) x0 dt + exp(-i w T) a.(i w - L)^-1 x(T)
     # = a.(i w - L)^-1 x0, exactly (dense solves at N = 4)
     model = random_model(9, 4, ["loss", "pump", "dephasing"])
-    A, B = C._pair(model, "+2", "-3")
-    sysm = C.RegressionSystem(model, A, B, C._state(model, None))
-    gen = C.BlockGenerator(sysm.layout, sysm.F, n_jobs=1)
+    A, B = regression.pair_operators(model, "+2", "-3")
+    sysm = regression.RegressionSystem(model, A, B, regression.state_blocks(model, None))
+    gen = chebyshev_steps.BlockGenerator(sysm.layout, sysm.F, n_jobs=1)
     omegas = np.array([-3.0, 0.0, 0.4, 2.5])
-    head, xT, T, mv = C.chebyshev_head(gen, sysm.x0, sysm.a, omegas, 3000, 0.0)
+    head, xT, T, mv = spectrum_head.chebyshev_head(gen, sysm.x0, sysm.a, omegas, 3000, 0.0)
     assert T > 5 and mv <= 3000
     L = sysm.L.toarray()
     eye = np.eye(L.shape[0])
@@ -331,12 +339,12 @@ def test_chebyshev_head_leaves_the_stated_residual():
 @pytest.mark.parametrize("A, B", [("z2 + n4", "z3"), ("+1", "-4"), ("-3", "+2")])
 def test_block_generator_is_the_assembled_generator(A, B):
     model = random_model(10, 5, ["loss", "dephasing", "pump", "loss"])
-    a, b = C._pair(model, A, B)
-    sysm = C.RegressionSystem(model, a, b, C._state(model, None))
+    a, b = regression.pair_operators(model, A, B)
+    sysm = regression.RegressionSystem(model, a, b, regression.state_blocks(model, None))
     rng = np.random.default_rng(0)
     x = rng.standard_normal(sysm.layout.size) + 1j * rng.standard_normal(sysm.layout.size)
     for n_jobs in (1, 2):
-        gen = C.BlockGenerator(sysm.layout, sysm.F, n_jobs=n_jobs)
+        gen = chebyshev_steps.BlockGenerator(sysm.layout, sysm.F, n_jobs=n_jobs)
         ref = sysm.L @ x
         assert np.abs(gen.matvec(x) - ref).max() <= 1e-14 * np.abs(ref).max()
         new, acc = np.empty_like(x), np.ones_like(x)
@@ -349,12 +357,12 @@ def test_block_generator_is_the_assembled_generator(A, B):
 @pytest.mark.parametrize("A, B", [("n2", "z4"), ("+3", "-1")])
 def test_flexible_solve_meets_its_true_residual(A, B):
     model = random_model(11, 5, ["pump", "loss", "dephasing"])
-    a, b = C._pair(model, A, B)
-    rho = C._state(model, None)
-    sysm = C.RegressionSystem(model, a, b, rho)
+    a, b = regression.pair_operators(model, A, B)
+    rho = regression.state_blocks(model, None)
+    sysm = regression.RegressionSystem(model, a, b, rho)
     lay = sysm.layout
     border = lay.shift == 0
-    solver = C.ShiftedSolver(lay, sysm.F, model.channels, border, L=sysm.L)
+    solver = shifted_solver.ShiftedSolver(lay, sysm.F, model.channels, border, L=sysm.L)
     r, steady = sysm.x0.copy(), None
     if border:  # trace free, iterated in the trace-free space (also at omega = 0)
         steady = np.zeros(lay.size, dtype=complex)
@@ -380,8 +388,8 @@ def test_flexible_solve_meets_its_true_residual(A, B):
 
 
 def test_reduced_spectrum_refuses_non_convergence(monkeypatch):
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
-    monkeypatch.setattr(C, "FGMRES_MAXITER", 1)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(shifted_solver, "FGMRES_MAXITER", 1)
     with pytest.raises(RuntimeError, match="did not converge") as exc:
         tsm.spectrum(REDUCED_MODELS["lpd-N5"](), [0.0, 1.0], "+2", "-2")
     assert "\n" not in str(exc.value)
@@ -389,8 +397,8 @@ def test_reduced_spectrum_refuses_non_convergence(monkeypatch):
 
 def test_reduced_spectrum_does_not_depend_on_threads(monkeypatch):
     # the rounds of PICKS solves, the head's fixed row ranges: n_jobs only shares them out
-    monkeypatch.setattr(C, "DIRECT_LIMIT", 0)
-    monkeypatch.setattr(C, "HEAD_MIN_MATVECS", 0)
+    monkeypatch.setattr(correlation_spectrum, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(correlation_spectrum, "HEAD_MIN_MATVECS", 0)
     model = REDUCED_MODELS["pdll-N5"]()
     omegas = np.linspace(-4.0, 4.0, 33)
     for A, B in [("z1", "z1"), ("+5", "-2")]:

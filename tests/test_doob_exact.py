@@ -3,16 +3,17 @@ full-space (4^N) tilted Lindblad generator built from ``model.to_qutip()``, its
 identities (trace preservation, s = 0, steady state, theta'(s)) and its refusals."""
 
 import pickle
-import sys
 
 import numpy as np
 import pytest
 import scipy.linalg as sla
 
 import thermospin_mc as tsm
-from thermospin_mc.core.operators import full_indices
+from thermospin_mc.core.basis import full_indices
+from thermospin_mc.exact import doob_eigen
 from thermospin_mc.exact.counting import CountingSystem
-from thermospin_mc.exact.doob import DOOB_LIMIT, _NoJumpInverse
+from thermospin_mc.exact.doob import DOOB_LIMIT
+from thermospin_mc.exact.doob_eigen import _NoJumpInverse
 
 NET = {"loss_right": 1, "loss_left": -1}
 
@@ -262,12 +263,10 @@ def test_nojump_inverse_both_paths(cond_limit):
 
 def test_large_layout_path_agrees_with_scgf(monkeypatch):
     """The GMRES path (layouts above DIRECT_LIMIT) on a small chain."""
-    D = sys.modules["thermospin_mc.doob"]  # tsm.doob is the function
-
     model = _random_model(11, N=5)
     counts = _random_counts(model, 11)
     direct = tsm.doob(model, counts, 0.5)
-    monkeypatch.setattr(D, "DIRECT_LIMIT", 10)
+    monkeypatch.setattr(doob_eigen, "DIRECT_LIMIT", 10)
     it = tsm.doob(model, counts, 0.5)
     assert abs(it.theta - direct.theta) < 1e-10
     for m in it.reachable_sectors():

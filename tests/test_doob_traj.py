@@ -65,8 +65,9 @@ def test_doob_current_and_variance_rate_are_the_scgf_derivatives(which, s):
     d = tsm.doob(model, counts, s)
     assert abs(d.theta - tsm.scgf(model, counts, s)) < 1e-9
     ntraj = 4096
-    res = tsm.mcsolve(d, [0.0, T0, T1, T2], ntraj, seed=17, n_jobs=2,
-                      observables=["count"], keep_trajectories=True, progress=False)
+    res = tsm.mcsolve(d, [0.0, T0, T1, T2], ntraj, seed=17, n_jobs=2, observables=["count"],
+                      checkpoint=tsm.Checkpointing(keep_trajectories=True),
+                      cluster=tsm.Cluster(progress=False))
     k1, k2 = _window_counts(res, model, counts)
     d1, d2 = _derivatives(model, counts, s)
     # mean current over [T0, T2]
@@ -85,7 +86,8 @@ def test_doob_at_s_zero_is_the_original_process():
     model = _general().with_(initial=(2, 4))
     d = tsm.doob(model, {"pump": 1}, 0.0)
     times = np.linspace(0.0, 6.0, 7)
-    kw = dict(seed=4, record_jumps=True, observables=["m", "n"], progress=False)
+    kw = dict(seed=4, record_jumps=True, observables=["m", "n"],
+              cluster=tsm.Cluster(progress=False))
     jd = tsm.mcsolve(d, times, 200, **kw).jumps
     jm = tsm.mcsolve(model, times, 200, **kw).jumps
     assert len(jd) == len(jm) > 100
@@ -97,10 +99,12 @@ def test_doob_at_s_zero_is_the_original_process():
 def test_doob_runs_are_bit_identical_across_jobs_and_backends():
     d = tsm.doob(_general(), {"pump": 1, "deph": 1}, 0.6)
     times = np.linspace(0.0, 5.0, 6)
-    kw = dict(seed=8, record_jumps=True, observables=["m", "n", "count"], progress=False)
-    a = tsm.mcsolve(d, times, 300, n_jobs=1, **kw)
-    b = tsm.mcsolve(d, times, 300, n_jobs=2, batch_size=64, **kw)
-    c = tsm.mcsolve(d, times, 300, n_jobs=2, backend="loky", **kw)
+    kw = dict(seed=8, record_jumps=True, observables=["m", "n", "count"])
+    a = tsm.mcsolve(d, times, 300, n_jobs=1, **kw, cluster=tsm.Cluster(progress=False))
+    b = tsm.mcsolve(d, times, 300, n_jobs=2, **kw, cluster=tsm.Cluster(batch_size=64,
+                                                                       progress=False))
+    c = tsm.mcsolve(d, times, 300, n_jobs=2, **kw, cluster=tsm.Cluster(backend="loky",
+                                                                       progress=False))
     for other in (b, c):
         assert a.expect.equals(other.expect) and a.jumps.equals(other.jumps)
     assert a.metadata["model"]["doob"]["s"] == 0.6

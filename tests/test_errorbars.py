@@ -28,8 +28,8 @@ def test_target_sem_stops_on_the_rows_effective_sem_for_every_kind(kind):
     times = np.linspace(0.0, 2.0, 5)
     obs = ["j", "j_bond", "flow", "m", "n", "nn", "pm", "count"]
     res = tsm.mcsolve(model, times, ntraj=64, seed=5, observables=obs, pairs=[(1, 3)],
-                      target_sem=0.08, target_observables=(kind,), max_ntraj=64 * 40,
-                      progress=False)
+                      target=tsm.Target(sem=0.08, observables=(kind,), max_ntraj=64 * 40),
+                      cluster=tsm.Cluster(progress=False))
     meta = res.metadata
     e = res.expect
     eff = res.effective_sem()
@@ -48,7 +48,8 @@ def test_relative_target_on_counts():
     model = _small()
     times = np.linspace(0.0, 2.0, 5)
     res = tsm.mcsolve(model, times, ntraj=128, seed=2, observables=["count"],
-                      target_sem=0.1, relative=True, max_ntraj=64 * 30, progress=False)
+                      target=tsm.Target(sem=0.1, relative=True, max_ntraj=64 * 30),
+                      cluster=tsm.Cluster(progress=False))
     e = res.expect
     rows = e["t"].to_numpy() > 0
     mean = np.abs(e["mean"].to_numpy())
@@ -69,9 +70,9 @@ def test_count_rows_have_a_one_event_floor():
 def test_groups_are_bit_identical_across_workers_and_batches():
     model = _small()
     times = np.linspace(0.0, 2.0, 6)
-    a = tsm.mcsolve(model, times, ntraj=700, seed=9, progress=False)
-    b = tsm.mcsolve(model, times, ntraj=700, seed=9, n_jobs=2, batch_size=128,
-                    progress=False)
+    a = tsm.mcsolve(model, times, ntraj=700, seed=9, cluster=tsm.Cluster(progress=False))
+    b = tsm.mcsolve(model, times, ntraj=700, seed=9, n_jobs=2,
+                    cluster=tsm.Cluster(batch_size=128, progress=False))
     assert np.array_equal(a.groups["count"], b.groups["count"])
     assert np.array_equal(a.groups["mean"], b.groups["mean"])
     # 700 trajectories: 11 blocks, the last one short, one group each
@@ -87,17 +88,19 @@ def test_groups_survive_extension_save_read_and_merge(tmp_path):
     model = _small()
     times = np.linspace(0.0, 2.0, 6)
     ck = tmp_path / "run.npz"
-    tsm.mcsolve(model, times, ntraj=600, seed=4, checkpoint=ck, progress=False)
-    ext = tsm.mcsolve(model, times, ntraj=64 * GROUPS + 200, seed=4, checkpoint=ck,
-                      progress=False)
-    plain = tsm.mcsolve(model, times, ntraj=64 * GROUPS + 200, seed=4, progress=False)
+    tsm.mcsolve(model, times, ntraj=600, seed=4, checkpoint=tsm.Checkpointing(path=ck),
+                cluster=tsm.Cluster(progress=False))
+    ext = tsm.mcsolve(model, times, ntraj=64 * GROUPS + 200, seed=4,
+                      checkpoint=tsm.Checkpointing(path=ck), cluster=tsm.Cluster(progress=False))
+    plain = tsm.mcsolve(model, times, ntraj=64 * GROUPS + 200, seed=4,
+                        cluster=tsm.Cluster(progress=False))
     assert np.array_equal(ext.groups["mean"], plain.groups["mean"])
     assert np.array_equal(ext.groups["count"], plain.groups["count"])
     assert plain.groups["count"].shape[0] == GROUPS  # blocks wrap round the groups
     plain.save(tmp_path / "out")
     back = tsm.read_result(tmp_path / "out")
     assert np.array_equal(back.groups["mean"], plain.groups["mean"])
-    other = tsm.mcsolve(model, times, ntraj=640, seed=5, progress=False)
+    other = tsm.mcsolve(model, times, ntraj=640, seed=5, cluster=tsm.Cluster(progress=False))
     both = plain + other
     assert both.groups["count"].shape[0] == GROUPS + 10
     pooled = (both.groups["count"] * both.groups["mean"]).sum(axis=0) / \
@@ -116,9 +119,9 @@ def test_goodness_of_fit_is_uniform_on_correct_runs():
     ref = tsm.mesolve(model, times)
     p_exact, p_pair = [], []
     for seed in range(24):
-        a = tsm.mcsolve(model, times, ntraj=768, seed=seed, progress=False)
+        a = tsm.mcsolve(model, times, ntraj=768, seed=seed, cluster=tsm.Cluster(progress=False))
         b = tsm.mcsolve(model, times, ntraj=768 + 64 * (seed % 3), seed=100 + seed,
-                        progress=False)
+                        cluster=tsm.Cluster(progress=False))
         p_exact.append(a.goodness_of_fit(ref)["p_value"])
         p_pair.append(a.goodness_of_fit(b)["p_value"])
     assert stats.kstest(p_exact, "uniform").pvalue > 0.01
@@ -133,7 +136,8 @@ def test_goodness_of_fit_rejects_a_five_percent_wrong_rate():
     model = tsm.paper_model("pump", N=5)
     wrong = tsm.paper_model("pump", N=5, gamma_pump=0.62 * 1.05)
     times = np.linspace(0.0, 10.0, 21)
-    run = tsm.mcsolve(model, times, ntraj=8192, seed=1, n_jobs=2, progress=False)
+    run = tsm.mcsolve(model, times, ntraj=8192, seed=1, n_jobs=2,
+                      cluster=tsm.Cluster(progress=False))
     right = run.goodness_of_fit(tsm.mesolve(model, times))
     bad = run.goodness_of_fit(tsm.mesolve(wrong, times))
     assert bad["p_value"] < 1e-3
@@ -159,7 +163,7 @@ def test_goodness_of_fit_refusals():
     ref = tsm.mesolve(model, times)
     with pytest.raises(ValueError, match="trajectory groups"):
         ref.goodness_of_fit(ref)
-    few = tsm.mcsolve(model, times, ntraj=200, seed=1, progress=False)
+    few = tsm.mcsolve(model, times, ntraj=200, seed=1, cluster=tsm.Cluster(progress=False))
     with pytest.raises(ValueError, match="at least 6 independent"):
         few.goodness_of_fit(ref)
     with pytest.raises(ValueError, match="flips"):
@@ -186,9 +190,9 @@ def test_merge_pools_trajectory_states_by_their_trajectories():
     model = tsm.boundary_driven(4, 1.0, 0.7)
     times = np.linspace(0.0, 2.0, 3)
     a = tsm.mcsolve(model, times, 640, seed=1, states=True, observables=["m"],
-                    progress=False)
+                    cluster=tsm.Cluster(progress=False))
     b = tsm.mcsolve(model, times, 1280, seed=2, states=True, observables=["m"],
-                    progress=False)
+                    cluster=tsm.Cluster(progress=False))
     ab = a + b
     for k in range(times.size):
         for m, B in ab.states[k].blocks.items():

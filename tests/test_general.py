@@ -435,7 +435,7 @@ def test_same_site_channels_trajectories_in_taylor_mode():
     model = same_site_model()
     obs = ["j", "n", "pm", "count"]
     res = tsm.mcsolve(model, TRAJ_TIMES, ntraj=4000, seed=9, observables=obs, pairs=[(1, 2)],
-                      dense_max=1)
+                      cluster=tsm.Cluster(dense_max=1))
     check_against(res, tsm.mesolve(model, TRAJ_TIMES, observables=obs, pairs=[(1, 2)]),
                    4000)
 
@@ -444,7 +444,7 @@ def test_mixed_initial_state_is_bit_identical_across_jobs_and_batches():
     model = random_model(9, 5, None, tsm.product_mixture([0.1, 0.7, 0.0, 1.0, 0.4]))
     kw = dict(ntraj=300, seed=5, observables=["n", "count"], record_jumps=True)
     a = tsm.mcsolve(model, TRAJ_TIMES, **kw)
-    b = tsm.mcsolve(model, TRAJ_TIMES, n_jobs=2, batch_size=64, **kw)
+    b = tsm.mcsolve(model, TRAJ_TIMES, n_jobs=2, **kw, cluster=tsm.Cluster(batch_size=64))
     assert a.expect.equals(b.expect)
     assert a.jumps.equals(b.jumps)
     # the initial configuration is drawn per trajectory: sites 3 and 4 are fixed

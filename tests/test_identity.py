@@ -127,14 +127,14 @@ def test_messages_docstrings_comments_and_layout_do_not_change_the_digest(copy):
     _edit(copy / "core/results.py", '"""', '"""Edited. ')
     _edit(copy / "trajectories/kernels.py", "\ndef ", "\n# a new comment\ndef ")
     _edit(copy / "trajectories/stats.py", "def ", "def  ")
-    text = (copy / "trajectories/pack.py").read_text(encoding="utf-8")
+    text = (copy / "trajectories/sectorpack.py").read_text(encoding="utf-8")
     tree = ast.parse(text)
     fn = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)
               and ast.get_docstring(n))
     doc = fn.body[0].value
     lines = text.splitlines(keepends=True)
     lines[doc.lineno - 1] = lines[doc.lineno - 1].replace('"""', '"""Rewritten: ', 1)
-    (copy / "trajectories/pack.py").write_text("".join(lines), encoding="utf-8")
+    (copy / "trajectories/sectorpack.py").write_text("".join(lines), encoding="utf-8")
     (copy / "extra.py").unlink()
     # editor and cache copies are not modules of the package
     for hidden in (".ipynb_checkpoints", "__pycache__"):
@@ -214,8 +214,9 @@ def test_no_module_that_counts_imports_an_excluded_one(tmp_path):
 def test_checkpoint_of_other_code_is_refused_and_of_a_reworded_message_resumes(
         tmp_path, copy, monkeypatch):
     model = tsm.paper_model("loss", N=3)
-    kw = dict(ntraj=64, seed=5, observables=("j", "m"), checkpoint=tmp_path / "ck.npz",
-              progress=False)
+    kw = dict(ntraj=64, seed=5, observables=("j", "m"),
+              checkpoint=tsm.Checkpointing(path=tmp_path / "ck.npz"),
+              cluster=tsm.Cluster(progress=False))
     times = np.linspace(0.0, 2.0, 5)
     first = tsm.mcsolve(model, times, **kw)
     written = (tmp_path / "ck.npz").read_bytes()

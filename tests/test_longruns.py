@@ -31,15 +31,21 @@ import pytest
 import thermospin_mc as tsm
 from thermospin_mc.app import cli
 from thermospin_mc.core.results import ONE_EVENT, effective_sem
-from thermospin_mc.trajectories import pack, progress
+from thermospin_mc.trajectories import batches, progress
+from thermospin_mc.trajectories.batches import BLOCK
 from thermospin_mc.trajectories.checkpoint import CheckpointLock, read_checkpoint
-from thermospin_mc.trajectories.pack import BLOCK
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMES = np.linspace(0.0, 20.0, 41)
 MODEL = tsm.paper_model("pump", N=5, delta_T=2.0)
-KW = dict(seed=11, observables=("j", "j_bond", "flow", "m", "n"), record_jumps=True,
-          keep_trajectories=True, batch_size=64)
+KW = dict(seed=11, observables=("j", "j_bond", "flow", "m", "n"), record_jumps=True)
+#: every run of KW keeps its rows and runs 64-trajectory batches
+BATCHED = tsm.Cluster(batch_size=64)
+
+
+def ckpt(path=None, **fields) -> tsm.Checkpointing:
+    """The checkpoint record of a run of KW (kept rows), at ``path``."""
+    return tsm.Checkpointing(path=path, keep_trajectories=True, **fields)
 
 RECORD = re.compile(
     r"^thermospin_mc progress: done=(?P<done>\d+) "
@@ -84,10 +90,12 @@ def test_progress_records_on_a_pipe_and_compile_time_apart(tmp_path):
         progress.PROGRESS_EVERY = 0.02
         m = tsm.paper_model("pump", N=5, delta_T=2.0)
         t = np.linspace(0.0, 20.0, 41)
-        a = tsm.mcsolve(m, t, ntraj=6000, seed=1, batch_size=64, observables=("j", "m"))
-        b = tsm.mcsolve(m, t, ntraj=640, seed=2, batch_size=64, observables=("j", "m"),
-                        target_sem=0.05, relative=True, target_observables=("m",),
-                        max_ntraj=20000, progress=True)
+        a = tsm.mcsolve(m, t, ntraj=6000, seed=1, observables=("j", "m"),
+                        cluster=tsm.Cluster(batch_size=64))
+        b = tsm.mcsolve(m, t, ntraj=640, seed=2, observables=("j", "m"),
+                        target=tsm.Target(sem=0.05, relative=True, observables=("m",),
+                                          max_ntraj=20000),
+                        cluster=tsm.Cluster(batch_size=64, progress=True))
         quiet = tsm.mcsolve(m, t, ntraj=500, seed=3, observables=("j", "m"))
         print(json.dumps([a.metadata, b.metadata, quiet.metadata]))
     """
@@ -141,9 +149,11 @@ def test_a_terminal_gets_the_bar_not_records(monkeypatch):
 def test_resume_is_announced_at_the_start(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(progress, "PROGRESS_EVERY", 1e-3)
     ck = tmp_path / "ck.npz"
-    tsm.mcsolve(MODEL, TIMES, ntraj=256, checkpoint=ck, progress=False, **KW)
+    tsm.mcsolve(MODEL, TIMES, ntraj=256, **KW, checkpoint=ckpt(ck),
+                cluster=tsm.Cluster(batch_size=64, progress=False))
     capsys.readouterr()
-    res = tsm.mcsolve(MODEL, TIMES, ntraj=2000, checkpoint=ck, progress=True, **KW)
+    res = tsm.mcsolve(MODEL, TIMES, ntraj=2000, **KW, checkpoint=ckpt(ck),
+                      cluster=tsm.Cluster(batch_size=64, progress=True))
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert err[0] == (f"thermospin_mc: resuming from 256 trajectories (checkpoint "
                       f"{str(ck)!r}); running on to ntraj 2000")
@@ -169,30 +179,32 @@ def test_cli_summary_reports_run_rate_and_compile_time(tmp_path, capsys):
 def test_finished_checkpoint_extends_to_any_ntraj_bit_for_bit(tmp_path, steps):
     ck = tmp_path / "ck.npz"
     for n in steps:
-        res = tsm.mcsolve(MODEL, TIMES, ntraj=n, checkpoint=ck, **KW)
+        res = tsm.mcsolve(MODEL, TIMES, ntraj=n, **KW, checkpoint=ckpt(ck), cluster=BATCHED)
         assert res.metadata["ntraj"] == n and res.metadata["stopped_by"] == "ntraj"
-    plain = tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1], **KW)
+    plain = tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1], **KW, checkpoint=ckpt(),
+                        cluster=BATCHED)
     _same(plain, res)
     assert res.metadata["resumed_ntraj"] == steps[-2]
     # the finished checkpoint resumes as itself, and refuses fewer trajectories
-    again = tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1], checkpoint=ck, **KW)
+    again = tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1], **KW, checkpoint=ckpt(ck), cluster=BATCHED)
     _same(plain, again)
     with pytest.raises(ValueError, match=f"already holds {steps[-1]} trajectories"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1] - 1, checkpoint=ck, **KW)
+        tsm.mcsolve(MODEL, TIMES, ntraj=steps[-1] - 1, **KW, checkpoint=ckpt(ck), cluster=BATCHED)
 
 
 def test_target_run_checkpoint_extends_past_a_short_last_block(tmp_path):
     """A target run capped at a non-multiple of 64 continues as a plain larger run."""
     ck = tmp_path / "ck.npz"
     kw = dict(KW, observables=("j", "m"))
-    capped = tsm.mcsolve(MODEL, TIMES, ntraj=100, target_sem=1e-9, max_ntraj=170,
-                         checkpoint=ck, **kw)
+    capped = tsm.mcsolve(MODEL, TIMES, ntraj=100, **kw, target=tsm.Target(sem=1e-9, max_ntraj=170),
+                         checkpoint=ckpt(ck), cluster=BATCHED)
     assert capped.metadata["stopped_by"] == "max_ntraj" and capped.metadata["ntraj"] == 170
     _, state, _ = read_checkpoint(ck)
     assert state["prefix_ntraj"] == 170 and state["base"]["ntrunc"] == 0
-    more = tsm.mcsolve(MODEL, TIMES, ntraj=300, target_sem=1e-9, max_ntraj=300,
-                       checkpoint=ck, **kw)
-    _same(tsm.mcsolve(MODEL, TIMES, ntraj=300, **kw), more)
+    more = tsm.mcsolve(MODEL, TIMES, ntraj=300, **kw, target=tsm.Target(sem=1e-9, max_ntraj=300),
+                       checkpoint=ckpt(ck), cluster=BATCHED)
+    _same(tsm.mcsolve(MODEL, TIMES, ntraj=300, **kw, checkpoint=ckpt(),
+                      cluster=BATCHED), more)
 
 
 # --------------------------------------------------------------------------- locks
@@ -202,14 +214,16 @@ def _lock_file(ck: Path) -> Path:
 
 def test_lock_file_is_removed_on_every_exit_path(tmp_path, monkeypatch):
     ck = tmp_path / "ck.npz"
-    tsm.mcsolve(MODEL, TIMES, ntraj=128, checkpoint=ck, **KW)  # normal end
+    tsm.mcsolve(MODEL, TIMES, ntraj=128, **KW, checkpoint=ckpt(ck),
+                cluster=BATCHED)  # normal end
     assert ck.exists() and not _lock_file(ck).exists()
     # an exception after the lock was taken (a mismatched checkpoint)
     with pytest.raises(ValueError, match="different seed"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=128, checkpoint=ck, **dict(KW, seed=12))
+        tsm.mcsolve(MODEL, TIMES, ntraj=128, **dict(KW, seed=12),
+                    checkpoint=ckpt(ck), cluster=BATCHED)
     assert not _lock_file(ck).exists()
     # Ctrl-C (KeyboardInterrupt) in the middle of the run
-    real = pack.run_batch
+    real = batches.run_batch
     calls = []
 
     def interrupted(*a, **k):
@@ -218,15 +232,17 @@ def test_lock_file_is_removed_on_every_exit_path(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pack, "run_batch", interrupted)
+    monkeypatch.setattr(batches, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, **KW)
+        tsm.mcsolve(MODEL, TIMES, ntraj=1000, **KW, checkpoint=ckpt(ck),
+                    cluster=BATCHED)
     assert not _lock_file(ck).exists()
     _, state, _ = read_checkpoint(ck)
     assert state["prefix_ntraj"] == 128 + 2 * BLOCK  # two batches were merged and saved
-    monkeypatch.setattr(pack, "run_batch", real)
-    _same(tsm.mcsolve(MODEL, TIMES, ntraj=1000, **KW),
-          tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, **KW))
+    monkeypatch.setattr(batches, "run_batch", real)
+    _same(tsm.mcsolve(MODEL, TIMES, ntraj=1000, **KW, checkpoint=ckpt(),
+                      cluster=BATCHED),
+          tsm.mcsolve(MODEL, TIMES, ntraj=1000, **KW, checkpoint=ckpt(ck), cluster=BATCHED))
     assert not _lock_file(ck).exists()
 
 
@@ -235,7 +251,8 @@ def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path, capsys):
     # a live holder (another open file description, as another process would have)
     with CheckpointLock(ck), pytest.raises(ValueError, match=rf"in use by another running "
                                                                 rf"process \(pid {os.getpid()}"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=64, checkpoint=ck, **KW)
+        tsm.mcsolve(MODEL, TIMES, ntraj=64, **KW, checkpoint=ckpt(ck),
+                    cluster=BATCHED)
     assert not _lock_file(ck).exists()
     # another process holds the lock; killed with SIGKILL, it cannot remove the file
     ready = multiprocessing.get_context("fork").Event()
@@ -244,13 +261,15 @@ def test_live_lock_refuses_and_stale_lock_is_taken_over(tmp_path, capsys):
     assert ready.wait(60)
     with pytest.raises(ValueError, match=rf"in use by another running process "
                                          rf"\(pid {holder.pid}"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=64, checkpoint=ck, **KW)
+        tsm.mcsolve(MODEL, TIMES, ntraj=64, **KW, checkpoint=ckpt(ck),
+                    cluster=BATCHED)
     os.kill(holder.pid, signal.SIGKILL)
     holder.join(30)
     assert holder.exitcode == -signal.SIGKILL
     assert _lock_file(ck).exists()  # stale
     capsys.readouterr()
-    res = tsm.mcsolve(MODEL, TIMES, ntraj=64, checkpoint=ck, **KW)
+    res = tsm.mcsolve(MODEL, TIMES, ntraj=64, **KW, checkpoint=ckpt(ck),
+                      cluster=BATCHED)
     err = capsys.readouterr().err
     assert res.metadata["ntraj"] == 64
     assert f"taking over the stale lock {str(_lock_file(ck))!r}" in err
@@ -344,9 +363,9 @@ def test_relative_target_on_j_ignores_rows_below_the_floor():
     the floor it cannot within the same cap."""
     model = tsm.paper_model("pump", N=7, delta_T=2.0)
     times = np.linspace(0.0, 20.0, 81)
-    kw = dict(ntraj=2000, seed=1, target_sem=0.05, relative=True, target_observables=("j",),
-              n_jobs=2, observables=("j", "m"))
-    res = tsm.mcsolve(model, times, max_ntraj=60_000, **kw)
+    kw = dict(ntraj=2000, seed=1, n_jobs=2, observables=("j", "m"))
+    res = tsm.mcsolve(model, times, **kw, target=tsm.Target(max_ntraj=60_000, sem=0.05,
+                                                            relative=True, observables=("j",)))
     meta = res.metadata
     assert meta["stopped_by"] == "target_sem" and meta["rel_floor"] == 0.25
     e = res.expect[(res.expect.observable == "j") & (res.expect.t > 0)]
@@ -361,4 +380,5 @@ def test_relative_target_on_j_ignores_rows_below_the_floor():
     counted = size > 0
     assert (eff[counted] / size[counted]).max() > 0.1
     with pytest.raises(ValueError, match=r"rel_floor must be in \[0, 1\), got 1.0"):
-        tsm.mcsolve(model, times, rel_floor=1.0, **kw)
+        tsm.mcsolve(model, times, **kw, target=tsm.Target(rel_floor=1.0, sem=0.05, relative=True,
+                                                          observables=("j",)))

@@ -39,7 +39,7 @@ def test_chebyshev_mode_in_every_sector_agrees_with_mesolve():
     # steps with dense output) in every visited sector
     model = tsm.paper_model("pump", N=7, delta_T=2.0)
     ntraj = 2000
-    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=77, dense_max=1)
+    res = tsm.mcsolve(model, TIMES, ntraj=ntraj, seed=77, cluster=tsm.Cluster(dense_max=1))
     modes = res.metadata["sector_modes"]  # sectors 0 and N have dimension 1
     assert all(mode == "chebyshev" for m, mode in modes.items() if 0 < int(m) < 7)
     assert len(modes) >= 3
@@ -96,16 +96,18 @@ def test_edge_loss_exactly_one_loss_and_exit_fraction():
 def test_bit_identical_for_jobs_and_batch_sizes():
     model = tsm.paper_model("pump", N=5, delta_T=2.0)
     kw = dict(ntraj=700, seed=123, record_jumps=True)
-    r1 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=64, **kw)
-    r2 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=192, **kw)
-    r3 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=700, **kw)
-    r5 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=128, backend="loky", **kw)
+    r1 = tsm.mcsolve(model, TIMES, n_jobs=1, **kw, cluster=tsm.Cluster(batch_size=64))
+    r2 = tsm.mcsolve(model, TIMES, n_jobs=2, **kw, cluster=tsm.Cluster(batch_size=192))
+    r3 = tsm.mcsolve(model, TIMES, n_jobs=1, **kw, cluster=tsm.Cluster(batch_size=700))
+    r5 = tsm.mcsolve(model, TIMES, n_jobs=2, **kw,
+                     cluster=tsm.Cluster(batch_size=128, backend="loky"))
     assert r2.metadata["backend"] == "threads" and r5.metadata["backend"] == "loky"
     for other in (r2, r3, r5):
         assert np.array_equal(r1.expect["mean"].to_numpy(), other.expect["mean"].to_numpy())
         assert np.array_equal(r1.expect["sem"].to_numpy(), other.expect["sem"].to_numpy())
         assert r1.jumps.equals(other.jumps)
-    r4 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=64, **{**kw, "seed": 124})
+    r4 = tsm.mcsolve(model, TIMES, n_jobs=1, **{**kw, "seed": 124},
+                     cluster=tsm.Cluster(batch_size=64))
     assert not np.array_equal(r1.expect["mean"].to_numpy(), r4.expect["mean"].to_numpy())
 
 
@@ -114,7 +116,7 @@ def test_threads_building_sectors_concurrently_match_serial():
     # the other runs kernels on its snapshot (sector tables are shared per process)
     model = tsm.paper_model("pump", N=7, delta_T=2.0)
     times = np.linspace(0.0, 13.0, 27)
-    kw = dict(ntraj=1024, seed=9, record_jumps=True, batch_size=64)
+    kw = dict(ntraj=1024, seed=9, record_jumps=True, cluster=tsm.Cluster(batch_size=64))
     threaded = tsm.mcsolve(model, times, n_jobs=2, **kw)
     serial = tsm.mcsolve(model, times, n_jobs=1, **kw)
     assert np.array_equal(threaded.expect["mean"].to_numpy(), serial.expect["mean"].to_numpy())
@@ -160,7 +162,8 @@ def test_pump_only_first_jump_exponential():
 
 def test_max_magnons_truncation_is_reported():
     model = tsm.paper_model("pump", N=5, delta_T=2.0, gamma_pump=3.0)
-    res = tsm.mcsolve(model, TIMES, ntraj=500, seed=3, max_magnons=1, observables=("m",))
+    res = tsm.mcsolve(model, TIMES, ntraj=500, seed=3, observables=("m",),
+                      target=tsm.Target(max_magnons=1))
     frac = res.metadata["truncated_fraction"]
     assert 0 < frac <= 1
     last = res.expect[res.expect.t == TIMES[-1]]
@@ -174,8 +177,8 @@ def test_max_magnons_truncation_is_reported():
 
 def test_keep_trajectories_reproduces_the_streamed_mean():
     model = tsm.paper_model("pump", N=5, delta_T=2.0)
-    res = tsm.mcsolve(model, TIMES, ntraj=150, seed=4, keep_trajectories=True,
-                      observables=("j", "m"))
+    res = tsm.mcsolve(model, TIMES, ntraj=150, seed=4, observables=("j", "m"),
+                      checkpoint=tsm.Checkpointing(keep_trajectories=True))
     rows = res.trajectories["rows"]
     assert rows.shape[0] == 150
     lo, hi = res.trajectories["columns"]["j"]
@@ -190,7 +193,7 @@ def test_long_chain_single_impurity_chebyshev_mode_agrees_with_exact():
     model = tsm.paper_model("loss", N=N, delta_T=2.0)
     times = np.linspace(0.0, 150.0, 31)
     res = tsm.mcsolve(model, times, ntraj=ntraj, seed=8, record_jumps=True,
-                      observables=("j", "m", "n"), dense_max=100)
+                      observables=("j", "m", "n"), cluster=tsm.Cluster(dense_max=100))
     assert res.metadata["sector_modes"]["1"] == "chebyshev"
     ref = tsm.mesolve(model, times, observables=("j", "m", "n"))
     check_against(res, ref, ntraj)
@@ -214,14 +217,15 @@ def test_bad_input_is_rejected():
     with pytest.raises(ValueError, match="n_jobs"):
         tsm.mcsolve(model, TIMES, ntraj=10, n_jobs=0)
     with pytest.raises(ValueError, match="max_magnons"):
-        tsm.mcsolve(model, TIMES, ntraj=10, max_magnons=99)
+        tsm.mcsolve(model, TIMES, ntraj=10, target=tsm.Target(max_magnons=99))
 
 
 def test_repeated_times_with_truncation_report_counts_per_row():
     model = tsm.ChainModel(N=4, profile=tsm.LinearProfile(0.0, 2.0), gamma=1.3, gamma_pump=0.9,
                            pump_site=2, initial=tsm.StateVector(2, (.3, .5j, -.4, .2 + .1j,
                                                                     .6, -.3j)))
-    res = tsm.mcsolve(model, [0.3, 0.3, 1.7, 5.0], ntraj=500, seed=1, max_magnons=2)
+    res = tsm.mcsolve(model, [0.3, 0.3, 1.7, 5.0], ntraj=500, seed=1,
+                      target=tsm.Target(max_magnons=2))
     counts = res.expect[res.expect.observable == "m"]["ntraj"].to_numpy()
     # truncation only removes trajectories: counts never grow, and repeated times agree
     assert counts[0] == counts[1] and np.all(np.diff(counts) <= 0) and counts[-1] < 500

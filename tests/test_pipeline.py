@@ -54,7 +54,9 @@ def _m2_of(res: tsm.Result, name: str) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def parts():
-    kw = dict(observables=NAMES_, keep_trajectories=True, record_jumps=True, progress=False)
+    kw = dict(observables=NAMES_, record_jumps=True,
+              checkpoint=tsm.Checkpointing(keep_trajectories=True),
+              cluster=tsm.Cluster(progress=False))
     return (tsm.mcsolve(MODEL, TIMES, ntraj=200, seed=21, **kw),
             tsm.mcsolve(MODEL, TIMES, ntraj=77, seed=22, **kw))
 
@@ -209,10 +211,10 @@ def test_a_registered_backend_runs_batches_in_its_own_order():
             yield from reversed(done)
 
     try:
-        kw = dict(ntraj=300, seed=4, observables=("j", "m"), record_jumps=True,
-                  batch_size=64, progress=False)
-        plain = tsm.mcsolve(MODEL, TIMES, **kw)
-        rev = tsm.mcsolve(MODEL, TIMES, backend="reversed", **kw)
+        kw = dict(ntraj=300, seed=4, observables=("j", "m"), record_jumps=True)
+        plain = tsm.mcsolve(MODEL, TIMES, **kw, cluster=tsm.Cluster(batch_size=64, progress=False))
+        rev = tsm.mcsolve(MODEL, TIMES, **kw, cluster=tsm.Cluster(backend="reversed",
+                                                                  batch_size=64, progress=False))
         assert rev.metadata["backend"] == "reversed"
         for col in ("mean", "sem", "ntraj"):
             assert np.array_equal(plain.expect[col].to_numpy(), rev.expect[col].to_numpy(),
@@ -221,7 +223,7 @@ def test_a_registered_backend_runs_batches_in_its_own_order():
     finally:
         BACKENDS.pop("reversed", None)
     with pytest.raises(ValueError, match="backend must be one of"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=64, backend="reversed")
+        tsm.mcsolve(MODEL, TIMES, ntraj=64, cluster=tsm.Cluster(backend="reversed"))
 
 
 def test_atomic_write_leaves_the_old_file_on_failure(tmp_path):

@@ -27,7 +27,7 @@ import pytest
 from clitools import one_line_error
 
 import thermospin_mc as tsm
-from thermospin_mc.app import cli, cli_jumps, reproduce
+from thermospin_mc.app import cli, cli_rare, figure_settings, figures_counting
 from thermospin_mc.io import read_table
 
 #: dense LAPACK on one BLAS thread (tests/conftest.py)
@@ -93,7 +93,7 @@ def test_exact_columns_and_z_scores(tmp_path, capsys):
     df, _ = read_table(out)
     model = tsm.paper_model("pump", N=5)
     s = np.array([-0.5, 0.0, 0.5])
-    h = cli_jumps.SLOPE_STEP
+    h = cli_rare.SLOPE_STEP
     # (scgf continues from s = 0 through the fields it is given: the grid changes the
     # last digits)
     np.testing.assert_allclose(df["theta_exact"], tsm.scgf(model, {"pump": 1}, s), rtol=1e-10,
@@ -114,8 +114,8 @@ def test_dry_run_computes_nothing_and_prints_the_resolved_run(tmp_path, capsys, 
     def boom(*a, **k):
         raise AssertionError("computed in a dry run")
 
-    monkeypatch.setattr(cli_jumps, "cloning", boom)
-    monkeypatch.setattr(cli_jumps, "scgf", boom)
+    monkeypatch.setattr(cli_rare, "cloning", boom)
+    monkeypatch.setattr(cli_rare, "scgf", boom)
     out = tmp_path / "never"
     rc, text, err = _rare(["--dry-run", "--N", "5", "--exact", "--s=-1,1", "--out", str(out)],
                           capsys)
@@ -162,7 +162,7 @@ def test_dry_run_computes_nothing_and_prints_the_resolved_run(tmp_path, capsys, 
 @pytest.mark.parametrize("dry", [True, False])
 def test_bad_input_is_refused_in_one_line_naming_the_flag(argv, msg, dry, tmp_path, capsys,
                                                          monkeypatch):
-    monkeypatch.setattr(cli_jumps, "cloning", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(cli_rare, "cloning", lambda *a, **k: pytest.fail("computed"))
     args = ["rare", *(["--dry-run"] if dry else []), "--out", str(tmp_path / "o"), *argv]
     if "--N" not in argv:
         args += ["--N", "5"]
@@ -192,11 +192,11 @@ def test_output_location_is_checked_first_and_a_failed_write_is_rescued(
         tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    monkeypatch.setattr(cli_jumps, "cloning", lambda *a, **k: pytest.fail("computed"))
+    monkeypatch.setattr(cli_rare, "cloning", lambda *a, **k: pytest.fail("computed"))
     rc, _, err = _rare([*SMALL, "--out", str(blocker)], capsys)
     assert one_line_error(rc, err) and "is an existing file" in err
     monkeypatch.undo()
-    real = cli_jumps.write_table
+    real = cli_rare.write_table
     out = tmp_path / "out"
 
     def failing(df, path, meta):
@@ -204,7 +204,7 @@ def test_output_location_is_checked_first_and_a_failed_write_is_rescued(
             raise OSError(28, "No space left on device", str(path))
         return real(df, path, meta)
 
-    monkeypatch.setattr(cli_jumps, "write_table", failing)
+    monkeypatch.setattr(cli_rare, "write_table", failing)
     rc, _, err = _rare([*SMALL, "--s", "0.5", "--out", str(out)], capsys)
     assert rc == 1 and err.count("\n") == 1 and "saved to" in err, err
     rescue = Path(err.split("saved to ")[1].split("'")[1])
@@ -219,14 +219,14 @@ TINY = {"s": (-0.5, 0.5), "clones": 10, "t": 4.0, "populations": 3, "s_fine": (-
 
 
 def test_reproduce_rare_cloning_half_equals_the_api():
-    settings = reproduce.Settings(N=5, seed=3, n_jobs=1)
-    out = reproduce.rare_cloning(settings, TINY)
+    settings = figure_settings.Settings(N=5, seed=3, n_jobs=1)
+    out = figures_counting.rare_cloning(settings, TINY)
     model = tsm.paper_model("pump", N=5)
-    ref = tsm.cloning(model, reproduce.RARE["counts"], [-0.5, 0.5], t=4.0, clones=10, seed=3,
+    ref = tsm.cloning(model, figures_counting.RARE["counts"], [-0.5, 0.5], t=4.0, clones=10, seed=3,
                       populations=3, n_jobs=2)
     clo = out["cloning"]
     pd.testing.assert_frame_equal(clo[list(ref.columns)], ref, check_exact=True)
-    theta = tsm.scgf(model, reproduce.RARE["counts"], np.array([-0.5, 0.5]))
+    theta = tsm.scgf(model, figures_counting.RARE["counts"], np.array([-0.5, 0.5]))
     np.testing.assert_allclose(clo["theta_exact"], theta, rtol=1e-10)
     np.testing.assert_allclose(clo["theta_z"], (clo["theta"] - theta) / clo["theta_sem"],
                                rtol=1e-9)
@@ -242,7 +242,7 @@ def test_reproduce_rare_refuses_flags_it_does_not_use(tmp_path, capsys):
 
 def test_reproduce_rare_writes_tables_and_the_figure(tmp_path, capsys, monkeypatch):
     for key, val in TINY.items():
-        monkeypatch.setitem(reproduce.RARE, key, val)
+        monkeypatch.setitem(figures_counting.RARE, key, val)
     rc = cli.main(["reproduce", "rare", "--N", "5", "--ntraj", "12", "--n-jobs", "1",
                    "--no-progress", "--out", str(tmp_path)])
     assert rc == 0, capsys.readouterr().err
@@ -251,7 +251,8 @@ def test_reproduce_rare_writes_tables_and_the_figure(tmp_path, capsys, monkeypat
     assert meta["figure"] == "rare" and doob["s"].tolist() == [-1.0, 0.0, 1.0]
     assert (doob["ntraj"] == 12).all() and np.isfinite(doob["current_exact"]).all()
     # s = 0: the Doob process is the chain itself, its rate the exact mean current
-    c1 = tsm.exact_counting_statistics(tsm.paper_model("pump", N=5), reproduce.RARE["counts"],
+    c1 = tsm.exact_counting_statistics(tsm.paper_model("pump", N=5),
+                                       figures_counting.RARE["counts"],
                                        order=1)["cumulant"].iloc[0]
     assert doob["current_exact"].iloc[1] == pytest.approx(c1, rel=1e-8)
     prof, _ = read_table(tmp_path / "rare_profile.csv")

@@ -13,7 +13,8 @@ from scipy import special
 
 import thermospin_mc as tsm
 from thermospin_mc.app import cli
-from thermospin_mc.app.reproduce import Settings, fig2, fig3, fig4, fig5, fig6, quadratic_fit
+from thermospin_mc.app.figure_settings import Settings
+from thermospin_mc.app.figures_paper import fig2, fig3, fig4, fig5, fig6, quadratic_fit
 from thermospin_mc.io import read_table
 
 SMALL = Settings(ntraj=2000, n_jobs=1, n_times=41, progress=False,

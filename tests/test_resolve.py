@@ -30,7 +30,7 @@ def test_every_solver_resolves_names_alike(observables, pairs):
     names, _ = OBS.resolve(observables, pairs, MODEL.N)
     assert names == tuple(o for o in OBS.OBSERVABLES if o in names)  # table order, once
     mc = tsm.mcsolve(MODEL, [0.0, 0.5], ntraj=4, seed=1, observables=observables, pairs=pairs,
-                     progress=False)
+                     cluster=tsm.Cluster(progress=False))
     me = tsm.mesolve(MODEL, [0.0, 0.5], observables=observables, pairs=pairs)
     ss = tsm.steadystate(MODEL, observables=observables, pairs=pairs)
     assert _rows(mc) == list(names)

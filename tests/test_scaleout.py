@@ -25,8 +25,9 @@ import pytest
 import thermospin_mc as tsm
 from thermospin_mc.app import cli
 from thermospin_mc.io import read_table
-from thermospin_mc.trajectories.checkpoint import dump, read_checkpoint, restore, write_checkpoint
-from thermospin_mc.trajectories.pack import BLOCK, run_batch
+from thermospin_mc.trajectories.batches import BLOCK, run_batch
+from thermospin_mc.trajectories.checkpoint import read_checkpoint, write_checkpoint
+from thermospin_mc.trajectories.snapshot import dump, restore
 from thermospin_mc.trajectories.stats import Reducer
 
 TIMES = np.linspace(0.0, 20.0, 41)
@@ -67,11 +68,14 @@ def dask_client():
 def test_dask_local_cluster_equals_joblib_bit_for_bit(dask_client, tmp_path):
     kw = dict(ntraj=1500, seed=31, record_jumps=True)
     serial = tsm.mcsolve(MODEL, TIMES, n_jobs=1, **kw)
-    loky = tsm.mcsolve(MODEL, TIMES, n_jobs=2, batch_size=128, backend="loky", **kw)
-    on_client = tsm.mcsolve(MODEL, TIMES, client=dask_client, batch_size=64, **kw)
+    loky = tsm.mcsolve(MODEL, TIMES, n_jobs=2, **kw,
+                       cluster=tsm.Cluster(batch_size=128, backend="loky"))
+    on_client = tsm.mcsolve(MODEL, TIMES, **kw,
+                            cluster=tsm.Cluster(client=dask_client, batch_size=64))
     # connecting to an existing scheduler by address, as on a real cluster
-    by_address = tsm.mcsolve(MODEL, TIMES, scheduler=dask_client.scheduler.address,
-                             batch_size=256, **kw)
+    by_address = tsm.mcsolve(MODEL, TIMES, **kw,
+                             cluster=tsm.Cluster(scheduler=dask_client.scheduler.address,
+                                                 batch_size=256))
     assert on_client.metadata["backend"] == by_address.metadata["backend"] == "dask"
     assert loky.metadata["backend"] == "loky"
     for other in (loky, on_client, by_address):
@@ -85,19 +89,21 @@ def test_dask_local_cluster_equals_joblib_bit_for_bit(dask_client, tmp_path):
     assert code == 0
     _same(serial, _read_result(tmp_path / "cli"), jumps=True)
     # an accuracy target with a checkpoint on the cluster stops at the same block
-    tkw = dict(ntraj=256, seed=32, observables=("j", "m"), target_sem=1e-2, max_ntraj=20_000)
+    tkw = dict(ntraj=256, seed=32, observables=("j", "m"),
+               target=tsm.Target(sem=1e-2, max_ntraj=20_000))
     t_serial = tsm.mcsolve(MODEL, TIMES, **tkw)
-    t_dask = tsm.mcsolve(MODEL, TIMES, client=dask_client, batch_size=64,
-                         checkpoint=tmp_path / "t.npz", **tkw)
+    t_dask = tsm.mcsolve(MODEL, TIMES, **tkw, checkpoint=tsm.Checkpointing(path=tmp_path / "t.npz"),
+                         cluster=tsm.Cluster(client=dask_client, batch_size=64))
     assert t_serial.metadata["stopped_by"] == t_dask.metadata["stopped_by"] == "target_sem"
     _same(t_serial, t_dask)
 
 
 def test_dask_worker_killed_mid_run_gives_the_same_result(dask_client):
-    kw = dict(ntraj=24_000, seed=41, observables=("j", "m", "n"), batch_size=64)
-    ref = tsm.mcsolve(MODEL, TIMES, n_jobs=1, **kw)
+    kw = dict(ntraj=24_000, seed=41, observables=("j", "m", "n"))
+    ref = tsm.mcsolve(MODEL, TIMES, n_jobs=1, **kw, cluster=tsm.Cluster(batch_size=64))
     t0 = time.monotonic()
-    tsm.mcsolve(MODEL, TIMES, client=dask_client, **kw)  # warm and time the workers
+    # warm and time the workers
+    tsm.mcsolve(MODEL, TIMES, **kw, cluster=tsm.Cluster(client=dask_client, batch_size=64))
     duration = time.monotonic() - t0
     pids = dask_client.run(os.getpid)
     victim = sorted(pids.values())[0]
@@ -110,7 +116,7 @@ def test_dask_worker_killed_mid_run_gives_the_same_result(dask_client):
 
     killer = threading.Thread(target=kill_later)
     killer.start()
-    res = tsm.mcsolve(MODEL, TIMES, client=dask_client, **kw)
+    res = tsm.mcsolve(MODEL, TIMES, **kw, cluster=tsm.Cluster(client=dask_client, batch_size=64))
     finished = time.monotonic()
     killer.join()
     assert killed["at"] < finished, "the worker was killed only after the run had ended"
@@ -212,29 +218,40 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path, cli_reference):
 
 def test_resume_after_time_limit_and_extension_equal_plain_runs(tmp_path):
     ck = tmp_path / "ck.npz"
-    kw = dict(seed=5, record_jumps=True, keep_trajectories=True, observables=("j", "m"),
-              batch_size=64)
-    part = tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, time_limit=1e-9, **kw)
+    kw = dict(seed=5, record_jumps=True, observables=("j", "m"))
+    part = tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw, cluster=tsm.Cluster(batch_size=64),
+                       target=tsm.Target(time_limit=1e-9),
+                       checkpoint=tsm.Checkpointing(path=ck, keep_trajectories=True))
     assert part.metadata["stopped_by"] == "time_limit"
     assert 0 < part.metadata["ntraj"] < 1000
-    _same(part, tsm.mcsolve(MODEL, TIMES, ntraj=part.metadata["ntraj"], **kw), jumps=True)
-    full = tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck, resume=True, **kw)
-    plain = tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw)
+    _same(part, tsm.mcsolve(MODEL, TIMES, ntraj=part.metadata["ntraj"], **kw,
+                            cluster=tsm.Cluster(batch_size=64),
+                            checkpoint=tsm.Checkpointing(keep_trajectories=True)), jumps=True)
+    full = tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw, cluster=tsm.Cluster(batch_size=64),
+                       checkpoint=tsm.Checkpointing(path=ck, resume=True, keep_trajectories=True))
+    plain = tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw, cluster=tsm.Cluster(batch_size=64),
+                        checkpoint=tsm.Checkpointing(keep_trajectories=True))
     assert full.metadata["resumed_ntraj"] == part.metadata["ntraj"]
     assert full.metadata["stopped_by"] == "ntraj"
     _same(plain, full, jumps=True)
     assert np.array_equal(plain.trajectories["rows"], full.trajectories["rows"])
     # a finished whole-block run extends to more trajectories later
     ck2 = tmp_path / "ck2.npz"
-    tsm.mcsolve(MODEL, TIMES, ntraj=640, checkpoint=ck2, **kw)
-    more = tsm.mcsolve(MODEL, TIMES, ntraj=1000, checkpoint=ck2, **kw)
+    tsm.mcsolve(MODEL, TIMES, ntraj=640, **kw, cluster=tsm.Cluster(batch_size=64),
+                checkpoint=tsm.Checkpointing(path=ck2, keep_trajectories=True))
+    more = tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw, cluster=tsm.Cluster(batch_size=64),
+                       checkpoint=tsm.Checkpointing(path=ck2, keep_trajectories=True))
     assert more.metadata["resumed_ntraj"] == 640
     _same(plain, more, jumps=True)
     # ... and so does a run that ended with a short block (1000 = 15 * 64 + 40)
-    _same(tsm.mcsolve(MODEL, TIMES, ntraj=1200, **kw),
-          tsm.mcsolve(MODEL, TIMES, ntraj=1200, checkpoint=ck, **kw), jumps=True)
+    _same(tsm.mcsolve(MODEL, TIMES, ntraj=1200, **kw, cluster=tsm.Cluster(batch_size=64),
+                      checkpoint=tsm.Checkpointing(keep_trajectories=True)),
+          tsm.mcsolve(MODEL, TIMES, ntraj=1200, **kw, cluster=tsm.Cluster(batch_size=64),
+                      checkpoint=tsm.Checkpointing(path=ck, keep_trajectories=True)),
+          jumps=True)
     with pytest.raises(ValueError, match="already holds 1200 trajectories"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=900, checkpoint=ck, **kw)
+        tsm.mcsolve(MODEL, TIMES, ntraj=900, **kw, cluster=tsm.Cluster(batch_size=64),
+                    checkpoint=tsm.Checkpointing(path=ck, keep_trajectories=True))
 
 
 def test_blocks_finished_out_of_order_survive_a_checkpoint(tmp_path):
@@ -248,7 +265,7 @@ def test_blocks_finished_out_of_order_survive_a_checkpoint(tmp_path):
     plain = tsm.mcsolve(MODEL, TIMES, ntraj=ntraj, seed=9, observables=names,
                         record_jumps=True)
     tsm.mcsolve(MODEL, TIMES, ntraj=BLOCK, seed=9, observables=names, record_jumps=True,
-                checkpoint=ck)  # a valid identity and block 0
+                checkpoint=tsm.Checkpointing(path=ck))  # a valid identity and block 0
     identity, state, arrays = read_checkpoint(ck)
     red = Reducer(TIMES.size, 2, ntraj, True, False)
     restore(red, ck, state, arrays)
@@ -259,12 +276,13 @@ def test_blocks_finished_out_of_order_survive_a_checkpoint(tmp_path):
     state, arrays = dump(red, 0.0)
     write_checkpoint(ck, identity, state, arrays)
     res = tsm.mcsolve(MODEL, TIMES, ntraj=ntraj, seed=9, observables=names, record_jumps=True,
-                      checkpoint=ck)
+                      checkpoint=tsm.Checkpointing(path=ck))
     _same(plain, res, jumps=True)
 
 
 def _finished_checkpoint(path: Path) -> bytes:
-    tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=3, observables=("j", "m"), checkpoint=path)
+    tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=3, observables=("j", "m"),
+                checkpoint=tsm.Checkpointing(path=path))
     return path.read_bytes()
 
 
@@ -281,27 +299,29 @@ def test_corrupted_checkpoint_is_refused_and_left_untouched(tmp_path):
         ck.write_bytes(blob)
         with pytest.raises(ValueError, match="corrupted or not a thermospin-mc checkpoint"):
             tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=3, observables=("j", "m"),
-                        checkpoint=ck)
+                        checkpoint=tsm.Checkpointing(path=ck))
         assert ck.read_bytes() == blob, label
         assert not ck.with_name(ck.name + ".tmp").exists()
     # a valid zip/npz that is not ours
     np.savez(ck, x=np.arange(3))
     blob = ck.read_bytes()
     with pytest.raises(ValueError, match="corrupted or not a thermospin-mc checkpoint"):
-        tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=3, observables=("j", "m"), checkpoint=ck)
+        tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=3, observables=("j", "m"),
+                    checkpoint=tsm.Checkpointing(path=ck))
     assert ck.read_bytes() == blob
 
 
 def test_mismatched_checkpoint_is_refused_and_left_untouched(tmp_path):
     ck = tmp_path / "ck.npz"
     good = _finished_checkpoint(ck)
-    base = dict(ntraj=300, seed=3, observables=("j", "m"), checkpoint=ck)
+    base = dict(ntraj=300, seed=3, observables=("j", "m"), checkpoint=tsm.Checkpointing(path=ck))
     cases = [
         ("seed", dict(MODEL=MODEL, times=TIMES, kw=dict(base, seed=4))),
         ("model", dict(MODEL=MODEL.with_(gamma=1.0), times=TIMES, kw=base)),
         ("output times", dict(MODEL=MODEL, times=TIMES[:-1], kw=base)),
         ("observables", dict(MODEL=MODEL, times=TIMES, kw=dict(base, observables=("j",)))),
-        ("max_magnons", dict(MODEL=MODEL, times=TIMES, kw=dict(base, max_magnons=3))),
+        ("max_magnons", dict(MODEL=MODEL, times=TIMES, kw=dict(base,
+                                                               target=tsm.Target(max_magnons=3)))),
         ("record_jumps", dict(MODEL=MODEL, times=TIMES, kw=dict(base, record_jumps=True))),
     ]
     for what, case in cases:
@@ -318,14 +338,16 @@ def test_mismatched_checkpoint_is_refused_and_left_untouched(tmp_path):
     assert ck.read_bytes() == forged
     # resume=False never overwrites; resume=True needs the file
     with pytest.raises(ValueError, match="already exists"):
-        tsm.mcsolve(MODEL, TIMES, **dict(base, resume=False))
+        tsm.mcsolve(MODEL, TIMES, **dict(base, checkpoint=tsm.Checkpointing(path=ck,
+                                                                             resume=False)))
     assert ck.read_bytes() == forged
     with pytest.raises(ValueError, match="no checkpoint"):
-        tsm.mcsolve(MODEL, TIMES, **dict(base, checkpoint=tmp_path / "nope.npz", resume=True))
+        tsm.mcsolve(MODEL, TIMES, **dict(base, checkpoint=tsm.Checkpointing(
+            path=tmp_path / "nope.npz", resume=True)))
     # seed=None continues the checkpoint's seed
     ck.write_bytes(good)
     again = tsm.mcsolve(MODEL, TIMES, ntraj=300, seed=None, observables=("j", "m"),
-                        checkpoint=ck)
+                        checkpoint=tsm.Checkpointing(path=ck))
     assert again.metadata["seed"] == 3 and again.metadata["resumed_ntraj"] == 300
     assert ck.read_bytes() == good  # a finished checkpoint is not rewritten
 
@@ -341,7 +363,7 @@ def _worst(res, names, relative):
 def test_target_sem_stops_at_the_first_block_that_meets_it():
     names = ("j", "m")
     kw = dict(seed=17, observables=names)
-    res = tsm.mcsolve(MODEL, TIMES, ntraj=500, target_sem=1e-2, max_ntraj=50_000, **kw)
+    res = tsm.mcsolve(MODEL, TIMES, ntraj=500, **kw, target=tsm.Target(sem=1e-2, max_ntraj=50_000))
     meta = res.metadata
     n = meta["ntraj"]
     assert meta["stopped_by"] == "target_sem" and 500 <= n < 50_000 and n % BLOCK == 0
@@ -350,26 +372,26 @@ def test_target_sem_stops_at_the_first_block_that_meets_it():
     _same(res, tsm.mcsolve(MODEL, TIMES, ntraj=n, **kw))  # equals the plain run
     assert _worst(tsm.mcsolve(MODEL, TIMES, ntraj=n - BLOCK, **kw), names, False) > 1e-2
     # relative target on m (|m| is far from zero), independent of n_jobs
-    rel = dict(ntraj=256, target_sem=5e-3, relative=True, target_observables=("m",),
-               max_ntraj=50_000, **kw)
+    rel = dict(ntraj=256, **kw,
+               target=tsm.Target(sem=5e-3, relative=True, observables=("m",), max_ntraj=50_000))
     r1 = tsm.mcsolve(MODEL, TIMES, **rel)
-    r2 = tsm.mcsolve(MODEL, TIMES, n_jobs=2, batch_size=128, **rel)
+    r2 = tsm.mcsolve(MODEL, TIMES, n_jobs=2, **rel, cluster=tsm.Cluster(batch_size=128))
     assert r1.metadata["stopped_by"] == "target_sem"
     assert _worst(r1, ("m",), True) <= 5e-3
     _same(r1, r2)
     # limits
-    capped = tsm.mcsolve(MODEL, TIMES, ntraj=200, target_sem=1e-9, max_ntraj=1000, **kw)
+    capped = tsm.mcsolve(MODEL, TIMES, ntraj=200, **kw, target=tsm.Target(sem=1e-9, max_ntraj=1000))
     assert capped.metadata["stopped_by"] == "max_ntraj" and capped.metadata["ntraj"] == 1000
     _same(capped, tsm.mcsolve(MODEL, TIMES, ntraj=1000, **kw))
-    timed = tsm.mcsolve(MODEL, TIMES, ntraj=200, target_sem=1e-9, time_limit=0.2, **kw)
+    timed = tsm.mcsolve(MODEL, TIMES, ntraj=200, **kw, target=tsm.Target(sem=1e-9, time_limit=0.2))
     assert timed.metadata["stopped_by"] == "time_limit"
     assert 200 <= timed.metadata["ntraj"] < 10**8
 
 
 # --------------------------------------------------------------------------- merging
 def test_merged_results_equal_the_union_of_trajectories(tmp_path):
-    kw = dict(observables=("j", "j_bond", "flow", "m", "n"), keep_trajectories=True,
-              record_jumps=True)
+    kw = dict(observables=("j", "j_bond", "flow", "m", "n"), record_jumps=True,
+              checkpoint=tsm.Checkpointing(keep_trajectories=True))
     parts = [tsm.mcsolve(MODEL, TIMES, ntraj=n, seed=s, **kw)
              for n, s in ((300, 1), (170, 2), (64, 3))]
     merged = parts[0] + parts[1] + parts[2]
@@ -421,13 +443,15 @@ def test_merge_refuses_overlapping_seeds_and_different_models():
         a + tsm.mcsolve(MODEL, TIMES, ntraj=64, seed=2, observables=("j",))
     with pytest.raises(ValueError, match="different max_magnons"):
         a + tsm.mcsolve(MODEL, TIMES, ntraj=64, seed=2, observables=("j", "m"),
-                        max_magnons=2)
+                        target=tsm.Target(max_magnons=2))
     with pytest.raises(ValueError, match="only trajectory results"):
         tsm.merge(a, tsm.mesolve(MODEL, TIMES, observables=("j", "m")))
 
 
 # --------------------------------------------------------------------------- validation, CLI
+@pytest.mark.filterwarnings("ignore:mcsolve\\(\\) keywords:DeprecationWarning")
 def test_bad_scale_out_arguments_are_rejected(tmp_path):
+    """The keywords of earlier releases keep their checks and messages."""
     run = lambda **kw: tsm.mcsolve(MODEL, TIMES, ntraj=64, seed=1, **kw)  # noqa: E731
     cases = [
         ("backend must be one of", dict(backend="mpi")),

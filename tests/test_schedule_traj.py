@@ -25,7 +25,7 @@ import pytest
 from zscores import check_against
 
 import thermospin_mc as tsm
-from thermospin_mc.trajectories import pack
+from thermospin_mc.trajectories import batches
 
 #: dense LAPACK on one BLAS thread (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
@@ -67,8 +67,8 @@ def test_trajectories_agree_with_the_exact_schedule(dense_max, initial):
     obs = ["j", "m", "n", "flow", HERM]
     ref = tsm.mesolve(sched, TIMES, observables=obs)
     ntraj = 3000
-    res = tsm.mcsolve(sched, TIMES, ntraj, seed=7, n_jobs=2, dense_max=dense_max,
-                      observables=obs, progress=False)
+    res = tsm.mcsolve(sched, TIMES, ntraj, seed=7, n_jobs=2, observables=obs,
+                      cluster=tsm.Cluster(dense_max=dense_max, progress=False))
     modes = set(res.metadata["sector_modes"].values())
     assert modes == ({"eigen"} if dense_max == 100 else {"eigen", "chebyshev"})
     check_against(res, ref, ntraj)
@@ -77,7 +77,7 @@ def test_trajectories_agree_with_the_exact_schedule(dense_max, initial):
 def test_flow_takes_the_couplings_of_the_stage_at_each_time():
     sched = schedule()
     res = tsm.mcsolve(sched, TIMES, 200, seed=3, observables=["j_bond", "flow"],
-                      progress=False)
+                      cluster=tsm.Cluster(progress=False))
     e = res.expect
     for t in TIMES:
         jb = e[(e.observable == "j_bond") & (e.t == t)].sort_values("site")["mean"].to_numpy()
@@ -94,9 +94,11 @@ def test_jump_threshold_runs_on_across_boundaries():
     # would still agree between them, so also check the stage column and that
     # trajectories do jump inside every stage and across boundaries without a jump
     sched = schedule()
-    kw = dict(seed=21, record_jumps=True, observables=["m"], progress=False)
-    je = tsm.mcsolve(sched, TIMES, 200, dense_max=100, **kw).jumps
-    jc = tsm.mcsolve(sched, TIMES, 200, dense_max=2, **kw).jumps
+    kw = dict(seed=21, record_jumps=True, observables=["m"])
+    je = tsm.mcsolve(sched, TIMES, 200, **kw, cluster=tsm.Cluster(dense_max=100,
+                                                                  progress=False)).jumps
+    jc = tsm.mcsolve(sched, TIMES, 200, **kw, cluster=tsm.Cluster(dense_max=2,
+                                                                  progress=False)).jumps
     assert len(je) == len(jc) and len(je) > 200
     assert (je.channel.to_numpy() == jc.channel.to_numpy()).all()
     np.testing.assert_allclose(je.t, jc.t, rtol=0, atol=1e-8)
@@ -123,7 +125,7 @@ def test_no_jump_probability_is_the_product_over_stages():
     p_none = float(np.vdot(psi, psi).real)
     ntraj = 4000
     res = tsm.mcsolve(sched, [t_end], ntraj, seed=5, record_jumps=True, observables=["m"],
-                      progress=False)
+                      cluster=tsm.Cluster(progress=False))
     first = res.jumps.groupby("traj").t.min()
     survived = ntraj - int((first <= t_end).sum())
     sem = np.sqrt(p_none * (1 - p_none) / ntraj)
@@ -144,8 +146,8 @@ def test_a_schedule_of_one_model_is_that_model_bit_for_bit():
     a, _, _ = stages()
     for initial in ((2, 4), tsm.product_mixture([0.3, 0.0, 0.6, 0.1, 0.5])):
         model = a.with_(initial=initial)
-        kw = dict(seed=9, record_jumps=True, observables=["j", "m", "n", HERM],
-                  states=True, progress=False)
+        kw = dict(seed=9, record_jumps=True, observables=["j", "m", "n", HERM], states=True,
+                  cluster=tsm.Cluster(progress=False))
         plain = tsm.mcsolve(model, TIMES, 300, **kw)
         # later stages' initial states are ignored; equal generators merge
         sched = tsm.Schedule([(0.0, model), (1.3, a), (2.0, model)])
@@ -163,17 +165,18 @@ def test_a_schedule_of_one_model_is_that_model_bit_for_bit():
 
 def test_bit_identical_across_jobs_batches_backends_and_resume(tmp_path, monkeypatch):
     sched = schedule()
-    kw = dict(seed=123, observables=["j", "m", HERM], record_jumps=True, states=True,
-              progress=False)
-    r1 = tsm.mcsolve(sched, TIMES, 500, n_jobs=1, **kw)
-    r2 = tsm.mcsolve(sched, TIMES, 500, n_jobs=2, batch_size=192, **kw)
-    r3 = tsm.mcsolve(sched, TIMES, 500, n_jobs=2, batch_size=128, backend="loky", **kw)
+    kw = dict(seed=123, observables=["j", "m", HERM], record_jumps=True, states=True)
+    r1 = tsm.mcsolve(sched, TIMES, 500, n_jobs=1, **kw, cluster=tsm.Cluster(progress=False))
+    r2 = tsm.mcsolve(sched, TIMES, 500, n_jobs=2, **kw, cluster=tsm.Cluster(batch_size=192,
+                                                                            progress=False))
+    r3 = tsm.mcsolve(sched, TIMES, 500, n_jobs=2, **kw,
+                     cluster=tsm.Cluster(batch_size=128, backend="loky", progress=False))
     assert r3.metadata["backend"] == "loky"
     _same(r1, r2)
     _same(r1, r3)
     # killed after two batches, then resumed
     ck = tmp_path / "ck.npz"
-    real, calls = pack.run_batch, []
+    real, calls = batches.run_batch, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -181,11 +184,13 @@ def test_bit_identical_across_jobs_batches_backends_and_resume(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pack, "run_batch", interrupted)
+    monkeypatch.setattr(batches, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tsm.mcsolve(sched, TIMES, 500, checkpoint=ck, batch_size=64, **kw)
-    monkeypatch.setattr(pack, "run_batch", real)
-    res = tsm.mcsolve(sched, TIMES, 500, checkpoint=ck, batch_size=64, **kw)
+        tsm.mcsolve(sched, TIMES, 500, **kw, checkpoint=tsm.Checkpointing(path=ck),
+                    cluster=tsm.Cluster(batch_size=64, progress=False))
+    monkeypatch.setattr(batches, "run_batch", real)
+    res = tsm.mcsolve(sched, TIMES, 500, **kw, checkpoint=tsm.Checkpointing(path=ck),
+                      cluster=tsm.Cluster(batch_size=64, progress=False))
     assert res.metadata["resumed_ntraj"] == 128
     _same(r1, res)
 
@@ -193,13 +198,16 @@ def test_bit_identical_across_jobs_batches_backends_and_resume(tmp_path, monkeyp
 def test_a_checkpoint_of_another_schedule_is_refused(tmp_path):
     a, b, c = stages()
     ck = tmp_path / "ck.npz"
-    kw = dict(seed=1, observables=["m"], progress=False)
-    tsm.mcsolve(tsm.Schedule([(0.0, a), (1.0, b)]), TIMES, 64, checkpoint=ck, **kw)
+    kw = dict(seed=1, observables=["m"], cluster=tsm.Cluster(progress=False))
+    tsm.mcsolve(tsm.Schedule([(0.0, a), (1.0, b)]), TIMES, 64, **kw,
+                checkpoint=tsm.Checkpointing(path=ck))
     with pytest.raises(ValueError, match=r"different model.*stage 1 t: 1\.0 there, 1\.2 here"):
-        tsm.mcsolve(tsm.Schedule([(0.0, a), (1.2, b)]), TIMES, 128, checkpoint=ck, **kw)
+        tsm.mcsolve(tsm.Schedule([(0.0, a), (1.2, b)]), TIMES, 128, **kw,
+                    checkpoint=tsm.Checkpointing(path=ck))
     with pytest.raises(ValueError, match="different model"):
-        tsm.mcsolve(a, TIMES, 128, checkpoint=ck, **kw)
-    res = tsm.mcsolve(tsm.Schedule([(0.0, a), (1.0, b)]), TIMES, 128, checkpoint=ck, **kw)
+        tsm.mcsolve(a, TIMES, 128, **kw, checkpoint=tsm.Checkpointing(path=ck))
+    res = tsm.mcsolve(tsm.Schedule([(0.0, a), (1.0, b)]), TIMES, 128, **kw,
+                      checkpoint=tsm.Checkpointing(path=ck))
     assert res.metadata["resumed_ntraj"] == 64
 
 
@@ -209,7 +217,7 @@ def test_trajectory_states_converge_to_the_exact_schedule_states():
     dist = []
     for ntraj in (250, 4000):
         st = tsm.mcsolve(sched, TIMES, ntraj, seed=2, states=True, observables=["m"],
-                         progress=False).states
+                         cluster=tsm.Cluster(progress=False)).states
         dist.append(max(s.trace_distance(e) for s, e in zip(st, ex, strict=True)))
     # 1/sqrt(ntraj): 16x the trajectories, 4x smaller (loose: a factor 2.5)
     assert dist[1] < dist[0] / 2.5, dist

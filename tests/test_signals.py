@@ -30,7 +30,7 @@ import thermospin_mc as tsm
 from thermospin_mc.app import cli
 from thermospin_mc.io import read_table
 from thermospin_mc.signals import RunTerminated, StopWaiting, deferred_signals
-from thermospin_mc.trajectories import pack
+from thermospin_mc.trajectories import batches
 from thermospin_mc.trajectories.checkpoint import read_checkpoint
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
@@ -127,7 +127,7 @@ def _resume_and_compare(ck: Path, out: Path, cwd: Path, reference: tsm.Result) -
 def reference() -> tsm.Result:
     model = cli.build_model({"scenario": "pump", "N": 5})
     return tsm.mcsolve(model, cli.parse_times("0:20:41"), ntraj=NTRAJ, seed=SEED,
-                       progress=False)
+                       cluster=tsm.Cluster(progress=False))
 
 
 # --------------------------------------------------------------------------- one signal
@@ -271,8 +271,8 @@ def test_deferral_records_holds_aborts_waits_and_restores():
 def test_python_api_sigterm_raises_run_terminated_after_the_checkpoint(tmp_path, monkeypatch):
     model = cli.build_model({"scenario": "pump", "N": 5})
     times = cli.parse_times("0:20:41")
-    kw = dict(ntraj=640, seed=3, batch_size=64, progress=False)
-    real, calls = pack.run_batch, []
+    kw = dict(ntraj=640, seed=3, cluster=tsm.Cluster(batch_size=64, progress=False))
+    real, calls = batches.run_batch, []
 
     def run_batch(*args, **kwargs):
         calls.append(1)
@@ -280,16 +280,16 @@ def test_python_api_sigterm_raises_run_terminated_after_the_checkpoint(tmp_path,
             signal.raise_signal(signal.SIGTERM)  # mid-batch: the batch still finishes
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pack, "run_batch", run_batch)
+    monkeypatch.setattr(batches, "run_batch", run_batch)
     ck = tmp_path / "ck.npz"
     with pytest.raises(tsm.RunTerminated) as info:
-        tsm.mcsolve(model, times, checkpoint=ck, checkpoint_every=1e9, **kw)
+        tsm.mcsolve(model, times, **kw, checkpoint=tsm.Checkpointing(path=ck, every=1e9))
     exc = info.value  # the batch in flight was merged, then the checkpoint written
     assert exc.code == 143 and exc.written and exc.checkpoint == ck and exc.total == 640
     assert 0 < exc.ntraj < 640 and read_checkpoint(ck)[1]["prefix_ntraj"] == exc.ntraj
     assert _defaults_in_force()
-    monkeypatch.setattr(pack, "run_batch", real)
-    resumed = tsm.mcsolve(model, times, checkpoint=ck, **kw)
+    monkeypatch.setattr(batches, "run_batch", real)
+    resumed = tsm.mcsolve(model, times, **kw, checkpoint=tsm.Checkpointing(path=ck))
     plain = tsm.mcsolve(model, times, **kw)
     assert resumed.metadata["resumed_ntraj"] == exc.ntraj
     for col in ("mean", "sem"):

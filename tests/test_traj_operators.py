@@ -25,8 +25,8 @@ from zscores import check_against
 
 import thermospin_mc as tsm
 from thermospin_mc.core import blockstate, errorbars
-from thermospin_mc.trajectories import driver, pack
-from thermospin_mc.trajectories.checkpoint import dump, restore
+from thermospin_mc.trajectories import batches, driver, layouts, sectorpack
+from thermospin_mc.trajectories.snapshot import dump, restore
 from thermospin_mc.trajectories.stats import Reducer
 from thermospin_mc.trajectories.worker import Job
 
@@ -70,7 +70,9 @@ def test_operator_rows_agree_with_the_exact_solver(case):
     model = general_model(initial)
     ntraj = 4000
     res = tsm.mcsolve(model, TIMES, ntraj, seed=5, observables=["m", "n", HERM, NONHERM],
-                      dense_max=4 if case == "chebyshev" else 100, progress=False, states=True)
+                      states=True,
+                      cluster=tsm.Cluster(dense_max=4 if case == "chebyshev" else 100,
+                                          progress=False))
     if case == "chebyshev":
         assert res.metadata["sector_modes"]["2"] == "chebyshev"
     ex = tsm.mesolve(model, TIMES, observables=["m", "n", HERM, NONHERM], states=True)
@@ -95,8 +97,9 @@ def test_operator_rows_agree_with_the_exact_solver(case):
 
 def test_operator_only_observables_and_target_on_an_operator():
     model = general_model()
-    res = tsm.mcsolve(model, TIMES, 256, seed=2, observables=[HERM], target_sem=0.05,
-                      max_ntraj=4096, progress=False)
+    res = tsm.mcsolve(model, TIMES, 256, seed=2, observables=[HERM],
+                      target=tsm.Target(sem=0.05, max_ntraj=4096),
+                      cluster=tsm.Cluster(progress=False))
     assert list(res.expect.observable.unique()) == ["h"]
     assert res.metadata["target_observables"] == ["h"]
     assert res.metadata["stopped_by"] == "target_sem"
@@ -112,9 +115,10 @@ def test_target_on_one_part_of_a_non_hermitian_operator():
     goal = 0.05  # relative: the parts' means differ, so do the counts they need
     out = {}
     for part in ("g_re", "g_im", "g"):
-        res = tsm.mcsolve(model, TIMES, 64, seed=3, observables=[NONHERM], target_sem=goal,
-                          target_observables=[part], max_ntraj=20000, batch_size=64,
-                          relative=True, progress=False)
+        res = tsm.mcsolve(model, TIMES, 64, seed=3, observables=[NONHERM],
+                          target=tsm.Target(sem=goal, observables=[part], max_ntraj=20000,
+                                            relative=True),
+                          cluster=tsm.Cluster(batch_size=64, progress=False))
         assert res.metadata["stopped_by"] == "target_sem", part
         assert res.metadata["target_observables"] == [part]
         late = res.expect[res.expect.t > 0]
@@ -140,8 +144,9 @@ def test_target_on_one_part_of_a_non_hermitian_operator():
     assert out["g_re"][0] < out["g_im"][0]
     assert out["g_im"][1]["g_re"] <= goal < out["g_re"][1]["g_im"]
     with pytest.raises(ValueError, match="target_observables must be among"):
-        tsm.mcsolve(model, TIMES, 16, seed=3, observables=[NONHERM], target_sem=goal,
-                    target_observables=["g_xx"], progress=False)
+        tsm.mcsolve(model, TIMES, 16, seed=3, observables=[NONHERM],
+                    target=tsm.Target(sem=goal, observables=["g_xx"]),
+                    cluster=tsm.Cluster(progress=False))
 
 
 # ----------------------------------------------------------------------------- identities
@@ -152,7 +157,8 @@ def test_operator_identities_hold_trajectory_by_trajectory():
     xx = tsm.Operator.from_terms({"x1 x3": 1.0}, N=N, name="x1x3")
     assert xx.dropped_norm > 0 and xx.hermitian and not pm.hermitian
     res = tsm.mcsolve(model, TIMES, 700, seed=9, observables=["nn", "pm", nn, pm, xx],
-                      pairs=[(3, 5), (1, 3)], max_magnons=3, progress=False)
+                      pairs=[(3, 5), (1, 3)], target=tsm.Target(max_magnons=3),
+                      cluster=tsm.Cluster(progress=False))
     assert res.metadata["truncated_fraction"] > 0  # rows of truncated trajectories too
     for mine, ref, site in (("n3n5", "nn", 3), ("pm13_re", "pm_re", 1),
                             ("pm13_im", "pm_im", 1)):
@@ -170,14 +176,14 @@ def test_operator_identities_hold_trajectory_by_trajectory():
 
 def test_operator_entries_keep_diagonal_and_upper_triangle():
     A = np.array([[1.0, 2 - 1j, 0], [2 + 1j, 0, 3], [0, 3, -4]], dtype=complex)
-    r, c, v, nd = pack.operator_entries(A, hermitian=True)
+    r, c, v, nd = sectorpack.operator_entries(A, hermitian=True)
     assert nd == 2 and list(zip(r[:nd], c[:nd], strict=True)) == [(0, 0), (2, 2)]
     assert list(zip(r[nd:], c[nd:], strict=True)) == [(0, 1), (1, 2)]
     psi = np.array([0.3 + 0.1j, -0.5j, 0.7])
     val = (np.sum(v[:nd].real * np.abs(psi[r[:nd]]) ** 2)
            + 2 * np.sum(np.conj(psi[r[nd:]]) * v[nd:] * psi[c[nd:]]).real)
     np.testing.assert_allclose(val, (psi.conj() @ A @ psi).real, atol=1e-15)
-    r, c, v, nd = pack.operator_entries(A, hermitian=False)
+    r, c, v, nd = sectorpack.operator_entries(A, hermitian=False)
     assert nd == 2 and r.size == 6
 
 
@@ -189,7 +195,7 @@ def test_states_are_normalised_hermitian_positive_and_converge():
     dist = {}
     for n in (256, 4096):
         res = tsm.mcsolve(model, times, n, seed=1, observables=["m", HERM], states=True,
-                          progress=False)
+                          cluster=tsm.Cluster(progress=False))
         assert len(res.states) == times.size
         assert res.metadata["state_sectors"] == list(range(N + 1))
         for k, st in enumerate(res.states):
@@ -218,8 +224,8 @@ def test_states_under_max_magnons_count_the_surviving_fraction():
     model = tsm.paper_model("pump", N=5, delta_T=2.0, gamma_pump=3.0)
     times = np.linspace(0.0, 4.0, 9)
     ntraj = 300
-    res = tsm.mcsolve(model, times, ntraj, seed=3, max_magnons=1, observables=["m"],
-                      states=True, progress=False)
+    res = tsm.mcsolve(model, times, ntraj, seed=3, observables=["m"], states=True,
+                      target=tsm.Target(max_magnons=1), cluster=tsm.Cluster(progress=False))
     assert res.metadata["truncated_fraction"] > 0
     assert res.metadata["state_sectors"] == [0, 1]
     counted = rows(res, "m")["ntraj"].to_numpy()
@@ -243,12 +249,14 @@ def _same(a, b):
 
 def test_states_and_operators_bit_identical_across_jobs_batches_backends():
     model = general_model()
-    kw = dict(ntraj=700, seed=123, observables=["j", HERM, NONHERM], states=True,
-              progress=False)
-    r1 = tsm.mcsolve(model, TIMES, n_jobs=1, **kw)
-    r2 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=192, **kw)
-    r3 = tsm.mcsolve(model, TIMES, n_jobs=1, batch_size=700, **kw)
-    r4 = tsm.mcsolve(model, TIMES, n_jobs=2, batch_size=128, backend="loky", **kw)
+    kw = dict(ntraj=700, seed=123, observables=["j", HERM, NONHERM], states=True)
+    r1 = tsm.mcsolve(model, TIMES, n_jobs=1, **kw, cluster=tsm.Cluster(progress=False))
+    r2 = tsm.mcsolve(model, TIMES, n_jobs=2, **kw, cluster=tsm.Cluster(batch_size=192,
+                                                                       progress=False))
+    r3 = tsm.mcsolve(model, TIMES, n_jobs=1, **kw, cluster=tsm.Cluster(batch_size=700,
+                                                                       progress=False))
+    r4 = tsm.mcsolve(model, TIMES, n_jobs=2, **kw,
+                     cluster=tsm.Cluster(batch_size=128, backend="loky", progress=False))
     assert r2.metadata["backend"] == "threads" and r4.metadata["backend"] == "loky"
     for other in (r2, r3, r4):
         _same(r1, other)
@@ -260,14 +268,14 @@ def test_states_and_operators_bit_identical_across_jobs_batches_backends():
 
 def test_states_and_operators_resume_bit_for_bit(tmp_path, monkeypatch):
     model = general_model()
-    kw = dict(seed=11, observables=["m", HERM, NONHERM], states=True, batch_size=64,
-              progress=False)
+    kw = dict(seed=11, observables=["m", HERM, NONHERM], states=True,
+              cluster=tsm.Cluster(batch_size=64, progress=False))
     ck = tmp_path / "ck.npz"
     plain = tsm.mcsolve(model, TIMES, ntraj=500, **kw)
     # a short finished run extends (its short last block is run again in full) ...
-    tsm.mcsolve(model, TIMES, ntraj=100, checkpoint=ck, **kw)
+    tsm.mcsolve(model, TIMES, ntraj=100, **kw, checkpoint=tsm.Checkpointing(path=ck))
     # ... and is interrupted on the way (two more blocks merged and saved)
-    real, calls = pack.run_batch, []
+    real, calls = batches.run_batch, []
 
     def interrupted(*a, **k):
         calls.append(1)
@@ -275,11 +283,11 @@ def test_states_and_operators_resume_bit_for_bit(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(pack, "run_batch", interrupted)
+    monkeypatch.setattr(batches, "run_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tsm.mcsolve(model, TIMES, ntraj=500, checkpoint=ck, **kw)
-    monkeypatch.setattr(pack, "run_batch", real)
-    _same(plain, tsm.mcsolve(model, TIMES, ntraj=500, checkpoint=ck, **kw))
+        tsm.mcsolve(model, TIMES, ntraj=500, **kw, checkpoint=tsm.Checkpointing(path=ck))
+    monkeypatch.setattr(batches, "run_batch", real)
+    _same(plain, tsm.mcsolve(model, TIMES, ntraj=500, **kw, checkpoint=tsm.Checkpointing(path=ck)))
 
 
 def test_reducer_checkpoint_keeps_pending_state_blocks(tmp_path):
@@ -315,7 +323,7 @@ def test_reducer_checkpoint_keeps_pending_state_blocks(tmp_path):
 # ----------------------------------------------------------------------------- refusals
 def test_states_above_the_memory_budget_are_refused(monkeypatch):
     model = general_model()
-    layout = pack.state_layout(model, N)
+    layout = layouts.state_layout(model, N)
     assert layout.stride == sum(comb(N, m) * (comb(N, m) + 1) for m in range(N + 1))
     need, copies = driver.states_memory(layout, TIMES.size, "serial", 1, 1)
     full = 16 * sum(comb(N, m) ** 2 for m in range(N + 1)) * TIMES.size
@@ -323,10 +331,10 @@ def test_states_above_the_memory_budget_are_refused(monkeypatch):
     monkeypatch.setattr(blockstate, "STATES_BUDGET_BYTES", need - 1)
     with pytest.raises(ValueError, match=r"^states=True of mcsolve needs about .* above the "
                                          r"budget") as exc:
-        tsm.mcsolve(model, TIMES, 64, seed=1, states=True, progress=False)
+        tsm.mcsolve(model, TIMES, 64, seed=1, states=True, cluster=tsm.Cluster(progress=False))
     assert "\n" not in str(exc.value)
     # the same run fits with fewer output times
-    tsm.mcsolve(model, TIMES[:6], 64, seed=1, states=True, progress=False)
+    tsm.mcsolve(model, TIMES[:6], 64, seed=1, states=True, cluster=tsm.Cluster(progress=False))
     # parallel runs keep more blocks in flight: counted
     assert driver.states_memory(layout, 1, "threads", 2, 1)[1] == 1 + 8
     assert driver.states_memory(layout, 1, "dask", 1, 2)[1] == 1 + 16
@@ -348,13 +356,15 @@ def test_checkpoint_of_another_operator_is_refused(tmp_path):
     ck = tmp_path / "ck.npz"
     a = tsm.Operator.from_terms({"z2": 1.0}, N=N, name="mine")
     b = tsm.Operator.from_terms({"z3": 1.0}, N=N, name="mine")
-    tsm.mcsolve(model, TIMES, 64, seed=1, observables=["m", a], checkpoint=ck, progress=False)
+    tsm.mcsolve(model, TIMES, 64, seed=1, observables=["m", a],
+                checkpoint=tsm.Checkpointing(path=ck), cluster=tsm.Cluster(progress=False))
     with pytest.raises(ValueError, match=r"belongs to a different operators"):
-        tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", b], checkpoint=ck)
+        tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", b],
+                    checkpoint=tsm.Checkpointing(path=ck))
     with pytest.raises(ValueError, match=r"belongs to a different states setting"):
-        tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", a], checkpoint=ck,
-                    states=True)
+        tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", a], states=True,
+                    checkpoint=tsm.Checkpointing(path=ck))
     # the same operator resumes
-    res = tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", a], checkpoint=ck,
-                      progress=False)
+    res = tsm.mcsolve(model, TIMES, 128, seed=1, observables=["m", a],
+                      checkpoint=tsm.Checkpointing(path=ck), cluster=tsm.Cluster(progress=False))
     assert res.metadata["resumed_ntraj"] == 64

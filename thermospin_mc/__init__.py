@@ -15,7 +15,8 @@ from .core.blockstate import BlockState  # noqa: E402
 from .core.operators import Operator  # noqa: E402
 from .core.results import Result, merge, read_result  # noqa: E402
 from .core.sectors import SectorSpace  # noqa: E402
-from .exact.correlations import correlation, spectrum  # noqa: E402
+from .exact.correlation_spectrum import spectrum  # noqa: E402
+from .exact.correlations import correlation  # noqa: E402
 from .exact.doob import DoobProcess, doob  # noqa: E402
 from .exact.fcs import (  # noqa: E402
     exact_counting_statistics,
@@ -25,7 +26,8 @@ from .exact.fcs import (  # noqa: E402
     waiting_time_distribution,
 )
 from .exact.relaxation import liouvillian_spectrum, relaxation_time  # noqa: E402
-from .exact.solvers import exit_probabilities, mesolve, sesolve, steadystate  # noqa: E402
+from .exact.solvers import mesolve, sesolve  # noqa: E402
+from .exact.steady import exit_probabilities, steadystate  # noqa: E402
 from .physics.model import (  # noqa: E402
     BondCouplings,
     BondTemperatures,
@@ -67,7 +69,7 @@ MOVED = {
     "counting": "exact.counting", "fcs": "exact.fcs", "waiting": "exact.waiting",
     "doob": "exact.doob", "correlations": "exact.correlations",
     "relaxation": "exact.relaxation",
-    "kernels": "trajectories.kernels", "pack": "trajectories.pack",
+    "kernels": "trajectories.kernels", "pack": "trajectories.batches",
     "stats": "trajectories.stats", "backends": "trajectories.backends",
     "worker": "trajectories.worker", "progress": "trajectories.progress",
     "checkpoint": "trajectories.checkpoint", "driver": "trajectories.driver",

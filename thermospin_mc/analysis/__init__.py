@@ -6,7 +6,7 @@ Everything here works on the tidy tables of a run (no physics of its own):
   ``thermospin-mc run --record-jumps``) with columns ``traj, t, channel, site,
   m_before``; ``traj`` is the 0-based trajectory index and channels are
   ``loss_left``, ``loss_right`` and ``pump``;
-- kept trajectory rows (``mcsolve(..., keep_trajectories=True)``).
+- kept trajectory rows (``mcsolve(..., checkpoint=Checkpointing(keep_trajectories=True))``).
 
 Error bars. Trajectories are independent, so any per-trajectory quantity (the
 number of jumps in a window, a trajectory's time average) is one independent

@@ -18,7 +18,8 @@ import pandas as pd
 
 from .. import _validate as v
 from ..exact.fcs import exact_counting_statistics, waiting_time_bins
-from ..exact.solvers import mesolve, steadystate
+from ..exact.solvers import mesolve
+from ..exact.steady import steadystate
 from ..physics.model import ChainModel
 from .jumpstats import check_jumps, check_ntraj, check_window, jump_counts
 

@@ -1,6 +1,6 @@
 """Steady-state values from time averages of kept trajectory rows
-(``mcsolve(..., keep_trajectories=True)``), and the error of the mean of one
-correlated series (docs/statistics.md).
+(``mcsolve(..., checkpoint=Checkpointing(keep_trajectories=True))``), and the error
+of the mean of one correlated series (docs/statistics.md).
 
 Error bars. Each trajectory's time average is one independent sample, so the
 standard error over trajectories accounts for any autocorrelation inside a
@@ -121,8 +121,8 @@ def _trajectory_source(obj, times, couplings):
     """``(rows, columns, times, couplings)`` from a Result, a trajectories dict or an array."""
     if isinstance(obj, Result):
         if obj.trajectories is None:
-            raise ValueError("result has no trajectories; run mcsolve(..., "
-                             "keep_trajectories=True)")
+            raise ValueError("result has no trajectories; run mcsolve(..., checkpoint="
+                             "tsm.Checkpointing(keep_trajectories=True))")
         if couplings is None:
             couplings = obj.metadata.get("model", {}).get("couplings")
         traj = obj.trajectories
@@ -161,8 +161,8 @@ def time_average(result_or_rows, times=None, t_burn: float = 0.0, observables=No
     ----------
     result_or_rows : Result, dict or numpy.ndarray
         A :class:`~thermospin_mc.Result` from ``mcsolve(...,
-        keep_trajectories=True)``, its ``trajectories`` dict (``{"rows": (ntraj,
-        nt, ncomp), "columns": {name: (start, stop)}}``) or a plain array
+        checkpoint=Checkpointing(keep_trajectories=True))``, its ``trajectories``
+        dict (``{"rows": (ntraj, nt, ncomp), "columns": {name: (start, stop)}}``) or a plain array
         ``(ntraj, nt)`` / ``(ntraj, nt, ncomp)`` (observable name ``x``).
     times : array_like, optional
         Output times of the rows (default: ``result.times``).

@@ -25,18 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _validate
 from .. import io as _io
 from .._version import __version__
 from ..core.observables import DEFAULT, OBSERVABLES, PAIR_NAMES, TRAJECTORY, split_operators
 from ..core.observables import resolve as resolve_observables
-from ..exact.solvers import mesolve, steadystate
+from ..exact.solvers import mesolve
+from ..exact.steady import steadystate
 from ..io import OutputError, check_output_dir, describe_os_error
 from ..signals import RunTerminated, deferred_signals, exit_now, exit_on_signals, report_stop
-from ..trajectories.backends import Cluster
-from ..trajectories.checkpoint import Checkpointing
-from ..trajectories.driver import mcsolve
-from ..trajectories.stats import Target
+from ..trajectories.driver import execute
+from ..trajectories.runrecord import KEYWORDS, RunRecord, from_keywords, plan_run
 from . import config as _config
 from .cli_args import (
     CliError,
@@ -198,20 +196,17 @@ def _cmd_run(args) -> int:
     if "checkpoint" in spec.mc:
         _io.check_output_file(spec.mc["checkpoint"], create=not args.dry_run)
     _io.check_output_dir(spec.out, create=not args.dry_run)
-    if spec.solver == "mc":
-        _check_trajectory_run(model, spec)
+    run = _plan(model, spec, observables) if spec.solver == "mc" else None
     if args.dry_run:
         print(json.dumps(_config.resolved(model, spec), sort_keys=True, default=_io.jsonable))
         return 0
     ref = None
-    if spec.solver == "mc":
-        kw = dict(spec.mc)
+    if run is not None:
         try:
-            res = mcsolve(model, spec.times, observables=observables,
-                          pairs=spec.pairs, **kw)
+            res = execute(run)
         except (KeyboardInterrupt, RunTerminated) as exc:  # reported by main
             if getattr(exc, "checkpoint", None) is None:
-                exc.checkpoint = kw.get("checkpoint")
+                exc.checkpoint = run.checkpoint.path
             raise
         if spec.compare and exact_affordable(model):
             ref = _reference(model, spec, res)
@@ -236,23 +231,16 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _check_trajectory_run(model, spec) -> None:
-    """The argument checks ``mcsolve`` makes before it computes anything, with the same
-    objects and messages, so that ``--dry-run`` refuses what the run would refuse."""
-    kw = spec.mc
-    Cluster(backend=kw.get("backend"), n_jobs=kw["n_jobs"], scheduler=kw.get("scheduler"))
-    Checkpointing(path=kw.get("checkpoint"), resume=kw.get("resume"),
-                  every=kw.get("checkpoint_every", 60.0))
-    target = Target(sem=kw.get("target_sem"), observables=kw.get("target_observables"),
-                    relative=kw.get("relative", False), rel_floor=kw.get("rel_floor", 0.25),
-                    max_ntraj=kw.get("max_ntraj"), time_limit=kw.get("time_limit"))
-    names, _ = resolve_observables(spec.observables, spec.pairs, model.N, allowed=TRAJECTORY)
-    target.resolve(tuple(names), kw["ntraj"], build_operators(spec.operators, model.N))
-    if kw.get("max_magnons") is not None:
-        _validate.integer("max_magnons", kw["max_magnons"], lo=model.initial_sector,
-                          hi=model.N)
-    if kw.get("batch_size") is not None:
-        _validate.integer("batch_size", kw["batch_size"], lo=1)
+def _plan(model, spec, observables) -> RunRecord:
+    """The trajectory run of ``spec``, validated and derived once as ``mcsolve`` does
+    (so ``--dry-run`` refuses what the run would refuse): the option keys go to
+    their records (``runrecord.KEYWORDS``), the rest says what is computed."""
+    kw = dict(spec.mc)
+    records = from_keywords({k: kw.pop(k) for k in list(kw) if k in KEYWORDS})
+    return plan_run(model, spec.times, kw.pop("ntraj"), kw.pop("seed"), kw.pop("n_jobs"),
+                    observables=observables, pairs=spec.pairs,
+                    record_jumps=kw.pop("record_jumps", False), states=kw.pop("states", False),
+                    legacy=kw, **records)
 
 
 def _reference(model, spec, res):

@@ -12,12 +12,12 @@ from math import comb
 from pathlib import Path
 
 from .. import _validate as v
-from ..core.results import metadata
+from ..core.tables import metadata
 from ..exact.relaxation import METHODS, liouvillian_spectrum, relaxation_time
 from ..io import check_output_file, write_table
 from ..physics.schedule import Schedule
 from . import config as _config
-from .config import ConfigError
+from .config_flags import ConfigError
 
 __all__ = ["CliError", "help_default", "add_model_args", "gather", "gather_stages",
            "describe_model", "exact_affordable", "add_spectrum"]

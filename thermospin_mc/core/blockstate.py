@@ -19,7 +19,8 @@ from math import comb
 import numpy as np
 
 from . import observables as OBS
-from .operators import MAX_DENSE_N, Operator, SectorBasis, full_indices, require_qutip
+from .basis import SectorBasis, full_indices
+from .operators import MAX_DENSE_N, Operator, require_qutip
 
 __all__ = ["BlockState", "STATES_BUDGET_BYTES", "states_budget", "check_states_memory",
            "LayoutRows", "pure_rows"]

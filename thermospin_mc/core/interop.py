@@ -24,7 +24,8 @@ import scipy.sparse as sp
 
 from ..physics import model as model_module
 from ..physics.model import ChainModel
-from .operators import MAX_DENSE_N, Operator, full_indices, require_qutip
+from .basis import full_indices
+from .operators import MAX_DENSE_N, Operator, require_qutip
 from .sectors import SectorSpace
 
 __all__ = ["full_space", "to_qutip", "hamiltonian_terms", "channel_operator"]

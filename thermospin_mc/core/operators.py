@@ -29,42 +29,47 @@ the tensor product of sites ``1..N`` with site 1 the leftmost factor; on one
 site index 0 is ``|up>`` and index 1 is ``|down>``, so the configuration with
 down spins on the (1-based) sites ``S`` has the index ``sum_{i in S} 2^(N - i)``.
 
-Length: about 700 lines, above the ~500 guideline: one immutable class with two
-representations (words; sector blocks of a matrix) that share its attributes,
-plus the word grammar (:meth:`Operator.parse`, the command line's syntax) and the
-Frobenius norm of the dropped part; split, they would share private details.
+The word grammar and algebra live in :mod:`thermospin_mc.core.words`, the sector
+bases of a bare chain and the full-space order in :mod:`thermospin_mc.core.basis`;
+this module holds the :class:`Operator` type.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import re
-import types
 from math import comb
 
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .basis import SectorBasis, colex_rank, full_indices, full_tables, sector_sites
+from .words import (
+    LETTERS,
+    MAX_EXPANSION,
+    dagger_words,
+    expand_word,
+    full_norm,
+    parse_terms,
+    parse_word,
+    scaled_norm2,
+    word_offset,
+    word_sort_key,
+    word_text,
+    words_matrix,
+)
+
 __all__ = ["Operator", "SectorBasis", "LETTERS", "MAX_DENSE_N", "MAX_EXPANSION", "require_qutip",
            "colex_rank", "sector_sites", "full_indices", "check_name"]
 
-#: Letters of operator words.
-LETTERS = ("x", "y", "z", "+", "-", "n")
 #: Largest chain whose full 2^N matrices (from_dense, from_qutip, to_dense, to_qutip)
 #: are accepted.
 MAX_DENSE_N = 14
-#: Most elementary words one word may expand to (2 per x or y factor).
-MAX_EXPANSION = 1 << 20
 
-_FACTOR = re.compile(r"\s*([A-Za-z+\-])(\d+)\s*")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-# x = s+ + s-, y = -i s+ + i s-; z, n, +, - are elementary
-_EXPAND = {"x": (("+", 1.0), ("-", 1.0)), "y": (("+", -1j), ("-", 1j)),
-           "z": (("z", 1.0),), "n": (("n", 1.0),), "+": (("+", 1.0),), "-": (("-", 1.0),)}
 _TOL = 1e-13
 
 
@@ -84,211 +89,6 @@ def check_name(name) -> str:
         raise ValueError(f"name must be a letter followed by letters, digits or '_', "
                          f"got {name!r}")
     return name
-
-
-# ---------------------------------------------------------------------------- sector bases
-def colex_rank(sites: np.ndarray) -> np.ndarray:
-    """Colex rank (the sector basis index) of each row of sorted 0-based ``sites``."""
-    sites = np.asarray(sites, dtype=np.int64)
-    r = np.zeros(sites.shape[0], dtype=np.int64)
-    for k in range(sites.shape[1]):
-        col = np.array([comb(int(c), k + 1) for c in range(int(sites[:, k].max()) + 1)]
-                       if sites.shape[0] else [0], dtype=np.int64)
-        r += col[sites[:, k]]
-    return r
-
-
-def _full_tables(N: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(magnons, rank)`` of every full-space index ``0..2^N - 1`` (docs/model.md 13 order)."""
-    idx = np.arange(1 << N, dtype=np.int64)
-    count = np.zeros(idx.size, dtype=np.int64)
-    rank = np.zeros(idx.size, dtype=np.int64)
-    for s in range(N):  # 0-based site s is bit N - 1 - s; ascending sites give colex ranks
-        down = (idx >> (N - 1 - s)) & 1
-        binom = np.array([comb(s, k + 1) for k in range(N + 1)], dtype=np.int64)
-        rank += down * binom[count]
-        count += down
-    return count, rank
-
-
-def full_indices(N: int, m: int) -> np.ndarray:
-    """Full-space indices of the basis states of sector ``m``, in sector basis order."""
-    count, rank = _full_tables(N)
-    idx = np.flatnonzero(count == m)
-    return idx[np.argsort(rank[idx], kind="stable")]
-
-
-def sector_sites(N: int, m: int) -> np.ndarray:
-    """``(C(N, m), m)`` 0-based down sites of sector ``m`` in basis (colex) order."""
-    if m == 0:
-        return np.zeros((1, 0), dtype=np.int64)
-    sites = np.fromiter(itertools.chain.from_iterable(itertools.combinations(range(N), m)),
-                        dtype=np.int64, count=comb(N, m) * m).reshape(-1, m)
-    return sites[np.argsort(colex_rank(sites), kind="stable")]
-
-
-class SectorBasis:
-    """The sector bases of an ``N``-site chain without a model: what
-    :meth:`Operator.sector_matrix` needs (``N``, ``sector(m).sites``, ``rank``),
-    for block states and full-space conversions. Bases are cached per ``m``."""
-
-    def __init__(self, N: int):
-        self.N = int(N)
-        self._sites: dict[int, types.SimpleNamespace] = {}
-
-    def dim(self, m: int) -> int:
-        return comb(self.N, m)
-
-    def rank(self, sites: np.ndarray) -> np.ndarray:
-        return colex_rank(sites)
-
-    def sector(self, m: int) -> types.SimpleNamespace:
-        """``sector(m).sites``: ``(C(N, m), m)`` 0-based down sites in basis order."""
-        if m not in self._sites:
-            self._sites[m] = types.SimpleNamespace(m=m, sites=sector_sites(self.N, m))
-        return self._sites[m]
-
-    def basis(self, m: int) -> np.ndarray:
-        """1-based down sites of every basis state of sector ``m``, in basis order."""
-        return self.sector(m).sites + 1
-
-
-# ---------------------------------------------------------------------------- words
-def _parse_word(word, N: int, arg: str) -> tuple:
-    """``((site0, letter), ...)`` sorted by site, of one word (validated)."""
-    if not isinstance(word, str):
-        raise ValueError(f"{arg}: each word must be a string like 'x1 z3', got {word!r}")
-    pos, factors = 0, []
-    text = word.strip()
-    while pos < len(text):
-        mt = _FACTOR.match(text, pos)
-        if mt is None:
-            raise ValueError(f"{arg}: cannot read word {word!r} at {text[pos:]!r}; a factor "
-                             f"is one letter of {' '.join(LETTERS)} and a 1-based site")
-        letter, site = mt.group(1), int(mt.group(2))
-        if letter not in LETTERS:
-            raise ValueError(f"{arg}: unknown letter {letter!r} in word {word!r}; allowed: "
-                             f"{', '.join(LETTERS)}")
-        if not 1 <= site <= N:
-            raise ValueError(f"{arg}: site {site} of word {word!r} is outside 1..{N}")
-        factors.append((site - 1, letter))
-        pos = mt.end()
-    sites = [s for s, _ in factors]
-    if len(set(sites)) != len(sites):
-        dup = sorted({s + 1 for s in sites if sites.count(s) > 1})
-        raise ValueError(f"{arg}: site {dup[0]} is repeated in word {word!r}; a word has one "
-                         "factor per site")
-    return tuple(sorted(factors))
-
-
-def _expand(factors: tuple, coef: complex, arg: str, word: str) -> list[tuple[tuple, complex]]:
-    """Elementary words (letters z, n, +, -) of one word with their coefficients."""
-    nsplit = sum(1 for _, c in factors if c in "xy")
-    if (1 << nsplit) > MAX_EXPANSION:
-        raise ValueError(f"{arg}: word {word!r} has {nsplit} x/y factors; at most "
-                         f"{MAX_EXPANSION.bit_length() - 1} are supported")
-    out = []
-    for choice in itertools.product(*(_EXPAND[c] for _, c in factors)):
-        w = tuple((s, ch[0]) for (s, _), ch in zip(factors, choice, strict=True))
-        out.append((w, coef * complex(np.prod([ch[1] for ch in choice]))))
-    return out
-
-
-def _offset(word: tuple) -> int:
-    return sum(1 if c == "-" else -1 if c == "+" else 0 for _, c in word)
-
-
-def _word_text(word: tuple) -> str:
-    return " ".join(f"{c}{s + 1}" for s, c in word)
-
-
-def _scaled_norm2(words: dict) -> float:
-    """``||O||_F^2 / 2^N`` in the full 2^N space of ``{elementary word: coef}``.
-
-    ``n = (1 - z)/2`` is expanded so that the words are products of the
-    orthogonal one-site basis ``1, z, s+, s-`` (squared norms 2, 2, 1, 1):
-    ``||O||_F^2 = sum_w |c_w|^2 2^(N - #(+) - #(-))``.
-    """
-    canon: dict = {}
-    for w, c in words.items():
-        nsites = [i for i, (_, l) in enumerate(w) if l == "n"]
-        for pick in itertools.product((0, 1), repeat=len(nsites)):
-            lets = dict(enumerate(l for _, l in w))
-            amp = c
-            for i, p in zip(nsites, pick, strict=True):
-                lets[i] = "z" if p else "1"
-                amp = amp * (-0.5 if p else 0.5)
-            key = tuple((s, lets[i]) for i, (s, _) in enumerate(w) if lets[i] != "1")
-            canon[key] = canon.get(key, 0.0) + amp
-    total = 0.0
-    for w, c in canon.items():
-        moves = sum(1 for _, l in w if l in "+-")
-        total += abs(c) ** 2 * 2.0 ** (-moves)
-    return total
-
-
-def _full_norm(scaled2: float, N: int) -> float:
-    """``sqrt(scaled2 * 2^N)`` (``inf`` where it exceeds the float range)."""
-    if scaled2 == 0.0:
-        return 0.0
-    exponent = math.log2(scaled2) + N
-    if exponent < 1020:
-        return math.sqrt(math.ldexp(scaled2, N))
-    return math.inf if exponent >= 2046 else math.sqrt(scaled2) * 2.0 ** (N / 2)
-
-
-def _dagger_words(words: dict) -> dict:
-    swap = {"+": "-", "-": "+"}
-    return {tuple((s, swap.get(c, c)) for s, c in w): np.conj(v) for w, v in words.items()}
-
-
-def _words_matrix(words: dict, N: int, m: int, d: int, sites: np.ndarray, rank,
-                  ) -> sp.csr_matrix:
-    """Sector matrix of elementary words (offset ``d``) from sector ``m`` (``sites``)."""
-    dim = sites.shape[0]
-    rows, cols, vals = [], [], []
-    occ_cache: dict[int, np.ndarray] = {}
-
-    def occ(s):
-        if s not in occ_cache:
-            occ_cache[s] = (sites == s).any(axis=1) if m else np.zeros(dim, dtype=bool)
-        return occ_cache[s]
-
-    for w, c in words.items():
-        mask = np.ones(dim, dtype=bool)
-        amp = np.full(dim, c, dtype=complex)
-        plus, minus = [], []
-        for s, l in w:
-            if l == "z":
-                amp = amp * np.where(occ(s), -1.0, 1.0)
-            elif l == "n":
-                mask &= occ(s)
-            elif l == "+":
-                mask &= occ(s)
-                plus.append(s)
-            else:
-                mask &= ~occ(s)
-                minus.append(s)
-        src = np.flatnonzero(mask)
-        if not src.size:
-            continue
-        if plus or minus:
-            r = sites[src]
-            if plus:
-                r = r[~np.isin(r, plus)].reshape(src.size, m - len(plus))
-            if minus:
-                r = np.sort(np.concatenate([r, np.tile(minus, (src.size, 1))], axis=1), axis=1)
-            dst = rank(r) if r.shape[1] else np.zeros(src.size, dtype=np.int64)
-        else:
-            dst = src
-        rows.append(dst)
-        cols.append(src)
-        vals.append(amp[src])
-    shape = (comb(N, m + d), dim)
-    if not rows:
-        return sp.csr_matrix(shape, dtype=complex)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                         shape=shape)
 
 
 # ---------------------------------------------------------------------------- Operator
@@ -383,7 +183,7 @@ class Operator:
             raise ValueError("terms must hold at least one word")
         elementary: dict[tuple, complex] = {}
         for word, coef in terms.items():
-            factors = _parse_word(word, N, "terms")
+            factors = parse_word(word, N, "terms")
             if isinstance(coef, bool) or not isinstance(coef, (int, float, complex, np.number)):
                 raise ValueError(f"terms: the coefficient of {word!r} must be a number, "
                                  f"got {coef!r}")
@@ -391,23 +191,23 @@ class Operator:
             if not (math.isfinite(coef.real) and math.isfinite(coef.imag)):
                 raise ValueError(f"terms: the coefficient of {word!r} must be finite, got "
                                  f"{coef}")
-            for w, c in _expand(factors, coef, "terms", word):
+            for w, c in expand_word(factors, coef, "terms", word):
                 elementary[w] = elementary.get(w, 0.0) + c
         by_offset: dict[int, dict] = {}
         for w, c in elementary.items():
             if c != 0:
-                by_offset.setdefault(_offset(w), {})[w] = c
+                by_offset.setdefault(word_offset(w), {})[w] = c
         if len(by_offset) == 1:
             offset = next(iter(by_offset))
         else:
             offset = 0
         kept = by_offset.pop(offset, {})
-        dropped = _full_norm(sum(_scaled_norm2(ws) for ws in by_offset.values()), N)
+        dropped = full_norm(sum(scaled_norm2(ws) for ws in by_offset.values()), N)
         diff = dict(kept)
-        for w, c in _dagger_words(kept).items():
+        for w, c in dagger_words(kept).items():
             diff[w] = diff.get(w, 0.0) - c
-        scale = math.sqrt(_scaled_norm2(kept))
-        hermitian = offset == 0 and math.sqrt(_scaled_norm2(diff)) <= _TOL * max(scale, 1e-300)
+        scale = math.sqrt(scaled_norm2(kept))
+        hermitian = offset == 0 and math.sqrt(scaled_norm2(diff)) <= _TOL * max(scale, 1e-300)
         bound = sum(abs(c) for c in kept.values())
         return cls._make(name, N, offset, dropped, hermitian, bound, words=kept)
 
@@ -421,44 +221,7 @@ class Operator:
         ``(1+2j)``) and a word (factors separated by spaces; ``+1`` is ``s+_1``,
         ``-3`` is ``s-_3``). A coefficient alone is a multiple of the identity.
         """
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"text must be a non-empty string like 'x1 x3 + 0.5*z2', "
-                             f"got {text!r}")
-        terms: dict[str, complex] = {}
-        sign, coef, word, started, signed = 1.0, None, [], False, False
-
-        def flush():
-            if not started:
-                raise ValueError(f"text: a '+' or '-' without a term in {text!r}")
-            key = " ".join(word)
-            c = sign * (1.0 if coef is None else coef)
-            terms[key] = terms.get(key, 0.0) + c
-
-        for tok in text.split():
-            if tok in ("+", "-"):
-                if started:
-                    flush()
-                elif signed:
-                    raise ValueError(f"text: a '+' or '-' without a term in {text!r}")
-                sign, coef, word, started = (1.0 if tok == "+" else -1.0), None, [], False
-                signed = True
-                continue
-            if "*" in tok:
-                head, _, tail = tok.rpartition("*")
-                if word or coef is not None:
-                    raise ValueError(f"text: a coefficient must come first in its term, got "
-                                     f"{tok!r} in {text!r}")
-                coef = _number(head, text)
-                tok = tail
-            elif _FACTOR.fullmatch(tok) is None:
-                if word or coef is not None:
-                    raise ValueError(f"text: cannot read {tok!r} in {text!r}; a factor is one "
-                                     f"letter of {' '.join(LETTERS)} and a 1-based site")
-                coef, started = _number(tok, text), True
-                continue
-            word.append(tok)
-            started = True
-        flush()
+        terms = parse_terms(text)
         try:
             return cls.from_terms(terms, N, name)
         except ValueError as exc:
@@ -498,7 +261,7 @@ class Operator:
             raise ValueError("matrix must contain only finite values")
         keep = data != 0
         r, c, data = mat.row[keep].astype(np.int64), mat.col[keep].astype(np.int64), data[keep]
-        count, rank = _full_tables(N)
+        count, rank = full_tables(N)
         d = count[r] - count[c]
         offsets = np.unique(d)
         offset = int(offsets[0]) if offsets.size == 1 else 0
@@ -544,7 +307,7 @@ class Operator:
     def terms(self) -> dict | None:
         if self._words is None:
             return None
-        return {_word_text(w): complex(c) for w, c in self._words.items()}
+        return {word_text(w): complex(c) for w, c in self._words.items()}
 
     def __repr__(self):
         kind = "words" if self._words is not None else "matrix"
@@ -563,8 +326,8 @@ class Operator:
         equal records.
         """
         if self._words is not None:
-            terms = [[_word_text(w), float(np.real(c)), float(np.imag(c))]
-                     for w, c in sorted(self._words.items(), key=lambda wc: _sort_key(wc[0]))]
+            terms = [[word_text(w), float(np.real(c)), float(np.imag(c))]
+                     for w, c in sorted(self._words.items(), key=lambda wc: word_sort_key(wc[0]))]
             blob = json.dumps(terms).encode()
         else:
             terms = None
@@ -625,14 +388,14 @@ class Operator:
             return sp.csr_matrix((0, dim), dtype=complex)
         if self._blocks is not None:
             return self._blocks[m].tocsr()
-        return _words_matrix(self._words, self.N, m, self.offset, sites, rank)
+        return words_matrix(self._words, self.N, m, self.offset, sites, rank)
 
     def dagger(self) -> Operator:
         """The adjoint (offset ``-offset``), same name."""
         if self._words is not None:
             return Operator._make(self.name, self.N, -self.offset, self.dropped_norm,
                                   self.hermitian, self.norm_bound,
-                                  words=_dagger_words(self._words))
+                                  words=dagger_words(self._words))
         blocks = {m + self.offset: b.conj().T.tocsr() for m, b in self._blocks.items()}
         return Operator._make(self.name, self.N, -self.offset, self.dropped_norm,
                               self.hermitian, self.norm_bound, blocks=blocks)
@@ -689,16 +452,3 @@ def _block_norm_bound(blocks: dict) -> float:
         out = max(out, float(val))
     return out
 
-
-def _sort_key(word: tuple) -> tuple:
-    return (len(word), tuple((s, "zn+-".index(c)) for s, c in word))
-
-
-def _number(tok: str, text: str) -> complex:
-    try:
-        val = complex(tok.replace("(", "").replace(")", ""))
-    except ValueError:
-        raise ValueError(f"text: cannot read the coefficient {tok!r} in {text!r}") from None
-    if not (math.isfinite(val.real) and math.isfinite(val.imag)):
-        raise ValueError(f"text: the coefficient {tok!r} in {text!r} must be finite")
-    return val

@@ -24,16 +24,15 @@ import scipy.sparse.linalg as spla
 from threadpoolctl import threadpool_limits
 
 from .. import _threads
-from ._blockops import (
-    BlockGenerator,
+from ._blockops import BlockGenerator, triangular_solve
+from .blocks import BlockLayout
+from .hermitian import (
     hermitian_defect,
     hermitian_pack,
     hermitian_sum,
     hermitian_unpack,
-    triangular_solve,
     upper_half,
 )
-from .blocks import BlockLayout
 
 __all__ = ["NoJumpInverse", "BorderedSolver", "HermitianPacking", "GMRES_BASIS_BYTES"]
 

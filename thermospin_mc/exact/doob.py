@@ -56,7 +56,7 @@ Costs
 -----
 ``theta`` by :func:`scgf` (continuation from ``s = 0``), then the two
 eigenvectors by shifted inverse iteration at ``sigma = theta + 1e-6 max|L|``
-(two or three steps): a sparse LU of ``L_s - sigma`` (both eigenvectors from
+(two or three steps, :mod:`.doob_eigen`): a sparse LU of ``L_s - sigma`` (both eigenvectors from
 one factorisation) up to :data:`~thermospin_mc.counting.DIRECT_LIMIT`
 unknowns; above, GMRES left-preconditioned with the exact shifted no-jump
 inverse (per block in the eigenbasis of ``H_eff``, or a triangular Sylvester
@@ -66,9 +66,6 @@ cached (memory ``~ (3 + n_channels) sum_m d_m^2`` complex numbers). Measured on
 the paper's pump chain (counts ``{"pump": 1}``, ``s = 1``, one thread, on a
 busy two-core machine): N = 5 0.1 s, N = 7 1.3 s, N = 9 25 s, about half of it
 in :func:`scgf`.
-
-Length: the shifted solves of both eigenvectors and the process record (its
-model-like data, per-sector matrices and identity) are one unit.
 """
 
 from __future__ import annotations
@@ -78,20 +75,22 @@ import json
 import math
 
 import numpy as np
-import scipy.linalg as sla
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
-from scipy.linalg.lapack import ztrsyl
 
 from .. import _threads
 from .._threads import blas_threads
 from ..core.sectors import SectorSpace
 from ..physics.model import ChainModel
-from .blocks import BlockLayout, check_model
-from .counting import DIRECT_LIMIT, CountingSystem, channel_dm, check_counts, steady_sectors
+from .blocks import check_model
+from .counting import CountingSystem, channel_dm, check_counts, steady_sectors
+from .doob_eigen import (
+    GMRES_RTOL,  # re-export
+    hermitian_blocks,
+    inverse_iteration,
+    shifted_solvers,
+)
 from .fcs import scgf
 
-__all__ = ["doob", "DoobProcess", "DOOB_LIMIT"]
+__all__ = ["doob", "DoobProcess", "DOOB_LIMIT", "GMRES_RTOL"]
 
 #: Largest stacked block layout (``sum_m C(N, m)^2`` over the reachable sectors)
 #: for which ``l_s`` is computed: ``C(18, 9)``, every sector of ``N = 9`` (about half
@@ -102,119 +101,8 @@ DOOB_LIMIT = 48_620
 PD_RTOL = 1e-12
 #: Offset of the inverse-iteration shift above theta, relative to ``max |L|``.
 SHIFT = 1e-6
-#: Relative residual of the inner GMRES solves of inverse iteration on large layouts.
-GMRES_RTOL = 1e-11
 #: Largest accepted trace-preservation defect of the assembled process.
 CHECK_TOL = 1e-8
-
-
-# --------------------------------------------------------------------------- shifted solves
-class _NoJumpInverse:
-    """Exact ``(A - sigma)^-1`` and ``(A^* - sigma)^-1`` per block, ``A X = -i (H X - X H^+)``.
-
-    In a well-conditioned eigenbasis ``H = V diag(lam) W`` (``W = V^-1``,
-    ``den_ij = -i (lam_i - conj(lam_j))``): ``X = V ((W Y W^+) / (den - sigma)) V^+``
-    and, for the adjoint ``A^* X = i (H^+ X - X H)``, ``X = W^+ ((V^+ Y V) /
-    (conj(den) - sigma)) W``. Otherwise in the Schur form ``H = Q T Q^+``: ``X = Q Z
-    Q^+`` with the triangular Sylvester equations (``T_s = T - i sigma / 2``)
-    ``T_s Z - Z T_s^+ = i Q^+ Y Q`` and ``T_s^+ Z - Z T_s = -i Q^+ Y Q``.
-    """
-
-    def __init__(self, layout: BlockLayout, cond_limit: float = 1e8):
-        self.layout = layout
-        space = layout.space
-        self.data = {}
-        for m in layout.sectors:
-            H = space.sector(m).heff_sparse(space.a).toarray()
-            lam, V = np.linalg.eig(H)
-            try:
-                W = np.linalg.inv(V)
-                kappa = np.linalg.norm(V) * np.linalg.norm(W)
-            except np.linalg.LinAlgError:
-                kappa = np.inf
-            if np.isfinite(kappa) and kappa < cond_limit:
-                self.data[m] = ("eig", V, W, -1j * (lam[:, None] - lam.conj()[None, :]))
-            else:
-                T, Q = sla.schur(H, output="complex")
-                self.data[m] = ("schur", T, Q, None)
-
-    def apply(self, y: np.ndarray, sigma: float, adjoint: bool) -> np.ndarray:
-        lay = self.layout
-        out = np.empty_like(y)
-        for m in lay.sectors:
-            d, o = lay.dims[m], lay.offsets[m]
-            Y = y[o:o + d * d].reshape(d, d)
-            kind, P, R, den = self.data[m]
-            if kind == "eig":
-                V, W = P, R
-                if adjoint:
-                    X = W.conj().T @ ((V.conj().T @ Y @ V) / (den.conj() - sigma)) @ W
-                else:
-                    X = V @ ((W @ Y @ W.conj().T) / (den - sigma)) @ V.conj().T
-            else:
-                T, Q = P, R
-                Ts = T - 0.5j * sigma * np.eye(d)
-                C = Q.conj().T @ Y @ Q
-                if adjoint:
-                    Z, scale, info = ztrsyl(Ts, Ts, -1j * C, trana="C", tranb="N", isgn=-1)
-                else:
-                    Z, scale, info = ztrsyl(Ts, Ts, 1j * C, trana="N", tranb="C", isgn=-1)
-                if info < 0:  # pragma: no cover - argument error
-                    raise RuntimeError(f"ztrsyl failed in block m = {m} (info {info})")
-                X = Q @ (Z / scale) @ Q.conj().T
-            out[o:o + d * d] = X.ravel()
-        return out
-
-
-def _shifted_solvers(sysm: CountingSystem, Ls: sp.csr_matrix, sigma: float):
-    """``(right, left)``: ``b, x0 -> (L_s - sigma)^-1 b`` and ``(L_s^H - sigma)^-1 b``
-    (inexact GMRES solves on large layouts: inverse iteration checks its residual)."""
-    n = Ls.shape[0]
-    if n <= DIRECT_LIMIT:
-        lu = spla.splu((Ls - sigma * sp.identity(n, dtype=complex, format="csr")).tocsc())
-        return (lambda b, x0: lu.solve(b)), (lambda b, x0: lu.solve(b, trans="H"))
-    pre = _NoJumpInverse(sysm.layout)
-    F = (Ls - sysm.A).tocsr()
-    FH = F.conj().T.tocsr()
-
-    def make(Fm, adjoint):
-        op = spla.LinearOperator((n, n), dtype=complex,
-                                 matvec=lambda x: x + pre.apply(Fm @ x, sigma, adjoint))
-
-        def solve(b, x0):
-            x, _ = spla.gmres(op, pre.apply(b, sigma, adjoint), x0=x0, rtol=GMRES_RTOL, atol=0.0,
-                              restart=60, maxiter=3)
-            return x
-        return solve
-    return make(F, False), make(FH, True)
-
-
-def _eigvec(solve, op: sp.csr_matrix, theta: float, sigma: float, x0: np.ndarray,
-            scale: float, what: str) -> np.ndarray:
-    """Eigenvector of ``op`` next to ``theta`` by inverse iteration at the shift ``sigma``."""
-    x = x0 / np.linalg.norm(x0)
-    mu = theta
-    for _ in range(60):
-        z = solve(x, x / (mu - sigma))
-        x = z / np.linalg.norm(z)
-        ox = op @ x
-        mu = complex(np.vdot(x, ox))
-        if np.linalg.norm(ox - mu * x) <= 1e-12 * scale:
-            return x
-    raise RuntimeError(f"doob: inverse iteration for the {what} eigenvector of the tilted "
-                       f"generator did not converge (theta {theta}, last estimate {mu})")
-
-
-def _hermitian_blocks(layout: BlockLayout, x: np.ndarray, what: str) -> dict:
-    """The Hermitian blocks of ``x`` after checking their anti-Hermitian part is round-off."""
-    blocks = {m: layout.block(x, m) for m in layout.sectors}
-    big = max(np.linalg.norm(B) for B in blocks.values())
-    anti = max(np.linalg.norm(B - B.conj().T) for B in blocks.values()) / max(big, 1e-300)
-    if anti > 1e-8:
-        raise ValueError(f"doob: the {what} eigenmatrix of the tilted generator is not "
-                         f"Hermitian (relative anti-Hermitian part {anti:.3g}); theta(s) is "
-                         "not a simple real leading eigenvalue on the reachable sectors")
-    return {m: 0.5 * (B + B.conj().T) for m, B in blocks.items()}
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -288,10 +176,10 @@ class DoobProcess:
         LsH = Ls.conj().T.tocsr()
         scale = float(max(1.0, abs(sysm.L).max())) if sysm.L.nnz else 1.0
         sigma = theta0 + SHIFT * scale
-        right, left = _shifted_solvers(sysm, Ls, sigma)
+        right, left = shifted_solvers(sysm, Ls, sigma)
         ident = lay.trace()  # vec of the identity: the trace functional, and a PD start
-        r = _eigvec(right, Ls, theta0, sigma, ident, scale, "right")
-        u = _eigvec(left, LsH, theta0, sigma, ident, scale, "left")
+        r = inverse_iteration(right, Ls, theta0, sigma, ident, scale, "right")
+        u = inverse_iteration(left, LsH, theta0, sigma, ident, scale, "left")
         r = r / (lay.trace() @ r)  # Tr r = 1
         u = u / np.conj(np.vdot(u, r))  # Tr(l r) = vec(l)^H vec(r) = 1
         theta = complex(np.vdot(u, Ls @ r))  # two-sided Rayleigh quotient
@@ -300,8 +188,8 @@ class DoobProcess:
                              f"scgf's theta(s) = {theta0:.12g}")
         theta = theta.real
         set_(self, "theta", theta)
-        lb = _hermitian_blocks(lay, u, "left")
-        rb = _hermitian_blocks(lay, r, "right")
+        lb = hermitian_blocks(lay, u, "left")
+        rb = hermitian_blocks(lay, r, "right")
         eig = {m: np.linalg.eigh(B) for m, B in lb.items()}
         wmax = max(float(w.max()) for w, _ in eig.values())
         for m, (w, _) in eig.items():

@@ -96,6 +96,42 @@ def _esym_moments(x: np.ndarray, eps: np.ndarray, P: int,
 
 
 @njit(cache=True, nogil=True)
+def _pair_terms(P: int, e_pair: int, mh: np.ndarray, uh: np.ndarray, jh: np.ndarray,
+                mq: np.ndarray, uq: np.ndarray, jq: np.ndarray):
+    """The pair terms ``t_p = e_p(h) e_p(q)``, p = 0..P, and their sums, all relative to
+    the largest term; from the rows of :func:`_esym_moments` of the holes (``mh, uh, jh``)
+    and the particles (``mq, uq, jq``), one pair carrying ``2^e_pair``.
+
+    Returns ``(t, Zs, Us)``: ``Zs = sum_p t_p`` and ``Us = sum_p t_p (H_p / e_p(h) +
+    Q_p / e_p(q))`` (the energy-weighted sum), in the common scale of ``t``.
+    """
+    # t_p = e_p(h) e_p(q) = mh mq 2^(jh + jq + p e_pair): exact power-of-two shifts
+    expo = np.empty(P + 1, dtype=np.int64)
+    mant_t = np.zeros(P + 1)
+    emx = -(1 << 62)
+    for p in range(P + 1):
+        a = mh[P - p]
+        c = mq[P - p]
+        if a > 0.0 and c > 0.0:
+            ma, ea = math.frexp(a)
+            mc, ec = math.frexp(c)
+            mant_t[p] = ma * mc
+            expo[p] = ea + ec + p * e_pair + jh[p] + jq[p]
+            if expo[p] > emx:
+                emx = expo[p]
+    Zs = 0.0
+    Us = 0.0
+    t = np.zeros(P + 1)
+    for p in range(P + 1):
+        if mant_t[p] > 0.0:
+            t[p] = math.ldexp(mant_t[p], int(expo[p] - emx))
+            if t[p] > 0.0:
+                Zs += t[p]
+                Us += t[p] * (uh[P - p] / mh[P - p] + uq[P - p] / mq[P - p])
+    return t, Zs, Us
+
+
+@njit(cache=True, nogil=True)
 def _excitation_one(bt: float, N: int, kmax: int, nmin: int, width: float) -> float:
     """Mean canonical excitation energy <E - E_1> (units pi^2 / (2 L^2)) for one b = bt > 0.
 
@@ -119,7 +155,8 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int, width: float) -> fl
     Scaling is done with powers of two only (exact): the pair factor
     exp(-b (2N + 1)) = mant * 2^e2 has its mantissa folded into the particle weights, each
     weight family is pre-scaled to a sum in [1/2, 1), and the rows of the recursion carry
-    their own binary exponents (:func:`_esym_moments`).
+    their own binary exponents (:func:`_esym_moments`); the pair terms are summed by
+    :func:`_pair_terms`.
     """
     z = bt * (2.0 * N + 1.0)  # b times the gap: weight of one pair = exp(-z)
     if z > 760.0:
@@ -191,29 +228,7 @@ def _excitation_one(bt: float, N: int, kmax: int, nmin: int, width: float) -> fl
         jq = np.empty(P + 1, dtype=np.int64)
         _esym_moments(xh, eh, P, mh, uh, jh)
         _esym_moments(xq, eq, P, mq, uq, jq)
-        # t_p = e_p(h) e_p(q) = mh mq 2^(jh + jq + p e_pair): exact power-of-two shifts
-        expo = np.empty(P + 1, dtype=np.int64)
-        mant_t = np.zeros(P + 1)
-        emx = -(1 << 62)
-        for p in range(P + 1):
-            a = mh[P - p]
-            c = mq[P - p]
-            if a > 0.0 and c > 0.0:
-                ma, ea = math.frexp(a)
-                mc, ec = math.frexp(c)
-                mant_t[p] = ma * mc
-                expo[p] = ea + ec + p * e_pair + jh[p] + jq[p]
-                if expo[p] > emx:
-                    emx = expo[p]
-        Zs = 0.0
-        Us = 0.0
-        t = np.zeros(P + 1)
-        for p in range(P + 1):
-            if mant_t[p] > 0.0:
-                t[p] = math.ldexp(mant_t[p], int(expo[p] - emx))
-                if t[p] > 0.0:
-                    Zs += t[p]
-                    Us += t[p] * (uh[P - p] / mh[P - p] + uq[P - p] / mq[P - p])
+        t, Zs, Us = _pair_terms(P, e_pair, mh, uh, jh, mq, uq, jq)
         if P == Pmax or t[P] == 0.0:
             break
         if t[P - 1] > 0.0 and t[P] < t[P - 1]:

@@ -26,10 +26,11 @@ import contextlib
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import _validate as v
+from .sectorpack import DENSE_MAX
 from .worker import Job, code_identity, prepare_worker, run_job
 
 __all__ = ["BACKENDS", "NAMES", "Cluster", "register", "fork_method", "DASK_RETRIES"]
@@ -56,23 +57,53 @@ def register(name: str):
 # --------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class Cluster:
-    """Where a run's batches go (validated on construction).
+    """How a run's work is carried out (validated on construction). None of these
+    fields changes a result beyond round-off (``dense_max``) or at all (the rest).
 
-    ``backend``: a name registered in :data:`BACKENDS`, or ``None``: ``"serial"`` for
-    ``n_jobs=1``, ``"threads"`` otherwise, ``"dask"`` when ``client`` or
-    ``scheduler`` is given. ``n_jobs``: threads / loky processes / local Dask
-    workers (``-1``: every core). ``client``: a ``dask.distributed.Client``
-    (left open); ``scheduler``: the address of a running Dask scheduler.
+    Parameters
+    ----------
+    backend : str, optional
+        A name registered in :data:`BACKENDS`, or ``None``: ``"serial"`` for
+        ``n_jobs=1``, ``"threads"`` otherwise, ``"dask"`` when ``client`` or
+        ``scheduler`` is given.
+    n_jobs : int
+        Threads / loky processes / local Dask workers (``-1``: every core).
+        ``mcsolve``'s own ``n_jobs`` fills it when this is left at 1.
+    client : dask.distributed.Client, optional
+        Run on this client's cluster (left open).
+    scheduler : str, optional
+        Address of a running Dask scheduler.
+    batch_size : int, optional
+        Trajectories per parallel task, rounded up to a multiple of ``BLOCK``
+        (default: sized from ``ntraj`` and the workers).
+    progress : bool, optional
+        Progress reports on stderr (default ``None``: on for runs of at least 2000
+        trajectories).
+    dense_max : int
+        Largest sector propagated by its eigen-decomposition; larger sectors use
+        the Chebyshev propagator (both exact; they differ in round-off, so this
+        field is part of a checkpoint's identity).
     """
 
     backend: str | None = None
     n_jobs: int = 1
     client: Any = None
     scheduler: str | None = None
+    batch_size: int | None = None
+    progress: bool | None = None
+    dense_max: int = DENSE_MAX
+    #: the backend was left to the default rule (recomputed by :meth:`with_n_jobs`)
+    auto_backend: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         set_ = object.__setattr__
         set_(self, "n_jobs", v.n_jobs(self.n_jobs))
+        if self.batch_size is not None:
+            set_(self, "batch_size", v.integer("batch_size", self.batch_size, lo=1))
+        if self.progress is not None and not isinstance(self.progress, bool):
+            raise ValueError(f"progress must be True, False or None, got {self.progress!r}")
+        set_(self, "dense_max", v.integer("dense_max", self.dense_max, lo=1))
+        set_(self, "auto_backend", self.backend is None)
         backend, client, scheduler = self.backend, self.client, self.scheduler
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
@@ -97,6 +128,11 @@ class Cluster:
         if backend is None:
             backend = "serial" if self.n_jobs == 1 else "threads"
         set_(self, "backend", backend)
+
+    def with_n_jobs(self, n_jobs: int) -> Cluster:
+        """This record with another ``n_jobs`` (a default backend is chosen again)."""
+        return replace(self, backend=None if self.auto_backend else self.backend,
+                       n_jobs=n_jobs)
 
 
 class _Base:

@@ -67,7 +67,8 @@ from ..exact.counting import check_counts
 from ..physics.model import ChainModel
 from . import kernels as K
 from .backends import BACKENDS, Cluster
-from .pack import DENSE_MAX, get_pack, initial_draw, warm_kernels
+from .batches import get_pack, initial_draw, warm_kernels
+from .sectorpack import DENSE_MAX
 
 __all__ = ["cloning", "COLUMNS"]
 

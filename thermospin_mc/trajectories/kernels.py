@@ -46,7 +46,7 @@ the record types :class:`SectorTables`, :class:`Start`, :class:`RunSpec` and
 :class:`BlockOut` (named tuples of arrays and scalars; numba compiles them
 as tuples, so they carry no Python objects into the compiled code).
 
-Sector data layout (see ``pack.SectorPack``): ``stab[m, :]`` holds
+Sector data layout (see ``sectorpack.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
 off_decay, off_indptr, off_indices, off_data, nnz, off_phase, off_cheb,
 off_gamma``; ``jtab[k, m]`` holds ``(offset, count, amp_offset, dense)`` of
@@ -114,7 +114,7 @@ CHEB_TOL = 1e-14
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 
-# observable flags (component layout: see thermospin_mc.pack.kernel_layout); FLAG_OP:
+# observable flags (component layout: see layouts.kernel_layout); FLAG_OP:
 # user operators (the last columns of a row), FLAG_STATE: accumulate the block density
 # matrix (BlockOut.rho)
 FLAG_J, FLAG_JBOND, FLAG_N, FLAG_NN, FLAG_PM, FLAG_COUNT, FLAG_OP, FLAG_STATE = range(8)
@@ -616,22 +616,24 @@ def _hermite_root(f0, s0, f1, s1):
 
 # --------------------------------------------------------------------------- observables
 @njit(cache=True, _nrt=False)
-def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
-    """Write the observables of ``psi / sqrt(nrm)`` into row ``out[k_out]``.
+def _record(stab, ints, row, psi, nrm, N, flags, out, k_out):
+    """Write the observables of ``psi / sqrt(nrm)`` (in the sector of table row
+    ``row``) into ``out[k_out]``.
 
     Component layout: [j] (if FLAG_J), [j_bond x (N-1)] (if FLAG_JBOND),
-    [m], [n x N] (if FLAG_N); the two-point observables and the jump counts
-    that follow are written by :func:`_record_extra`.
+    [m] (the magnetisation ``N/2 - magnons``), [n x N] (if FLAG_N); the
+    two-point observables and the jump counts that follow are written by
+    :func:`_record_extra`.
     """
-    d = stab[m, DIM]
-    mm = m % (N + 1)  # magnon number (``m`` is a table row: stage base + magnons)
+    d = stab[row, DIM]
+    magnons = row % (N + 1)  # the sector (``row`` is a table row: stage base + magnons)
     inv = 1.0 / nrm
     pos = 0
     want_j = flags[FLAG_J] != 0
     want_jb = flags[FLAG_JBOND] != 0
     if want_j or want_jb:
-        oh = stab[m, OFF_HOP]
-        nh = stab[m, NHOP]
+        oh = stab[row, OFF_HOP]
+        nh = stab[row, NHOP]
         jpos = pos
         jbpos = pos + (1 if want_j else 0)
         if want_jb:
@@ -653,16 +655,16 @@ def _record(stab, ints, m, psi, nrm, N, flags, out, k_out):
         if want_j:
             out[k_out, jpos] = tot
         pos = jbpos + (N - 1 if want_jb else 0)
-    out[k_out, pos] = N / 2.0 - mm
+    out[k_out, pos] = N / 2.0 - magnons  # the magnetisation
     pos += 1
     if flags[FLAG_N] != 0:
         for i in range(N):
             out[k_out, pos + i] = 0.0
-        os_ = stab[m, OFF_SITES]
+        os_ = stab[row, OFF_SITES]
         for bidx in range(d):
             p = (psi[bidx].real * psi[bidx].real + psi[bidx].imag * psi[bidx].imag) * inv
-            for k in range(mm):
-                out[k_out, pos + ints[os_ + bidx * mm + k]] += p
+            for k in range(magnons):
+                out[k_out, pos + ints[os_ + bidx * magnons + k]] += p
 
 
 @njit(cache=True, _nrt=False, inline="always")
@@ -790,7 +792,7 @@ def _record_state(rho, base, d, psi, w):
     triangle (``j >= i``) packed row by row, ``T = d (d + 1) / 2`` real parts from
     ``rho[base]`` (entry ``(i, j)`` at ``i d - i (i - 1) / 2 + j - i``), then the
     ``T`` imaginary parts (the lower triangle follows by Hermiticity when the sum
-    is read, ``pack.state_blocks``)."""
+    is read, ``layouts.state_blocks``)."""
     ud = np.uint64(d)
     tri = ud * (ud + np.uint64(1)) // np.uint64(2)
     row = np.uint64(base)
@@ -811,7 +813,7 @@ def _record_state(rho, base, d, psi, w):
 
 # --------------------------------------------------------------------------- entry records
 class SectorTables(NamedTuple):
-    """The flat sector data of a run (``pack.SectorPack.tables``).
+    """The flat sector data of a run (``sectorpack.SectorPack.tables``).
 
     ``stab (N+1, NCOL) int64``: per-sector row (``BUILT, DIM, MODE, OFF_*``);
     ``jtab (nch, N+1, 3) int64``: jump maps ``(offset, count, amp_offset)``;
@@ -1470,6 +1472,206 @@ def advance_clones(tables, key, t0, t1, nu, m_in, psi_in, m_out, psi_out, k_out,
 
 
 # --------------------------------------------------------------------------- one block
+@njit(cache=True, _nrt=False)
+def _draw_start(state, init_kind, init_p, init_cfg, binom, N):
+    """The site-basis configuration a trajectory starts from (``INIT_PRODUCT``,
+    ``INIT_TABLE``; see :func:`run_block`), drawn from its stream ``state``:
+    returns ``(m, basis index)``."""
+    idx = 0
+    if init_kind == INIT_PRODUCT:
+        m_init = 0
+        for i in range(N):
+            if next_uniform(state) < init_p[i]:
+                m_init += 1
+                idx += binom[i, m_init]  # colex rank: sum_k C(c_k, k + 1)
+    else:
+        u = next_uniform(state)
+        lo_j = 0
+        hi_j = init_cfg.shape[0] - 1
+        while lo_j < hi_j:
+            mid = (lo_j + hi_j) // 2
+            if init_p[mid] > u:
+                hi_j = mid
+            else:
+                lo_j = mid + 1
+        m_init = init_cfg[lo_j, 0]
+        idx = init_cfg[lo_j, 1]
+    return m_init, idx
+
+
+@njit(cache=True, _nrt=False)
+def _path_start(path_norm, out_idx, path_obs, r, X, nfine):
+    """Where a trajectory with the no-jump threshold ``r`` leaves the shared no-jump
+    path (``nfine`` fine points): the first fine point ``f0`` where the norm falls
+    to ``r`` (the norm never increases along a no-jump path). Copies the path's
+    observable rows of the output times before it into ``X``; returns ``(f0,
+    k)``, ``k`` the first output row left to compute."""
+    lo_f = 0
+    hi_f = nfine
+    while lo_f < hi_f:
+        mid = (lo_f + hi_f) // 2
+        if path_norm[mid] > r:
+            lo_f = mid + 1
+        else:
+            hi_f = mid
+    f0 = lo_f
+    nt, ncomp = X.shape
+    k = 0
+    while k < nt and out_idx[k] < f0:
+        for c in range(ncomp):
+            X[k, c] = path_obs[k, c]
+        k += 1
+    return f0, k
+
+
+@njit(cache=True, _nrt=False)
+def _run_trajectory(tables, start, spec, ws, traj, m, psi_init, f0, k, r, state, X, counts,
+                    racc, jump_buf, njumps, opos):
+    """Run one trajectory of :func:`run_block` from the point where it leaves the
+    shared no-jump path (fine point ``f0``, output row ``k``; ``f0 == 0``: from its
+    initial state, ``psi0`` or ``psi_init``, in sector ``m``) with the no-jump
+    threshold ``r``, writing its observable rows into ``X`` (and ``counts``,
+    ``racc``) and its jumps into ``jump_buf`` from row ``njumps``.
+
+    ``ws`` holds the work arrays ``(cur, psi, coef, w1, w2, newpsi, fs, weights,
+    B, bes, vn)``. Returns ``(status, njumps, valid, truncated, missing_sector)``:
+    ``valid`` rows of ``X`` count (fewer than ``nt`` when a jump left the magnon
+    cap: ``truncated``); ``status < 0`` as in :func:`run_block` (the trajectory
+    is abandoned).
+    """
+    stab, jtab, ptab, cpx, ints, reals = (tables.stab, tables.jtab, tables.ptab, tables.cpx,
+                                          tables.ints, tables.reals)
+    hnorms, ch_rate, ch_dm, otab, bph = (tables.hnorms, tables.ch_rate, tables.ch_dm,
+                                         tables.otab, tables.bph)
+    psi0, init_kind, fine_t, out_idx = (start.psi0, start.init_kind, start.fine_t,
+                                         start.out_idx)
+    path_cur, path_norm, path_decay = start.path_cur, start.path_norm, start.path_decay
+    times, use_phase_grid, N, flags = spec.times, spec.use_phase_grid, spec.N, spec.flags
+    max_magnons, record_jumps = spec.max_magnons, spec.record_jumps
+    rho_off, rho_stride = spec.rho_off, spec.rho_stride
+    stage_t, stage_base, stage_u, stage_kend = (spec.stage_t, spec.stage_base, spec.stage_u,
+                                                spec.stage_kend)
+    stage_L = spec.stage_L
+    cur, psi, coef, w1, w2, newpsi, fs, weights, B, bes, vn = ws
+    nst = stage_t.size
+    nt = times.size
+    want_user = flags[FLAG_STATE] != 0 or flags[FLAG_OP] != 0
+    cap = jump_buf.shape[0]
+    s = 0
+    ph_first = -1
+    if f0 == 0:
+        sm = stage_base[0] + m
+        if init_kind == INIT_PURE:
+            _set_state(stab, reals, sm, psi0, cur, fs)
+            g_cur = _decay_rate(stab, reals, sm, psi0)
+        else:
+            _set_state(stab, reals, sm, psi_init, cur, fs)
+            g_cur = _decay_rate(stab, reals, sm, psi_init)
+        t_cur = 0.0
+        n_cur = 1.0
+    else:
+        t_cur = fine_t[f0 - 1]
+        while s + 1 < nst and stage_t[s + 1] <= t_cur:
+            s += 1  # a boundary point holds the next stage's representation
+        sm = stage_base[s] + m
+        if stab[sm, BUILT] == 0:
+            return STATUS_NEED_SECTOR, njumps, nt, False, sm
+        if s > 0 and t_cur == stage_t[s]:
+            ph_first = bph[s, m, 1]
+        for a in range(stab[sm, DIM]):
+            cur[a] = path_cur[f0 - 1, a]
+        n_cur = path_norm[f0 - 1]
+        g_cur = path_decay[f0 - 1]
+    # the eigen-mode phase cache holds for steps between output times
+    on_grid = k > 0 and out_idx[k - 1] == f0 - 1
+    while True:
+        kend = stage_kend[s]
+        last = s + 1 >= nst
+        t_end = times[nt - 1] if last else stage_t[s + 1]
+        cross = False
+        if stab[sm, MODE] == MODE_CHEB:
+            k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, sm, times, kend, k,
+                                      t_cur, r, cur, psi, B, vn, bes, fs, N, flags,
+                                      X, counts, otab, opos, racc, rho_off,
+                                      rho_stride, t_end, not last)
+            if t_jump < 0.0:
+                if last:
+                    return 0, njumps, nt, False, -1
+                cross = True  # no jump before t_end: cur holds the state there
+                n_cur = 0.0
+                for a in range(stab[sm, DIM]):
+                    psi[a] = cur[a]
+                    n_cur += cur[a].real * cur[a].real + cur[a].imag * cur[a].imag
+        else:
+            if want_user:
+                k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment_user(
+                    stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
+                    n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                    flags, X, counts, otab, opos, racc, rho_off, rho_stride, ph_first)
+            else:
+                k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
+                    stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
+                    n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
+                    flags, X, counts, opos, ph_first)
+            ph_first = -1
+            t_hi = t_end
+            if k == kend:
+                if last:
+                    return 0, njumps, nt, False, -1
+                # the stage boundary, probed like an output time
+                ph = bph[s, m, 0] if t_cur == stage_L[s] else -1
+                n_hi = _eval_state(stab, cpx, ints, reals, hnorms, sm, cur,
+                                   t_end - t_cur, ph, psi, coef, w1, w2, fs)
+                if n_hi > r:
+                    cross = True
+                    n_cur = n_hi
+                else:
+                    g_hi = _decay_rate(stab, reals, sm, psi)
+            else:
+                t_hi = times[k]
+            if not cross:
+                t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, sm, t_cur, n_cur,
+                                      g_cur, t_hi, n_hi, g_hi, r, cur, psi, coef, w1,
+                                      w2, fs)
+        if cross:
+            # into the next stage: the unnormalised state passes unchanged
+            s += 1
+            sm = stage_base[s] + m
+            if stab[sm, BUILT] == 0:
+                return STATUS_NEED_SECTOR, njumps, nt, False, sm
+            _set_state(stab, reals, sm, psi, cur, fs)
+            g_cur = _decay_rate(stab, reals, sm, psi)
+            t_cur = t_end
+            on_grid = False
+            ph_first = bph[s, m, 1]
+            continue
+        ch, sq = _choose_channel(stab, jtab, ints, reals, ch_rate[stage_u[s]], sm, psi,
+                                 next_uniform(state), weights, newpsi, fs)
+        m_new = m + ch_dm[ch]
+        counts[ch] += 1.0
+        if record_jumps:
+            if njumps >= cap:
+                return STATUS_JUMP_BUFFER_FULL, njumps, nt, False, -1
+            jump_buf[njumps, 0] = traj
+            jump_buf[njumps, 1] = t_jump
+            jump_buf[njumps, 2] = ch
+            jump_buf[njumps, 3] = m
+            njumps += 1
+        if m_new > max_magnons:
+            return 0, njumps, k, True, -1  # truncated: its rows before k count
+        sm_new = stage_base[s] + m_new
+        if stab[sm_new, BUILT] == 0:
+            return STATUS_NEED_SECTOR, njumps, nt, False, sm_new
+        g_cur = _apply_jump(stab, jtab, ints, reals, ch, sm, sm_new, psi, sq, newpsi,
+                            cur, fs)
+        m = m_new
+        sm = sm_new
+        t_cur = t_jump
+        n_cur = 1.0
+        on_grid = False
+        r = next_uniform(state)
+
+
 @njit(cache=True, nogil=True)
 def run_block(tables, start, spec, traj0, ntraj, out):
     """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into the
@@ -1502,26 +1704,16 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     Returns ``(status, njumps, n_truncated, missing_sector)``; status < 0
     means the block must be re-run (a sector to build, or a bigger jump buffer).
     """
-    stab, jtab, ptab, cpx, ints, reals = (tables.stab, tables.jtab, tables.ptab, tables.cpx,
-                                          tables.ints, tables.reals)
-    hnorms, ch_rate, ch_dm, maxdim = tables.hnorms, tables.ch_rate, tables.ch_dm, tables.maxdim
-    otab = tables.otab
-    m0, psi0, init_kind, init_p = start.m0, start.psi0, start.init_kind, start.init_p
+    stab, reals, maxdim, otab = tables.stab, tables.reals, tables.maxdim, tables.otab
+    m0, init_kind, init_p = start.m0, start.init_kind, start.init_p
     init_cfg, binom, fine_t, out_idx = start.init_cfg, start.binom, start.fine_t, start.out_idx
-    path_cur, path_norm = start.path_cur, start.path_norm
-    path_decay, path_obs, path_psi = start.path_decay, start.path_obs, start.path_psi
-    key, times, use_phase_grid, N = spec.key, spec.times, spec.use_phase_grid, spec.N
-    flags, ncomp, max_magnons = spec.flags, spec.ncomp, spec.max_magnons
-    record_jumps, keep = spec.record_jumps, spec.keep
-    rho_off, rho_stride = spec.rho_off, spec.rho_stride
-    stage_t, stage_base, stage_u, stage_kend = (spec.stage_t, spec.stage_base, spec.stage_u,
-                                                spec.stage_kend)
-    stage_L, bph = spec.stage_L, tables.bph
-    nst = stage_t.size
+    path_norm, path_obs, path_psi = start.path_norm, start.path_obs, start.path_psi
+    key, times, N, flags, ncomp = spec.key, spec.times, spec.N, spec.flags, spec.ncomp
+    keep, rho_off, rho_stride = spec.keep, spec.rho_off, spec.rho_stride
+    stage_base = spec.stage_base
     cnt, mean, m2, jump_buf, kept = out.cnt, out.mean, out.m2, out.jump_buf, out.kept
     racc = out.rho
     want_state = flags[FLAG_STATE] != 0
-    want_user = want_state or flags[FLAG_OP] != 0
     npath = np.zeros(times.size, dtype=np.int64)
     opos = _op_start(otab, flags, ncomp)
     nt = times.size
@@ -1535,37 +1727,19 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     newpsi = np.zeros(maxdim, dtype=np.complex128)
     fs = np.zeros(2 * maxdim)
     X = np.zeros((nt, ncomp))
-    weights = np.zeros(ch_rate.size)
-    counts = np.zeros(ch_rate.size)
+    weights = np.zeros(tables.ch_rate.size)
+    counts = np.zeros(tables.ch_rate.size)
     psi_init = np.zeros(maxdim, dtype=np.complex128)
     B, bes, vn = _cheb_workspace(stab, reals)
+    ws = (cur, psi, coef, w1, w2, newpsi, fs, weights, B, bes, vn)
     njumps = 0
     ntrunc = 0
-    cap = jump_buf.shape[0]
     for it in range(ntraj):
         traj = traj0 + it
         seed_state(key, traj, state)
         m_init = m0
         if init_kind != INIT_PURE:
-            idx = 0
-            if init_kind == INIT_PRODUCT:
-                m_init = 0
-                for i in range(N):
-                    if next_uniform(state) < init_p[i]:
-                        m_init += 1
-                        idx += binom[i, m_init]  # colex rank: sum_k C(c_k, k + 1)
-            else:
-                u = next_uniform(state)
-                lo_j = 0
-                hi_j = init_cfg.shape[0] - 1
-                while lo_j < hi_j:
-                    mid = (lo_j + hi_j) // 2
-                    if init_p[mid] > u:
-                        hi_j = mid
-                    else:
-                        lo_j = mid + 1
-                m_init = init_cfg[lo_j, 0]
-                idx = init_cfg[lo_j, 1]
+            m_init, idx = _draw_start(state, init_kind, init_p, init_cfg, binom, N)
             if stab[stage_base[0] + m_init, BUILT] == 0:
                 return STATUS_NEED_SECTOR, njumps, ntrunc, stage_base[0] + m_init
             for a in range(stab[m_init, DIM]):
@@ -1575,141 +1749,17 @@ def run_block(tables, start, spec, traj0, ntraj, out):
             for c in range(counts.size):
                 counts[c] = 0.0
         r = next_uniform(state)
-        # ---- shared no-jump start: first fine point where the norm falls to r
-        # (the norm never increases along a no-jump path)
-        lo_f = 0
-        hi_f = nfine
-        while lo_f < hi_f:
-            mid = (lo_f + hi_f) // 2
-            if path_norm[mid] > r:
-                lo_f = mid + 1
-            else:
-                hi_f = mid
-        f0 = lo_f
-        k = 0
-        while k < nt and out_idx[k] < f0:
-            for c in range(ncomp):
-                X[k, c] = path_obs[k, c]
-            k += 1
+        f0, k = _path_start(path_norm, out_idx, path_obs, r, X, nfine)
         n_from_path = k
         valid = nt
         if k < nt:
-            m = m_init
-            s = 0
-            ph_first = -1
-            if f0 == 0:
-                sm = stage_base[0] + m
-                if init_kind == INIT_PURE:
-                    _set_state(stab, reals, sm, psi0, cur, fs)
-                    g_cur = _decay_rate(stab, reals, sm, psi0)
-                else:
-                    _set_state(stab, reals, sm, psi_init, cur, fs)
-                    g_cur = _decay_rate(stab, reals, sm, psi_init)
-                t_cur = 0.0
-                n_cur = 1.0
-            else:
-                t_cur = fine_t[f0 - 1]
-                while s + 1 < nst and stage_t[s + 1] <= t_cur:
-                    s += 1  # a boundary point holds the next stage's representation
-                sm = stage_base[s] + m
-                if stab[sm, BUILT] == 0:
-                    return STATUS_NEED_SECTOR, njumps, ntrunc, sm
-                if s > 0 and t_cur == stage_t[s]:
-                    ph_first = bph[s, m, 1]
-                for a in range(stab[sm, DIM]):
-                    cur[a] = path_cur[f0 - 1, a]
-                n_cur = path_norm[f0 - 1]
-                g_cur = path_decay[f0 - 1]
-            # the eigen-mode phase cache holds for steps between output times
-            on_grid = k > 0 and out_idx[k - 1] == f0 - 1
-            while True:
-                kend = stage_kend[s]
-                last = s + 1 >= nst
-                t_end = times[nt - 1] if last else stage_t[s + 1]
-                cross = False
-                if stab[sm, MODE] == MODE_CHEB:
-                    k, t_jump = _cheb_segment(stab, cpx, ints, reals, ptab, sm, times, kend, k,
-                                              t_cur, r, cur, psi, B, vn, bes, fs, N, flags,
-                                              X, counts, otab, opos, racc, rho_off,
-                                              rho_stride, t_end, not last)
-                    if t_jump < 0.0:
-                        if last:
-                            break
-                        cross = True  # no jump before t_end: cur holds the state there
-                        n_cur = 0.0
-                        for a in range(stab[sm, DIM]):
-                            psi[a] = cur[a]
-                            n_cur += cur[a].real * cur[a].real + cur[a].imag * cur[a].imag
-                else:
-                    if want_user:
-                        k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment_user(
-                            stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
-                            n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
-                            flags, X, counts, otab, opos, racc, rho_off, rho_stride, ph_first)
-                    else:
-                        k, t_cur, n_cur, g_cur, n_hi, g_hi, on_grid = _segment(
-                            stab, cpx, ints, reals, hnorms, ptab, sm, times, kend, k, t_cur,
-                            n_cur, g_cur, on_grid, use_phase_grid, r, cur, psi, coef, w1, w2, fs, N,
-                            flags, X, counts, opos, ph_first)
-                    ph_first = -1
-                    t_hi = t_end
-                    if k == kend:
-                        if last:
-                            break
-                        # the stage boundary, probed like an output time
-                        ph = bph[s, m, 0] if t_cur == stage_L[s] else -1
-                        n_hi = _eval_state(stab, cpx, ints, reals, hnorms, sm, cur,
-                                           t_end - t_cur, ph, psi, coef, w1, w2, fs)
-                        if n_hi > r:
-                            cross = True
-                            n_cur = n_hi
-                        else:
-                            g_hi = _decay_rate(stab, reals, sm, psi)
-                    else:
-                        t_hi = times[k]
-                    if not cross:
-                        t_jump = _locate_jump(stab, cpx, ints, reals, hnorms, sm, t_cur, n_cur,
-                                              g_cur, t_hi, n_hi, g_hi, r, cur, psi, coef, w1,
-                                              w2, fs)
-                if cross:
-                    # into the next stage: the unnormalised state passes unchanged
-                    s += 1
-                    sm = stage_base[s] + m
-                    if stab[sm, BUILT] == 0:
-                        return STATUS_NEED_SECTOR, njumps, ntrunc, sm
-                    _set_state(stab, reals, sm, psi, cur, fs)
-                    g_cur = _decay_rate(stab, reals, sm, psi)
-                    t_cur = t_end
-                    on_grid = False
-                    ph_first = bph[s, m, 1]
-                    continue
-                ch, sq = _choose_channel(stab, jtab, ints, reals, ch_rate[stage_u[s]], sm, psi,
-                                         next_uniform(state), weights, newpsi, fs)
-                m_new = m + ch_dm[ch]
-                counts[ch] += 1.0
-                if record_jumps:
-                    if njumps >= cap:
-                        return STATUS_JUMP_BUFFER_FULL, njumps, ntrunc, -1
-                    jump_buf[njumps, 0] = traj
-                    jump_buf[njumps, 1] = t_jump
-                    jump_buf[njumps, 2] = ch
-                    jump_buf[njumps, 3] = m
-                    njumps += 1
-                if m_new > max_magnons:
-                    ntrunc += 1
-                    valid = k
-                    break
-                sm_new = stage_base[s] + m_new
-                if stab[sm_new, BUILT] == 0:
-                    return STATUS_NEED_SECTOR, njumps, ntrunc, sm_new
-                g_cur = _apply_jump(stab, jtab, ints, reals, ch, sm, sm_new, psi, sq, newpsi,
-                                    cur, fs)
-                m = m_new
-                sm = sm_new
-                t_cur = t_jump
-                n_cur = 1.0
-                on_grid = False
-                r = next_uniform(state)
+            status, njumps, valid, truncated, need = _run_trajectory(
+                tables, start, spec, ws, traj, m_init, psi_init, f0, k, r, state, X, counts,
+                racc, jump_buf, njumps, opos)
+            if status < 0:
+                return status, njumps, ntrunc, need
+            if truncated:
+                ntrunc += 1
         # ---- fold this trajectory into the block statistics (index order)
         _fold(X, valid, cnt, mean, m2)
         if want_state:

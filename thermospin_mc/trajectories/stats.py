@@ -20,8 +20,8 @@ import numpy as np
 
 from .. import _validate as v
 from ..core.errorbars import GROUPS
-from ..core.results import chan_merge, sem_from_m2
-from .pack import BLOCK
+from ..core.merging import chan_merge, sem_from_m2
+from .batches import BLOCK
 
 __all__ = ["Accumulator", "GroupMeans", "Reducer", "Target", "DEFAULT_MAX_NTRAJ"]
 
@@ -184,7 +184,8 @@ class Reducer:
 # --------------------------------------------------------------------------- stopping
 @dataclass(frozen=True)
 class Target:
-    """When a run stops: an accuracy target, a trajectory cap, a time limit.
+    """When a run stops: an accuracy target, a trajectory cap, a time limit, and
+    (``max_magnons``) when a trajectory stops counting.
 
     ``sem=None`` is a plain run of ``ntraj`` trajectories (``time_limit`` may
     still end it early). With ``sem``, blocks are added (at least ``ntraj``
@@ -192,9 +193,12 @@ class Target:
     over the rows with ``t > 0`` is ``<= sem`` (absolute), or every such row's
     is ``<= sem * |mean|`` (``relative``; rows below ``rel_floor`` times the
     observable's largest ``|mean|`` are left out), or ``max_ntraj`` is
-    reached. See ``mcsolve`` for the meaning of each field. Fields are
-    validated on construction; :meth:`resolve` checks them against a run's
-    observables and ``ntraj``.
+    reached. ``max_magnons`` caps the magnon number: a trajectory whose next
+    jump would exceed it stops contributing from that time on (default: the
+    chain length, no cap). See ``mcsolve`` for the meaning of each field.
+    Fields are validated on construction; :meth:`resolve` checks them against
+    a run's observables and ``ntraj``, and the run checks ``max_magnons``
+    against its model.
     """
 
     sem: float | None = None
@@ -203,9 +207,12 @@ class Target:
     rel_floor: float = 0.25
     max_ntraj: int | None = None
     time_limit: float | None = None
+    max_magnons: int | None = None
 
     def __post_init__(self):
         set_ = object.__setattr__
+        if self.max_magnons is not None:
+            set_(self, "max_magnons", v.integer("max_magnons", self.max_magnons, lo=0))
         if self.time_limit is not None:
             set_(self, "time_limit", v.real("time_limit", self.time_limit, lo=0.0,
                                             lo_open=True))

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
+from . import batches as B
 from . import kernels as K
-from . import pack as P
+from .layouts import kernel_layout
 
 __all__ = ["Job", "run_job", "prepare_worker", "code_identity", "source_digest",
            "PRESENTATION", "dask_setup"]
@@ -34,7 +35,8 @@ __all__ = ["Job", "run_job", "prepare_worker", "code_identity", "source_digest",
 #: seed, observables, run options), which a checkpoint records and compares by value.
 #: ``progress.py`` and ``plotting.py`` show nothing but are imported by the library
 #: (``driver``, ``reproduce``), so they count.
-PRESENTATION = ("cli.py", "app/cli.py", "app/cli_args.py", "app/cli_jumps.py")
+PRESENTATION = ("cli.py", "app/cli.py", "app/cli_args.py", "app/cli_jumps.py",
+                "app/cli_counts.py", "app/cli_stats.py", "app/cli_fcs.py", "app/cli_rare.py")
 #: What the strings of a message (exception, ``print``, ``warnings.warn``) become.
 _MESSAGE = repr("<message>")
 
@@ -176,7 +178,7 @@ def code_identity() -> dict:
 
 @dataclass(frozen=True)
 class Job:
-    """One run's batch work: everything :func:`pack.run_batch` needs besides block ids."""
+    """One run's batch work: everything :func:`batches.run_batch` needs besides block ids."""
 
     model: Any
     times: np.ndarray
@@ -195,7 +197,7 @@ class Job:
 
     def run(self, ids) -> tuple:
         """``(ids, blocks, modes)`` of the blocks ``ids``."""
-        blocks, modes = P.run_batch(self.model, self.times, self.key, block_ids=ids,
+        blocks, modes = B.run_batch(self.model, self.times, self.key, block_ids=ids,
                                     ntraj=self.ntraj, names=self.names,
                                     record_jumps=self.record_jumps, keep=self.keep,
                                     max_magnons=self.max_magnons, dense_max=self.dense_max,
@@ -229,13 +231,13 @@ def prepare_worker(job: Job) -> dict:
     """Get a worker process ready for ``job``: kernels loaded, the run's pack and
     initial path built (run once per worker, before its first batch); returns the
     worker's :func:`code_identity`."""
-    P.warm_kernels()
-    pk = P.get_pack(job.model, job.times, job.dense_max, job.pairs, job.operators)
-    kind, m0, psi0, *_ = P.initial_draw(job.model, pk.space)
+    B.warm_kernels()
+    pk = B.get_pack(job.model, job.times, job.dense_max, job.pairs, job.operators)
+    kind, m0, psi0, *_ = B.initial_draw(job.model, pk.space)
     pk.ensure(m0)
     if kind == K.INIT_PURE:  # the shared no-jump path
-        flags, _, ncomp = P.kernel_layout(job.model.N, job.names, len(pk.pairs),
-                                          len(job.model.channels), job.operators, job.states)
+        flags, _, ncomp = kernel_layout(job.model.N, job.names, len(pk.pairs),
+                                        len(job.model.channels), job.operators, job.states)
         pk.initial_path(m0, psi0, flags, ncomp)
     return code_identity()
 
@@ -244,4 +246,4 @@ def prepare_worker(job: Job) -> dict:
 
 def dask_setup(worker=None) -> None:
     """Dask preload hook: load the package and compile (or load) the kernels at worker start."""
-    P.warm_kernels()
+    B.warm_kernels()

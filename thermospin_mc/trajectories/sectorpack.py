@@ -1,0 +1,453 @@
+"""Sector packs: the flat arrays of the magnon sectors a run visits, built on demand.
+
+A :class:`SectorPack` holds the flat arrays of the magnon sectors a run has
+visited (built on demand, thread-safe), in the layout of
+:mod:`thermospin_mc.trajectories.kernels` (``SectorTables``): each sector's
+propagator (eigen, Chebyshev or Taylor mode), its jump maps, two-point pair
+maps and user operators (offset 0), packed per sector as coordinate lists
+(:func:`operator_entries`). :func:`run_spec` builds the kernels' ``RunSpec``
+of a run on a pack.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..core.sectors import SectorSpace
+from ..physics.model import ChainModel
+from ..physics.schedule import dynamics_key, is_schedule
+from . import kernels as K
+from .chebyshev_params import cheb_params
+from .layouts import StateLayout
+
+__all__ = ["SectorPack", "run_spec", "operator_entries", "operator_digest", "is_doob",
+           "DENSE_MAX", "LARGE_MODES", "COND_LIMIT", "PATH_BYTES", "DOOB_DENSE_MAX"]
+
+#: Sectors up to this dimension are diagonalised (eigen mode); larger ones use
+#: the sparse Chebyshev propagator, which is cheaper beyond about 100 states
+#: (cost ~ nnz * terms with lazily computed terms, instead of dim^2 per
+#: evaluation) and needs no dense storage. Measured on the paper's pump + loss
+#: chain (1 core, medians of 5-9 interleaved runs): N = 13 is 14% and N = 11
+#: 6% faster with their 286- and 165-state sectors in Chebyshev mode than in
+#: eigen mode; N = 9 is 1-6% faster with its 126-state sectors in Chebyshev
+#: mode (three sets of six alternating runs), while its 84-state sectors are
+#: faster in eigen mode (dense_max = 60 is 8-14% slower than 100).
+DENSE_MAX = 100
+#: Propagators of the sectors that are not diagonalised: Chebyshev steps with
+#: dense output (default) or the plain Taylor substeps.
+LARGE_MODES = ("chebyshev", "taylor")
+#: Eigenvector condition number above which a sector falls back to Taylor mode.
+COND_LIMIT = 1e8
+#: Memory cap of the stored shared no-jump path (Taylor mode), per worker.
+PATH_BYTES = 128 * 2**20
+
+#: The Doob process's sectors are diagonalised (eigen mode) up to this dimension
+#: (its generator is dense: the Chebyshev mode, which needs a real sparse
+#: off-diagonal part, does not apply; above it the Taylor mode runs on the dense
+#: matrix).
+DOOB_DENSE_MAX = 2000
+
+
+class SectorPack:
+    """Flat arrays of the sectors a run has visited so far (grown on demand).
+
+    Thread-safe: sectors are built under a lock, and kernels run on
+    :meth:`tables`, consistent copies that a sector built by another thread
+    meanwhile cannot change under them (the kernel then asks for the sector,
+    and the caller takes new tables).
+
+    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule`: the stages
+    it runs (:meth:`Schedule.dynamic_stages` up to the last output time) share
+    the pools; each distinct stage model ``u`` owns the table rows ``u (N + 1)
+    + m`` (model 0 is stage 0's, so a sector ``m`` of stage 0 is row ``m``),
+    its rates are row ``u`` of ``ch_rate`` over the schedule's channel names
+    (0 where the model lacks the channel, whose jump maps then stay empty).
+    """
+
+    def __init__(self, model: ChainModel, times: np.ndarray, dense_max: int = DENSE_MAX,
+                 pairs=None, large: str = "chebyshev", operators=()):
+        if large not in LARGE_MODES:
+            raise ValueError(f"large must be one of {LARGE_MODES}, got {large!r}")
+        self.large = large
+        #: user operators (offset 0), evaluated in the kernels from per-sector entry lists
+        self.operators = tuple(operators)
+        self.model = model
+        #: two-point pairs, 0-based sites
+        self.pairs = (np.zeros((0, 2), dtype=np.int64) if pairs is None
+                      else np.asarray(pairs, dtype=np.int64).reshape(-1, 2) - 1)
+        self.N = model.N
+        self.channels = model.channels
+        self._stages(model, times)
+        self.space = self.spaces[0]
+        nch = len(self.channels)
+        nrow = len(self.models) * (self.N + 1)
+        self.dense_max = dense_max
+        self.stab = np.zeros((nrow, K.NCOL), dtype=np.int64)
+        self.jtab = np.zeros((max(nch, 1), nrow, K.NJCOL), dtype=np.int64)
+        self.jtab[:, :, K.JT_AMP] = -1
+        self.jtab[:, :, K.JT_DENSE] = -1
+        self.ptab = np.zeros((max(len(self.pairs), 1), nrow, 4), dtype=np.int64)
+        self.otab = np.zeros((max(len(self.operators), 1), nrow, K.NOPCOL),
+                             dtype=np.int64)
+        for o, op in enumerate(self.operators):
+            self.otab[o, :, K.OP_HERM] = bool(op.hermitian)
+        self.hnorms = np.zeros(nrow)
+        self._cpx, self._ints, self._reals = [], [], []
+        self._ncpx = self._nints = self._nreals = 0
+        self._snap = None
+        self._lock = threading.RLock()
+        d = np.diff(times)
+        self.dt = float(d[0]) if (times.size > 1 and d[0] > 0 and
+                                  np.allclose(d, d[0], rtol=0, atol=1e-13 * max(1, times[-1])))\
+            else 0.0
+        self.ch_rate = np.array([[own.get(c.name, 0.0) for c in self.channels] or [0.0]
+                                 for own in ({c.name: c.rate for c in mod.channels}
+                                             for mod in self.models)])
+        self.ch_dm = np.array([c.dm for c in self.channels] or [0], dtype=np.int64)
+        self.modes = {}
+        self.times = times
+        self._paths = {}
+        self._mindim = 1
+
+    def _stages(self, model, times: np.ndarray) -> None:
+        """``models`` (distinct stage models, stage 0's first), ``spaces``, and per
+        stage ``stage_t``, ``stage_u`` (its model) and ``stage_base`` (its row 0)."""
+        self.doob = is_doob(model)
+        if is_schedule(model):
+            stages = model.dynamic_stages(float(times[-1]) if times.size else None)
+        else:
+            stages = ((0.0, model),)
+        self.models, keys, self.stage_u = [], [], []
+        for _, mod in stages:
+            key = dynamics_key(mod)
+            if key not in keys:
+                keys.append(key)
+                self.models.append(mod)
+            self.stage_u.append(keys.index(key))
+        self.stage_t = np.array([t for t, _ in stages], dtype=float)
+        self.stage_u = np.array(self.stage_u, dtype=np.int64)
+        self.stage_base = self.stage_u * (self.N + 1)
+        self.spaces = [SectorSpace(mod.model if self.doob else mod) for mod in self.models]
+        # outputs of stage s: [kend[s - 1], kend[s]); a trajectory without a jump
+        # in stage s probes its end from L[s] (its last output, else its start)
+        nt, S = times.size, self.stage_t.size
+        self.stage_kend = np.append(np.searchsorted(times, self.stage_t[1:], side="right"),
+                                    nt).astype(np.int64)
+        first = np.concatenate([[0], self.stage_kend[:-1]])
+        self.stage_L = np.where(self.stage_kend > first, times[np.maximum(self.stage_kend - 1, 0)]
+                                if nt else 0.0, self.stage_t)
+        self.bph = np.full((S, self.N + 1, 2), -1, dtype=np.int64)
+
+    def _add(self, kind: str, arr) -> int:
+        if kind == "c":
+            off = self._ncpx
+            self._cpx.append(np.ascontiguousarray(arr, dtype=np.complex128).ravel())
+            self._ncpx += self._cpx[-1].size
+        elif kind == "i":
+            off = self._nints
+            self._ints.append(np.ascontiguousarray(arr, dtype=np.int64).ravel())
+            self._nints += self._ints[-1].size
+        else:
+            off = self._nreals
+            self._reals.append(np.ascontiguousarray(arr, dtype=np.float64).ravel())
+            self._nreals += self._reals[-1].size
+        return off
+
+    def ensure(self, m: int) -> None:
+        """Build sector ``m`` (eigen or Taylor mode) and its outgoing jump maps."""
+        with self._lock:
+            if not self.stab[m, K.BUILT]:
+                self._build(m)
+                self._snap = None
+
+    def _build(self, row_m: int) -> None:
+        u, m = divmod(row_m, self.N + 1)
+        space, own = self.spaces[u], {c.name: c for c in self.models[u].channels}
+        sec = space.sector(m)
+        a = space.a
+        d = sec.dim
+        row = self.stab[row_m]
+        row[K.DIM] = d
+        row[K.OFF_GAMMA] = -1
+        if self.doob:  # the Doob process: dense generator, decay and jumps (docs/model.md 15)
+            Hd = self.model.sector_heff(m)
+            H = sp.csr_matrix(Hd)
+            row[K.OFF_GAMMA] = self._add("r", _split(self.model.sector_gamma(m)))
+        else:
+            H = sec.heff_sparse(a)
+        mode = (K.MODE_EIGEN if self._build_eigen(row, H, d, u, m)
+                else self._build_sparse(row, row_m, H, d))
+        row[K.MODE] = mode
+        self.modes[m if len(self.models) == 1 else
+                   f"{m}@t={self.stage_t[np.flatnonzero(self.stage_u == u)[0]]:g}"] = {
+            K.MODE_EIGEN: "eigen", K.MODE_TAYLOR: "taylor", K.MODE_CHEB: "chebyshev"}[mode]
+        row[K.OFF_SITES] = self._add("i", sec.sites)
+        row[K.OFF_HOP] = self._add("i", np.concatenate([sec.hop_bond, sec.hop_to,
+                                                       sec.hop_from]))
+        row[K.NHOP] = sec.hop_bond.size
+        row[K.OFF_DECAY] = self._add("r", sec.decay)
+        for k, ch in enumerate(self.channels):
+            ch = own.get(ch.name)  # None: no such channel in this stage (rate 0)
+            if self.doob:
+                M = self.model.jump_matrix(k, m)
+                if M is not None:
+                    self.jtab[k, row_m, K.JT_DENSE] = self._add("r", _split(M))
+                    self.jtab[k, row_m, K.JT_COUNT] = M.shape[0]
+                    # the product M psi fills a vector of the target's size
+                    self._mindim = max(self._mindim, M.shape[0])
+            elif ch is not None and 0 <= m + ch.dm <= self.N:
+                src, dst = space.jump_map(ch, m)
+                self.jtab[k, row_m, K.JT_MAP] = self._add("i", np.concatenate([src, dst]))
+                self.jtab[k, row_m, K.JT_COUNT] = src.size
+                if ch.kind == "dephasing":
+                    self.jtab[k, row_m, K.JT_AMP] = self._add("r",
+                                                              space.jump_amplitudes(ch, m))
+        for p, (i, k) in enumerate(self.pairs):
+            both, src, dst = space.pair_maps(int(i), int(k), m)
+            self.ptab[p, row_m] = (self._add("i", both), both.size,
+                                   self._add("i", np.concatenate([src, dst])), src.size)
+        for o, op in enumerate(self.operators):
+            A = op.sector_matrix(space, m)
+            if A.shape != (d, d):
+                raise ValueError(f"operator {op.name!r}: sector {m} matrix has shape {A.shape}, "
+                                 f"expected ({d}, {d})")
+            rows, cols, vals, nd = operator_entries(A, bool(op.hermitian))
+            self.otab[o, row_m, K.OP_ROW] = self._add("i", rows)
+            self.otab[o, row_m, K.OP_COL] = self._add("i", cols)
+            self.otab[o, row_m, K.OP_VAL] = self._add("c", vals)
+            self.otab[o, row_m, K.OP_ND] = nd
+            self.otab[o, row_m, K.OP_NNZ] = rows.size
+        row[K.BUILT] = 1
+
+    def _build_eigen(self, row: np.ndarray, H, d: int, u: int, m: int) -> bool:
+        """Eigen mode of sector ``m`` of model ``u`` (stab row ``row``) if it is small and
+        well conditioned: stores ``V``, ``V^-1``, ``lam`` and the phases; returns whether."""
+        if d <= (max(self.dense_max, DOOB_DENSE_MAX) if self.doob else self.dense_max):
+            Hd = H.toarray()
+            lam, V = np.linalg.eig(Hd)
+            try:
+                Vinv = np.linalg.inv(V)
+                cond = np.linalg.norm(V, 2) * np.linalg.norm(Vinv, 2)
+                resid = np.linalg.norm(V @ (lam[:, None] * Vinv) - Hd) / max(
+                    np.linalg.norm(Hd), 1e-300)
+            except np.linalg.LinAlgError:
+                cond, resid = np.inf, np.inf
+            if cond < COND_LIMIT and resid < 1e-11:
+                row[K.OFF_V] = self._add("r", _split(V))
+                row[K.OFF_VINV] = self._add("r", _split(Vinv))
+                row[K.OFF_LAM] = self._add("c", lam)
+                row[K.OFF_PHASE] = self._add("c", np.exp(-1j * lam * self.dt))
+                self._boundary_phases(u, m, lam)
+                return True
+        return False
+
+    def _build_sparse(self, row: np.ndarray, row_m: int, H, d: int) -> int:
+        """Chebyshev (or Taylor) mode of the sector of stab row ``row_m``: stores the
+        shifted sparse ``H_eff`` (and the Chebyshev parameters); returns the mode."""
+        mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
+        # Shift the real diagonal to the middle of its range: a global phase
+        # exp(-i c t), invisible to norms, jumps and observables, which cuts
+        # ||H|| from ~ sum_l a_l / 2 (the Ising offset) to ~ 4 max(a) + gamma,
+        # and with it the number of Taylor substeps.
+        diag = H.diagonal().real
+        shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
+        Hc = (H - shift * sp.identity(d, format="csr")).tocsr()
+        Hc.sort_indices()
+        row[K.OFF_INDPTR] = self._add("i", Hc.indptr)
+        row[K.OFF_INDICES] = self._add("i", Hc.indices)
+        row[K.OFF_DATA] = self._add("c", Hc.data)
+        row[K.NNZ] = Hc.nnz
+        self.hnorms[row_m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
+        off = (Hc - sp.diags(Hc.diagonal())).tocsr()
+        off.eliminate_zeros()
+        off.sort_indices()
+        if mode == K.MODE_CHEB and np.any(off.data.imag):
+            mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
+        if mode == K.MODE_CHEB:
+            par = cheb_params(Hc)
+            c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
+            par[K.CHEB_OPTR] = self._add("i", off.indptr)
+            par[K.CHEB_OIDX] = self._add("i", off.indices)
+            par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
+            par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
+            row[K.OFF_CHEB] = self._add("r", par)
+        return mode
+
+    def _boundary_phases(self, u: int, m: int, lam: np.ndarray) -> None:
+        """``bph`` of sector ``m`` in every stage of model ``u``: the phases of the
+        step from ``stage_L[s]`` to the stage's end and of the step from its start
+        to its first output time (see ``kernels.SectorTables``)."""
+        S = self.stage_t.size
+        for s in np.flatnonzero(self.stage_u == u):
+            if s + 1 < S:
+                tau = self.stage_t[s + 1] - self.stage_L[s]
+                self.bph[s, m, 0] = self._add("c", np.exp(-1j * lam * tau))
+            if s > 0 and self.stage_kend[s - 1] < self.stage_kend[s]:
+                tau = self.times[self.stage_kend[s - 1]] - self.stage_t[s]
+                self.bph[s, m, 1] = self._add("c", np.exp(-1j * lam * tau))
+
+    def fine_grid(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Output grid, refined to about one Taylor substep in Taylor mode.
+
+        Returns ``(fine_t, out_idx)`` with ``fine_t[out_idx] == times``. The
+        refinement is capped at ``PATH_BYTES`` of stored states. Stage
+        boundaries are points of the grid; sector ``m`` of every stage must be built.
+        """
+        times = self.times
+        rows = self.stage_base + m
+        taylor = [r for r in rows if self.stab[r, K.MODE] != K.MODE_EIGEN and self.hnorms[r] > 0]
+        if not taylor or times[-1] <= 0:
+            if len(rows) == 1:
+                return times, np.arange(times.size, dtype=np.int64)
+            fine_t = np.union1d(times, self.stage_t[1:])
+        else:
+            d = int(self.stab[m, K.DIM])
+            hmax = max(self.hnorms[r] for r in taylor)
+            step = max(K.TAYLOR_THETA / hmax, times[-1] * 16.0 * d / PATH_BYTES)
+            fine_t = np.union1d(np.union1d(times, np.arange(0.0, times[-1], step)),
+                                self.stage_t[1:])
+        return fine_t, np.searchsorted(fine_t, times).astype(np.int64)
+
+    def initial_path(self, m0: int, psi0: np.ndarray, flags: np.ndarray, ncomp: int):
+        """The shared no-jump path from the initial state (computed once, cached).
+
+        Returns ``(fine_t, out_idx, path_cur, path_norm, path_decay, path_obs)``.
+        """
+        key = (m0, tuple(flags.tolist()))
+        with self._lock:
+            if key not in self._paths:
+                for u in range(1, len(self.models)):  # the path crosses every stage
+                    self.ensure(u * (self.N + 1) + m0)
+                tables = self.tables()
+                fine_t, out_idx = self.fine_grid(m0)
+                nt = self.times.size
+                d0 = int(tables.stab[m0, K.DIM])
+                start = K.Start(
+                    m0=int(m0), psi0=psi0, init_kind=K.INIT_PURE, init_p=np.zeros(1),
+                    init_cfg=np.zeros((1, 2), dtype=np.int64),
+                    binom=np.zeros((1, 1), dtype=np.int64), fine_t=fine_t, out_idx=out_idx,
+                    path_cur=np.zeros((fine_t.size, d0), dtype=np.complex128),
+                    path_norm=np.zeros(fine_t.size), path_decay=np.zeros(fine_t.size),
+                    path_obs=np.zeros((nt, ncomp)),
+                    path_psi=np.zeros((nt, d0) if flags[K.FLAG_STATE] else (1, 1),
+                                      dtype=np.complex128))
+                spec = run_spec(self, np.zeros(4, dtype=np.uint64), flags, ncomp,
+                                max_magnons=self.N, record_jumps=False, keep=False,
+                                use_phase_grid=self.dt > 0 and fine_t.size == nt)
+                K.initial_path(tables, spec, start)
+                self._paths[key] = start[6:]
+            return self._paths[key]
+
+    def snapshot(self):
+        """``(stab, jtab, ptab, hnorms, cpx, ints, reals, maxdim)`` for one kernel call."""
+        t = self.tables()
+        return t.stab, t.jtab, t.ptab, t.hnorms, t.cpx, t.ints, t.reals, t.maxdim
+
+    def tables(self) -> K.SectorTables:
+        """A consistent :class:`kernels.SectorTables` of the sectors built so far.
+
+        A copy: a sector another thread builds meanwhile cannot change it under a
+        running kernel (the kernel then asks for the sector, and the caller
+        takes new tables).
+        """
+        with self._lock:
+            if self._snap is None:
+                def cat(chunks, dtype):
+                    return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
+                self._snap = K.SectorTables(
+                    self.stab.copy(), self.jtab.copy(), self.ptab.copy(), self.hnorms.copy(),
+                    cat(self._cpx, np.complex128), cat(self._ints, np.int64),
+                    cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim,
+                    self.otab.copy(), self.bph.copy())
+            return self._snap
+
+    def modes_copy(self) -> dict:
+        """``{sector: "eigen" | "taylor" | "chebyshev"}`` of the sectors built so far."""
+        with self._lock:
+            return dict(self.modes)
+
+    @property
+    def maxdim(self) -> int:
+        """Work-vector size: the largest built sector (and dense jump target)."""
+        return int(max(self.stab[:, K.DIM].max(), self._mindim))
+
+
+def operator_entries(A, hermitian: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The kernel's entry list of one sector matrix of a user operator.
+
+    Parameters
+    ----------
+    A : scipy.sparse matrix or ndarray
+        The operator in one sector, ``(d, d)``, in the sector's basis order.
+    hermitian : bool
+        Whether the operator is Hermitian: then only its diagonal and its strict
+        upper triangle are kept (the kernel adds twice the real part of the
+        upper triangle's contribution, see ``kernels._record_ops``).
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        int64 row and column of each kept nonzero entry: the diagonal ones
+        first (ascending), then the off-diagonal ones by row, then column.
+    vals : numpy.ndarray
+        complex128 values.
+    nd : int
+        Number of diagonal entries (the first ``nd``).
+    """
+    C = sp.coo_matrix(sp.csr_matrix(A, dtype=np.complex128))
+    C.sum_duplicates()  # canonical: sorted by row, then column; no duplicates
+    r, c, v = C.row.astype(np.int64), C.col.astype(np.int64), C.data
+    nz = v != 0
+    dg = nz & (r == c)
+    off = nz & ((c > r) if hermitian else (c != r))
+    rows = np.concatenate([r[dg], r[off]])
+    cols = np.concatenate([c[dg], c[off]])
+    vals = np.concatenate([v[dg], v[off]]).astype(np.complex128)
+    return rows, cols, vals, int(dg.sum())
+
+
+def operator_digest(op) -> str:
+    """SHA-256 (hex) of an operator's canonical record ``op.to_dict()`` (name, Hermiticity,
+    terms): what the per-process pack cache and a checkpoint identify an operator by."""
+    import hashlib
+    import json
+
+    text = json.dumps(op.to_dict(), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _split(M: np.ndarray) -> np.ndarray:
+    """A dense complex matrix in the kernels' layout: transposed, real then imaginary
+    parts (``kernels._matvec_rect``)."""
+    M = np.asarray(M, dtype=complex)
+    return np.concatenate([M.T.real.ravel(), M.T.imag.ravel()])
+
+
+def is_doob(model) -> bool:
+    """Whether ``model`` is a Doob process (``tsm.doob``: dense per-sector generator)."""
+    return hasattr(model, "jump_matrix") and hasattr(model, "sector_heff")
+
+
+
+def run_spec(pack: SectorPack, key: np.ndarray, flags: np.ndarray, ncomp: int, *,
+             max_magnons: int, record_jumps: bool, keep: bool,
+             use_phase_grid: bool | None = None, layout: StateLayout | None = None
+             ) -> K.RunSpec:
+    """The :class:`kernels.RunSpec` of a run on ``pack`` (``layout``: where the
+    kernel accumulates the states, with ``FLAG_STATE``)."""
+    if layout is None:
+        rho_off, stride = np.full(pack.N + 1, -1, dtype=np.int64), 0
+    else:
+        rho_off, stride = layout.offsets, layout.stride
+    return K.RunSpec(key=key, times=pack.times,
+                     use_phase_grid=bool(pack.dt > 0 if use_phase_grid is None
+                                         else use_phase_grid),
+                     N=int(pack.N), flags=flags, ncomp=int(ncomp), nch=len(pack.channels),
+                     max_magnons=int(max_magnons), record_jumps=bool(record_jumps),
+                     keep=bool(keep), rho_off=np.tile(rho_off, len(pack.models)),
+                     rho_stride=int(stride), stage_t=pack.stage_t,
+                     stage_base=pack.stage_base, stage_u=pack.stage_u,
+                     stage_kend=pack.stage_kend, stage_L=pack.stage_L)
