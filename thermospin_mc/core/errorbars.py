@@ -40,7 +40,7 @@ __all__ = ["ONE_EVENT", "GROUPS", "GOF_FLIPS", "one_event", "operator_floors", "
 ONE_EVENT = {"j": 4.0, "j_bond": 2.0, "m": 1.0, "n": 1.0, "nn": 1.0, "pm_re": 1.0,
              "pm_im": 1.0, "count": 1.0}
 
-#: Trajectory groups of a run: block ``b`` (``pack.BLOCK`` trajectories) joins
+#: Trajectory groups of a run: block ``b`` (``batches.BLOCK`` trajectories) joins
 #: group ``b mod GROUPS``; the groups' means are independent samples that
 #: :func:`hotelling_fit` uses to estimate the covariance between rows.
 GROUPS = 64

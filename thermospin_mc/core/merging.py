@@ -246,13 +246,13 @@ def _pool_states(results, metas) -> list | None:
     state weighted by its trajectories (``None`` unless every part has states)."""
     if not all(r.states is not None for r in results):
         return None
-    weights = np.array([float(m.get("ntraj", 0)) for m in metas])
+    weights = np.array([float(meta.get("ntraj", 0)) for meta in metas])
     weights = weights / weights.sum()
     pooled = []
     for per_time in zip(*(r.states for r in results), strict=True):
         blocks: dict = {}
         for w, st in zip(weights, per_time, strict=True):
-            for m, B in st.blocks.items():
-                blocks[m] = blocks.get(m, 0) + w * np.asarray(B)
+            for sector, B in st.blocks.items():
+                blocks[sector] = blocks.get(sector, 0) + w * np.asarray(B)
         pooled.append(BlockState(per_time[0].N, blocks))
     return pooled

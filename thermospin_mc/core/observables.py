@@ -6,7 +6,7 @@ from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
 occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
 names them, fixes their table rows, and evaluates them on the exact solvers'
 block density matrices (the trajectory kernels' column layout is
-``pack.kernel_layout``; this module imports nothing of the trajectory engine).
+``layouts.kernel_layout``; this module imports nothing of the trajectory engine).
 
 Names (table column ``observable``), with ``site`` / ``site2`` of their rows:
 

@@ -32,7 +32,7 @@ def states_memory(layout: StateLayout, nt: int, backend: str, workers: int,
 
     The kernels accumulate the states as packed upper triangles:
     ``sum_m C(N, m) (C(N, m) + 1) / 2`` complex numbers per output time over the
-    sectors the run can visit (:class:`pack.StateLayout`), one copy. Copies
+    sectors the run can visit (:class:`layouts.StateLayout`), one copy. Copies
     held at once: the reducer's sum and one per statistics block in flight or
     waiting to be merged in block order (``per`` blocks per batch; one batch
     at a time on the serial backend, otherwise up to ``2 x workers`` batches

@@ -19,8 +19,9 @@ A checkpoint is one uncompressed ``.npz`` archive (no pickled objects) with
 This module owns the file: its format, :func:`identity` (the identity
 record, from the run's job and seed), reading with every check, the lock and
 :class:`Checkpointing` (the option record of ``mcsolve``).
+and :func:`resume`, the run's entry point (read, verify, restore);
 :mod:`~thermospin_mc.trajectories.snapshot` turns a reducer into the
-``state`` and arrays and back, and resumes a run.
+``state`` and arrays and back (:func:`dump`, :func:`restore`, re-exported here).
 
 Files are written by :func:`thermospin_mc.io.atomic_write` (``<name>.tmp``,
 flushed, fsync'ed, renamed over the old file): a kill at any moment leaves the
@@ -43,11 +44,13 @@ import numpy as np
 from .. import _validate as v
 from ..io import atomic_write
 from .batches import BLOCK
+from .snapshot import corrupt, dump, restore  # dump, restore: re-exported
+from .stats import Reducer
 from .worker import Job, code_identity
 
 __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkpoint",
-           "check_identity", "corrupt", "CheckpointLock", "Checkpointing", "identity",
-           "resolve_seed", "times_hash", "times_summary"]
+           "check_identity", "corrupt", "CheckpointLock", "Checkpointing", "identity", "dump",
+           "restore", "resume", "resolve_seed", "times_hash", "times_summary"]
 
 FORMAT = "thermospin_mc.checkpoint"
 SCHEMA = 1
@@ -90,13 +93,6 @@ def write_checkpoint(path: str | Path, identity: dict, state: dict,
     for k, arr in arrays.items():
         payload["a_" + k] = np.ascontiguousarray(arr)
     return atomic_write(path, lambda fh: np.savez(fh, **payload))
-
-
-def corrupt(path: Path, detail: str) -> ValueError:
-    """The one-line error of an unreadable or inconsistent checkpoint file."""
-    return ValueError(
-        f"checkpoint {str(path)!r} is corrupted or not a thermospin-mc checkpoint ({detail}); "
-        "it was left untouched: delete it or choose another checkpoint path to start afresh")
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict, dict[str, np.ndarray]]:
@@ -347,3 +343,19 @@ def resolve_seed(seed, path):
         if "seed" in found:
             return found["seed"]
     return seed
+
+
+def resume(path: Path, resume_: bool | None, expected: dict, red: Reducer) -> float:
+    """Load an existing checkpoint into ``red``; returns the elapsed time it records."""
+    if not path.exists():
+        if resume_:
+            raise ValueError(f"resume=True but there is no checkpoint at {str(path)!r}")
+        return 0.0
+    if resume_ is False:
+        raise ValueError(f"checkpoint {str(path)!r} already exists; pass resume=True (or omit "
+                         "resume) to continue it, or choose another path (it is never "
+                         "overwritten by a new run)")
+    found, state, arrays = read_checkpoint(path)
+    check_identity(path, found, expected)
+    restore(red, path, state, arrays)
+    return float(state.get("elapsed_s", 0.0))

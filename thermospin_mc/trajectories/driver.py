@@ -36,10 +36,10 @@ from ..signals import RunTerminated, StopWaiting, deferred_signals
 from .assemble import assemble, check_states_memory, states_memory
 from .backends import BACKENDS, Cluster
 from .batches import BLOCK, warm_kernels
-from .checkpoint import Checkpointing, CheckpointLock, write_checkpoint
+from .checkpoint import Checkpointing, CheckpointLock, resume, write_checkpoint
 from .progress import Progress, want_progress
 from .runrecord import RunRecord, plan_run
-from .snapshot import dump, resume
+from .snapshot import dump
 from .stats import Reducer, Target
 
 __all__ = ["mcsolve", "execute", "Cluster", "Checkpointing", "Target", "BLOCK",
@@ -225,7 +225,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             seconds and ETA. Default (``None``): on for runs of at least 2000
             trajectories (``ntraj``).
         dense_max : int
-            Largest sector diagonalised densely (default ``pack.DENSE_MAX`` = 100);
+            Largest sector diagonalised densely (default ``sectorpack.DENSE_MAX`` = 100);
             larger sectors use the sparse Chebyshev propagator.
     **keywords
         The keywords of earlier releases, one per record field (``target_sem``,

@@ -1,9 +1,9 @@
-"""A trajectory run's reducer state in the checkpoint schema, and resuming a run.
+"""A trajectory run's reducer state in the checkpoint schema.
 
 :func:`dump` turns a :class:`~thermospin_mc.stats.Reducer` into the
 checkpoint's ``(state, arrays)`` (see :mod:`~thermospin_mc.trajectories.checkpoint`
-for the file); :func:`restore` loads them back with every shape checked, and
-:func:`resume` is the run's entry point: read, verify the identity, restore.
+for the file); :func:`restore` loads them back with every shape checked (:func:`corrupt` is
+the one error of an unreadable or inconsistent file).
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ from pathlib import Path
 import numpy as np
 
 from .batches import BLOCK
-from .checkpoint import check_identity, corrupt, read_checkpoint
 from .stats import Reducer
 
-__all__ = ["dump", "restore", "resume"]
+__all__ = ["dump", "restore", "corrupt"]
+
+
+def corrupt(path: Path, detail: str) -> ValueError:
+    """The one-line error of an unreadable or inconsistent checkpoint file."""
+    return ValueError(
+        f"checkpoint {str(path)!r} is corrupted or not a thermospin-mc checkpoint ({detail}); "
+        "it was left untouched: delete it or choose another checkpoint path to start afresh")
 
 
 def dump(red: Reducer, elapsed: float) -> tuple[dict, dict]:
@@ -175,19 +181,3 @@ def restore(red: Reducer, path, state: dict, arrays: dict) -> None:
         # a block finished beyond the prefix is reused only if it has the same size
         if pb <= b < red.nblocks and nb == red.block_size(b):
             red.pending[b] = blk
-
-
-def resume(path: Path, resume_: bool | None, expected: dict, red: Reducer) -> float:
-    """Load an existing checkpoint into ``red``; returns the elapsed time it records."""
-    if not path.exists():
-        if resume_:
-            raise ValueError(f"resume=True but there is no checkpoint at {str(path)!r}")
-        return 0.0
-    if resume_ is False:
-        raise ValueError(f"checkpoint {str(path)!r} already exists; pass resume=True (or omit "
-                         "resume) to continue it, or choose another path (it is never "
-                         "overwritten by a new run)")
-    found, state, arrays = read_checkpoint(path)
-    check_identity(path, found, expected)
-    restore(red, path, state, arrays)
-    return float(state.get("elapsed_s", 0.0))

@@ -1,7 +1,7 @@
 """Streaming statistics of a trajectory run: accumulators, the in-order reducer, the stop rule.
 
 Reproducibility rule: trajectory ``k`` draws from the stream of ``(seed, k)``,
-trajectories are folded into statistics blocks of ``pack.BLOCK`` consecutive
+trajectories are folded into statistics blocks of ``batches.BLOCK`` consecutive
 indices, and blocks are merged (:func:`results.chan_merge`) strictly in block
 order. Batches may finish in any order on any backend; the :class:`Reducer`
 holds blocks that arrive early until the prefix before them is complete. Hence
@@ -96,7 +96,7 @@ class Reducer:
     before a short last block was merged (see :meth:`merge_next`); its
     on-disk form is owned by :mod:`thermospin_mc.checkpoint`. With
     ``state_size > 0`` (``mcsolve(states=True)``), ``rho`` is the running sum
-    of the blocks' sums of normalised states (``pack.state_layout``), added in
+    of the blocks' sums of normalised states (``layouts.state_layout``), added in
     block order like the accumulators.
     """
 
