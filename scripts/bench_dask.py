@@ -5,7 +5,7 @@ output times on [0, 20], observables j and m. For each ntraj (10^5 and 10^6;
 ``--quick``: 10^5 only) it prints
 
 - the serial time (``backend="serial"``, this process, kernels loaded);
-- a cold Dask run: ``mcsolve(backend="dask", n_jobs=W)`` in a fresh
+- a cold Dask run: ``mcsolve(n_jobs=W, cluster=Cluster(backend="dask"))`` in a fresh
   interpreter (kernels loaded), which starts a local cluster of W
   single-threaded worker processes for the run; and the Dask start-up split
   into cluster start (processes, scheduler, client), worker preparation
@@ -64,8 +64,8 @@ def startup(model, workers: int) -> dict:
 
 def cold_run(n: int, workers: int) -> None:
     """Child process: a Dask run on a local cluster started for it (as a user's first
-    ``mcsolve(backend="dask")`` in a fresh interpreter, kernels already loaded);
-    prints its wall time and the table's checksum."""
+    ``mcsolve(cluster=Cluster(backend="dask"))`` in a fresh interpreter, kernels
+    already loaded); prints its wall time and the table's checksum."""
     model = tsm.paper_model("pump", N=7)
     warm_kernels()
     t0 = time.perf_counter()

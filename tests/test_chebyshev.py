@@ -166,14 +166,14 @@ def test_chebyshev_and_taylor_trajectories_coincide():
 
 def test_chebyshev_mode_is_bit_identical_across_jobs_and_batches():
     model = tsm.paper_model("pump", N=9, delta_T=2.0)
-    kw = dict(ntraj=300, seed=17, observables=("j", "m", "n"), record_jumps=True,
-              cluster=tsm.Cluster(dense_max=1, progress=False))
-    a = tsm.mcsolve(model, TIMES, n_jobs=1, **kw)
+    kw = dict(ntraj=300, seed=17, observables=("j", "m", "n"), record_jumps=True)
+    a = tsm.mcsolve(model, TIMES, n_jobs=1, **kw,
+                    cluster=tsm.Cluster(dense_max=1, progress=False))
     assert "chebyshev" in a.metadata["sector_modes"].values()
-    for extra in (dict(n_jobs=2), dict(n_jobs=2, cluster=tsm.Cluster(batch_size=64)), dict(n_jobs=2,
-                                                                      cluster=tsm.Cluster(batch_size=192)),
-                  dict(n_jobs=2, cluster=tsm.Cluster(backend="loky", batch_size=128))):
-        b = tsm.mcsolve(model, TIMES, **kw, **extra)
+    for n_jobs, extra in ((2, {}), (2, dict(batch_size=64)), (2, dict(batch_size=192)),
+                          (2, dict(backend="loky", batch_size=128))):
+        b = tsm.mcsolve(model, TIMES, n_jobs=n_jobs, **kw,
+                        cluster=tsm.Cluster(dense_max=1, progress=False, **extra))
         pd.testing.assert_frame_equal(a.expect, b.expect, check_exact=True)
         pd.testing.assert_frame_equal(a.jumps, b.jumps, check_exact=True)
 

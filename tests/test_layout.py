@@ -34,9 +34,10 @@ def test_old_paths_are_the_new_modules():
     for old, new in tsm.MOVED.items():
         assert importlib.import_module(f"thermospin_mc.{old}") is importlib.import_module(
             f"thermospin_mc.{new}"), old
-    from thermospin_mc.exact import mesolve
     from thermospin_mc.model import ChainModel
     from thermospin_mc.results import merge
+
+    from thermospin_mc.exact import mesolve
     assert (mesolve, ChainModel, merge) == (tsm.mesolve, tsm.ChainModel, tsm.merge)
     assert tsm.cloning.__module__ == "thermospin_mc.trajectories.cloning"   # the function
 
