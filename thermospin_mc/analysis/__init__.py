@@ -18,9 +18,9 @@ autocorrelation time.
 
 The functions live in three modules, one concept each, and are gathered here
 (``thermospin_mc.analysis.<name>`` is the public path):
-:mod:`~thermospin_mc.jumpstats` (jump tables: exit sides, waiting times,
-counts, counting statistics), :mod:`~thermospin_mc.jumpcompare` (the same
-beside the exact solvers) and :mod:`~thermospin_mc.timeavg` (time averages of
+:mod:`~thermospin_mc.analysis.jumpstats` (jump tables: exit sides, waiting times,
+counts, counting statistics), :mod:`~thermospin_mc.analysis.jumpcompare` (the same
+beside the exact solvers) and :mod:`~thermospin_mc.analysis.timeavg` (time averages of
 kept trajectory rows, batch means).
 
 A jump table contains only the jumps up to the last output time of the run; a

@@ -1,10 +1,10 @@
 """Jump statistics beside the exact solvers: steady-state jump rates and the
 counting statistics and waiting times of a run compared with
-:mod:`thermospin_mc.exact` and :mod:`thermospin_mc.fcs` (docs/statistics.md
+:mod:`thermospin_mc.exact` and :mod:`thermospin_mc.exact.fcs` (docs/statistics.md
 and docs/model.md section 11).
 
 The trajectory side is computed from the jump table alone (as in
-:mod:`thermospin_mc.jumpstats`); the exact side from the model. Every table
+:mod:`thermospin_mc.analysis.jumpstats`); the exact side from the model. Every table
 carries ``z = (trajectory - exact) / error``.
 """
 

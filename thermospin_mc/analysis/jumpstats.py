@@ -5,7 +5,7 @@ A jump table is ``Result.jumps`` (or ``jumps.parquet``/``jumps.csv`` written by
 ``thermospin-mc run --record-jumps``) with columns ``traj, t, channel, site,
 m_before``; ``traj`` is the 0-based trajectory index and the paper's channels
 are ``loss_left``, ``loss_right`` and ``pump``. Nothing here solves physics:
-the comparisons with the exact solvers are in :mod:`thermospin_mc.jumpcompare`.
+the comparisons with the exact solvers are in :mod:`thermospin_mc.analysis.jumpcompare`.
 
 Error bars. Trajectories are independent, so any per-trajectory quantity (the
 number of jumps in a window, the first waiting time) is one independent sample

@@ -9,9 +9,9 @@ observable is compared row by row with the exact solution (when affordable):
 a short summary per observable is printed, the whole table written as
 ``compare.parquet`` / ``compare.csv``.
 
-The ``stats``, ``fcs`` and ``rare`` subcommands are in :mod:`thermospin_mc.cli_jumps`,
+The ``stats``, ``fcs`` and ``rare`` subcommands are in :mod:`thermospin_mc.app.cli_jumps`,
 the model flags shared by ``run``, ``fcs``, ``rare`` and ``spectrum`` (and ``spectrum``
-itself) in :mod:`thermospin_mc.cli_args`.
+itself) in :mod:`thermospin_mc.app.cli_args`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ __all__ = ["main", "build_model", "parse_times"]
 def build_model(cfg: dict):
     """A ChainModel from a flat config dict (CLI flags or a TOML ``[model]`` table).
 
-    See :func:`thermospin_mc.config.resolve_model` for the rules.
+    See :func:`thermospin_mc.app.config.resolve_model` for the rules.
     """
     return _config.resolve_model(cfg)
 

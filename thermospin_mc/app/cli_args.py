@@ -2,7 +2,7 @@
 model flags (``run``, ``fcs`` and ``spectrum``), merging flags into the TOML tables,
 and the size limit of the exact reference; and the small ``spectrum`` subcommand
 (the slowest Liouvillian eigenvalues and the relaxation time of the model the
-flags describe). Flags and TOML keys follow one rule (:mod:`thermospin_mc.config`):
+flags describe). Flags and TOML keys follow one rule (:mod:`thermospin_mc.app.config`):
 each changes the run or is refused.
 """
 

@@ -267,7 +267,7 @@ def _coefficient(name, word, c) -> complex:
 
 
 def build_operators(specs, N: int) -> tuple:
-    """The :class:`~thermospin_mc.operators.Operator` objects of a run's operator specs
+    """The :class:`~thermospin_mc.core.operators.Operator` objects of a run's operator specs
     for a chain of ``N`` sites (one-line refusals name ``--operator``)."""
     out = []
     for name, terms in specs:

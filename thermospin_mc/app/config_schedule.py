@@ -19,7 +19,7 @@ STAGE_REFUSED = ("initial", "initial_p", "initial_mixture")
 
 def resolve_schedule(cfg: dict, stages) -> ChainModel | Schedule:
     """The model of ``[model]`` (``cfg``), or with ``[[stage]]`` tables the protocol
-    (:class:`~thermospin_mc.schedule.Schedule`, docs/model.md 14).
+    (:class:`~thermospin_mc.physics.schedule.Schedule`, docs/model.md 14).
 
     Stage 0 is ``[model]`` from ``t = 0``; ``[[stage]]`` table ``k`` (in file
     order, counted from 1) is stage ``k``: the model of ``[model]``'s keys plus

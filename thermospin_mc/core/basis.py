@@ -1,9 +1,9 @@
 """Sector bases of a bare chain of ``N`` sites (no model), and the full-space order.
 
 The states of the ``m``-magnon sector are the ``m``-subsets of the 0-based sites
-in colexicographic order (:func:`colex_rank`, :mod:`thermospin_mc.sectors`);
+in colexicographic order (:func:`colex_rank`, :mod:`thermospin_mc.core.sectors`);
 :class:`SectorBasis` serves them to :meth:`Operator.sector_matrix
-<thermospin_mc.operators.Operator.sector_matrix>` and the block states without
+<thermospin_mc.core.operators.Operator.sector_matrix>` and the block states without
 building a model. :func:`full_tables` and :func:`full_indices` place the sector
 bases in the full ``2^N`` space: the tensor product of sites ``1..N`` with site 1
 the leftmost factor, index 0 ``|up>`` and 1 ``|down>`` on one site (docs/model.md

@@ -5,7 +5,7 @@ Every density matrix of this package is block diagonal in the magnon number
 ``C(N, m) x C(N, m)`` block in the sector basis (colexicographic order of the
 down-site sets, :meth:`BlockState.basis`). A :class:`BlockState` holds those
 blocks (sectors without weight are simply absent) and computes what a user of
-density-matrix code asks for: expectations of :class:`~thermospin_mc.operators.Operator`
+density-matrix code asks for: expectations of :class:`~thermospin_mc.core.operators.Operator`
 objects, the trace, the purity, the von Neumann entropy and trace distances,
 all block by block, and the full ``2^N`` matrix (``N <= 14``) or a QuTiP
 object for a cross-check.
@@ -222,7 +222,7 @@ class BlockState:
 class LayoutRows:
     """Operator rows and states of stacked block density matrices ``x`` of a solver's
     ``layout`` (``blocks.BlockLayout``: ``sectors``, ``block(x, m)``, ``N`` and what
-    :func:`~thermospin_mc.observables.operator_weights` reads)."""
+    :func:`~thermospin_mc.core.observables.operator_weights` reads)."""
 
     def __init__(self, layout, ops):
         self.layout, self.ops = layout, ops

@@ -2,11 +2,11 @@
 (:meth:`~ResultComparison.compare`) and one calibrated test of the whole comparison
 (:meth:`~ResultComparison.goodness_of_fit`).
 
-:class:`ResultComparison` is the base class of :class:`thermospin_mc.results.Result`
+:class:`ResultComparison` is the base class of :class:`thermospin_mc.core.results.Result`
 that holds these methods; it reads results through their public attributes
 (``expect``, ``metadata``, ``groups``) only. The error-bar rules themselves (one
 event's worth of an observable, effective standard errors, the sign-flip test) live
-in :mod:`thermospin_mc.errorbars`.
+in :mod:`thermospin_mc.core.errorbars`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["ResultComparison"]
 
 
 class ResultComparison:
-    """Comparison methods of :class:`~thermospin_mc.results.Result` (its base class).
+    """Comparison methods of :class:`~thermospin_mc.core.results.Result` (its base class).
 
     Needs the result's ``expect`` table, ``metadata`` and trajectory ``groups``.
     """
@@ -117,7 +117,7 @@ class ResultComparison:
         round-robin into up to 64 groups) each give a deviation from the
         reference, and the statistic ``chi2 = sum over rows of z^2`` is held
         against its distribution under random sign flips of the groups'
-        deviations (:func:`thermospin_mc.errorbars.signflip_fit`,
+        deviations (:func:`thermospin_mc.core.errorbars.signflip_fit`,
         ``docs/statistics.md``). Under the null hypothesis (both results
         estimate the same values) ``p_value`` is uniform on [0, 1].
 

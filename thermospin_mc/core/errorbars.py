@@ -86,7 +86,7 @@ def operator_floors(operators) -> dict:
     state lies in ``[-||O||, ||O||]``, so one trajectory's value moves by at most
     twice the norm), for the row names ``name`` or ``name_re`` and ``name_im``.
 
-    ``operators`` holds :class:`~thermospin_mc.operators.Operator` objects or the
+    ``operators`` holds :class:`~thermospin_mc.core.operators.Operator` objects or the
     metadata records ``{"name", "hermitian", "norm_bound"}`` a result stores.
     """
     out = {}

@@ -1,18 +1,18 @@
 """A model in the full ``2^N`` space: QuTiP objects for cross-checks (docs/model.md section 13).
 
 :func:`full_space` builds the Hamiltonian, the jump operators and the initial
-density matrix of a :class:`~thermospin_mc.model.ChainModel` as scipy sparse
+density matrix of a :class:`~thermospin_mc.physics.model.ChainModel` as scipy sparse
 matrices in the full-space order of docs/model.md section 13 (site 1 the leftmost
 tensor factor; on one site index 0 is ``|up>``, index 1 is ``|down>``), and
 :func:`to_qutip` wraps them as QuTiP objects (``ChainModel.to_qutip()``). The
-Hamiltonian is built from operator words (:class:`~thermospin_mc.operators.Operator`):
+Hamiltonian is built from operator words (:class:`~thermospin_mc.core.operators.Operator`):
 
     h = sum_l (a_l / 2) [2 (s+_l s-_{l+1} + s-_l s+_{l+1}) + Delta_l sz_l sz_{l+1}]
         + sum_i (h_i / 2) sz_i,
 
 with the jump operators ``sqrt(r) s+_i`` (loss), ``sqrt(r) s-_i`` (pump) and
 ``sqrt(r) sz_i`` (dephasing), in ``model.channels`` order. Its sector blocks
-are the sector Hamiltonians of :class:`~thermospin_mc.sectors.SectorSpace`
+are the sector Hamiltonians of :class:`~thermospin_mc.core.sectors.SectorSpace`
 (checked in the tests). Only chains up to ``N = 14`` are exported (the
 initial density matrix is a dense ``4^N`` object).
 """

@@ -2,7 +2,7 @@
 Chan's pairwise merge of them, and the parts of a merged result.
 
 :func:`chan_merge` is the one pooling formula of the package: the trajectory
-reducer folds its statistics blocks with it, and :func:`thermospin_mc.results.merge`
+reducer folds its statistics blocks with it, and :func:`thermospin_mc.core.results.merge`
 (also ``res_a + res_b``) pools finished results with it, so that a merge equals, up
 to rounding, one run over the union of the trajectories. :func:`merged_parts`
 checks and pools the parts of such a merge (tables, metadata, jump records, kept
@@ -67,11 +67,11 @@ class Accumulators(NamedTuple):
 
 def merged_parts(results) -> dict:
     """The pooled parts of trajectory results (checked by the caller to be
-    :class:`~thermospin_mc.results.Result` objects of ``mcsolve``): the arguments
+    :class:`~thermospin_mc.core.results.Result` objects of ``mcsolve``): the arguments
     ``expect, metadata, jumps, trajectories, m2, groups, states`` of the merged result.
 
     Raises ``ValueError`` where the parts cannot be merged (see
-    :func:`thermospin_mc.results.merge`).
+    :func:`thermospin_mc.core.results.merge`).
     """
     first = results[0]
     keys = ["t", "observable", "site"]

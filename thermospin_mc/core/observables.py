@@ -3,7 +3,7 @@
 The single source of truth for what an observable is (docs/model.md section 7 and
 docs/general_chain.md). The trajectory kernels and the exact solvers both evaluate observables
 from the same sector data (:class:`~thermospin_mc.sectors.Sector` hops and
-occupations, :meth:`~thermospin_mc.sectors.SectorSpace.pair_maps`); this module
+occupations, :meth:`~thermospin_mc.core.sectors.SectorSpace.pair_maps`); this module
 names them, fixes their table rows, and evaluates them on the exact solvers'
 block density matrices (the trajectory kernels' column layout is
 ``layouts.kernel_layout``; this module imports nothing of the trajectory engine).
@@ -35,7 +35,7 @@ family; only the couplings ``a_l`` enter the flow.
 Tables get a ``site2`` column (0 for one-site rows) only when they hold
 two-point rows, so tables of the paper's observables keep their columns.
 
-A user's magnon-conserving :class:`~thermospin_mc.operators.Operator` is an
+A user's magnon-conserving :class:`~thermospin_mc.core.operators.Operator` is an
 observable too (:func:`split_operators` checks it for every solver): its rows
 follow the built-in ones, named ``name`` (Hermitian) or ``name_re`` and
 ``name_im`` (:func:`operator_rows`), site 0; on block density matrices it is
@@ -65,7 +65,7 @@ PAIR_NAMES = ("nn", "pm_re", "pm_im")
 TRAJECTORY = tuple(o for o in OBSERVABLES if o != "norm")
 
 #: One event's worth of each observable (the error-bar floor) lives with the other
-#: error-bar rules in :mod:`thermospin_mc.errorbars`.
+#: error-bar rules in :mod:`thermospin_mc.core.errorbars`.
 
 
 def flow_factor(couplings) -> np.ndarray:
@@ -312,7 +312,7 @@ def split_operators(observables, N: int) -> tuple:
     """Split requested observables into built-in names and user operators.
 
     The one check of operator observables, used by every solver: each
-    :class:`~thermospin_mc.operators.Operator` must be for ``N`` sites and
+    :class:`~thermospin_mc.core.operators.Operator` must be for ``N`` sites and
     conserve the magnon number (offset 0: any other has expectation 0 on every
     state the engine produces), and its table rows (:func:`operator_rows`)
     must not clash with a built-in name or another operator's rows.

@@ -19,7 +19,7 @@ Frobenius norm (in the full ``2^N`` space) of what was dropped.
 
 The operator acts on the sectors through :meth:`Operator.sector_matrix`: a
 sparse matrix from sector ``m`` to sector ``m + offset`` in the sector basis
-(colexicographic order of the down-site sets, :mod:`thermospin_mc.sectors`).
+(colexicographic order of the down-site sets, :mod:`thermospin_mc.core.sectors`).
 Words never form a ``2^N`` object: ``"z1 z101"`` at ``N = 101`` works.
 Operators given as dense matrices or QuTiP objects (``N <= 14``) are split into
 the same sector blocks once, on construction.

@@ -2,7 +2,7 @@
 
 ``Result.expect`` is a tidy table with columns ``t, observable, site, mean, sem,
 ntraj`` (``site2`` with two-point observables). Observables (docs/model.md
-section 7; defined in :mod:`thermospin_mc.observables`):
+section 7; defined in :mod:`thermospin_mc.core.observables`):
 
 - ``j``: total spin current of Eq. 9 (site 0);
 - ``j_bond``: the terms of Eq. 9 per bond (site = bond index 1..N-1);
@@ -70,12 +70,12 @@ def expect_table(times: np.ndarray, N: int, means: dict, sems: dict | None = Non
                  ntraj: int = 0, pairs=None, channels=(), operators=()) -> pd.DataFrame:
     """Assemble the tidy ``expect`` table from ``{name: (nt, ncomp)}`` arrays.
 
-    Rows and labels come from :mod:`thermospin_mc.observables`; a ``site2``
+    Rows and labels come from :mod:`thermospin_mc.core.observables`; a ``site2``
     column is added when two-point observables (``pairs``) are present. The
-    rows of user ``operators`` (:class:`~thermospin_mc.operators.Operator`)
+    rows of user ``operators`` (:class:`~thermospin_mc.core.operators.Operator`)
     follow the built-in ones, in the order given: ``means[row]`` of shape
     ``(nt,)`` or ``(nt, 1)`` for each of their row names
-    (:func:`~thermospin_mc.observables.operator_rows`), site 0.
+    (:func:`~thermospin_mc.core.observables.operator_rows`), site 0.
     """
     frames = []
     times = np.asarray(times, dtype=float)

@@ -1,5 +1,5 @@
 """Operator words: their grammar, their expansion into elementary words and the
-algebra of ``{elementary word: coefficient}`` dicts (docs/model.md section 12).
+algebra of ``{elementary word: coefficient}`` dicts (docs/model.md section 13).
 
 A word is a product of factors, one letter of :data:`LETTERS` and a 1-based site
 each, on distinct sites (:func:`parse_word`; a sum of words in text form:
@@ -11,7 +11,7 @@ sorted by 0-based site. Dicts of elementary words give the adjoint
 (:func:`dagger_words`), the Frobenius norm in the full ``2^N`` space
 (:func:`scaled_norm2`, :func:`full_norm`) and the sector matrices
 (:func:`words_matrix`) without forming a ``2^N`` object; this is the word
-representation of :class:`thermospin_mc.operators.Operator`.
+representation of :class:`thermospin_mc.core.operators.Operator`.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def word_sort_key(word: tuple) -> tuple:
 
 def parse_terms(text: str) -> dict[str, complex]:
     """``{word: coefficient}`` of a sum of words (the grammar of :meth:`Operator.parse
-    <thermospin_mc.operators.Operator.parse>`), words not yet validated.
+    <thermospin_mc.core.operators.Operator.parse>`), words not yet validated.
 
     Terms are separated by a ``+`` or ``-`` standing alone (spaces on both
     sides); a term is an optional coefficient joined to its first factor by

@@ -44,7 +44,7 @@ __all__ = ["BlockLayout", "CoherenceLayout", "PureLayout", "check_model", "stack
 def check_model(model, solver: str | None = None) -> ChainModel:
     """``model`` if it is a :class:`ChainModel`, else a one-line ``ValueError``.
 
-    A :class:`~thermospin_mc.schedule.Schedule` is refused with the reason: the
+    A :class:`~thermospin_mc.physics.schedule.Schedule` is refused with the reason: the
     solvers that call this need one time-independent generator (a steady state,
     a spectrum, long-time statistics). ``solver`` names the caller in the
     message; by default the calling function's name (when public).
@@ -103,7 +103,7 @@ class BlockLayout:
 
     def observables(self, x: np.ndarray, names, pairs=None) -> dict:
         """Expectation values of one stacked density matrix ``x``
-        (:func:`thermospin_mc.observables.evaluate_blocks`)."""
+        (:func:`thermospin_mc.core.observables.evaluate_blocks`)."""
         return OBS.evaluate_blocks(self, x, names, pairs)
 
     def pure(self, m: int, psi: np.ndarray) -> np.ndarray:

@@ -5,7 +5,7 @@
   sector's ``H_eff``; the steady state's preconditioner, the counting
   statistics' shifted solves and ``exit_probabilities`` use it.
 - :class:`BorderedSolver`: ``L x + e Tr(x) = y`` by GMRES on the matrix-free
-  generator (:class:`~thermospin_mc._blockops.BlockGenerator`), left-
+  generator (:class:`~thermospin_mc.exact._blockops.BlockGenerator`), left-
   preconditioned by one triangular sweep of exact block solves; the steady
   state (``y = e``) and the trace-free (Drazin) solves of the counting
   statistics.
@@ -270,7 +270,7 @@ class HermitianPacking:
     """Real coordinates of block vectors whose blocks are Hermitian, ``d^2`` reals
     in place of each block's ``d^2`` complex numbers: ``Re X_ii`` on the diagonal,
     ``sqrt(2) Re X_ij`` above it and ``sqrt(2) Im X_ij`` below (``i < j``;
-    :func:`~thermospin_mc._blockops.hermitian_pack`). The factor ``sqrt(2)`` makes
+    :func:`~thermospin_mc.exact._blockops.hermitian_pack`). The factor ``sqrt(2)`` makes
     the Euclidean product of the packings the Frobenius product of the blocks, so
     norms and residuals are those of the complex vectors."""
 

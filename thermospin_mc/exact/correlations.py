@@ -9,14 +9,14 @@ maps the blocks of one offset among themselves,
 
     d X_m / dt = -i (H_{m + d} X_m - X_m H_m^+) + sum_k r_k P_k X_{m'} P_k^T,
 
-so ``X`` evolves on them alone (:class:`~thermospin_mc.blocks.CoherenceLayout`
+so ``X`` evolves on them alone (:class:`~thermospin_mc.exact.blocks.CoherenceLayout`
 and the block generator of :mod:`.blocks`); ``A`` must undo the offset, or the
 trace vanishes on every block (such a pair is refused).
 
 - Time evolution: exact action of ``exp(L tau)``, by ``expm_multiply`` on the
-  assembled sparse generator (:func:`~thermospin_mc.blocks.evolve_grid`) up to
+  assembled sparse generator (:func:`~thermospin_mc.exact.blocks.evolve_grid`) up to
   ``EXPM_LIMIT`` stored numbers, above it by the package's Chebyshev propagator
-  (:func:`~thermospin_mc._blockops.chebyshev_evolve`, all ``taus`` from one
+  (:func:`~thermospin_mc.exact._blockops.chebyshev_evolve`, all ``taus`` from one
   expansion) on the generator applied block by block (:class:`BlockGenerator`).
 
 The steady-state spectrum and the solvers behind it live in
@@ -90,7 +90,7 @@ def correlation(model: ChainModel, taus, A, B, t0=None) -> np.ndarray:
         Non-decreasing delays ``tau >= 0``.
     A, B : Operator or str
         Operators of ``model.N`` sites; a string is read as operator words
-        (:meth:`~thermospin_mc.operators.Operator.parse`, e.g. ``"+3"``,
+        (:meth:`~thermospin_mc.core.operators.Operator.parse`, e.g. ``"+3"``,
         ``"-2"``, ``"n1 n4"``, ``"z1 + z2"``). Offsets must pair: both 0, or
         ``-1`` and ``+1`` either way round.
     t0 : float, optional

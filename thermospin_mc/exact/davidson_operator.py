@@ -90,7 +90,7 @@ class DavidsonOperator:
 
     def _block_solve(self, theta: complex):
         """``block_solve(m, Y, out, hermitian)`` of the shifted no-jump part
-        (:func:`~thermospin_mc._blockops.triangular_solve`): single precision where
+        (:func:`~thermospin_mc.exact._blockops.triangular_solve`): single precision where
         :meth:`_single` allows it (a preconditioner need not be exact: the Ritz
         pairs and residuals are double), :class:`NoJumpInverse` elsewhere."""
         th32 = np.complex64(theta)

@@ -9,7 +9,7 @@ counting field ``s``, the tilted generator
 
 (``L_k = sqrt(r_k) A_k``; ``A_k`` the 0/1 map of a loss or pump, ``sigma^z`` of a
 dephasing; uncounted channels have ``nu_k = 0``) has the leading eigenvalue
-``theta(s)`` (:func:`~thermospin_mc.fcs.scgf`), a right eigenmatrix ``r_s`` and a
+``theta(s)`` (:func:`~thermospin_mc.exact.fcs.scgf`), a right eigenmatrix ``r_s`` and a
 left eigenmatrix ``l_s``: ``L_s^*(l) = i (H_eff^+ l - l H_eff) + sum_k exp(s nu_k)
 r_k A_k^+ l A_k = theta l``, Hermitian positive definite and block diagonal in the
 magnon number ``m``. With ``G = -i H_eff`` the Doob unravelling has
@@ -27,8 +27,8 @@ is ``theta'(s)``.
 
 Conventions
 -----------
-- Blocks are in the basis order of :class:`~thermospin_mc.sectors.SectorSpace`
-  (colex rank), stacked row-major as :class:`~thermospin_mc.blocks.BlockLayout`
+- Blocks are in the basis order of :class:`~thermospin_mc.core.sectors.SectorSpace`
+  (colex rank), stacked row-major as :class:`~thermospin_mc.exact.blocks.BlockLayout`
   on the model's reachable sectors (which hold the steady state). In that
   layout ``Tr(X^+ Y) = vec(X)^H vec(Y)``, so ``L_s^*`` is the conjugate
   transpose of the sparse tilted generator and ``vec(l)`` solves
@@ -37,7 +37,7 @@ Conventions
   ``Tr(l r_s) = sum_m Tr(l_m r_m) = 1``; then ``rho_D`` has unit trace, and at
   ``s = 0`` ``l`` is the identity.
 - ``theta`` is the two-sided Rayleigh quotient ``Tr(l L_s r) / Tr(l r)`` of the
-  computed pair, checked against :func:`~thermospin_mc.fcs.scgf` (the pair and
+  computed pair, checked against :func:`~thermospin_mc.exact.fcs.scgf` (the pair and
   the continuation of ``scgf`` agree to ~1e-13).
 - Initial state: a pure ``psi0`` of the model becomes ``l^(1/2) psi0``,
   normalised (the Doob measure then equals the tilted measure of histories
@@ -45,7 +45,7 @@ Conventions
 
 Refusals (one-line ``ValueError``)
 ----------------------------------
-A model without a unique steady state (as :func:`~thermospin_mc.fcs.scgf`), an
+A model without a unique steady state (as :func:`~thermospin_mc.exact.fcs.scgf`), an
 unknown channel or non-integer weight in ``counts``, a non-finite ``s``, a
 mixed initial state, a layout above :data:`DOOB_LIMIT` (see there), an ``l``
 that is not Hermitian positive definite to round-off (``theta(s)`` not the
@@ -57,7 +57,7 @@ Costs
 ``theta`` by :func:`scgf` (continuation from ``s = 0``), then the two
 eigenvectors by shifted inverse iteration at ``sigma = theta + 1e-6 max|L|``
 (two or three steps, :mod:`.doob_eigen`): a sparse LU of ``L_s - sigma`` (both eigenvectors from
-one factorisation) up to :data:`~thermospin_mc.counting.DIRECT_LIMIT`
+one factorisation) up to :data:`~thermospin_mc.exact.counting.DIRECT_LIMIT`
 unknowns; above, GMRES left-preconditioned with the exact shifted no-jump
 inverse (per block in the eigenbasis of ``H_eff``, or a triangular Sylvester
 solve in its Schur form when that basis is ill-conditioned). Then
@@ -411,7 +411,7 @@ def doob(model, counts, s) -> DoobProcess:
         initial state.
     counts : dict
         ``{channel name: integer weight nu}`` as in
-        :func:`~thermospin_mc.fcs.exact_counting_statistics`.
+        :func:`~thermospin_mc.exact.fcs.exact_counting_statistics`.
     s : float
         Counting field (finite).
 

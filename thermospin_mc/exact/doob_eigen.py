@@ -4,7 +4,7 @@ Shifted inverse iteration at ``sigma`` next to ``theta(s)``
 (:func:`inverse_iteration`) for the right eigenmatrix ``r_s`` and the left one
 ``l_s``, on the solves of :func:`shifted_solvers`: a sparse LU of ``L_s - sigma``
 (both eigenvectors from one factorisation) up to
-:data:`~thermospin_mc.counting.DIRECT_LIMIT` unknowns; above, GMRES
+:data:`~thermospin_mc.exact.counting.DIRECT_LIMIT` unknowns; above, GMRES
 left-preconditioned with the exact shifted no-jump inverse (per block in the
 eigenbasis of ``H_eff``, or a triangular Sylvester solve in its Schur form when
 that basis is ill-conditioned). :func:`hermitian_blocks` reads the blocks of an

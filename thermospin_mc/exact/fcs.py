@@ -23,7 +23,7 @@ stacked blocks of :class:`thermospin_mc.exact.BlockLayout`, never on the
   inverse: the bordered solve ``(L + e Tr) x = y`` of the steady-state solver
   (sparse LU for small problems, otherwise GMRES left-preconditioned with the
   exact inverse of the no-jump part plus the jumps of the weaker direction,
-  :class:`thermospin_mc.blocksolve.BorderedSolver`), with one factorisation or
+  :class:`thermospin_mc.exact.blocksolve.BorderedSolver`), with one factorisation or
   preconditioner shared by all orders.
 - Finite time (``t=T``): the derivatives ``v_k = d^k/ds^k exp(L_s t) rho0`` at
   ``s = 0`` obey the block lower-triangular system

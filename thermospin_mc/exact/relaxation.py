@@ -3,10 +3,10 @@
 Every state the engine produces is block diagonal in the magnon number, so the
 generator ``L`` of docs/model.md section 6 is taken on the stacked blocks of the
 sectors the model's dynamics reaches from its initial state
-(:class:`~thermospin_mc.blocks.BlockLayout`, ``sum_m C(N, m)^2`` unknowns; the
+(:class:`~thermospin_mc.exact.blocks.BlockLayout`, ``sum_m C(N, m)^2`` unknowns; the
 coherences between sectors are not part of this spectrum). ``L`` maps Hermitian
 blocks to Hermitian blocks, so it is a real operator on their real packing
-(:class:`~thermospin_mc.blocksolve.HermitianPacking`) with the same spectrum:
+(:class:`~thermospin_mc.exact.blocksolve.HermitianPacking`) with the same spectrum:
 every eigenvalue comes with its exact complex conjugate.
 
 The method, by structure first and then by size:

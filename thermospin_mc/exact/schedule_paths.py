@@ -1,4 +1,4 @@
-"""The stage-by-stage paths of ``mesolve`` for a :class:`~thermospin_mc.schedule.Schedule`.
+"""The stage-by-stage paths of ``mesolve`` for a :class:`~thermospin_mc.physics.schedule.Schedule`.
 
 A schedule (docs/model.md 14) evolves ``rho(t) = exp(L_k (t - t_k)) ... exp(L_0 t_1)
 rho0``: :func:`stage_windows` cuts the output times into the stages that hold

@@ -35,11 +35,11 @@ class ShiftedSolver:
     """``y`` with ``(L - sigma) y (+ e Tr y) = r`` by GMRES on a coherence layout
     (``F``: the jump part of ``L``).
 
-    Left preconditioner, as :class:`~thermospin_mc.blocksolve.BorderedSolver`
+    Left preconditioner, as :class:`~thermospin_mc.exact.blocksolve.BorderedSolver`
     for square blocks: the exact inverse of the shifted no-jump part plus the
     jumps of the weaker direction (block triangular in ``m``: one sweep of
     exact block solves ``-i (H_r X - X H^+) - sigma X = Y`` in the eigenbases,
-    or Schur forms, of :class:`~thermospin_mc.blocksolve.NoJumpInverse`); GMRES
+    or Schur forms, of :class:`~thermospin_mc.exact.blocksolve.NoJumpInverse`); GMRES
     sees the other jumps and the border ``e Tr y`` (``border=True``, square
     blocks; ``e``: the first element of the sweep's first block), which makes
     the system regular at ``sigma = 0`` and gives ``Tr y = 0`` for a trace-free

@@ -28,8 +28,8 @@ def solver_metadata(model: ChainModel, solver: str, **extra) -> dict:
 def check_observables(observables, pairs=None, N: int = 2, count: bool = True,
                       solver: str = ""):
     """``(names, pairs, operators)`` by the one resolver
-    :func:`thermospin_mc.observables.resolve` after
-    :func:`~thermospin_mc.observables.split_operators` (``pairs`` stays None when
+    :func:`thermospin_mc.core.observables.resolve` after
+    :func:`~thermospin_mc.core.observables.split_operators` (``pairs`` stays None when
     none are given; ``names`` is empty when only operators are asked for)."""
     plain, ops = OBS.split_operators(observables, N)
     allowed = OBSERVABLES if count else tuple(o for o in OBSERVABLES if o != "count")

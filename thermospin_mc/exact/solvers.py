@@ -28,15 +28,15 @@ The solvers at infinite time, ``steadystate`` and ``exit_probabilities``
 
 Every solver also evaluates a user's magnon-conserving operators (rows after the
 built-in observables) and keeps the block density matrices on request
-(``states=True``, :class:`~thermospin_mc.blockstate.BlockState`) on each of its paths;
+(``states=True``, :class:`~thermospin_mc.core.blockstate.BlockState`) on each of its paths;
 the arguments are resolved alike by :mod:`.solver_inputs`.
 
-``mesolve`` and ``sesolve`` also take a :class:`~thermospin_mc.schedule.Schedule`
+``mesolve`` and ``sesolve`` also take a :class:`~thermospin_mc.physics.schedule.Schedule`
 (docs/model.md 14): the stages' exact propagators chained on the same three paths
 (``_mesolve_schedule``, the paths in :mod:`.schedule_paths`); a schedule of one
 generator runs the plain solver.
 The solvers of one generator (steady state, exit sides) refuse a schedule
-(:func:`~thermospin_mc.blocks.check_model`).
+(:func:`~thermospin_mc.exact.blocks.check_model`).
 """
 
 from __future__ import annotations
@@ -99,11 +99,11 @@ def sesolve(model: ChainModel, times, observables=None, states: bool = False) ->
         10 (docs/model.md section 6, "Time origin").
     observables : sequence of str and Operator, optional
         Subset of ``j, j_bond, flow, m, n, norm`` (default: all) and
-        magnon-conserving :class:`~thermospin_mc.operators.Operator` objects (rows
+        magnon-conserving :class:`~thermospin_mc.core.operators.Operator` objects (rows
         ``name``, or ``name_re`` and ``name_im``, site 0, after the others).
     states : bool
         Keep the state of every output time as a
-        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states``).
+        :class:`~thermospin_mc.core.blockstate.BlockState` (``Result.states``).
 
     Returns
     -------
@@ -112,7 +112,7 @@ def sesolve(model: ChainModel, times, observables=None, states: bool = False) ->
 
     Notes
     -----
-    A :class:`~thermospin_mc.schedule.Schedule` evolves with each stage's
+    A :class:`~thermospin_mc.physics.schedule.Schedule` evolves with each stage's
     Hamiltonian in turn (channels ignored), by :func:`mesolve`'s pure-state
     path; a schedule of one Hamiltonian gives this function's own result.
     """
@@ -168,7 +168,7 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
         two-point ones when ``pairs`` are given). ``count``: expected number of
         jumps of each channel in ``[0, t]``, ``int_0^t rate_k Tr(L_k^+ L_k rho)``,
         integrated exactly with the state (table rows ``count:<channel name>``).
-        Magnon-conserving :class:`~thermospin_mc.operators.Operator` objects give
+        Magnon-conserving :class:`~thermospin_mc.core.operators.Operator` objects give
         the rows ``name`` (Hermitian) or ``name_re`` and ``name_im``, site 0,
         after the built-in ones, ``sum_m Tr(O_m rho_m)``; with operators only, only
         their rows.
@@ -178,13 +178,13 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
         ``expm``: the assembled sparse block Liouvillian and scipy's
         ``expm_multiply``; ``chebyshev``: the matrix-free generator and a
         Chebyshev expansion of ``exp(L t)`` with a-posteriori truncation
-        (:mod:`thermospin_mc._blockops`). ``auto``: ``expm`` up to
+        (:mod:`thermospin_mc.exact._blockops`). ``auto``: ``expm`` up to
         ``CHEBYSHEV_MIN_SIZE`` stored numbers, ``chebyshev`` above.
     states : bool
         Keep the block density matrix of every output time as a
-        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states``).
+        :class:`~thermospin_mc.core.blockstate.BlockState` (``Result.states``).
         Refused (one line) when they would take more than
-        :func:`~thermospin_mc.blockstate.states_budget` (2 GiB or a quarter of
+        :func:`~thermospin_mc.core.blockstate.states_budget` (2 GiB or a quarter of
         the memory): ``16 * len(times) * sum_m C(N, m)^2`` bytes.
 
     Returns
@@ -200,7 +200,7 @@ def mesolve(model: ChainModel, times, observables=None, pairs=None,
     model with loss channels only, started with at most one magnon, costs
     ``O(N^2)`` and runs for N in the thousands.
 
-    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule` (docs/model.md 14):
+    ``model`` may be a :class:`~thermospin_mc.physics.schedule.Schedule` (docs/model.md 14):
     ``rho(t) = exp(L_k (t - t_k)) ... exp(L_0 t_1) rho0``, stage by stage on
     the same paths (every option above works). ``flow`` takes the couplings
     of the stage holding at each output time (``schedule.model_at(t)``);

@@ -53,7 +53,7 @@ def closed_form(space: SectorSpace, m: int, k: int, thr: float) -> np.ndarray:
 def _packing_maps(layout: BlockLayout):
     """``(U, diag, up, low)``: the sparse complex ``U`` with ``unpack(r) = U r`` and
     the packed positions of the diagonal, of ``X_ij`` (``i < j``, its real part)
-    and of its imaginary part (:class:`~thermospin_mc.blocksolve.HermitianPacking`)."""
+    and of its imaginary part (:class:`~thermospin_mc.exact.blocksolve.HermitianPacking`)."""
     diag, up, low = [], [], []
     for m in layout.sectors:
         d, o = layout.dims[m], layout.offsets[m]

@@ -9,8 +9,8 @@
 - ``exit_probabilities``: expected number of losses on each edge, integrated to
   infinite time (for one magnon: the probability to leave left or right).
 
-Both refuse a :class:`~thermospin_mc.schedule.Schedule`
-(:func:`~thermospin_mc.blocks.check_model`). They are re-exported by
+Both refuse a :class:`~thermospin_mc.physics.schedule.Schedule`
+(:func:`~thermospin_mc.exact.blocks.check_model`). They are re-exported by
 :mod:`.solvers`.
 """
 
@@ -65,12 +65,12 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         Subset of ``j, j_bond, flow, m, n, norm, nn, pm_re, pm_im`` (``pm`` for
         both parts; default ``j, j_bond, flow, m, n, norm``, plus the two-point
         ones when ``pairs`` are given), and magnon-conserving
-        :class:`~thermospin_mc.operators.Operator` objects (rows ``name``, or
+        :class:`~thermospin_mc.core.operators.Operator` objects (rows ``name``, or
         ``name_re`` and ``name_im``, site 0, after the built-in ones).
     method : {"auto", "direct", "gmres"}
         ``direct``: sparse LU of the bordered Liouvillian; ``gmres``: GMRES left-
         preconditioned with the exact inverse of the no-jump part plus the
-        jumps of the weaker direction (:class:`~thermospin_mc.blocksolve.BorderedSolver`;
+        jumps of the weaker direction (:class:`~thermospin_mc.exact.blocksolve.BorderedSolver`;
         its Krylov basis holds at most ``blocksolve.GMRES_BASIS_BYTES``). ``auto``
         picks direct below ``DIRECT_STEADY_LIMIT`` stored numbers.
     tol : float
@@ -80,7 +80,7 @@ def steadystate(model: ChainModel, observables=None, method: str = "auto",
         1-based site pairs of ``nn`` and ``pm``.
     states : bool
         Also return the steady state as a
-        :class:`~thermospin_mc.blockstate.BlockState` (``Result.states[0]``; the
+        :class:`~thermospin_mc.core.blockstate.BlockState` (``Result.states[0]``; the
         same blocks as ``Result.blocks``).
 
     Returns

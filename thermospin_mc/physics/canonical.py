@@ -1,5 +1,5 @@
 """Exact canonical excitation energy of N spinless fermions in a hard-wall box:
-the ``"canonical"`` curve of :func:`thermospin_mc.thermal.alpha_ratio`
+the ``"canonical"`` curve of :func:`thermospin_mc.physics.thermal.alpha_ratio`
 (docs/model.md section 3).
 
 The partition function and the mean *excitation* energy are built from
@@ -13,7 +13,7 @@ posteriori). Values are cached per (N, T).
 
 Energies are in units of ``pi^2 / (2 L^2)`` (levels ``e_n = n^2``); ``b`` is the
 reduced inverse temperature ``beta pi^2 / (2 L^2)`` (:func:`reduced_beta`).
-Inputs are validated by :mod:`thermospin_mc.thermal`, not here.
+Inputs are validated by :mod:`thermospin_mc.physics.thermal`, not here.
 """
 
 from __future__ import annotations

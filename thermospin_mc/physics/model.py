@@ -8,8 +8,8 @@ Internally (sector bases, kernels) sites are 0-based; every table and every
 public argument is 1-based.
 
 The parts of a model live in their own modules and are re-exported here:
-:mod:`~thermospin_mc.profiles` (temperature profiles),
-:mod:`~thermospin_mc.states` (initial states), :mod:`~thermospin_mc.channels`
+:mod:`~thermospin_mc.physics.profiles` (temperature profiles),
+:mod:`~thermospin_mc.physics.states` (initial states), :mod:`~thermospin_mc.physics.channels`
 (jump channels); this module holds :class:`ChainModel` and the presets.
 """
 
@@ -64,7 +64,7 @@ __all__ = [
 PAPER_GAMMA = 3.102
 PAPER_GAMMA_PUMP = 0.620
 
-#: Full-space exporters of a model, by format: :mod:`thermospin_mc.interop` (a layer
+#: Full-space exporters of a model, by format: :mod:`thermospin_mc.core.interop` (a layer
 #: above, it needs the sector bases) registers ``"qutip"`` when the package is imported.
 EXPORTERS: dict = {}
 
@@ -357,7 +357,7 @@ class ChainModel:
 
     def to_qutip(self):
         """``(H, c_ops, rho0)`` as QuTiP objects in the full-space order of docs/model.md
-        section 12 (:func:`thermospin_mc.interop.to_qutip`; needs QuTiP, N <= 14)."""
+        section 12 (:func:`thermospin_mc.core.interop.to_qutip`; needs QuTiP, N <= 14)."""
         return EXPORTERS["qutip"](self)
 
     def fingerprint(self) -> str:

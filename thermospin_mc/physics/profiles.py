@@ -1,8 +1,8 @@
 """Temperature profiles of a chain: how each bond gets its temperature (or its
 coupling), docs/model.md section 4. A profile maps ``N`` to the ``N - 1`` bond
 temperatures in eps0 units (``BondCouplings`` gives the couplings directly and
-returns ``None``); :class:`~thermospin_mc.model.ChainModel` turns temperatures
-into couplings with a(T) (:mod:`thermospin_mc.thermal`).
+returns ``None``); :class:`~thermospin_mc.physics.model.ChainModel` turns temperatures
+into couplings with a(T) (:mod:`thermospin_mc.physics.thermal`).
 """
 
 from __future__ import annotations

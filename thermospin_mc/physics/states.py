@@ -39,7 +39,7 @@ class StateVector:
     """A user state inside the ``m``-magnon sector.
 
     ``amplitudes`` are given in the sector's basis order (see
-    :meth:`thermospin_mc.sectors.SectorSpace.basis`): colexicographic order of
+    :meth:`thermospin_mc.core.sectors.SectorSpace.basis`): colexicographic order of
     the occupied-site sets. The vector is normalised on use.
     """
 

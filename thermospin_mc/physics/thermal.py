@@ -21,7 +21,7 @@ Four curves are available (``ALPHA_METHODS``):
     a - 1 keeps its relative accuracy down to ~1e-300). Truncated only
     where the omitted levels or pair numbers contribute below ~1e-18 relative
     (the pair cut-off is verified a posteriori). Values are cached per (N, T).
-    The recursion lives in :mod:`thermospin_mc.canonical`.
+    The recursion lives in :mod:`thermospin_mc.physics.canonical`.
 ``"enumerate"``
     Brute-force canonical average over the lowest ``n_manifolds`` manifolds,
     ordered by energy, as in the paper (which uses 10^6 manifolds and reports

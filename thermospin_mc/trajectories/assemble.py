@@ -1,7 +1,7 @@
 """Result assembly of a trajectory run, and the memory estimate of its states.
 
-:func:`assemble` turns a finished :class:`~thermospin_mc.stats.Reducer` into the
-run's :class:`~thermospin_mc.results.Result` (the table, per-row second
+:func:`assemble` turns a finished :class:`~thermospin_mc.trajectories.stats.Reducer` into the
+run's :class:`~thermospin_mc.core.results.Result` (the table, per-row second
 moments, trajectory groups, jump table, kept rows, states, metadata), reading
 the column layout of the run's :class:`~thermospin_mc.runrecord.RunRecord`.
 :func:`states_memory` estimates what ``states=True`` holds at once, and

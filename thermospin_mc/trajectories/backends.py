@@ -379,7 +379,7 @@ def _local_cluster(n_jobs: int):
     method = (fork_method() if threading.active_count() == 1
               else dask.config.get("distributed.worker.multiprocessing-method"))
     # spawned workers load the package and the kernels while they start
-    preload = [] if method == "fork" else ["thermospin_mc.worker"]
+    preload = [] if method == "fork" else ["thermospin_mc.trajectories.worker"]
     dashboard = os.environ.get(DASHBOARD_ENV, "").strip() or None
     http = {} if dashboard else {"scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
     with dask.config.set({"distributed.worker.multiprocessing-method": method}), \

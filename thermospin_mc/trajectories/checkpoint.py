@@ -17,9 +17,9 @@ A checkpoint is one uncompressed ``.npz`` archive (no pickled objects) with
   the identity as ``[name, digest]`` pairs, schedules as every stage.
 
 This module owns the file: its format, :func:`identity` (the identity
-record, from the run's job and seed), reading with every check, the lock and
-:class:`Checkpointing` (the option record of ``mcsolve``).
-and :func:`resume`, the run's entry point (read, verify, restore);
+record, from the run's job and seed), reading with every check, the lock,
+:class:`Checkpointing` (the option record of ``mcsolve``) and :func:`resume`,
+the run's entry point (read, verify, restore).
 :mod:`~thermospin_mc.trajectories.snapshot` turns a reducer into the
 ``state`` and arrays and back (:func:`dump`, :func:`restore`, re-exported here).
 
@@ -52,7 +52,7 @@ __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkp
            "check_identity", "corrupt", "CheckpointLock", "Checkpointing", "identity", "dump",
            "restore", "resume", "resolve_seed", "times_hash", "times_summary"]
 
-FORMAT = "thermospin_mc.checkpoint"
+FORMAT = "thermospin_mc.trajectories.checkpoint"
 SCHEMA = 1
 
 #: Identity fields in the order they are checked, with their names in messages.

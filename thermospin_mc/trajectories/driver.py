@@ -60,11 +60,11 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     Parameters
     ----------
     model : ChainModel, Schedule or DoobProcess
-        The initial pure state is prepared at ``t = 0``. A :func:`~thermospin_mc.doob`
+        The initial pure state is prepared at ``t = 0``. A :func:`~thermospin_mc.exact.doob`
         process runs its transformed unravelling (docs/model.md 15; dense sector
         generators and jump matrices, the jump tables in the original channel
         names); its initial state is ``l^(1/2) psi0``, normalised. A
-        :class:`~thermospin_mc.schedule.Schedule` runs its stages in turn
+        :class:`~thermospin_mc.physics.schedule.Schedule` runs its stages in turn
         (docs/model.md 14): the propagation is exact inside a stage, a stage boundary
         is probed like an output time, and the unnormalised state and the jump
         threshold run on across it (one random stream per trajectory); every
@@ -94,8 +94,8 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         both parts of ``<s+_i s-_k>``); default ``j, j_bond, flow, m, n``, plus
         ``nn, pm_re, pm_im`` when ``pairs`` are given. ``count`` is the mean
         number of jumps of each channel up to ``t`` (table observables
-        ``count:<channel name>``). See :mod:`thermospin_mc.observables`.
-        Entries may also be :class:`~thermospin_mc.operators.Operator` objects
+        ``count:<channel name>``). See :mod:`thermospin_mc.core.observables`.
+        Entries may also be :class:`~thermospin_mc.core.operators.Operator` objects
         of offset 0 (any other offset is refused with one line): the estimate
         of ``<O>`` is the mean over trajectories of ``<psi|O|psi> /
         <psi|psi>`` with its standard error (docs/model.md section 13), evaluated
@@ -113,7 +113,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
     states : bool
         Also estimate the density matrix: ``result.states[k]`` is the
         trajectory-averaged block density matrix at ``times[k]``, a
-        :class:`~thermospin_mc.blockstate.BlockState` with
+        :class:`~thermospin_mc.core.blockstate.BlockState` with
         ``rho_bar = (1/n) sum_traj |psi><psi| / <psi|psi>`` in every sector
         the run can visit (docs/model.md section 13; it converges to the exact
         ``rho(t)`` as ``1/sqrt(n)``). Accumulated inside the kernels per
@@ -135,7 +135,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         every solver's states) is refused with one line before it starts.
     target : Target, optional
         When the run stops (default: after ``ntraj`` trajectories), a
-        :class:`~thermospin_mc.stats.Target` record with the fields:
+        :class:`~thermospin_mc.trajectories.stats.Target` record with the fields:
         sem : float, optional
             Accuracy target: keep adding blocks (at least ``ntraj`` trajectories)
             until the largest standard error of ``target_observables`` over all
@@ -143,7 +143,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             standard error is ``<= target_sem * |mean|`` (``relative=True``; rows
             below the ``rel_floor`` are left out), or ``max_ntraj`` /
             ``time_limit`` is hit. Standard errors are the effective ones of
-            :func:`thermospin_mc.results.effective_sem` (never below the
+            :func:`thermospin_mc.core.results.effective_sem` (never below the
             one-event floor ``delta / n``, so rows where every trajectory agrees
             do not count as converged after a handful of trajectories). The rule is
             tested after every block, so the result equals a plain run with the
@@ -175,7 +175,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
             stops contributing from that time on; the discarded fraction is reported
             in ``metadata["truncated_fraction"]`` and the ``ntraj`` column.
     checkpoint : Checkpointing, optional
-        What the run keeps, a :class:`~thermospin_mc.checkpoint.Checkpointing`
+        What the run keeps, a :class:`~thermospin_mc.trajectories.checkpoint.Checkpointing`
         record (default: no checkpoint, no kept rows) with the fields:
         path : str or path, optional
             Checkpoint file (``.npz``). Merged statistics and finished blocks are
@@ -198,7 +198,7 @@ def mcsolve(model: ChainModel, times, ntraj: int = 1000, seed=None, n_jobs: int 
         keep_trajectories : bool
             Keep each trajectory's rows in ``result.trajectories`` (memory grows as ntraj).
     cluster : Cluster, optional
-        How the work is carried out, a :class:`~thermospin_mc.backends.Cluster`
+        How the work is carried out, a :class:`~thermospin_mc.trajectories.backends.Cluster`
         record (default: ``Cluster(n_jobs=n_jobs)``) with the fields (none
         changes the result; ``dense_max`` only in round-off):
         backend : {"serial", "threads", "loky", "dask"}, optional

@@ -3,15 +3,15 @@
 A run is described by three public option records and the arguments that say
 what is computed:
 
-- :class:`~thermospin_mc.stats.Target` (``target=``): when the run stops, and
+- :class:`~thermospin_mc.trajectories.stats.Target` (``target=``): when the run stops, and
   when a trajectory stops counting (``max_magnons``);
-- :class:`~thermospin_mc.checkpoint.Checkpointing` (``checkpoint=``): what the
+- :class:`~thermospin_mc.trajectories.checkpoint.Checkpointing` (``checkpoint=``): what the
   run keeps (the checkpoint file, every trajectory's rows);
-- :class:`~thermospin_mc.backends.Cluster` (``cluster=``): how the work is
+- :class:`~thermospin_mc.trajectories.backends.Cluster` (``cluster=``): how the work is
   carried out (backend, workers, batch size, progress, dense sector limit).
 
 :func:`plan_run` validates everything once and returns a :class:`RunRecord`:
-the worker :class:`~thermospin_mc.worker.Job` (what every trajectory computes),
+the worker :class:`~thermospin_mc.trajectories.worker.Job` (what every trajectory computes),
 the checkpoint identity (derived from the job and the seed), the kernel column
 layout and the resolved target. Every later stage (the run loop, the backends,
 the checkpoint, the result's metadata) reads this record.

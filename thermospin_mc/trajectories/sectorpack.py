@@ -59,7 +59,7 @@ class SectorPack:
     meanwhile cannot change under them (the kernel then asks for the sector,
     and the caller takes new tables).
 
-    ``model`` may be a :class:`~thermospin_mc.schedule.Schedule`: the stages
+    ``model`` may be a :class:`~thermospin_mc.physics.schedule.Schedule`: the stages
     it runs (:meth:`Schedule.dynamic_stages` up to the last output time) share
     the pools; each distinct stage model ``u`` owns the table rows ``u (N + 1)
     + m`` (model 0 is stage 0's, so a sector ``m`` of stage 0 is row ``m``),

@@ -1,6 +1,6 @@
 """A trajectory run's reducer state in the checkpoint schema.
 
-:func:`dump` turns a :class:`~thermospin_mc.stats.Reducer` into the
+:func:`dump` turns a :class:`~thermospin_mc.trajectories.stats.Reducer` into the
 checkpoint's ``(state, arrays)`` (see :mod:`~thermospin_mc.trajectories.checkpoint`
 for the file); :func:`restore` loads them back with every shape checked (:func:`corrupt` is
 the one error of an unreadable or inconsistent file).

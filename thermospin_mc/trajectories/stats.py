@@ -94,7 +94,7 @@ class Reducer:
     ``busy`` is true only while a merge is half done: an emergency checkpoint
     is written only from a consistent state. ``base`` is the state just
     before a short last block was merged (see :meth:`merge_next`); its
-    on-disk form is owned by :mod:`thermospin_mc.checkpoint`. With
+    on-disk form is owned by :mod:`thermospin_mc.trajectories.checkpoint`. With
     ``state_size > 0`` (``mcsolve(states=True)``), ``rho`` is the running sum
     of the blocks' sums of normalised states (``layouts.state_layout``), added in
     block order like the accumulators.

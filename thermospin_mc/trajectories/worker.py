@@ -6,7 +6,7 @@ gets it ready for a run before its first batch (kernels, sector pack, initial
 path); :func:`dask_setup` is a Dask preload hook that loads the package and
 the kernels when a worker starts::
 
-    dask worker tcp://scheduler:8786 --preload thermospin_mc.worker
+    dask worker tcp://scheduler:8786 --preload thermospin_mc.trajectories.worker
 """
 
 from __future__ import annotations
