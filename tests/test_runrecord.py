@@ -45,6 +45,7 @@ def test_earlier_keywords_warn_name_the_record_and_give_the_same_result(tmp_path
                           checkpoint=tmp_path / "b.npz", keep_trajectories=True,
                           batch_size=64, progress=False, dense_max=2)
     assert len(rec) == 1
+    assert rec[0].filename == __file__            # the warning points at the caller's line
     text = str(rec[0].message)
     for part in ("target=tsm.Target(sem=..., max_ntraj=..., max_magnons=...)",
                  "checkpoint=tsm.Checkpointing(path=..., keep_trajectories=...)",

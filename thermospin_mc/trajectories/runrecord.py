@@ -85,7 +85,8 @@ def from_keywords(keywords: dict) -> dict:
 
 
 def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
-                   caller: str = "mcsolve") -> tuple[Target, Checkpointing, Cluster]:
+                   caller: str = "mcsolve",
+                   stacklevel: int = 4) -> tuple[Target, Checkpointing, Cluster]:
     """The run's ``(Target, Checkpointing, Cluster)``.
 
     ``target``, ``checkpoint`` and ``cluster`` are records or ``None`` (defaults);
@@ -94,6 +95,8 @@ def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
     ``DeprecationWarning`` naming the records to use. A keyword given beside its
     record, or an unknown keyword, is refused with one line. ``n_jobs`` fills the
     cluster's when that is left at 1; two different worker counts are refused.
+    ``stacklevel`` points the warning at the user's call (``mcsolve`` -> ``plan_run``
+    -> here).
     """
     unknown = [k for k in legacy if k not in KEYWORDS]
     if unknown:
@@ -113,7 +116,7 @@ def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
                              f"(..., {field}=...), not beside it")
         fields[record][field] = value
     if legacy:
-        warnings.warn(_deprecation(caller, fields), DeprecationWarning, stacklevel=3)
+        warnings.warn(_deprecation(caller, fields), DeprecationWarning, stacklevel=stacklevel)
     built = {name: given[name] if given[name] is not None else cls(**fields[name])
              for name, cls in RECORDS.items()}
     for name, cls in RECORDS.items():
