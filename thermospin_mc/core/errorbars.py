@@ -12,8 +12,6 @@ test for a whole comparison). ``docs/statistics.md`` explains each rule.
   target (the worst effective standard error, absolute or relative);
 - :func:`signflip_fit`: the global goodness of fit, a sign-flip test on
   independent trajectory groups, calibrated despite correlated rows.
-
-Length: about 330 lines (under the package guideline).
 """
 
 from __future__ import annotations
