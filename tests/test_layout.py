@@ -55,3 +55,16 @@ def test_command_line_module_path_still_runs():
     out = subprocess.run([sys.executable, "-m", "thermospin_mc.cli", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == f"thermospin-mc {tsm.__version__}"
+
+
+def test_the_package_root_does_not_import_the_command_line():
+    code = ("import sys, thermospin_mc; "
+            "print(sorted(m for m in sys.modules if m.startswith('thermospin_mc.app')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_checkpoint_file_format_is_unchanged():
+    from thermospin_mc.trajectories import checkpoint
+    assert (checkpoint.FORMAT, checkpoint.SCHEMA) == ("thermospin_mc.checkpoint", 1)

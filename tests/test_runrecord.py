@@ -76,11 +76,13 @@ def test_refusals_are_one_line():
         tsm.mcsolve(MODEL, TIMES, 64, 1, 2, cluster=tsm.Cluster(n_jobs=3))
     with pytest.raises(ValueError, match="max_magnons must be"):
         tsm.mcsolve(MODEL, TIMES, 64, 1, target=tsm.Target(max_magnons=7))
-    for bad in (dict(batch_size=0), dict(progress="yes"), dict(dense_max=0)):
+    for bad in (dict(batch_size=0), dict(progress="yes"), dict(progress=2), dict(dense_max=0)):
         with pytest.raises(ValueError, match=next(iter(bad))):
             tsm.Cluster(**bad)
     with pytest.raises(ValueError, match="keep_trajectories must be True or False"):
-        tsm.Checkpointing(keep_trajectories=1)
+        tsm.Checkpointing(keep_trajectories="no")
+    assert tsm.Cluster(progress=np.False_).progress is False
+    assert tsm.Checkpointing(keep_trajectories=1).keep_trajectories is True
 
 
 def test_workers_from_n_jobs_or_the_cluster_are_the_same_run():
@@ -103,7 +105,7 @@ def test_identity_and_job_derive_from_the_record():
                         **{"target": None, "checkpoint": None, "cluster": None, **records})
 
     base = plan()
-    assert base.job.max_magnons == MODEL.N and base.job.ntraj == 128
+    assert base.job.max_magnons == MODEL.N and base.job.cap == 128
     # how the work is carried out is not part of what a checkpoint belongs to ...
     same = plan(cluster=tsm.Cluster(batch_size=512, progress=False, n_jobs=2))
     assert same.identity == base.identity
@@ -115,7 +117,7 @@ def test_identity_and_job_derive_from_the_record():
         other = plan(**records)
         assert other.identity[key] != base.identity[key], key
         assert {k for k in base.identity if base.identity[k] != other.identity[k]} == {key}
-    assert plan(target=tsm.Target(sem=0.1, max_ntraj=1024)).job.ntraj == 1024
+    assert plan(target=tsm.Target(sem=0.1, max_ntraj=1024)).job.cap == 1024
 
 
 def test_command_line_keys_build_the_records():

@@ -6,6 +6,8 @@ eps0 = pi^2 rho^2 / 6, times and rates in J0 = alpha_1 / g).
 """
 
 import importlib as _importlib
+import importlib.abc as _importlib_abc
+import importlib.util as _importlib_util
 import sys as _sys
 
 from . import analysis, io  # noqa: E402
@@ -81,14 +83,41 @@ MOVED = {
 }
 
 
-def _alias_moved() -> None:
-    for old, new in MOVED.items():
-        module = _importlib.import_module(f"{__name__}.{new}")
-        _sys.modules.setdefault(f"{__name__}.{old}", module)
-        globals().setdefault(old, module)   # not over a public name (``cloning``)
+class _MovedFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
+    """Imports an old flat path (``thermospin_mc.model``) as the module that now holds
+    it, on first use: ``import thermospin_mc`` imports nothing more for them."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        old = fullname[len(__name__) + 1:] if fullname.startswith(__name__ + ".") else None
+        if old in MOVED:
+            return _importlib_util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):
+        module = _importlib.import_module(f"{__name__}.{MOVED[spec.name[len(__name__) + 1:]]}")
+        self._spec = module.__spec__    # the import machinery sets __spec__; restored below
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self._spec
 
 
-_alias_moved()
+# modules the root has imported already are aliased now (this also keeps a later
+# ``import thermospin_mc.cloning`` from rebinding the function ``cloning``); the
+# others (the command line's, mostly) on first use
+for _old, _new in MOVED.items():
+    if f"{__name__}.{_new}" in _sys.modules:
+        _sys.modules.setdefault(f"{__name__}.{_old}", _sys.modules[f"{__name__}.{_new}"])
+del _old, _new
+_sys.meta_path.append(_MovedFinder())
+
+
+def __getattr__(name):
+    """``thermospin_mc.<old flat module>`` as an attribute (see :data:`MOVED`)."""
+    if name in MOVED:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "alpha_ratio", "ChainModel", "UniformProfile", "StepProfile", "LinearProfile",

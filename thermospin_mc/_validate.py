@@ -79,3 +79,12 @@ def n_jobs(value) -> int:
     if n == 0 or n < -1:
         raise ValueError(f"n_jobs must be >= 1 or -1 (all cores), got {n}")
     return (os.cpu_count() or 1) if n == -1 else n
+
+
+def flag(name: str, value) -> bool:
+    """Validate a yes/no option: ``True``/``False`` (also NumPy's, or the integers 0
+    and 1); returns a ``bool``."""
+    if isinstance(value, (bool, np.bool_)) or (
+            isinstance(value, (int, np.integer)) and value in (0, 1)):
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")

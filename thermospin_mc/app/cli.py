@@ -34,7 +34,7 @@ from ..exact.steady import steadystate
 from ..io import OutputError, check_output_dir, describe_os_error
 from ..signals import RunTerminated, deferred_signals, exit_now, exit_on_signals, report_stop
 from ..trajectories.driver import execute
-from ..trajectories.runrecord import KEYWORDS, RunRecord, from_keywords, plan_run
+from ..trajectories.runrecord import RunRecord, plan_run
 from . import config as _config
 from .cli_args import (
     CliError,
@@ -233,14 +233,13 @@ def _cmd_run(args) -> int:
 
 def _plan(model, spec, observables) -> RunRecord:
     """The trajectory run of ``spec``, validated and derived once as ``mcsolve`` does
-    (so ``--dry-run`` refuses what the run would refuse): the option keys go to
-    their records (``runrecord.KEYWORDS``), the rest says what is computed."""
+    (so ``--dry-run`` refuses what the run would refuse, with the same message):
+    the option keys are the records' keywords (``runrecord.KEYWORDS``)."""
     kw = dict(spec.mc)
-    records = from_keywords({k: kw.pop(k) for k in list(kw) if k in KEYWORDS})
     return plan_run(model, spec.times, kw.pop("ntraj"), kw.pop("seed"), kw.pop("n_jobs"),
                     observables=observables, pairs=spec.pairs,
                     record_jumps=kw.pop("record_jumps", False), states=kw.pop("states", False),
-                    legacy=kw, **records)
+                    target=None, checkpoint=None, cluster=None, legacy=kw, warn=False)
 
 
 def _reference(model, spec, res):

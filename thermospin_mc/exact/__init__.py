@@ -8,6 +8,8 @@ the reference the trajectories are tested against. The names of
 """
 
 from .solvers import (
+    CHEBYSHEV_MIN_SIZE,
+    DIRECT_STEADY_LIMIT,
     BlockLayout,
     exit_probabilities,
     liouvillian,
@@ -16,4 +18,5 @@ from .solvers import (
     steadystate,
 )
 
-__all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayout", "liouvillian"]
+__all__ = ["sesolve", "mesolve", "steadystate", "exit_probabilities", "BlockLayout", "liouvillian",
+           "CHEBYSHEV_MIN_SIZE", "DIRECT_STEADY_LIMIT"]

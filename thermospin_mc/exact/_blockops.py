@@ -137,7 +137,7 @@ class BlockGenerator:
     """Matrix-free Lindblad generator on a :class:`~thermospin_mc.exact.BlockLayout`.
 
     ``apply(x)`` equals ``liouvillian(model)[0] @ x`` (to round-off) without
-    building it; ``feed(x)`` is its jump part (``exact._feed_generator``).
+    building it; ``feed(x)`` is its jump part (``blocks.feed_generator``).
 
     ``n_jobs`` threads (default: the exact solver's ``n_jobs``) share out the
     blocks of a Chebyshev step (the numba loops release the GIL); each block

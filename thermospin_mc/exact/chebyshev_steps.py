@@ -1,7 +1,7 @@
 """The generator on a coherence layout as the Chebyshev propagators take it.
 
 Two forms with the same interface (``width``, ``gamma``, ``chebyshev_step``; see
-:func:`~thermospin_mc.exact._blockops.chebyshev_evolve`): :class:`SparseChebyshev`, the
+:func:`~thermospin_mc.exact.chebyshev.chebyshev_evolve`): :class:`SparseChebyshev`, the
 assembled sparse generator, and :class:`BlockGenerator`, the generator applied
 block by block without its assembled matrix (also :meth:`BlockGenerator.matvec`).
 A step is one fused pass over ``STEP_CHUNKS`` fixed row ranges (numba kernels),
@@ -30,7 +30,7 @@ _NONE = np.zeros(0, dtype=complex)
 
 
 class SparseChebyshev:
-    """An assembled sparse generator as :func:`~thermospin_mc.exact._blockops.chebyshev_evolve`
+    """An assembled sparse generator as :func:`~thermospin_mc.exact.chebyshev.chebyshev_evolve`
     takes it (``width``, ``gamma``, ``chebyshev_step``), for any stacked vector.
 
     ``width``: the largest ``|E_a - E_b|``, ``E_a`` an eigenvalue of the rows'

@@ -16,7 +16,7 @@ trace vanishes on every block (such a pair is refused).
 - Time evolution: exact action of ``exp(L tau)``, by ``expm_multiply`` on the
   assembled sparse generator (:func:`~thermospin_mc.exact.blocks.evolve_grid`) up to
   ``EXPM_LIMIT`` stored numbers, above it by the package's Chebyshev propagator
-  (:func:`~thermospin_mc.exact._blockops.chebyshev_evolve`, all ``taus`` from one
+  (:func:`~thermospin_mc.exact.chebyshev.chebyshev_evolve`, all ``taus`` from one
   expansion) on the generator applied block by block (:class:`BlockGenerator`).
 
 The steady-state spectrum and the solvers behind it live in

@@ -20,7 +20,7 @@ HEAD_TERMS = 500
 
 #: Truncation of a head segment's series (relative to the norm of its start), its
 #: accepted round-off estimate, and the segment length ``gamma t <= HEAD_GROWTH``
-#: (as :func:`~thermospin_mc.exact._blockops.chebyshev_evolve`).
+#: (as :func:`~thermospin_mc.exact.chebyshev.chebyshev_evolve`).
 HEAD_TOL = 1e-15
 HEAD_ROUND_TOL = 1e-12
 HEAD_GROWTH = 200.0
@@ -32,7 +32,7 @@ def chebyshev_head(cheb, x0: np.ndarray, a: np.ndarray, omegas: np.ndarray,
 
     ``exp(L t) x0 = exp(c t) sum_k (2 - delta_k0) J_k(s t) H_k`` on segments of
     ``[0, T]`` (``H_{k+1} = 2 (L - c) H_k / s + H_{k-1}``, as
-    :func:`~thermospin_mc.exact._blockops.chebyshev_evolve`), so ``a.x(t)`` is known at any
+    :func:`~thermospin_mc.exact.chebyshev.chebyshev_evolve`), so ``a.x(t)`` is known at any
     ``t`` from the moments ``a.H_k``; the integral is a Gauss-Legendre rule of
     ``0.33 nu t + 24`` nodes per segment (``nu = s + |c| + max|omega|`` bounds the
     frequencies of the integrand; the rule is exact to round-off from ``0.28 nu

@@ -3,7 +3,7 @@
 :func:`assemble` turns a finished :class:`~thermospin_mc.trajectories.stats.Reducer` into the
 run's :class:`~thermospin_mc.core.results.Result` (the table, per-row second
 moments, trajectory groups, jump table, kept rows, states, metadata), reading
-the column layout of the run's :class:`~thermospin_mc.runrecord.RunRecord`.
+the column layout of the run's :class:`~thermospin_mc.trajectories.runrecord.RunRecord`.
 :func:`states_memory` estimates what ``states=True`` holds at once, and
 :func:`check_states_memory` refuses a run above the one budget of states.
 """

@@ -16,7 +16,7 @@ A backend is a class registered in :data:`BACKENDS` (name -> class) with
 
 Results may arrive in completion order: :class:`stats.Reducer` restores block
 order, so every backend gives bit-identical results. Adding a backend is one
-class decorated with :func:`register` (``mcsolve(backend=name)`` then accepts
+class decorated with :func:`register` (``Cluster(backend=name)`` then accepts
 it); :data:`NAMES` lists the built-in ones.
 """
 
@@ -35,7 +35,7 @@ from .worker import Job, code_identity, prepare_worker, run_job
 
 __all__ = ["BACKENDS", "NAMES", "Cluster", "register", "fork_method", "DASK_RETRIES"]
 
-#: Backend names accepted by ``mcsolve(backend=...)``.
+#: Backend names accepted by ``Cluster(backend=...)``.
 NAMES = ("serial", "threads", "loky", "dask")
 #: Dask task retries after an exception in the task (lost workers are handled
 #: by the scheduler itself, up to ``distributed.scheduler.allowed-failures``).
@@ -46,7 +46,7 @@ BACKENDS: dict[str, type] = {}
 
 
 def register(name: str):
-    """Class decorator: make a backend available as ``mcsolve(backend=name)``."""
+    """Class decorator: make a backend available as ``Cluster(backend=name)``."""
     def deco(cls):
         cls.name = name
         BACKENDS[name] = cls
@@ -97,12 +97,12 @@ class Cluster:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "n_jobs", v.n_jobs(self.n_jobs))
+        set_(self, "dense_max", v.integer("dense_max", self.dense_max, lo=1))
         if self.batch_size is not None:
             set_(self, "batch_size", v.integer("batch_size", self.batch_size, lo=1))
-        if self.progress is not None and not isinstance(self.progress, bool):
-            raise ValueError(f"progress must be True, False or None, got {self.progress!r}")
-        set_(self, "dense_max", v.integer("dense_max", self.dense_max, lo=1))
+        set_(self, "n_jobs", v.n_jobs(self.n_jobs))
+        if self.progress is not None:
+            set_(self, "progress", v.flag("progress", self.progress))
         set_(self, "auto_backend", self.backend is None)
         backend, client, scheduler = self.backend, self.client, self.scheduler
         if backend is not None and backend not in BACKENDS:

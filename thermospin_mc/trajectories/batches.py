@@ -10,7 +10,7 @@ loky process, Dask worker) keeps its packs in a small cache keyed by the run
 :func:`initial_draw` puts the initial state in the kernels' form and
 :func:`warm_kernels` compiles the kernels.
 
-This module is what the old path ``thermospin_mc.trajectories.batches`` names: it re-exports the
+This module is what the old path ``thermospin_mc.pack`` names: it re-exports the
 public names of the sector packs, the Chebyshev parameters and the layouts.
 """
 

@@ -52,7 +52,7 @@ __all__ = ["FORMAT", "SCHEMA", "code_identity", "read_checkpoint", "write_checkp
            "check_identity", "corrupt", "CheckpointLock", "Checkpointing", "identity", "dump",
            "restore", "resume", "resolve_seed", "times_hash", "times_summary"]
 
-FORMAT = "thermospin_mc.trajectories.checkpoint"
+FORMAT = "thermospin_mc.checkpoint"
 SCHEMA = 1
 
 #: Identity fields in the order they are checked, with their names in messages.
@@ -281,10 +281,6 @@ class Checkpointing:
     keep_trajectories: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.keep_trajectories, (bool, np.bool_)):
-            raise ValueError(f"keep_trajectories must be True or False, got "
-                             f"{self.keep_trajectories!r}")
-        object.__setattr__(self, "keep_trajectories", bool(self.keep_trajectories))
         if self.resume is not None and not isinstance(self.resume, bool):
             raise ValueError(f"resume must be True, False or None, got {self.resume!r}")
         path = self.path
@@ -299,6 +295,8 @@ class Checkpointing:
         elif self.resume:
             raise ValueError("resume=True needs a checkpoint path (checkpoint=...)")
         object.__setattr__(self, "every", v.real("checkpoint_every", self.every, lo=0.0))
+        object.__setattr__(self, "keep_trajectories",
+                           v.flag("keep_trajectories", self.keep_trajectories))
 
 
 # --------------------------------------------------------------------------- identity

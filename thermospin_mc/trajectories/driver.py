@@ -8,7 +8,7 @@ Flow of a run (see ``docs/architecture.md``)::
       -> backend.map(block-id batches) -> Job.run on the workers
          (kernels.run_block per block)
       -> stats.Reducer (in block order; Target tested after every block;
-         checkpoint.dump every ``Checkpointing.every`` seconds)
+         snapshot.dump every ``Checkpointing.every`` seconds)
       -> assemble.assemble: Result (table, per-row accumulators, metadata)
 
 Reproducibility: trajectory ``k`` always draws from the random stream derived
@@ -283,7 +283,7 @@ def execute(run: RunRecord) -> Result:
     per = run.per_batch(cluster.n_jobs)
     if job.states:
         check_states_memory(run.layout, times.size, cluster.backend, cluster.n_jobs, per)
-    red = Reducer(times.size, run.ncomp, job.ntraj, job.record_jumps, job.keep,
+    red = Reducer(times.size, run.ncomp, job.cap, job.record_jumps, job.keep,
                   state_size=times.size * run.layout.stride if job.states else 0)
     achieved = {"sem": math.inf}
     floors = operator_floors(job.operators) if job.operators else None

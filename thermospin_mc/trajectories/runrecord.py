@@ -45,8 +45,11 @@ from .worker import Job
 __all__ = ["KEYWORDS", "RECORDS", "RunRecord", "from_keywords", "option_records", "plan_run",
            "root_key"]
 
-#: The option records, by ``mcsolve`` argument name.
-RECORDS = {"target": Target, "checkpoint": Checkpointing, "cluster": Cluster}
+#: The option records, by ``mcsolve`` argument name (built in this order, which is
+#: the order their fields were checked in before the records existed).
+RECORDS = {"cluster": Cluster, "checkpoint": Checkpointing, "target": Target}
+#: Yes/no keywords that earlier releases took as any truth value.
+TRUTH_KEYWORDS = ("progress", "keep_trajectories")
 #: keyword (earlier ``mcsolve`` keyword = CLI flag = TOML ``[run]`` key) ->
 #: (``mcsolve`` argument of its record, field of the record).
 KEYWORDS = {
@@ -85,8 +88,8 @@ def from_keywords(keywords: dict) -> dict:
 
 
 def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
-                   caller: str = "mcsolve",
-                   stacklevel: int = 4) -> tuple[Target, Checkpointing, Cluster]:
+                   caller: str = "mcsolve", stacklevel: int = 4,
+                   warn: bool = True) -> tuple[Target, Checkpointing, Cluster]:
     """The run's ``(Target, Checkpointing, Cluster)``.
 
     ``target``, ``checkpoint`` and ``cluster`` are records or ``None`` (defaults);
@@ -96,7 +99,7 @@ def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
     record, or an unknown keyword, is refused with one line. ``n_jobs`` fills the
     cluster's when that is left at 1; two different worker counts are refused.
     ``stacklevel`` points the warning at the user's call (``mcsolve`` -> ``plan_run``
-    -> here).
+    -> here); ``warn=False`` for the command line, whose run keys are these keywords.
     """
     unknown = [k for k in legacy if k not in KEYWORDS]
     if unknown:
@@ -114,8 +117,10 @@ def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
         if given[record] is not None:
             raise ValueError(f"give {key} inside {record}=tsm.{RECORDS[record].__name__}"
                              f"(..., {field}=...), not beside it")
+        if key in TRUTH_KEYWORDS and value is not None:
+            value = bool(value)
         fields[record][field] = value
-    if legacy:
+    if legacy and warn:
         warnings.warn(_deprecation(caller, fields), DeprecationWarning, stacklevel=stacklevel)
     built = {name: given[name] if given[name] is not None else cls(**fields[name])
              for name, cls in RECORDS.items()}
@@ -184,14 +189,19 @@ class RunRecord:
 
 
 def plan_run(model, times, ntraj, seed, n_jobs, *, observables, pairs, record_jumps, states,
-             target, checkpoint, cluster, legacy: dict) -> RunRecord:
-    """Validate ``mcsolve``'s arguments once and derive the :class:`RunRecord`."""
+             target, checkpoint, cluster, legacy: dict, warn: bool = True) -> RunRecord:
+    """Validate ``mcsolve``'s arguments once and derive the :class:`RunRecord`.
+
+    The checks run in the order they always had: model, times, ``ntraj``,
+    ``n_jobs``, observables and pairs, ``states``, ``max_magnons``, then the
+    option records (cluster, checkpoint, target), so that an input with several
+    faults gets the same message as before the records.
+    """
     if not is_doob(model):
         model = check_model_or_schedule(model)
     times = v.times(times)
     ntraj = v.integer("ntraj", ntraj, lo=1)
     n_jobs = v.n_jobs(n_jobs)
-    target, ckpt, clus = option_records(target, checkpoint, cluster, n_jobs, legacy)
     N = model.N
     plain, ops = OBS.split_operators(observables, N)
     names = () if plain == () else OBS.resolve(plain, pairs, N, allowed=OBS.TRAJECTORY,
@@ -201,8 +211,10 @@ def plan_run(model, times, ntraj, seed, n_jobs, *, observables, pairs, record_ju
     pairs = OBS.check_pairs(pairs, N) if any(o in OBS.PAIR_NAMES for o in names) else None
     if not isinstance(states, (bool, np.bool_)):
         raise ValueError(f"states must be True or False, got {states!r}")
-    if not isinstance(record_jumps, (bool, np.bool_)):
-        raise ValueError(f"record_jumps must be True or False, got {record_jumps!r}")
+    if legacy.get("max_magnons") is not None:
+        v.integer("max_magnons", legacy["max_magnons"], lo=model.initial_sector, hi=N)
+    target, ckpt, clus = option_records(target, checkpoint, cluster, n_jobs, legacy,
+                                        warn=warn)
     max_magnons = N if target.max_magnons is None else v.integer(
         "max_magnons", target.max_magnons, lo=model.initial_sector, hi=N)
     target = replace(target, max_magnons=max_magnons)

@@ -2,7 +2,7 @@
 
 Reproducibility rule: trajectory ``k`` draws from the stream of ``(seed, k)``,
 trajectories are folded into statistics blocks of ``batches.BLOCK`` consecutive
-indices, and blocks are merged (:func:`results.chan_merge`) strictly in block
+indices, and blocks are merged (:func:`merging.chan_merge`) strictly in block
 order. Batches may finish in any order on any backend; the :class:`Reducer`
 holds blocks that arrive early until the prefix before them is complete. Hence
 any ``n_jobs``, batch size or backend gives bit-identical results, and with a
@@ -32,7 +32,7 @@ DEFAULT_MAX_NTRAJ = 10**8
 class Accumulator:
     """Per-(time, component) count, mean and sum of squared deviations.
 
-    Merging is Chan's pairwise formula (:func:`results.chan_merge`); merging in
+    Merging is Chan's pairwise formula (:func:`merging.chan_merge`); merging in
     a fixed order gives bit-identical results however the blocks were computed.
     """
 

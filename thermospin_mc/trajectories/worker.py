@@ -183,7 +183,8 @@ class Job:
     model: Any
     times: np.ndarray
     key: np.ndarray
-    ntraj: int
+    #: the run's trajectory cap: ``ntraj``, or ``max_ntraj`` with an accuracy target
+    cap: int
     names: tuple
     record_jumps: bool
     keep: bool
@@ -198,7 +199,7 @@ class Job:
     def run(self, ids) -> tuple:
         """``(ids, blocks, modes)`` of the blocks ``ids``."""
         blocks, modes = B.run_batch(self.model, self.times, self.key, block_ids=ids,
-                                    ntraj=self.ntraj, names=self.names,
+                                    ntraj=self.cap, names=self.names,
                                     record_jumps=self.record_jumps, keep=self.keep,
                                     max_magnons=self.max_magnons, dense_max=self.dense_max,
                                     pairs=self.pairs, operators=self.operators,
