@@ -6,17 +6,8 @@ changes the model or the run, or is refused with one line naming the key and
 the reason. The model itself is built by the public API (:class:`ChainModel`),
 so the CLI refuses exactly what the API refuses, with the same messages.
 
-Rules for temperatures (``--scenario`` picks the two-temperature profile:
-``step`` for ``closed``, ``linear`` for ``loss`` and ``pump``):
-
-- ``--T`` sets a uniform profile; it cannot be combined with ``--T1``, ``--T2``,
-  ``--delta-T`` or another ``--profile``;
-- ``--T1``, ``--T2``, ``--delta-T`` set the two-temperature profile; defaults
-  ``T1 = 0`` and ``T2 = T1 + delta_T`` with ``delta_T = 2``; at most two of the
-  three may be given;
-- ``--profile uniform`` needs ``--T``;
-- ``couplings`` / ``bond_temperatures`` fix every bond and exclude all of the
-  above (and ``alpha_method`` for ``couplings``).
+The rules for temperatures (``--T``, ``--T1``/``--T2``/``--delta-T``,
+``--profile``, ``couplings``/``bond_temperatures``) are in :mod:`.config_model`.
 
 Run keys that do nothing for the chosen solver (trajectory options with
 ``--solver exact``/``steady``, ``--times`` with ``steady``) are refused.

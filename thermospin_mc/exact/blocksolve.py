@@ -34,7 +34,8 @@ from .hermitian import (
     upper_half,
 )
 
-__all__ = ["NoJumpInverse", "BorderedSolver", "HermitianPacking", "GMRES_BASIS_BYTES"]
+__all__ = ["NoJumpInverse", "BorderedSolver", "HermitianPacking", "GMRES_BASIS_BYTES",
+           "conditioned_eig"]
 
 #: Memory budget of the steady-state GMRES basis (sets its restart length): 5 GB,
 #: at most a quarter of the machine's memory. A restart shorter than the number of
@@ -60,6 +61,22 @@ def _triangular_product(F: np.ndarray, U: np.ndarray, S: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- no-jump inverse
+def conditioned_eig(H: np.ndarray, cond_limit: float):
+    """``(lam, V, V^-1)`` of a dense block when its eigenvectors are well conditioned,
+    else ``None`` (the caller falls back to a Schur form). The test is
+    ``||V||_F ||V^-1||_F < cond_limit``, a conservative, SVD-free bound of
+    ``cond_2(V)``."""
+    lam, V = np.linalg.eig(H)
+    try:
+        W = np.linalg.inv(V)
+        kappa = np.linalg.norm(V) * np.linalg.norm(W)
+    except np.linalg.LinAlgError:
+        return None
+    if np.isfinite(kappa) and kappa < cond_limit:
+        return lam, V, W
+    return None
+
+
 class NoJumpInverse:
     """Exact solution of ``-i (H X - X H^+) = Y`` per block (all blocks decay).
 
@@ -102,14 +119,9 @@ class NoJumpInverse:
         self._ws = [np.empty(dmax * dmax, dtype=complex) for _ in range(4)]
 
     def _decompose(self, m: int, H: np.ndarray):
-        lam, V = np.linalg.eig(H)
-        # ||V||_F ||V^-1||_F >= cond_2(V): a conservative, SVD-free conditioning test
-        try:
-            W = np.linalg.inv(V)
-            kappa = np.linalg.norm(V) * np.linalg.norm(W)
-        except np.linalg.LinAlgError:
-            kappa = np.inf
-        if np.isfinite(kappa) and kappa < self.cond_limit:
+        eig = conditioned_eig(H, self.cond_limit)
+        if eig is not None:
+            lam, V, W = eig
             den = -1j * (lam[:, None] - lam.conj()[None, :])
             # a (numerically) non-decaying eigenmode: a dark state of H_eff
             if np.min(np.abs(den)) <= 1e-13 * max(1.0, float(np.abs(den).max())):

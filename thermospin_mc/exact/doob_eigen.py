@@ -20,6 +20,7 @@ import scipy.sparse.linalg as spla
 from scipy.linalg.lapack import ztrsyl
 
 from .blocks import BlockLayout
+from .blocksolve import conditioned_eig
 from .counting import DIRECT_LIMIT, CountingSystem
 
 __all__ = ["shifted_solvers", "inverse_iteration", "hermitian_blocks", "GMRES_RTOL"]
@@ -45,13 +46,9 @@ class _NoJumpInverse:
         self.data = {}
         for m in layout.sectors:
             H = space.sector(m).heff_sparse(space.a).toarray()
-            lam, V = np.linalg.eig(H)
-            try:
-                W = np.linalg.inv(V)
-                kappa = np.linalg.norm(V) * np.linalg.norm(W)
-            except np.linalg.LinAlgError:
-                kappa = np.inf
-            if np.isfinite(kappa) and kappa < cond_limit:
+            eig = conditioned_eig(H, cond_limit)
+            if eig is not None:
+                lam, V, W = eig
                 self.data[m] = ("eig", V, W, -1j * (lam[:, None] - lam.conj()[None, :]))
             else:
                 T, Q = sla.schur(H, output="complex")

@@ -77,14 +77,21 @@ def from_keywords(keywords: dict) -> dict:
     """``{"target": Target, "checkpoint": Checkpointing, "cluster": Cluster}`` from
     option keywords (:data:`KEYWORDS`: the command line's and the TOML file's run
     keys); keywords of no record are refused with one line."""
-    fields: dict[str, dict] = {name: {} for name in RECORDS}
-    for key, value in keywords.items():
+    for key in keywords:
         if key not in KEYWORDS:
             raise ValueError(f"{key!r} is not an option of a run record; options: "
                              f"{', '.join(KEYWORDS)}")
+    fields = _fields(keywords)
+    return {name: cls(**fields[name]) for name, cls in RECORDS.items()}
+
+
+def _fields(keywords: dict) -> dict[str, dict]:
+    """``{record: {field: value}}`` of option keywords (all in :data:`KEYWORDS`)."""
+    fields: dict[str, dict] = {name: {} for name in RECORDS}
+    for key, value in keywords.items():
         record, field = KEYWORDS[key]
         fields[record][field] = value
-    return {name: cls(**fields[name]) for name, cls in RECORDS.items()}
+    return fields
 
 
 def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
@@ -111,15 +118,13 @@ def option_records(target, checkpoint, cluster, n_jobs: int, legacy: dict,
                              f"got {type(checkpoint).__name__}")
         legacy = {"checkpoint": checkpoint, **legacy}
         given["checkpoint"] = None
-    fields: dict[str, dict] = {name: {} for name in RECORDS}
-    for key, value in legacy.items():
+    for key in legacy:
         record, field = KEYWORDS[key]
         if given[record] is not None:
             raise ValueError(f"give {key} inside {record}=tsm.{RECORDS[record].__name__}"
                              f"(..., {field}=...), not beside it")
-        if key in TRUTH_KEYWORDS and value is not None:
-            value = bool(value)
-        fields[record][field] = value
+    fields = _fields({k: bool(x) if k in TRUTH_KEYWORDS and x is not None else x
+                      for k, x in legacy.items()})
     if legacy and warn:
         warnings.warn(_deprecation(caller, fields), DeprecationWarning, stacklevel=stacklevel)
     built = {name: given[name] if given[name] is not None else cls(**fields[name])
