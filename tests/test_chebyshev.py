@@ -33,6 +33,10 @@ def test_bessel_recurrence_matches_scipy(x):
     assert np.abs(out - ref).max() < 1e-14
 
 
+#: the plain CSR off-diagonal part (no packed copy) for ``kernels._cheb_build``
+NOPACK = (np.zeros(0, dtype=np.uint32), np.zeros(0))
+
+
 def _cheb_sector(N, m, scenario="pump"):
     model = tsm.paper_model(scenario, N=N, delta_T=2.0)
     pack = SectorPack(model, TIMES, dense_max=1)
@@ -63,7 +67,7 @@ def test_no_jump_propagation_matches_expm_multiply(N, m):
     B = np.zeros(2 * (kcap + 1) * d)
     vn = np.zeros(kcap + 2)
     bes = np.zeros(kcap + 2)
-    Kn = K._cheb_build(*ops, rho, h, kcap, psi0, d, B, vn, bes)
+    Kn = K._cheb_build(*ops, rho, h, kcap, psi0, d, B, vn, bes, *NOPACK)
     assert 0 < Kn <= kcap
     out = np.zeros(d, dtype=complex)
     fs = np.zeros(2 * d)
@@ -107,7 +111,7 @@ def test_whole_step_is_at_round_off_against_dense_expm(N, m):
     worst = 0.0
     for psi0 in starts:
         psi0 = psi0 / np.linalg.norm(psi0)
-        Kn = K._cheb_build(*ops, rho, h, kcap, psi0, d, B, vn, bes)
+        Kn = K._cheb_build(*ops, rho, h, kcap, psi0, d, B, vn, bes, *NOPACK)
         assert 0 < Kn <= kcap
         for tau, u in zip(taus, U, strict=True):
             K._cheb_eval(B, vn, Kn, d, cr, ci, rho, tau, bes, out, fs)
@@ -162,6 +166,52 @@ def test_chebyshev_and_taylor_trajectories_coincide():
         assert np.array_equal(jc[:, [0, 2, 3]], jt[:, [0, 2, 3]])
         assert np.abs(jc[:, 1] - jt[:, 1]).max() < 1e-8
         assert np.abs(bc["mean"] - bt["mean"]).max() < 1e-8
+
+
+def test_packed_off_diagonal_gives_the_same_bits(monkeypatch):
+    # the packed copy of the off-diagonal part (kernels._entry_impl, used
+    # for sectors too large for the cache) against the plain CSR loop: the same
+    # terms to the bit, and whole runs (N = 9, every sparse sector packed) with
+    # the same jumps and means to the bit
+    from thermospin_mc.trajectories import sectorpack
+
+    model = tsm.paper_model("pump", N=9, delta_T=2.0)
+    key = np.random.SeedSequence(8).generate_state(4, dtype=np.uint64)
+    got = {}
+    for packed in (False, True):
+        monkeypatch.setattr(sectorpack, "PACK_MIN_BYTES", 0 if packed else 2**62)
+        pack = SectorPack(model, TIMES, dense_max=1)
+        blocks, modes = run_batch(model, TIMES, key, [0, 1], 96, ("j", "m", "n"), True,
+                                  False, 9, dense_max=1, pack=pack)
+        stab, _, _, _, _, _, reals, _ = pack.snapshot()
+        cheb = [m for m in range(10) if stab[m, K.BUILT] and stab[m, K.MODE] == K.MODE_CHEB]
+        assert len(cheb) >= 4
+        pk = [reals[stab[m, K.OFF_CHEB] + K.CHEB_PK] >= 0 for m in cheb]
+        assert all(pk) if packed else not any(pk)
+        got[packed] = blocks
+        if packed:
+            m = 4
+            P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+            _, d, _, ops, _ = _cheb_sector(9, m)
+            _, _, _, _, _, ints, _, _ = pack.snapshot()
+            n = ops[1].size
+            opk = ints[int(P[K.CHEB_PK]):int(P[K.CHEB_PK]) + (n + 1) // 2].view(np.uint32)
+            vtab = reals[int(P[K.CHEB_VT]):int(P[K.CHEB_VT]) + K.PACK_MAX_VALUES]
+            assert np.array_equal(vtab[opk[:n] >> K.PACK_SHIFT], ops[2])
+            assert np.array_equal(opk[:n] & K.PACK_MASK, ops[1])
+            psi0 = np.random.default_rng(4).normal(size=d) + 0.5j
+            kcap, terms = int(P[K.CHEB_KCAP]), []
+            for extra in (NOPACK, (opk, vtab)):
+                B, vn, bes = np.zeros(2 * (kcap + 1) * d), np.zeros(kcap + 2), np.zeros(kcap + 2)
+                Kn = K._cheb_build(*ops, P[K.CHEB_RHO], P[K.CHEB_H], kcap, psi0, d, B, vn, bes,
+                                   *extra)
+                terms.append((Kn, B[:2 * (Kn + 1) * d].copy()))
+            assert terms[0][0] == terms[1][0] > 20
+            assert np.array_equal(terms[0][1], terms[1][1])
+    for a, b in zip(got[False], got[True], strict=True):
+        assert a["jumps"].shape[0] > 100
+        assert np.array_equal(a["jumps"], b["jumps"])
+        assert np.array_equal(a["mean"], b["mean"]) and np.array_equal(a["m2"], b["m2"])
 
 
 def test_chebyshev_mode_is_bit_identical_across_jobs_and_batches():

@@ -122,5 +122,6 @@ def cheb_params(H) -> np.ndarray:
         if (ok[1:] & ok[:-1])[:kcap].any():  # some K <= kcap suffices
             h = max(h, x / rho)
     par = np.zeros(K.CHEB_NPAR)
+    par[[K.CHEB_PK, K.CHEB_VT]] = -1  # no packed copy (SectorPack adds one)
     par[[K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]] = cr, ci, rho, h, kcap
     return par

@@ -77,7 +77,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 # columns of stab
 # (OFF_GAMMA: a dense decay matrix, the Doob process; -1: the diagonal at OFF_DECAY)
@@ -97,10 +98,16 @@ MODE_CHEB = 2
 
 # layout of a sector's Chebyshev parameters at reals[off_cheb:off_cheb + CHEB_NPAR]
 # (offsets into ints: off-diagonal CSR indptr, indices; into reals: its values / rho;
-# into cpx: the diagonal (H_jj - c) / rho)
+# into cpx: the diagonal (H_jj - c) / rho; CHEB_PK, CHEB_VT: the packed copy of the
+# off-diagonal part, see :func:`_entry_impl`, or -1)
 CHEB_CR, CHEB_CI, CHEB_RHO, CHEB_H, CHEB_KCAP, CHEB_OPTR, CHEB_OIDX, CHEB_OVAL, \
-    CHEB_ODG = range(9)
-CHEB_NPAR = 9
+    CHEB_ODG, CHEB_PK, CHEB_VT = range(11)
+CHEB_NPAR = 11
+#: packed off-diagonal entries (:func:`_entry_impl`): column in the low
+#: ``PACK_SHIFT`` bits of a uint32, index of the value in the sector's value table above
+PACK_SHIFT = 24
+PACK_MASK = (1 << PACK_SHIFT) - 1
+PACK_MAX_VALUES = 1 << (32 - PACK_SHIFT)
 #: a Chebyshev evaluation stops adding terms when two consecutive terms
 #: ``|J_k(rho tau)| ||T_k psi||`` fall below this fraction of ``||psi||``. The
 #: neglected tail is then far below the round-off of the sum itself: whole steps
@@ -271,15 +278,46 @@ def _cheb_start(psi0, d, B, vn):
     return n0
 
 
+def _entry(idx, val, p):
+    """Column and value of off-diagonal entry ``p`` (compiled form: :func:`_entry_impl`)."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_entry, inline="always")
+def _entry_impl(idx, val, p):
+    """Column and value of entry ``p`` of a Chebyshev off-diagonal part, chosen at
+    compile time by the index type: ``int64`` columns with their values
+    (``oidx``, ``oval``), or ``uint32`` packed entries (``opk``: the column in
+    the low ``PACK_SHIFT`` bits, above them the index of the value in ``vtab``,
+    the sector's distinct off-diagonal values, one per bond coupling)."""
+    if isinstance(idx, types.Array) and idx.dtype == types.uint32:
+        mask = np.uint32(PACK_MASK)
+        shift = np.uint32(PACK_SHIFT)
+
+        def packed(idx, val, p):
+            q = idx[p]
+            return np.uint64(q & mask), val[np.uint64(q >> shift)]
+        return packed
+
+    def plain(idx, val, p):
+        return np.uint64(idx[p]), val[p]
+    return plain
+
+
 @njit(cache=True, _nrt=False)
 def _cheb_extend(optr, oidx, oval, dgs, d, B, vn, k_from, k_to):
     """Chebyshev terms ``v_k = T_k(Hs) psi0`` for ``k = k_from + 1 .. k_to``
     (``v_0 .. v_{k_from}`` present), ``Hs = (H - c) / rho``, split into real and
     imaginary parts: ``B[2 k d + i] = Re v_k[i]``, ``B[(2 k + 1) d + i] = Im v_k[i]``;
     ``vn[k] = ||v_k||^2``. ``Hs`` is given as its real off-diagonal part (CSR
-    ``optr, oidx, oval``, already divided by ``rho``) and its complex diagonal
-    ``dgs``. The terms do not depend on the step length, so a step computes
-    only as many as its latest evaluation time needs (:func:`_cheb_terms`)."""
+    ``optr, oidx, oval``, already divided by ``rho``, or packed: ``opk, vtab``,
+    see :func:`_entry_impl`) and its complex diagonal ``dgs``. The terms do not
+    depend on the step length, so a step computes only as many as its latest
+    evaluation time needs (:func:`_cheb_terms`).
+
+    The packed form takes 4 bytes per entry instead of 16: for sectors whose
+    matrix does not fit the cache, where the loop is bound by memory traffic
+    (``sectorpack.PACK_MIN_BYTES``). Both forms give the same bits."""
     # unsigned indices and nonzero counter: a signed one gets numba's
     # negative-index wraparound (a sign mask and conditional moves per access);
     # measured 1.3-1.5x for the indices, then 1.30-1.36x for the counter, with
@@ -309,8 +347,7 @@ def _cheb_extend(optr, oidx, oval, dgs, d, B, vn, k_from, k_to):
             ai = B[base + ud + ui]
             p_end = np.uint64(optr[ui + one])
             while p < p_end:
-                j = np.uint64(oidx[p])
-                w = oval[p]
+                j, w = _entry(oidx, oval, p)
                 ar += w * B[pr_ + j]
                 ai += w * B[pi_ + j]
                 p += one
@@ -326,7 +363,7 @@ def _cheb_extend(optr, oidx, oval, dgs, d, B, vn, k_from, k_to):
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap):
+def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap, opk, vtab):
     """Number of terms ``Ke`` that evaluation at ``x = rho tau`` needs, computing
     further terms after the ``kb`` present (``v_0 .. v_kb``) as required:
     the first ``k > x`` where two consecutive terms satisfy
@@ -335,7 +372,8 @@ def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap):
     receives ``J_0(x) .. J_Ke(x)`` (computed to ``2 x + 30`` first, which covers
     the tail of every sector measured, and to ``kcap`` if that falls short).
     Returns ``(Ke, kb)`` with the new count of present terms; ``Ke = -1`` if
-    ``kcap`` terms do not suffice."""
+    ``kcap`` terms do not suffice. A non-empty ``opk`` selects the packed
+    off-diagonal part (``opk``, ``vtab``; :func:`_entry_impl`)."""
     kn = min(kcap, int(2.0 * x) + 30)
     _bessel_j(x, kn, bes)
     if x <= 0.0 or vn[0] == 0.0:
@@ -347,7 +385,10 @@ def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap):
             kn = kcap
             _bessel_j(x, kn, bes)
         if k > kb:
-            _cheb_extend(optr, oidx, oval, dgs, d, B, vn, kb, k)
+            if opk.size > 0:
+                _cheb_extend(optr, opk, vtab, dgs, d, B, vn, kb, k)
+            else:
+                _cheb_extend(optr, oidx, oval, dgs, d, B, vn, kb, k)
             kb = k
         if k > x and bes[k] * bes[k] * vn[k] <= tol2:
             small += 1
@@ -359,11 +400,12 @@ def _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, x, kb, kcap):
 
 
 @njit(cache=True, _nrt=False)
-def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes):
+def _cheb_build(optr, oidx, oval, dgs, rho, h, kcap, psi0, d, B, vn, bes, opk, vtab):
     """All Chebyshev terms a step of length ``h`` needs (:func:`_cheb_start`,
-    :func:`_cheb_terms`); returns ``K``, or -1 if ``kcap`` terms did not suffice."""
+    :func:`_cheb_terms`; ``opk`` empty or the packed entries); returns ``K``, or -1
+    if ``kcap`` terms did not suffice."""
     _cheb_start(psi0, d, B, vn)
-    K, _ = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * h, 0, kcap)
+    K, _ = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * h, 0, kcap, opk, vtab)
     return K
 
 
@@ -1179,6 +1221,14 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, 
     oval = reals[ov_:ov_ + onnz]
     og_ = int(reals[pr + CHEB_ODG])
     dgs = cpx[og_:og_ + d]
+    pk_ = int(reals[pr + CHEB_PK])
+    vt_ = int(reals[pr + CHEB_VT])
+    if pk_ >= 0:  # two packed entries per element of ints
+        opk = ints[pk_:pk_ + (onnz + 1) // 2].view(np.uint32)
+        vtab = reals[vt_:vt_ + PACK_MAX_VALUES]
+    else:
+        opk = ints[0:0].view(np.uint32)
+        vtab = reals[0:0]
     cr = reals[pr + CHEB_CR]
     ci = reals[pr + CHEB_CI]
     rho = reals[pr + CHEB_RHO]
@@ -1222,7 +1272,8 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, 
                 if t_p < tau - PROBE_SAVE / rho:
                     tau = t_p
                     is_out = False
-            Ke, kb = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * tau, kb, kcap)
+            Ke, kb = _cheb_terms(optr, oidx, oval, dgs, d, B, vn, bes, rho * tau, kb, kcap,
+                                 opk, vtab)
             if Ke < 0:
                 # kcap terms do not reach tau: end the step earlier
                 h = lo if lo > 0.0 else 0.5 * tau
