@@ -9,6 +9,8 @@ stores next to the sector's data and the kernels read.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -54,6 +56,28 @@ def _hermitian_range(A) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+@functools.lru_cache(maxsize=16)
+def _bessel_grid(kopt: int, kcap: int) -> tuple[np.ndarray, np.ndarray]:
+    """The step lengths ``x = rho h`` that :func:`cheb_params` tries and ``|J_k(x)|``
+    on them for ``k = 0 .. kcap + 1`` (the same for every sector with these caps)."""
+    from scipy.special import jv
+
+    xs = np.linspace(2.0, kopt, 60)
+    J = np.abs(jv(np.arange(kcap + 2)[None, :], xs[:, None]))
+    J.flags.writeable = False
+    xs.flags.writeable = False
+    return xs, J
+
+
+def _first_converged(tail: np.ndarray, xs: np.ndarray, kk: np.ndarray):
+    """Per row ``x`` of the tail bounds ``|J_k(x)| R^k``: the first ``K`` after which
+    two consecutive terms ``k > x`` are below ``CHEB_TOL`` (the kernel's rule), and
+    whether there is one."""
+    ok = (tail <= K.CHEB_TOL) & (kk[None, :] > xs[:, None])
+    both = ok[:, 1:] & ok[:, :-1]
+    return np.argmax(both, axis=1) + 1, both.any(axis=1)
+
+
 def cheb_params(H) -> np.ndarray:
     """Chebyshev parameters of the sparse ``H_eff`` of one sector (``kernels.CHEB_*``).
 
@@ -93,34 +117,30 @@ def cheb_params(H) -> np.ndarray:
     kk = np.arange(kcap + 2)
     z = complex(ar, br) / ar
     best = (np.inf, ar, 1.0 / ar, max(abs(z + np.sqrt(z - 1) * np.sqrt(z + 1)), 1.0))
+    xs, J = _bessel_grid(kopt, kcap)
     for s in (1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0, 2.5):
         rho = s * ar
         z = complex(ar, br) / rho
         R = abs(z + np.sqrt(z - 1) * np.sqrt(z + 1))
         R = max(R, 1.0)
-        for x in np.linspace(2.0, kopt, 60):
-            h = x / rho
-            if h > hopt:
-                break
-            tail = np.abs(jv(kk, x)) * R ** kk
-            ok = (tail <= K.CHEB_TOL) & (kk > x)
-            both = ok[1:] & ok[:-1]
-            if not both.any():
-                continue
-            Kn = int(np.argmax(both)) + 1
-            cost = (Kn + 1) / h
-            if cost < best[0]:
-                best = (cost, rho, h, R)
+        hs = xs / rho
+        n = int(np.count_nonzero(hs <= hopt))  # the grid is increasing
+        Kn, found = _first_converged(J[:n] * R ** kk, xs[:n], kk)
+        cost = np.where(found, (Kn + 1) / hs[:n], np.inf)
+        if n and cost.min() < best[0]:
+            i = int(np.argmin(cost))  # the first of equal costs, as in a loop
+            best = (cost[i], rho, hs[i], R)
     _, rho, h, R = best
     # Terms are computed lazily (only as far as the latest time evaluated), so a
     # step longer than the cost optimum costs nothing on visits that end before
     # it, and spares the fresh tail of ~25 terms that a restart needs on those
     # that do not: the step is the longest that ``kcap`` terms and ``CHEB_BH``
     # allow for this ``rho``.
-    for x in np.linspace(rho * h, min(rho * hcap, kcap), 40):
-        ok = (np.abs(jv(kk, x)) * R ** kk <= K.CHEB_TOL) & (kk > x)
-        if (ok[1:] & ok[:-1])[:kcap].any():  # some K <= kcap suffices
-            h = max(h, x / rho)
+    xl = np.linspace(rho * h, min(rho * hcap, kcap), 40)
+    Kn, found = _first_converged(np.abs(jv(kk[None, :], xl[:, None])) * R ** kk, xl, kk)
+    ok = found & (Kn <= kcap)  # some K <= kcap suffices
+    if ok.any():
+        h = max(h, float(np.max(xl[ok] / rho)))
     par = np.zeros(K.CHEB_NPAR)
     par[[K.CHEB_PK, K.CHEB_VT]] = -1  # no packed copy (SectorPack adds one)
     par[[K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]] = cr, ci, rho, h, kcap

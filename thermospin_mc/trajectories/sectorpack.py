@@ -59,6 +59,35 @@ PATH_BYTES = 128 * 2**20
 DOOB_DENSE_MAX = 2000
 
 
+class _Pool:
+    """An append-only flat array (one of a pack's ``cpx``, ``ints``, ``reals``).
+
+    Appends go to a buffer whose capacity doubles; :meth:`view` is the filled
+    part. Entries are never changed once written, so a view taken earlier (the
+    tables a kernel is running on) keeps its contents while later sectors are
+    appended, without copying the pool for every new sector.
+    """
+
+    def __init__(self, dtype):
+        self._buf = np.empty(1024, dtype=dtype)
+        self._n = 0
+
+    def add(self, arr) -> int:
+        arr = np.ascontiguousarray(arr, dtype=self._buf.dtype).ravel()
+        off, end = self._n, self._n + arr.size
+        if end > self._buf.size:
+            grown = np.empty(max(end, 2 * self._buf.size), dtype=self._buf.dtype)
+            grown[:off] = self._buf[:off]
+            self._buf = grown
+        self._buf[off:end] = arr
+        self._n = end
+        return off
+
+    def view(self) -> np.ndarray:
+        """The entries so far (one zero when there are none: the kernels' empty pool)."""
+        return self._buf[:self._n] if self._n else np.zeros(1, dtype=self._buf.dtype)
+
+
 class SectorPack:
     """Flat arrays of the sectors a run has visited so far (grown on demand).
 
@@ -103,8 +132,7 @@ class SectorPack:
         for o, op in enumerate(self.operators):
             self.otab[o, :, K.OP_HERM] = bool(op.hermitian)
         self.hnorms = np.zeros(nrow)
-        self._cpx, self._ints, self._reals = [], [], []
-        self._ncpx = self._nints = self._nreals = 0
+        self._pools = {"c": _Pool(np.complex128), "i": _Pool(np.int64), "r": _Pool(np.float64)}
         self._snap = None
         self._lock = threading.RLock()
         d = np.diff(times)
@@ -150,19 +178,8 @@ class SectorPack:
         self.bph = np.full((S, self.N + 1, 2), -1, dtype=np.int64)
 
     def _add(self, kind: str, arr) -> int:
-        if kind == "c":
-            off = self._ncpx
-            self._cpx.append(np.ascontiguousarray(arr, dtype=np.complex128).ravel())
-            self._ncpx += self._cpx[-1].size
-        elif kind == "i":
-            off = self._nints
-            self._ints.append(np.ascontiguousarray(arr, dtype=np.int64).ravel())
-            self._nints += self._ints[-1].size
-        else:
-            off = self._nreals
-            self._reals.append(np.ascontiguousarray(arr, dtype=np.float64).ravel())
-            self._nreals += self._reals[-1].size
-        return off
+        """Append ``arr`` to pool ``kind`` (``"c"``, ``"i"``, ``"r"``); returns its offset."""
+        return self._pools[kind].add(arr)
 
     def ensure(self, m: int) -> None:
         """Build sector ``m`` (eigen or Taylor mode) and its outgoing jump maps."""
@@ -385,12 +402,11 @@ class SectorPack:
         """
         with self._lock:
             if self._snap is None:
-                def cat(chunks, dtype):
-                    return np.concatenate(chunks) if chunks else np.zeros(1, dtype=dtype)
+                pools = self._pools
                 self._snap = K.SectorTables(
                     self.stab.copy(), self.jtab.copy(), self.ptab.copy(), self.hnorms.copy(),
-                    cat(self._cpx, np.complex128), cat(self._ints, np.int64),
-                    cat(self._reals, np.float64), self.ch_rate, self.ch_dm, self.maxdim,
+                    pools["c"].view(), pools["i"].view(), pools["r"].view(), self.ch_rate,
+                    self.ch_dm, self.maxdim,
                     self.otab.copy(), self.bph.copy())
             return self._snap
 
