@@ -14,7 +14,8 @@ by loop, on its own matrices (the engine's compiled loops, called directly):
 - ``terms``: the Chebyshev term recursion ``v_k = 2 Hs v_{k-1} - v_{k-2}``
   (:func:`thermospin_mc.trajectories.kernels._cheb_extend`, 40 terms): ``14 d + 4 nnz``
   flops per term; traffic the matrix (16 bytes per nonzero, 24 per row) and
-  three vectors (48 bytes per row);
+  three vectors (48 bytes per row); ``terms packed`` in the sectors the engine
+  stores packed (4 bytes per nonzero, ``sectorpack.PACK_MIN_BYTES``);
 - ``output``: the dense output ``psi = sum_k c_k v_k`` from 40 stored terms
   (:func:`thermospin_mc.trajectories.kernels._cheb_sum`): 8 flops and 16 bytes per element
   and term;
@@ -50,7 +51,7 @@ from thermospin_mc.trajectories import kernels as K
 from thermospin_mc.trajectories.sectorpack import SectorPack
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_batching import cheb_operator  # noqa: E402
+from bench_batching import cheb_operator, packed_operator  # noqa: E402
 
 TIMES = np.linspace(0.0, 20.0, 81)
 #: L2 cache per core and L3 cache assumed for the bound (this machine's, README Performance)
@@ -150,16 +151,21 @@ def sector_loops(N, pack, m, share, peak, repeat, rng) -> list[str]:
     if stab[m, K.MODE] == K.MODE_CHEB:
         _, optr, oidx, oval, dgs = cheb_operator(stab, cpx, ints, reals, m)
         nnz = oidx.size
+        packed = packed_operator(stab, ints, reals, m)
+        entries, per_entry = (oidx, oval), 16.0
+        if packed is not None:  # what the engine runs in this sector: 4 bytes per entry
+            entries, per_entry = packed, 4.0
         psi = rng.normal(size=d) + 1j * rng.normal(size=d)
         B = np.zeros(2 * (TERMS + 2) * d)
         vn = np.zeros(TERMS + 2)
         K._cheb_start(psi, d, B, vn)
-        K._cheb_extend(optr, oidx, oval, dgs, d, B, vn, 0, TERMS)
-        t = best_of(lambda: K._cheb_extend(optr, oidx, oval, dgs, d, B, vn, 0, TERMS), repeat)
+        K._cheb_extend(optr, *entries, dgs, d, B, vn, 0, TERMS)
+        t = best_of(lambda: K._cheb_extend(optr, *entries, dgs, d, B, vn, 0, TERMS), repeat)
         flops = TERMS * (14.0 * d + 4.0 * nnz)
-        mat = 16.0 * nnz + 24.0 * d
+        mat = per_entry * nnz + 24.0 * d
         nbytes = TERMS * (mat + 48.0 * d)
-        out.append(line(N, m, d, share, f"terms ({nnz / d:.1f} nnz/row)", flops, nbytes, t,
+        name = "terms packed" if packed is not None else "terms"
+        out.append(line(N, m, d, share, f"{name} ({nnz / d:.1f} nnz/row)", flops, nbytes, t,
                         peak, mat + 48.0 * d))
         bes = np.abs(rng.normal(size=TERMS + 2)) * 1e-3
         fs = np.zeros(2 * d)
