@@ -246,6 +246,27 @@ def test_cheb_params_enclose_the_spectrum():
     assert sp.issparse(H) and d == 35
 
 
+@pytest.mark.parametrize("N,m,general", [(9, 3, False), (13, 4, False), (9, 4, True)])
+def test_cheb_params_symmetric_shortcut_is_exact(N, m, general):
+    # a sector's H_eff is complex symmetric: reading its Hermitian and decay parts
+    # as Re H and -Im H (what SectorPack does) gives the parameters of the general
+    # formulas to the bit, for dense (d <= 300) and Lanczos (d = 715) ranges
+    from thermospin_mc.core.sectors import SectorSpace
+    from thermospin_mc.trajectories.chebyshev_params import cheb_params
+
+    model = tsm.paper_model("pump", N=N, delta_T=2.0)
+    if general:
+        model = tsm.ChainModel(N=N, profile=tsm.LinearProfile(T1=0.0, T2=2.0), anisotropy=0.5,
+                               fields=np.linspace(0.0, 0.6, N),
+                               channels=[tsm.Loss(site=1, rate=1.0), tsm.Pump(site=N, rate=0.5),
+                                         tsm.Dephasing(site=4, rate=0.2)])
+    space = SectorSpace(model)
+    H = space.sector(m).heff_sparse(space.a)
+    assert abs(H - H.T).max() == 0.0 and np.any(H.diagonal().imag)
+    a, b = cheb_params(H), cheb_params(H, symmetric=True)
+    assert a[K.CHEB_RHO] > 0 and np.array_equal(a, b)
+
+
 def test_chebyshev_sparse_output_grid_agrees_with_mesolve():
     # three output times far apart: the steps end at jumps found by the
     # jump-time probes between outputs (lazy terms), not at output times
@@ -257,3 +278,21 @@ def test_chebyshev_sparse_output_grid_agrees_with_mesolve():
     assert sum(v == "chebyshev" for v in res.metadata["sector_modes"].values()) >= 3
     ref = tsm.mesolve(model, times, observables=("j", "m", "n", "count"))
     check_against(res, ref, ntraj)
+
+
+def test_pack_pools_keep_earlier_tables_intact():
+    # tables are views of the pack's growing pools: sectors built later (which
+    # may move the pools to bigger buffers) leave earlier tables unchanged
+    model = tsm.paper_model("pump", N=9, delta_T=2.0)
+    pack = SectorPack(model, TIMES, dense_max=1)
+    pack.ensure(1)
+    first = pack.tables()
+    saved = [first.cpx.copy(), first.ints.copy(), first.reals.copy()]
+    for m in range(2, 8):
+        pack.ensure(m)
+    later = pack.tables()
+    assert later.reals.size > 20 * saved[2].size  # the pools grew past their first buffers
+    for a, b, c in zip(saved, (first.cpx, first.ints, first.reals),
+                       (later.cpx, later.ints, later.reals), strict=True):
+        assert np.array_equal(a, b)  # the earlier tables are unchanged
+        assert np.array_equal(a, c[:a.size])  # and are the start of the later ones

@@ -78,7 +78,7 @@ def _first_converged(tail: np.ndarray, xs: np.ndarray, kk: np.ndarray):
     return np.argmax(both, axis=1) + 1, both.any(axis=1)
 
 
-def cheb_params(H) -> np.ndarray:
+def cheb_params(H, symmetric: bool = False) -> np.ndarray:
     """Chebyshev parameters of the sparse ``H_eff`` of one sector (``kernels.CHEB_*``).
 
     The numerical range of ``H = A - i B`` (``A``, ``B`` Hermitian, ``B >= 0``
@@ -91,12 +91,24 @@ def cheb_params(H) -> np.ndarray:
     the step is then lengthened as far as ``kcap`` terms and ``CHEB_BH`` allow
     (terms are computed lazily, so a long step costs a short visit nothing).
     The kernel checks convergence a posteriori on the actual vectors.
+
+    ``symmetric``: the caller knows that ``H^T = H`` (a sector's ``H_eff`` built
+    from a real symmetric ``h`` and a diagonal decay part): then ``A = Re H``
+    and ``B = -Im H`` exactly (the general formulas give the same numbers), read
+    without the two transposes, sums and differences of the general case,
+    which take most of the set-up of the largest sectors (N = 21).
     """
     from scipy.special import jv
 
     d = H.shape[0]
-    Hh = (0.5 * (H + H.conj().T)).tocsr()
-    Bd = (0.5j * (H - H.conj().T)).tocsr()
+    if symmetric:
+        H = sp.csr_matrix(H)
+        # complex like the general case's (small sectors go to a complex eigvalsh)
+        Hh = sp.csr_matrix((H.data.real.astype(complex), H.indices, H.indptr), shape=H.shape)
+        Bd = sp.csr_matrix((-H.data.imag, H.indices, H.indptr), shape=H.shape)
+    else:
+        Hh = (0.5 * (H + H.conj().T)).tocsr()
+        Bd = (0.5j * (H - H.conj().T)).tocsr()
     a0, a1 = _hermitian_range(Hh)
     # Gershgorin bounds of the decay part (exact when it is diagonal)
     diag = Bd.diagonal().real

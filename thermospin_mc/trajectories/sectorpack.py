@@ -292,7 +292,8 @@ class SectorPack:
         if mode == K.MODE_CHEB and np.any(off.data.imag):
             mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
         if mode == K.MODE_CHEB:
-            par = cheb_params(Hc)
+            # a sector H_eff is symmetric (real symmetric h, diagonal decay part)
+            par = cheb_params(Hc, symmetric=not self.doob)
             c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
             par[K.CHEB_OPTR] = self._add("i", off.indptr)
             par[K.CHEB_OIDX] = self._add("i", off.indices)
@@ -315,7 +316,11 @@ class SectorPack:
         vals = off.data.real / rho
         if 16 * off.nnz < PACK_MIN_BYTES or off.shape[0] > K.PACK_MASK + 1:
             return -1, -1
-        table, index = np.unique(vals, return_inverse=True)
+        # the distinct values from a sample, checked on all (a full sort is slow)
+        table = np.unique(vals[::max(1, vals.size // 4096)])
+        index = np.minimum(np.searchsorted(table, vals), table.size - 1)
+        if not np.array_equal(table[index], vals):
+            table, index = np.unique(vals, return_inverse=True)
         if table.size > K.PACK_MAX_VALUES:
             return -1, -1
         pk = off.indices.astype(np.uint32) | (index.astype(np.uint32) << np.uint32(K.PACK_SHIFT))
