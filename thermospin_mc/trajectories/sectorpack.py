@@ -22,6 +22,7 @@ from ..physics.schedule import dynamics_key, is_schedule
 from . import kernels as K
 from .chebyshev_params import cheb_params
 from .layouts import StateLayout
+from .pools import Pool
 
 __all__ = ["SectorPack", "run_spec", "operator_entries", "operator_digest", "is_doob",
            "DENSE_MAX", "LARGE_MODES", "COND_LIMIT", "PATH_BYTES", "DOOB_DENSE_MAX"]
@@ -57,35 +58,6 @@ PATH_BYTES = 128 * 2**20
 #: off-diagonal part, does not apply; above it the Taylor mode runs on the dense
 #: matrix).
 DOOB_DENSE_MAX = 2000
-
-
-class _Pool:
-    """An append-only flat array (one of a pack's ``cpx``, ``ints``, ``reals``).
-
-    Appends go to a buffer whose capacity doubles; :meth:`view` is the filled
-    part. Entries are never changed once written, so a view taken earlier (the
-    tables a kernel is running on) keeps its contents while later sectors are
-    appended, without copying the pool for every new sector.
-    """
-
-    def __init__(self, dtype):
-        self._buf = np.empty(1024, dtype=dtype)
-        self._n = 0
-
-    def add(self, arr) -> int:
-        arr = np.ascontiguousarray(arr, dtype=self._buf.dtype).ravel()
-        off, end = self._n, self._n + arr.size
-        if end > self._buf.size:
-            grown = np.empty(max(end, 2 * self._buf.size), dtype=self._buf.dtype)
-            grown[:off] = self._buf[:off]
-            self._buf = grown
-        self._buf[off:end] = arr
-        self._n = end
-        return off
-
-    def view(self) -> np.ndarray:
-        """The entries so far (one zero when there are none: the kernels' empty pool)."""
-        return self._buf[:self._n] if self._n else np.zeros(1, dtype=self._buf.dtype)
 
 
 class SectorPack:
@@ -132,7 +104,7 @@ class SectorPack:
         for o, op in enumerate(self.operators):
             self.otab[o, :, K.OP_HERM] = bool(op.hermitian)
         self.hnorms = np.zeros(nrow)
-        self._pools = {"c": _Pool(np.complex128), "i": _Pool(np.int64), "r": _Pool(np.float64)}
+        self._pools = {"c": Pool(np.complex128), "i": Pool(np.int64), "r": Pool(np.float64)}
         self._snap = None
         self._lock = threading.RLock()
         d = np.diff(times)
