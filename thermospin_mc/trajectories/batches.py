@@ -149,22 +149,33 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
     for b in block_ids:
         t0 = b * BLOCK
         nb = min(BLOCK, ntraj - t0)
+        buf = None
         while True:
             if init_kind == K.INIT_PURE:  # (builds the initial sector of every stage)
                 path = pack.initial_path(m0, psi0, flags, ncomp)
             tables = pack.tables()
             start = K.Start(int(m0), psi0, int(init_kind), init_p, init_cfg, binom, *path)
-            buf = K.BlockOut(cnt=np.zeros(nt, dtype=np.int64), mean=np.zeros((nt, ncomp)),
-                             m2=np.zeros((nt, ncomp)),
-                             jump_buf=np.zeros((jump_cap if record_jumps else 1, 4)),
-                             kept=np.zeros((nb if keep else 1, nt, ncomp)),
-                             rho=np.zeros(nrho))
-            status, nj, ntrunc, need = K.run_block(tables, start, spec, t0, nb, buf)
+            if buf is None:  # a fresh block
+                buf = K.BlockOut(cnt=np.zeros(nt, dtype=np.int64), mean=np.zeros((nt, ncomp)),
+                                 m2=np.zeros((nt, ncomp)),
+                                 jump_buf=np.zeros((jump_cap if record_jumps else 1, 4)),
+                                 kept=np.zeros((nb if keep else 1, nt, ncomp)),
+                                 rho=np.zeros(nrho))
+                done = nj = ntrunc = 0
+            status, nj, trunc_call, need, done = K.run_block(tables, start, spec, t0, nb, buf,
+                                                          done, nj)
+            ntrunc += trunc_call
             if status == K.STATUS_NEED_SECTOR:
+                # resume at the trajectory that needs the sector (the block's
+                # first `done` trajectories are folded and stay); with states, the
+                # stopped trajectory has added some already: run the block again
                 pack.ensure(int(need))
+                if states:
+                    buf = None
                 continue
             if status == K.STATUS_JUMP_BUFFER_FULL:
                 jump_cap *= 4
+                buf = None
                 continue
             break
         out.append({"cnt": buf.cnt, "mean": buf.mean, "m2": buf.m2, "ntrunc": int(ntrunc),

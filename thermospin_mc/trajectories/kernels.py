@@ -1724,13 +1724,16 @@ def _run_trajectory(tables, start, spec, ws, traj, m, psi_init, f0, k, r, state,
 
 
 @njit(cache=True, nogil=True)
-def run_block(tables, start, spec, traj0, ntraj, out):
-    """Run trajectories ``traj0 .. traj0 + ntraj - 1`` and fold them into the
-    Welford accumulators ``out.cnt[t]``, ``out.mean[t, c]``, ``out.m2[t, c]``
+def run_block(tables, start, spec, traj0, ntraj, out, first, njumps):
+    """Run trajectories ``traj0 + first .. traj0 + ntraj - 1`` and fold them into
+    the Welford accumulators ``out.cnt[t]``, ``out.mean[t, c]``, ``out.m2[t, c]``
     in index order.
 
     Arguments: :class:`SectorTables`, :class:`Start`, :class:`RunSpec`, the
-    first trajectory index, the number of trajectories, :class:`BlockOut`.
+    block's first trajectory index, its number of trajectories,
+    :class:`BlockOut`, and where to resume: ``first`` trajectories of the block
+    are already folded into ``out`` (with ``njumps`` rows of ``jump_buf``);
+    0 and 0 for a fresh block.
 
     Initial state: ``init_kind == INIT_PURE``: ``psi0`` in sector ``m0`` with the
     shared no-jump path ``path_*``; otherwise a site-basis configuration drawn
@@ -1752,8 +1755,16 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     (same threshold, same random stream), else the jump is located before it.
     A missing sector row is reported as ``stage_base[s] + m``.
 
-    Returns ``(status, njumps, n_truncated, missing_sector)``; status < 0
-    means the block must be re-run (a sector to build, or a bigger jump buffer).
+    Returns ``(status, njumps, n_truncated, missing_sector, done)``: ``done``
+    trajectories of the block are folded (``n_truncated`` of them in this call).
+    ``status == STATUS_NEED_SECTOR``: trajectory ``done`` needs the missing
+    sector; nothing of it is folded or in the first ``njumps`` rows of
+    ``jump_buf``, so once the sector is built the block resumes from it
+    (``first = done``) and ends with the same bits as a run that never
+    stopped, except with ``FLAG_STATE`` (the stopped trajectory has already
+    added states to ``out.rho``: the block is run again from its start).
+    ``STATUS_JUMP_BUFFER_FULL``: the block is run again from its start with a
+    bigger buffer.
     """
     stab, reals, maxdim, otab = tables.stab, tables.reals, tables.maxdim, tables.otab
     m0, init_kind, init_p = start.m0, start.init_kind, start.init_p
@@ -1783,16 +1794,15 @@ def run_block(tables, start, spec, traj0, ntraj, out):
     psi_init = np.zeros(maxdim, dtype=np.complex128)
     B, bes, vn = _cheb_workspace(stab, reals)
     ws = (cur, psi, coef, w1, w2, newpsi, fs, weights, B, bes, vn)
-    njumps = 0
     ntrunc = 0
-    for it in range(ntraj):
+    for it in range(first, ntraj):
         traj = traj0 + it
         seed_state(key, traj, state)
         m_init = m0
         if init_kind != INIT_PURE:
             m_init, idx = _draw_start(state, init_kind, init_p, init_cfg, binom, N)
             if stab[stage_base[0] + m_init, BUILT] == 0:
-                return STATUS_NEED_SECTOR, njumps, ntrunc, stage_base[0] + m_init
+                return STATUS_NEED_SECTOR, njumps, ntrunc, stage_base[0] + m_init, it
             for a in range(stab[m_init, DIM]):
                 psi_init[a] = 0j
             psi_init[idx] = 1.0
@@ -1804,11 +1814,12 @@ def run_block(tables, start, spec, traj0, ntraj, out):
         n_from_path = k
         valid = nt
         if k < nt:
+            nj_before = njumps
             status, njumps, valid, truncated, need = _run_trajectory(
                 tables, start, spec, ws, traj, m_init, psi_init, f0, k, r, state, X, counts,
                 racc, jump_buf, njumps, opos)
             if status < 0:
-                return status, njumps, ntrunc, need
+                return status, nj_before, ntrunc, need, it
             if truncated:
                 ntrunc += 1
         # ---- fold this trajectory into the block statistics (index order)
@@ -1826,4 +1837,4 @@ def run_block(tables, start, spec, traj0, ntraj, out):
             if npath[k] > 0:
                 _record_state(racc, k * rho_stride + rho_off[m0], stab[stage_base[0] + m0, DIM],
                               path_psi[k], float(npath[k]))
-    return 0, njumps, ntrunc, -1
+    return 0, njumps, ntrunc, -1, ntraj
