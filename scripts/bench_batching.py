@@ -97,19 +97,25 @@ def _four_in_registers(optr, oidx, oval, dgs, d, Vp, Vpp, Vn, two, acc):
 
 
 def cheb_operator(stab, cpx, ints, reals, m: int):
-    """``(d, optr, oidx, oval, dgs)``: sector ``m``'s Chebyshev operator as the kernel
-    reads it (:func:`thermospin_mc.trajectories.kernels._cheb_extend`) from a pack snapshot."""
+    """``(d, optr, oidx, oval, dgs)``: sector ``m``'s Chebyshev operator in the
+    plain form of :func:`thermospin_mc.trajectories.kernels._cheb_extend`, from a pack
+    snapshot (decoded from the packed form where the engine keeps only that)."""
     d = int(stab[m, K.DIM])
     P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
     op, oi, ov, og = (int(P[j]) for j in (K.CHEB_OPTR, K.CHEB_OIDX, K.CHEB_OVAL, K.CHEB_ODG))
     optr = ints[op:op + d + 1]
     nnz = int(optr[d])
+    packed = packed_operator(stab, ints, reals, m)
+    if packed is not None:  # a packed sector keeps no plain copy: decode it
+        opk, vtab = packed
+        return (d, optr, (opk[:nnz] & K.PACK_MASK).astype(np.int64),
+                vtab[opk[:nnz] >> K.PACK_SHIFT], cpx[og:og + d])
     return d, optr, ints[oi:oi + nnz], reals[ov:ov + nnz], cpx[og:og + d]
 
 
 def packed_operator(stab, ints, reals, m: int):
-    """``(opk, vtab)``: the packed copy of sector ``m``'s off-diagonal part that the
-    engine's term loop reads instead of ``(oidx, oval)`` (sectors of at least
+    """``(opk, vtab)``: the packed form of sector ``m``'s off-diagonal part, which
+    the engine's term loop reads instead of ``(oidx, oval)`` (sectors of at least
     ``sectorpack.PACK_MIN_BYTES``), or None."""
     P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
     if P[K.CHEB_PK] < 0:

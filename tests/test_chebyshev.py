@@ -169,7 +169,7 @@ def test_chebyshev_and_taylor_trajectories_coincide():
 
 
 def test_packed_off_diagonal_gives_the_same_bits(monkeypatch):
-    # the packed copy of the off-diagonal part (kernels._entry_impl, used
+    # the packed form of the off-diagonal part (kernels._entry_impl, used
     # for sectors too large for the cache) against the plain CSR loop: the same
     # terms to the bit, and whole runs (N = 9, every sparse sector packed) with
     # the same jumps and means to the bit
@@ -177,6 +177,7 @@ def test_packed_off_diagonal_gives_the_same_bits(monkeypatch):
 
     model = tsm.paper_model("pump", N=9, delta_T=2.0)
     key = np.random.SeedSequence(8).generate_state(4, dtype=np.uint64)
+    _, d, _, ops, _ = _cheb_sector(9, 4)  # the plain form (N = 9 is below PACK_MIN_BYTES)
     got = {}
     for packed in (False, True):
         monkeypatch.setattr(sectorpack, "PACK_MIN_BYTES", 0 if packed else 2**62)
@@ -192,7 +193,7 @@ def test_packed_off_diagonal_gives_the_same_bits(monkeypatch):
         if packed:
             m = 4
             P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
-            _, d, _, ops, _ = _cheb_sector(9, m)
+            assert P[K.CHEB_OIDX] == P[K.CHEB_OVAL] == -1  # no plain form kept
             _, _, _, _, _, ints, _, _ = pack.snapshot()
             n = ops[1].size
             opk = ints[int(P[K.CHEB_PK]):int(P[K.CHEB_PK]) + (n + 1) // 2].view(np.uint32)
@@ -296,3 +297,29 @@ def test_pack_pools_keep_earlier_tables_intact():
                        (later.cpx, later.ints, later.reals), strict=True):
         assert np.array_equal(a, b)  # the earlier tables are unchanged
         assert np.array_equal(a, c[:a.size])  # and are the start of the later ones
+
+
+def test_chebyshev_start_sector_keeps_its_taylor_form_and_no_other_does():
+    # the shared no-jump path runs Taylor steps in the start sector, so only that
+    # Chebyshev sector stores its sparse H_eff; from a three-magnon start
+    # (Chebyshev mode) the trajectories agree with the all-Taylor engine
+    base = tsm.paper_model("pump", N=9, delta_T=2.0)
+    model = tsm.ChainModel(N=9, profile=tsm.LinearProfile(T1=0.0, T2=2.0),
+                           channels=base.channels, initial=tsm.magnons(2, 5, 8))
+    key = np.random.SeedSequence(6).generate_state(4, dtype=np.uint64)
+    got = {}
+    for large in ("chebyshev", "taylor"):
+        pack = SectorPack(model, TIMES, dense_max=1, large=large)
+        blocks, _ = run_batch(model, TIMES, key, [0], 64, ("j", "m", "n"), True, False, 9,
+                              dense_max=1, pack=pack)
+        got[large] = blocks[0]
+        if large == "chebyshev":
+            stab = pack.snapshot()[0]
+            built = [m for m in range(10) if stab[m, K.BUILT] and stab[m, K.MODE] == K.MODE_CHEB]
+            assert 3 in built and len(built) >= 4
+            assert [m for m in built if stab[m, K.OFF_INDPTR] >= 0] == [3]
+    jc, jt = got["chebyshev"]["jumps"], got["taylor"]["jumps"]
+    assert jc.shape == jt.shape and jc.shape[0] > 100
+    assert np.array_equal(jc[:, [0, 2, 3]], jt[:, [0, 2, 3]])
+    assert np.abs(jc[:, 1] - jt[:, 1]).max() < 1e-8
+    assert np.abs(got["chebyshev"]["mean"] - got["taylor"]["mean"]).max() < 1e-8

@@ -98,8 +98,9 @@ MODE_CHEB = 2
 
 # layout of a sector's Chebyshev parameters at reals[off_cheb:off_cheb + CHEB_NPAR]
 # (offsets into ints: off-diagonal CSR indptr, indices; into reals: its values / rho;
-# into cpx: the diagonal (H_jj - c) / rho; CHEB_PK, CHEB_VT: the packed copy of the
-# off-diagonal part, see :func:`_entry_impl`, or -1)
+# into cpx: the diagonal (H_jj - c) / rho; CHEB_PK, CHEB_VT: the packed form of the
+# off-diagonal part, see :func:`_entry_impl`, or -1; a packed sector has no plain
+# form: CHEB_OIDX = CHEB_OVAL = -1)
 CHEB_CR, CHEB_CI, CHEB_RHO, CHEB_H, CHEB_KCAP, CHEB_OPTR, CHEB_OIDX, CHEB_OVAL, \
     CHEB_ODG, CHEB_PK, CHEB_VT = range(11)
 CHEB_NPAR = 11
@@ -1215,20 +1216,22 @@ def _cheb_segment(stab, cpx, ints, reals, ptab, m, times, nt, k, t_cur, r, cur, 
     op_ = int(reals[pr + CHEB_OPTR])
     optr = ints[op_:op_ + d + 1]
     onnz = optr[d]
-    oi_ = int(reals[pr + CHEB_OIDX])
-    oidx = ints[oi_:oi_ + onnz]
-    ov_ = int(reals[pr + CHEB_OVAL])
-    oval = reals[ov_:ov_ + onnz]
     og_ = int(reals[pr + CHEB_ODG])
     dgs = cpx[og_:og_ + d]
     pk_ = int(reals[pr + CHEB_PK])
-    vt_ = int(reals[pr + CHEB_VT])
-    if pk_ >= 0:  # two packed entries per element of ints
+    if pk_ >= 0:  # the packed entries only, two per element of ints
         opk = ints[pk_:pk_ + (onnz + 1) // 2].view(np.uint32)
+        vt_ = int(reals[pr + CHEB_VT])
         vtab = reals[vt_:vt_ + PACK_MAX_VALUES]
+        oidx = ints[0:0]
+        oval = reals[0:0]
     else:
         opk = ints[0:0].view(np.uint32)
         vtab = reals[0:0]
+        oi_ = int(reals[pr + CHEB_OIDX])
+        oidx = ints[oi_:oi_ + onnz]
+        ov_ = int(reals[pr + CHEB_OVAL])
+        oval = reals[ov_:ov_ + onnz]
     cr = reals[pr + CHEB_CR]
     ci = reals[pr + CHEB_CI]
     rho = reals[pr + CHEB_RHO]

@@ -22,6 +22,7 @@ from ..physics.schedule import dynamics_key, is_schedule
 from . import kernels as K
 from .chebyshev_params import cheb_params
 from .layouts import StateLayout
+from .operator_tables import operator_digest, operator_entries
 from .pools import Pool
 
 __all__ = ["SectorPack", "run_spec", "operator_entries", "operator_digest", "is_doob",
@@ -245,35 +246,50 @@ class SectorPack:
         """Chebyshev (or Taylor) mode of the sector of stab row ``row_m``: stores the
         shifted sparse ``H_eff`` (and the Chebyshev parameters); returns the mode."""
         mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
-        # Shift the real diagonal to the middle of its range: a global phase
-        # exp(-i c t), invisible to norms, jumps and observables, which cuts
-        # ||H|| from ~ sum_l a_l / 2 (the Ising offset) to ~ 4 max(a) + gamma,
-        # and with it the number of Taylor substeps.
-        diag = H.diagonal().real
-        shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
-        Hc = (H - shift * sp.identity(d, format="csr")).tocsr()
-        Hc.sort_indices()
-        row[K.OFF_INDPTR] = self._add("i", Hc.indptr)
-        row[K.OFF_INDICES] = self._add("i", Hc.indices)
-        row[K.OFF_DATA] = self._add("c", Hc.data)
+        Hc = _shifted(H, d)  # shifted: a global phase, fewer Taylor substeps
         row[K.NNZ] = Hc.nnz
+        row[[K.OFF_INDPTR, K.OFF_INDICES, K.OFF_DATA]] = -1
         self.hnorms[row_m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
         off = (Hc - sp.diags(Hc.diagonal())).tocsr()
         off.eliminate_zeros()
         off.sort_indices()
         if mode == K.MODE_CHEB and np.any(off.data.imag):
             mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
-        if mode == K.MODE_CHEB:
+        if mode == K.MODE_TAYLOR:
+            self._add_taylor(row, Hc)
+        else:
             # a sector H_eff is symmetric (real symmetric h, diagonal decay part)
             par = cheb_params(Hc, symmetric=not self.doob)
             c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
             par[K.CHEB_OPTR] = self._add("i", off.indptr)
-            par[K.CHEB_OIDX] = self._add("i", off.indices)
-            par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
             par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
             par[K.CHEB_PK], par[K.CHEB_VT] = self._add_packed(off, rho)
+            # the kernel reads the packed copy or the plain one, not both
+            par[[K.CHEB_OIDX, K.CHEB_OVAL]] = -1
+            if par[K.CHEB_PK] < 0:
+                par[K.CHEB_OIDX] = self._add("i", off.indices)
+                par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
             row[K.OFF_CHEB] = self._add("r", par)
         return mode
+
+    def _add_taylor(self, row: np.ndarray, Hc) -> None:
+        """Store the shifted sparse ``H_eff`` ``Hc`` of a sector for the Taylor
+        propagation (``kernels._taylor``): every Taylor-mode sector, and a
+        Chebyshev-mode one only where the shared no-jump path needs it
+        (:meth:`_ensure_taylor`; its ``H_eff`` is not kept otherwise)."""
+        row[K.OFF_INDPTR] = self._add("i", Hc.indptr)
+        row[K.OFF_INDICES] = self._add("i", Hc.indices)
+        row[K.OFF_DATA] = self._add("c", Hc.data)
+
+    def _ensure_taylor(self, row_m: int) -> None:
+        row = self.stab[row_m]
+        if row[K.MODE] == K.MODE_CHEB and row[K.OFF_INDPTR] < 0:
+            u, m = divmod(row_m, self.N + 1)
+            space = self.spaces[u]
+            H = (sp.csr_matrix(self.model.sector_heff(m)) if self.doob
+                 else space.sector(m).heff_sparse(space.a))
+            self._add_taylor(row, _shifted(H, int(row[K.DIM])))
+            self._snap = None
 
     def _add_packed(self, off, rho: float) -> tuple[int, int]:
         """Offsets (in ``ints``, ``reals``) of the packed copy of a Chebyshev
@@ -345,6 +361,8 @@ class SectorPack:
             if key not in self._paths:
                 for u in range(1, len(self.models)):  # the path crosses every stage
                     self.ensure(u * (self.N + 1) + m0)
+                for row in set((self.stage_base + m0).tolist()):  # its Taylor steps
+                    self._ensure_taylor(row)
                 tables = self.tables()
                 fine_t, out_idx = self.fine_grid(m0)
                 nt = self.times.size
@@ -398,48 +416,18 @@ class SectorPack:
         return int(max(self.stab[:, K.DIM].max(), self._mindim))
 
 
-def operator_entries(A, hermitian: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """The kernel's entry list of one sector matrix of a user operator.
+def _shifted(H, d: int):
+    """``H - c`` (sorted CSR), ``c`` the middle of the real diagonal's range.
 
-    Parameters
-    ----------
-    A : scipy.sparse matrix or ndarray
-        The operator in one sector, ``(d, d)``, in the sector's basis order.
-    hermitian : bool
-        Whether the operator is Hermitian: then only its diagonal and its strict
-        upper triangle are kept (the kernel adds twice the real part of the
-        upper triangle's contribution, see ``kernels._record_ops``).
-
-    Returns
-    -------
-    rows, cols : numpy.ndarray
-        int64 row and column of each kept nonzero entry: the diagonal ones
-        first (ascending), then the off-diagonal ones by row, then column.
-    vals : numpy.ndarray
-        complex128 values.
-    nd : int
-        Number of diagonal entries (the first ``nd``).
+    The shift is a global phase ``exp(-i c t)``, invisible to norms, jumps and
+    observables; it cuts ``||H||`` from ~ ``sum_l a_l / 2`` (the Ising offset)
+    to ~ ``4 max(a) + gamma``, and with it the number of Taylor substeps.
     """
-    C = sp.coo_matrix(sp.csr_matrix(A, dtype=np.complex128))
-    C.sum_duplicates()  # canonical: sorted by row, then column; no duplicates
-    r, c, v = C.row.astype(np.int64), C.col.astype(np.int64), C.data
-    nz = v != 0
-    dg = nz & (r == c)
-    off = nz & ((c > r) if hermitian else (c != r))
-    rows = np.concatenate([r[dg], r[off]])
-    cols = np.concatenate([c[dg], c[off]])
-    vals = np.concatenate([v[dg], v[off]]).astype(np.complex128)
-    return rows, cols, vals, int(dg.sum())
-
-
-def operator_digest(op) -> str:
-    """SHA-256 (hex) of an operator's canonical record ``op.to_dict()`` (name, Hermiticity,
-    terms): what the per-process pack cache and a checkpoint identify an operator by."""
-    import hashlib
-    import json
-
-    text = json.dumps(op.to_dict(), sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    diag = H.diagonal().real
+    shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
+    Hc = (H - shift * sp.identity(d, format="csr")).tocsr()
+    Hc.sort_indices()
+    return Hc
 
 
 def _split(M: np.ndarray) -> np.ndarray:
