@@ -170,7 +170,7 @@ def run_batch(model: ChainModel, times: np.ndarray, key: np.ndarray, block_ids, 
                 # first `done` trajectories are folded and stay); with states, the
                 # stopped trajectory has added some already: run the block again
                 pack.ensure(int(need))
-                if states:
+                if flags[K.FLAG_STATE]:
                     buf = None
                 continue
             if status == K.STATUS_JUMP_BUFFER_FULL:

@@ -49,9 +49,12 @@ as tuples, so they carry no Python objects into the compiled code).
 Sector data layout (see ``sectorpack.SectorPack``): ``stab[m, :]`` holds
 ``built, dim, mode, off_V, off_Vinv, off_lam, off_sites, off_hop, nhop,
 off_decay, off_indptr, off_indices, off_data, nnz, off_phase, off_cheb,
-off_gamma``; ``jtab[k, m]`` holds ``(offset, count, amp_offset, dense)`` of
-channel ``k``'s index map out of sector ``m`` (``src`` at
-``ints[offset:offset+count]``, ``dst`` right after; amplitudes at
+off_gamma`` (``off_indptr``, ``off_indices``, ``off_data``: the sparse ``H_eff``
+for Taylor steps, -1 in a Chebyshev-mode row where the shared no-jump path
+does not run, which only :func:`_cheb_segment` propagates); ``jtab[k, m]``
+holds ``(offset, count, amp_offset, dense)`` of channel ``k``'s index map out
+of sector ``m`` (``src`` at ``ints[offset:offset+count]``, ``dst`` right after;
+amplitudes at
 ``reals[amp_offset:...]``, or all 1 when ``amp_offset < 0``: dephasing maps
 every state to itself with the sign of ``sigma^z`` at its site). The Doob
 process (docs/model.md 15) has dense jump matrices instead (``dense >= 0``, ``count``
@@ -118,7 +121,7 @@ PACK_MAX_VALUES = 1 << (32 - PACK_SHIFT)
 #: (a rule of 1e-12 fails that).
 CHEB_TOL = 1e-14
 
-# kernel status codes (>= 0: ok; the value is the number of jumps written)
+# kernel status codes (0: ok; negative: see run_block)
 STATUS_NEED_SECTOR = -1
 STATUS_JUMP_BUFFER_FULL = -2
 

@@ -13,7 +13,8 @@ class Pool:
     Appends go to a buffer whose capacity doubles; :meth:`view` is the filled
     part. Entries are never changed once written, so a view taken earlier (the
     tables a kernel is running on) keeps its contents while later sectors are
-    appended, without copying the pool for every new sector.
+    appended, without copying the pool for every new sector. Not locked itself:
+    its pack appends under its own lock.
     """
 
     def __init__(self, dtype):

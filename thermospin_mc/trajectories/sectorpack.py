@@ -46,9 +46,9 @@ COND_LIMIT = 1e8
 #: A Chebyshev sector's off-diagonal part is also stored packed (4 bytes per
 #: entry instead of 16, ``kernels._entry_impl``) from this size of its
 #: CSR entries on. Measured per nonzero of the term loop (1 core, 30 terms):
-#: N = 21, m = 7 / 8 / 9 (16.6-47 MB): 1.46 / 1.53 / 1.45 ns unpacked, 0.90 /
-#: 1.16 / 1.08 ns packed; matrices that stay in the 32 MB L3 are slower packed
-#: (N = 17, m = 5: 0.80 against 0.92 ns; N = 19, m = 7, 6.8 MB: 0.78 against
+#: N = 21, m = 7 / 8 / 9 (16.6-47 MiB): 1.46 / 1.53 / 1.45 ns unpacked, 0.90 /
+#: 1.16 / 1.08 ns packed; matrices that stay in the 32 MiB L3 are slower packed
+#: (N = 17, m = 5: 0.80 against 0.92 ns; N = 19, m = 7, 6.8 MiB: 0.78 against
 #: 0.84 ns), since the lookup of the value costs more than the loads it spares.
 PACK_MIN_BYTES = 8 * 2**20
 #: Memory cap of the stored shared no-jump path (Taylor mode), per worker.
@@ -65,9 +65,10 @@ class SectorPack:
     """Flat arrays of the sectors a run has visited so far (grown on demand).
 
     Thread-safe: sectors are built under a lock, and kernels run on
-    :meth:`tables`, consistent copies that a sector built by another thread
-    meanwhile cannot change under them (the kernel then asks for the sector,
-    and the caller takes new tables).
+    :meth:`tables`, consistent snapshots (copies of the sector rows, views of
+    the append-only pools) that a sector built by another thread meanwhile
+    cannot change under them (the kernel then asks for the sector, and the
+    caller takes new tables).
 
     ``model`` may be a :class:`~thermospin_mc.physics.schedule.Schedule`: the stages
     it runs (:meth:`Schedule.dynamic_stages` up to the last output time) share
@@ -282,6 +283,8 @@ class SectorPack:
         row[K.OFF_DATA] = self._add("c", Hc.data)
 
     def _ensure_taylor(self, row_m: int) -> None:
+        """Add the sparse ``H_eff`` of a built Chebyshev-mode row for Taylor steps
+        (the shared no-jump path's rows; call under the pack's lock)."""
         row = self.stab[row_m]
         if row[K.MODE] == K.MODE_CHEB and row[K.OFF_INDPTR] < 0:
             u, m = divmod(row_m, self.N + 1)
