@@ -166,17 +166,13 @@ class SectorPack:
         u, m = divmod(row_m, self.N + 1)
         space, own = self.spaces[u], {c.name: c for c in self.models[u].channels}
         sec = space.sector(m)
-        a = space.a
         d = sec.dim
         row = self.stab[row_m]
         row[K.DIM] = d
         row[K.OFF_GAMMA] = -1
         if self.doob:  # the Doob process: dense generator, decay and jumps (docs/model.md 15)
-            Hd = self.model.sector_heff(m)
-            H = sp.csr_matrix(Hd)
             row[K.OFF_GAMMA] = self._add("r", _split(self.model.sector_gamma(m)))
-        else:
-            H = sec.heff_sparse(a)
+        H = self._heff(u, m)
         mode = (K.MODE_EIGEN if self._build_eigen(row, H, d, u, m)
                 else self._build_sparse(row, row_m, H, d))
         row[K.MODE] = mode
@@ -287,12 +283,17 @@ class SectorPack:
         (the shared no-jump path's rows; call under the pack's lock)."""
         row = self.stab[row_m]
         if row[K.MODE] == K.MODE_CHEB and row[K.OFF_INDPTR] < 0:
-            u, m = divmod(row_m, self.N + 1)
-            space = self.spaces[u]
-            H = (sp.csr_matrix(self.model.sector_heff(m)) if self.doob
-                 else space.sector(m).heff_sparse(space.a))
-            self._add_taylor(row, _shifted(H, int(row[K.DIM])))
+            self._add_taylor(row, _shifted(self._heff(*divmod(row_m, self.N + 1)),
+                                           int(row[K.DIM])))
             self._snap = None
+
+    def _heff(self, u: int, m: int):
+        """Sparse ``H_eff`` of sector ``m`` of stage model ``u`` (the Doob process:
+        its dense generator, docs/model.md 15)."""
+        if self.doob:
+            return sp.csr_matrix(self.model.sector_heff(m))
+        space = self.spaces[u]
+        return space.sector(m).heff_sparse(space.a)
 
     def _add_packed(self, off, rho: float) -> tuple[int, int]:
         """Offsets (in ``ints``, ``reals``) of the packed copy of a Chebyshev
