@@ -323,3 +323,47 @@ def test_chebyshev_start_sector_keeps_its_taylor_form_and_no_other_does():
     assert np.array_equal(jc[:, [0, 2, 3]], jt[:, [0, 2, 3]])
     assert np.abs(jc[:, 1] - jt[:, 1]).max() < 1e-8
     assert np.abs(got["chebyshev"]["mean"] - got["taylor"]["mean"]).max() < 1e-8
+
+
+def _flip_chain(N, fields):
+    return tsm.ChainModel(N=N, profile=tsm.BondCouplings(tuple(np.linspace(0.6, 1.4, N - 1))),
+                          anisotropy=tuple(np.linspace(0.4, 1.2, N - 1)),
+                          fields=fields,
+                          channels=[tsm.Loss(1, 0.7), tsm.Pump(N // 2, 0.4),
+                                    tsm.Dephasing(3, 0.2)])
+
+
+@pytest.mark.parametrize("fields", [None, (0.0, 0.3, -0.2, 0.0, 0.1, 0.0, 0.2, -0.1)],
+                         ids=["no-fields", "fields"])
+def test_flip_partners_share_the_hermitian_range(fields):
+    """Without site fields the global spin flip maps the chain Hamiltonian of
+    sector m onto that of N - m (the same spectrum; loss, pump and dephasing
+    enter H_eff only through its decay part), and the pack takes the second
+    sector's Chebyshev range from the first; with fields it computes both."""
+    from thermospin_mc.core.sector_build import shifted_csr
+    from thermospin_mc.trajectories.chebyshev_params import cheb_params
+
+    N = 8
+    model = _flip_chain(N, fields)
+    space = tsm.SectorSpace(model)
+    for m in range(N // 2):
+        e1 = np.linalg.eigvalsh(space.sector(m).h_sparse(space.a).toarray())
+        e2 = np.linalg.eigvalsh(space.sector(N - m).h_sparse(space.a).toarray())
+        gap = np.abs(e1 - e2).max()
+        assert (gap < 1e-12) if fields is None else (m == 0 or gap > 1e-3)
+    pack = SectorPack(model, TIMES, dense_max=1)
+    for m in range(N + 1):
+        pack.ensure(m)
+    stab, *_, reals, _ = pack.snapshot()
+    # sectors 1..N/2 share (sector 0, one state, is in eigen mode)
+    assert sorted(pack._hranges) == ([(0, m) for m in range(1, N // 2 + 1)]
+                                     if fields is None else [])
+    for m in range(1, N):
+        P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+        H = space.sector(m).heff_sparse(space.a)
+        direct = cheb_params(shifted_csr(H, H.shape[0])[0], symmetric=True)
+        keys = [K.CHEB_CR, K.CHEB_CI, K.CHEB_RHO, K.CHEB_H, K.CHEB_KCAP]
+        if fields is not None or m <= N // 2:  # computed here: the same bits
+            np.testing.assert_array_equal(P[keys], direct[keys])
+        else:  # read from sector N - m: the same up to the eigensolver's round-off
+            np.testing.assert_allclose(P[keys], direct[keys], rtol=1e-12, atol=1e-12)

@@ -228,3 +228,89 @@ def test_initial_state_vector():
     assert tuple(space.basis(2)[np.argmax(abs(psi))]) == (2, 5)
     m0, psi = tsm.SectorSpace(tsm.ChainModel(N=N)).initial_state()
     assert m0 == 0 and psi.tolist() == [1.0]
+
+
+# ---------------------------------------------------------------- compiled assembly
+def _general_chain(N):
+    """A chain with per-bond anisotropy, fields, a zero coupling and every channel."""
+    a = np.linspace(0.7, 1.3, N - 1)
+    a[N // 2 - 1] = 0.0  # a cut bond: its hops are explicit zeros in h
+    return tsm.ChainModel(N=N, profile=tsm.BondCouplings(tuple(a)),
+                          anisotropy=tuple(np.linspace(0.5, 1.5, N - 1)),
+                          fields=tuple(np.linspace(-0.3, 0.2, N)),
+                          channels=[tsm.Loss(1, 0.4), tsm.Pump(N // 2 + 1, 0.3),
+                                    tsm.Dephasing(2, 0.2)])
+
+
+@pytest.mark.parametrize("model", [tsm.paper_model("pump", N=9), tsm.paper_model("loss", N=8),
+                                   _general_chain(7), _general_chain(10)],
+                         ids=["pump9", "loss8", "general7", "general10"])
+def test_compiled_assembly_matches_general_construction(model):
+    """The basis in colex order and ``h`` / ``H_eff`` equal, entry for entry, what
+    ``itertools`` with a rank sort and scipy's COO conversion and sparse
+    difference build (the constructions the compiled loops replaced)."""
+    import scipy.sparse as sp
+
+    space = tsm.SectorSpace(model)
+    for m in range(model.N + 1):
+        sec = space.sector(m)
+        ref = np.array(list(itertools.combinations(range(model.N), m)),
+                       dtype=np.int64).reshape(comb(model.N, m), m)
+        ref = ref[np.argsort(space.rank(ref), kind="stable")]
+        np.testing.assert_array_equal(sec.sites, ref)
+        d = sec.dim
+        rows = np.concatenate([np.arange(d), sec.hop_to, sec.hop_from])
+        cols = np.concatenate([np.arange(d), sec.hop_from, sec.hop_to])
+        vals = space.a[sec.hop_bond]
+        h_ref = sp.csr_matrix((np.concatenate([sec.diag, vals, vals]), (rows, cols)),
+                              shape=(d, d))
+        H_ref = (h_ref - 0.5j * sp.diags(sec.decay)).tocsr()
+        for new, old in ((sec.h_sparse(space.a), h_ref), (sec.heff_sparse(space.a), H_ref)):
+            assert new.dtype == old.dtype and new.nnz == old.nnz
+            np.testing.assert_array_equal(new.indptr, old.indptr)
+            np.testing.assert_array_equal(new.indices, old.indices)
+            # bit for bit, the sign of zero parts included
+            assert new.data.tobytes() == old.data.tobytes()
+
+
+def _same_csr(new, old):
+    assert new.dtype == old.dtype and new.shape == old.shape and new.nnz == old.nnz
+    np.testing.assert_array_equal(new.indptr, old.indptr)
+    np.testing.assert_array_equal(new.indices, old.indices)
+    assert new.data.tobytes() == old.data.tobytes()
+
+
+@pytest.mark.parametrize("case", ["pump9", "general10", "missing-diagonal", "zero-shifted"])
+def test_shifted_and_off_diagonal_match_sparse_differences(case):
+    """The trajectory engine's ``H_eff - c`` and off-diagonal part equal scipy's
+    sparse differences entry for entry: on sector matrices (the in-place path)
+    and where a diagonal entry is absent or becomes zero (scipy's path)."""
+    import scipy.sparse as sp
+
+    from thermospin_mc.core.sector_build import off_diagonal, shifted_csr
+
+    if case in ("pump9", "general10"):
+        model = tsm.paper_model("pump", N=9) if case == "pump9" else _general_chain(10)
+        space = tsm.SectorSpace(model)
+        mats = [space.sector(m).heff_sparse(space.a) for m in range(model.N + 1)]
+    else:
+        rng = np.random.default_rng(4)
+        A = rng.normal(size=(6, 6)) * (rng.random((6, 6)) < 0.5)
+        A = A + A.T - 0.3j * np.diag(rng.random(6))
+        A[2, 2] = 0.0 if case == "missing-diagonal" else A[2, 2]
+        if case == "zero-shifted":  # the middle of the diagonal's range (1) is an entry
+            A[np.diag_indices(6)] = np.array([-1.0, 3.0, 1.0, 0.5, -0.5, 0.25]) - 0.2j
+            A[2, 2] = 1.0
+        mats = [sp.csr_matrix(A)]
+    for H in mats:
+        d = H.shape[0]
+        Hc, c = shifted_csr(H, d)
+        assert (Hc.nnz < H.nnz) == (case == "zero-shifted")  # the entry 1 - 1 is dropped
+        diag = H.diagonal().real
+        ref = (H - (0.5 * (diag.max() + diag.min())) * sp.identity(d, format="csr")).tocsr()
+        ref.sort_indices()
+        _same_csr(Hc, ref)
+        off = (ref - sp.diags(ref.diagonal())).tocsr()
+        off.eliminate_zeros()
+        off.sort_indices()
+        _same_csr(off_diagonal(Hc), off)

@@ -13,13 +13,13 @@ the sectors it visits, never with ``2^N``.
 
 from __future__ import annotations
 
-import itertools
 from math import comb
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..physics.model import ChainModel, Channel, Magnons, ProductMixture
+from .sector_build import assemble_csr, colex_subsets
 
 __all__ = ["Sector", "SectorSpace", "MAX_SECTOR_DIM"]
 
@@ -53,16 +53,28 @@ class Sector:
         self.dim = sites.shape[0]
 
     def h_sparse(self, a: np.ndarray) -> sp.csr_matrix:
-        """Chain Hamiltonian ``h`` of this sector (sparse CSR, real)."""
-        vals = a[self.hop_bond]
-        rows = np.concatenate([np.arange(self.dim), self.hop_to, self.hop_from])
-        cols = np.concatenate([np.arange(self.dim), self.hop_from, self.hop_to])
-        data = np.concatenate([self.diag, vals, vals])
-        return sp.csr_matrix((data, (rows, cols)), shape=(self.dim, self.dim))
+        """Chain Hamiltonian ``h`` of this sector (sparse CSR, real; zeros kept)."""
+        return self._csr(self.diag.astype(float), np.asarray(a, dtype=float)[self.hop_bond],
+                         drop_zeros=False)
 
     def heff_sparse(self, a: np.ndarray) -> sp.csr_matrix:
-        """``H_eff = h - (i/2) sum_k L_k^+ L_k`` (sparse CSR, complex)."""
-        return (self.h_sparse(a) - 0.5j * sp.diags(self.decay)).tocsr()
+        """``H_eff = h - (i/2) sum_k L_k^+ L_k`` (sparse CSR, complex; zeros dropped).
+
+        Entry for entry the matrix ``h - 0.5j * diags(decay)`` (scipy's sparse
+        difference), assembled in one pass.
+        """
+        diag = self.diag + 1j * 0.0
+        diag.imag = 0.0 - 0.5 * self.decay
+        vals = np.asarray(a, dtype=float)[self.hop_bond].astype(complex)
+        return self._csr(diag, vals, drop_zeros=True)
+
+    def _csr(self, diag: np.ndarray, vals: np.ndarray, drop_zeros: bool) -> sp.csr_matrix:
+        data, indices, indptr = assemble_csr(diag, self.hop_to, self.hop_from, vals,
+                                             drop_zeros)
+        M = sp.csr_matrix((data, indices, indptr), shape=(self.dim, self.dim))
+        M.has_sorted_indices = True
+        M.has_canonical_format = True
+        return M
 
     def occupation(self) -> sp.csr_matrix:
         """``(dim, N)`` 0/1 matrix: entry ``[b, i]`` is ``n_i`` in basis state ``b``."""
@@ -119,10 +131,7 @@ class SectorSpace:
         if m == 0:
             sites = np.zeros((1, 0), dtype=np.int64)
         else:
-            sites = np.fromiter(itertools.chain.from_iterable(
-                itertools.combinations(range(N), m)), dtype=np.int64, count=dim * m)
-            sites = sites.reshape(dim, m)
-            sites = sites[np.argsort(self.rank(sites), kind="stable")]
+            sites = colex_subsets(N, m, dim)
         a = self.a
         delta = self.model.anisotropy
         if isinstance(delta, float):

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 
 from . import kernels as K
 
-__all__ = ["cheb_params", "CHEB_BYTES", "CHEB_KMIN", "CHEB_KMAX", "CHEB_BH", "CHEB_KOPT",
-           "CHEB_BH_OPT"]
+__all__ = ["cheb_params", "hermitian_range", "CHEB_BYTES", "CHEB_KMIN", "CHEB_KMAX", "CHEB_BH",
+           "CHEB_KOPT", "CHEB_BH_OPT", "DENSE_RANGE_MAX"]
 
 #: Memory of one Chebyshev step's vectors per worker; at least ``CHEB_KMIN + 1``
 #: and at most ``CHEB_KMAX + 1`` vectors of the sector's dimension.
@@ -34,18 +34,47 @@ CHEB_BH = 7.0
 #: lazy, so only the first ``rho t + 25`` or so are ever computed in a visit of
 #: length ``t``); the step is then lengthened to the bounds above.
 CHEB_KOPT, CHEB_BH_OPT = 72, 4.0
+#: Largest sector whose range comes from a dense ``eigvalsh`` (above: Lanczos).
+DENSE_RANGE_MAX = 300
+
+
+def _hermitian_part(H, symmetric: bool):
+    """``A`` of ``H = A - i B`` (sparse; ``A``, ``B`` Hermitian). ``symmetric``
+    (``H^T = H``): ``A = Re H``, read without transposes: complex, like the
+    general case's, where the range comes from a dense ``eigvalsh``; real
+    where it comes from a Lanczos run, which reads the real part anyway."""
+    if symmetric:
+        H = sp.csr_matrix(H)
+        re = H.data.real
+        re = re.astype(complex) if H.shape[0] <= DENSE_RANGE_MAX else np.ascontiguousarray(re)
+        return sp.csr_matrix((re, H.indices, H.indptr), shape=H.shape)
+    return (0.5 * (H + H.conj().T)).tocsr()
+
+
+def _decay_part(H, symmetric: bool):
+    """``B`` of ``H = A - i B`` (sparse); ``symmetric``: ``B = -Im H``."""
+    if symmetric:
+        H = sp.csr_matrix(H)
+        return sp.csr_matrix((-H.data.imag, H.indices, H.indptr), shape=H.shape)
+    return (0.5j * (H - H.conj().T)).tocsr()
+
+
+def hermitian_range(H, symmetric: bool = False) -> tuple[float, float]:
+    """Smallest and largest eigenvalue (padded) of the Hermitian part of the sparse ``H``
+    (the range :func:`cheb_params` computes when it is not given one)."""
+    return _hermitian_range(_hermitian_part(H, symmetric))
 
 
 def _hermitian_range(A) -> tuple[float, float]:
     """Smallest and largest eigenvalue of the sparse Hermitian ``A`` (padded)."""
     d = A.shape[0]
-    if d <= 300:
+    if d <= DENSE_RANGE_MAX:
         w = np.linalg.eigvalsh(A.toarray())
         lo, hi = float(w[0]), float(w[-1])
     else:
         from scipy.sparse.linalg import eigsh
 
-        M = A.real if not np.any(A.imag.data) else A
+        M = A if A.dtype.kind == "f" else (A.real if not np.any(A.imag.data) else A)
         v0 = np.ones(d) / np.sqrt(d)
         # loose Lanczos tolerance, covered by the padding (and a slightly too
         # small range only costs a few terms: convergence is checked a posteriori)
@@ -78,7 +107,7 @@ def _first_converged(tail: np.ndarray, xs: np.ndarray, kk: np.ndarray):
     return np.argmax(both, axis=1) + 1, both.any(axis=1)
 
 
-def cheb_params(H, symmetric: bool = False) -> np.ndarray:
+def cheb_params(H, symmetric: bool = False, hrange=None) -> np.ndarray:
     """Chebyshev parameters of the sparse ``H_eff`` of one sector (``kernels.CHEB_*``).
 
     The numerical range of ``H = A - i B`` (``A``, ``B`` Hermitian, ``B >= 0``
@@ -97,22 +126,22 @@ def cheb_params(H, symmetric: bool = False) -> np.ndarray:
     and ``B = -Im H`` exactly (the general formulas give the same numbers), read
     without the two transposes, sums and differences of the general case,
     which take most of the set-up of the largest sectors (N = 21).
+
+    ``hrange``: the (padded) range ``(a0, a1)`` of the Hermitian part when the
+    caller knows it (a sector with the same spectrum, ``SectorPack``); by
+    default it is computed (:func:`hermitian_range`), the largest cost here.
     """
     from scipy.special import jv
 
     d = H.shape[0]
-    if symmetric:
-        H = sp.csr_matrix(H)
-        # complex like the general case's (small sectors go to a complex eigvalsh)
-        Hh = sp.csr_matrix((H.data.real.astype(complex), H.indices, H.indptr), shape=H.shape)
-        Bd = sp.csr_matrix((-H.data.imag, H.indices, H.indptr), shape=H.shape)
-    else:
-        Hh = (0.5 * (H + H.conj().T)).tocsr()
-        Bd = (0.5j * (H - H.conj().T)).tocsr()
-    a0, a1 = _hermitian_range(Hh)
-    # Gershgorin bounds of the decay part (exact when it is diagonal)
+    a0, a1 = hermitian_range(H, symmetric) if hrange is None else (float(hrange[0]),
+                                                                   float(hrange[1]))
+    Bd = _decay_part(H, symmetric)
+    # Gershgorin bounds of the decay part (exact when it is diagonal, as it is
+    # when ``symmetric``: then its off-diagonal sums are zero)
     diag = Bd.diagonal().real
-    off = np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel()
+    off = (np.zeros(d) if symmetric else
+           np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel())
     b0 = float(np.min(diag - off)) if d else 0.0
     b1 = float(np.max(diag + off)) if d else 0.0
     # imaginary centre: the centroid of the eigenvalues' imaginary parts, exactly

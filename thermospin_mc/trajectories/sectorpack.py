@@ -16,11 +16,12 @@ import threading
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.sector_build import off_diagonal, shifted_csr
 from ..core.sectors import SectorSpace
 from ..physics.model import ChainModel
 from ..physics.schedule import dynamics_key, is_schedule
 from . import kernels as K
-from .chebyshev_params import cheb_params
+from .chebyshev_params import cheb_params, hermitian_range
 from .layouts import StateLayout
 from .operator_tables import operator_digest, operator_entries
 from .pools import Pool
@@ -121,6 +122,8 @@ class SectorPack:
         self.times = times
         self._paths = {}
         self._mindim = 1
+        #: unshifted Hermitian ranges shared by sectors m and N - m (``_cheb_params``)
+        self._hranges = {}
 
     def _stages(self, model, times: np.ndarray) -> None:
         """``models`` (distinct stage models, stage 0's first), ``spaces``, and per
@@ -243,20 +246,18 @@ class SectorPack:
         """Chebyshev (or Taylor) mode of the sector of stab row ``row_m``: stores the
         shifted sparse ``H_eff`` (and the Chebyshev parameters); returns the mode."""
         mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
-        Hc = _shifted(H, d)  # shifted: a global phase, fewer Taylor substeps
+        Hc, shift = shifted_csr(H, d)  # shifted: a global phase, fewer Taylor substeps
         row[K.NNZ] = Hc.nnz
         row[[K.OFF_INDPTR, K.OFF_INDICES, K.OFF_DATA]] = -1
         self.hnorms[row_m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
-        off = (Hc - sp.diags(Hc.diagonal())).tocsr()
-        off.eliminate_zeros()
-        off.sort_indices()
+        off = off_diagonal(Hc)
         if mode == K.MODE_CHEB and np.any(off.data.imag):
             mode = K.MODE_TAYLOR  # the Chebyshev kernel takes a real off-diagonal part
         if mode == K.MODE_TAYLOR:
             self._add_taylor(row, Hc)
         else:
             # a sector H_eff is symmetric (real symmetric h, diagonal decay part)
-            par = cheb_params(Hc, symmetric=not self.doob)
+            par = self._cheb_params(row_m, Hc, shift)
             c, rho = complex(par[K.CHEB_CR], par[K.CHEB_CI]), par[K.CHEB_RHO]
             par[K.CHEB_OPTR] = self._add("i", off.indptr)
             par[K.CHEB_ODG] = self._add("c", (Hc.diagonal() - c) / rho)
@@ -268,6 +269,28 @@ class SectorPack:
                 par[K.CHEB_OVAL] = self._add("r", off.data.real / rho)
             row[K.OFF_CHEB] = self._add("r", par)
         return mode
+
+    def _cheb_params(self, row_m: int, Hc, shift: float) -> np.ndarray:
+        """Chebyshev parameters of the shifted ``H_eff`` ``Hc = H_eff - shift`` of a row.
+
+        The range of the Hermitian part (a Lanczos run, most of the set-up of a
+        large sector) is shared by sectors ``m`` and ``N - m`` of a stage model
+        without site fields: the global spin flip maps one ``h`` onto the
+        other (loss, pump and dephasing enter ``H_eff`` only through its
+        anti-Hermitian part), so the second of the two reads the first's.
+        """
+        u, m = divmod(row_m, self.N + 1)
+        if self.doob:
+            return cheb_params(Hc)
+        key = (u, min(m, self.N - m)) if not np.any(self.models[u].site_fields) else None
+        known = self._hranges.get(key)
+        if known is None:
+            lo, hi = hermitian_range(Hc, symmetric=True)
+            if key is not None:
+                self._hranges[key] = (lo + shift, hi + shift)
+        else:
+            lo, hi = known[0] - shift, known[1] - shift
+        return cheb_params(Hc, symmetric=True, hrange=(lo, hi))
 
     def _add_taylor(self, row: np.ndarray, Hc) -> None:
         """Store the shifted sparse ``H_eff`` ``Hc`` of a sector for the Taylor
@@ -283,8 +306,8 @@ class SectorPack:
         (the shared no-jump path's rows; call under the pack's lock)."""
         row = self.stab[row_m]
         if row[K.MODE] == K.MODE_CHEB and row[K.OFF_INDPTR] < 0:
-            self._add_taylor(row, _shifted(self._heff(*divmod(row_m, self.N + 1)),
-                                           int(row[K.DIM])))
+            self._add_taylor(row, shifted_csr(self._heff(*divmod(row_m, self.N + 1)),
+                                           int(row[K.DIM]))[0])
             self._snap = None
 
     def _heff(self, u: int, m: int):
@@ -418,20 +441,6 @@ class SectorPack:
     def maxdim(self) -> int:
         """Work-vector size: the largest built sector (and dense jump target)."""
         return int(max(self.stab[:, K.DIM].max(), self._mindim))
-
-
-def _shifted(H, d: int):
-    """``H - c`` (sorted CSR), ``c`` the middle of the real diagonal's range.
-
-    The shift is a global phase ``exp(-i c t)``, invisible to norms, jumps and
-    observables; it cuts ``||H||`` from ~ ``sum_l a_l / 2`` (the Ising offset)
-    to ~ ``4 max(a) + gamma``, and with it the number of Taylor substeps.
-    """
-    diag = H.diagonal().real
-    shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
-    Hc = (H - shift * sp.identity(d, format="csr")).tocsr()
-    Hc.sort_indices()
-    return Hc
 
 
 def _split(M: np.ndarray) -> np.ndarray:
