@@ -367,3 +367,13 @@ def test_flip_partners_share_the_hermitian_range(fields):
             np.testing.assert_array_equal(P[keys], direct[keys])
         else:  # read from sector N - m: the same up to the eigensolver's round-off
             np.testing.assert_allclose(P[keys], direct[keys], rtol=1e-12, atol=1e-12)
+    # the parameters do not depend on the order in which a run meets the sectors
+    # (threads, workers, resumed runs): built high m first, the same bits
+    down = SectorPack(model, TIMES, dense_max=1)
+    for m in range(N, -1, -1):
+        down.ensure(m)
+    stab2, *_, reals2, _ = down.snapshot()
+    for m in range(1, N):
+        P = reals[stab[m, K.OFF_CHEB]:stab[m, K.OFF_CHEB] + K.CHEB_NPAR]
+        P2 = reals2[stab2[m, K.OFF_CHEB]:stab2[m, K.OFF_CHEB] + K.CHEB_NPAR]
+        np.testing.assert_array_equal(P[keys], P2[keys])

@@ -243,8 +243,12 @@ def _general_chain(N):
 
 
 @pytest.mark.parametrize("model", [tsm.paper_model("pump", N=9), tsm.paper_model("loss", N=8),
-                                   _general_chain(7), _general_chain(10)],
-                         ids=["pump9", "loss8", "general7", "general10"])
+                                   _general_chain(7), _general_chain(10),
+                                   # a diagonal of signed zeros (-0.0)
+                                   tsm.ChainModel(N=3, profile=tsm.BondCouplings((1.0, 1.0)),
+                                                  anisotropy=-0.0,
+                                                  channels=[tsm.Pump(2, 0.5)])],
+                         ids=["pump9", "loss8", "general7", "general10", "negative-zero"])
 def test_compiled_assembly_matches_general_construction(model):
     """The basis in colex order and ``h`` / ``H_eff`` equal, entry for entry, what
     ``itertools`` with a rank sort and scipy's COO conversion and sparse

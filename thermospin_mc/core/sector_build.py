@@ -116,7 +116,8 @@ def shifted_csr(H, d: int):
     observables; it cuts ``||H||`` from ~ ``sum_l a_l / 2`` (the Ising offset)
     to ~ ``4 max(a) + gamma``, and with it the number of Taylor substeps.
     Entry for entry scipy's sparse difference ``H - c I``, which it takes
-    where a diagonal entry is absent or becomes zero; otherwise it subtracts
+    where a diagonal entry is absent or becomes zero or an off-diagonal entry
+    is an explicit zero (the difference drops zeros); otherwise it subtracts
     ``c`` in place of a copy (the difference's sorting and merging take most
     of the time in the large sectors).
     """
@@ -125,7 +126,7 @@ def shifted_csr(H, d: int):
     H = sp.csr_matrix(H)
     on = H.indices == np.repeat(np.arange(d), np.diff(H.indptr))
     if (H.has_sorted_indices and np.count_nonzero(on) == d
-            and not np.any(H.data[on] - shift == 0)):
+            and not np.any(H.data[on] - shift == 0) and np.all(H.data[~on] != 0)):
         data = H.data.copy()
         data[on] -= shift
         Hc = sp.csr_matrix((data, H.indices.copy(), H.indptr.copy()), shape=H.shape)

@@ -63,7 +63,7 @@ class Sector:
         Entry for entry the matrix ``h - 0.5j * diags(decay)`` (scipy's sparse
         difference), assembled in one pass.
         """
-        diag = self.diag + 1j * 0.0
+        diag = self.diag.astype(complex)  # keeps the sign of a zero, as the difference does
         diag.imag = 0.0 - 0.5 * self.decay
         vals = np.asarray(a, dtype=float)[self.hop_bond].astype(complex)
         return self._csr(diag, vals, drop_zeros=True)

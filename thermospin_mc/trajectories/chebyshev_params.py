@@ -138,10 +138,13 @@ def cheb_params(H, symmetric: bool = False, hrange=None) -> np.ndarray:
                                                                    float(hrange[1]))
     Bd = _decay_part(H, symmetric)
     # Gershgorin bounds of the decay part (exact when it is diagonal, as it is
-    # when ``symmetric``: then its off-diagonal sums are zero)
+    # for a sector's H_eff: a real off-diagonal part, checked, gives zero sums)
     diag = Bd.diagonal().real
-    off = (np.zeros(d) if symmetric else
-           np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel())
+    if symmetric and not np.any(Bd.data[Bd.indices != np.repeat(np.arange(d),
+                                                                 np.diff(Bd.indptr))]):
+        off = np.zeros(d)
+    else:
+        off = np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel()
     b0 = float(np.min(diag - off)) if d else 0.0
     b1 = float(np.max(diag + off)) if d else 0.0
     # imaginary centre: the centroid of the eigenvalues' imaginary parts, exactly

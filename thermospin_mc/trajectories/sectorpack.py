@@ -122,7 +122,7 @@ class SectorPack:
         self.times = times
         self._paths = {}
         self._mindim = 1
-        #: unshifted Hermitian ranges shared by sectors m and N - m (``_cheb_params``)
+        #: (u, r) -> Hermitian range of sector r = min(m, N - m) and its shift (``_cheb_params``)
         self._hranges = {}
 
     def _stages(self, model, times: np.ndarray) -> None:
@@ -277,19 +277,26 @@ class SectorPack:
         large sector) is shared by sectors ``m`` and ``N - m`` of a stage model
         without site fields: the global spin flip maps one ``h`` onto the
         other (loss, pump and dephasing enter ``H_eff`` only through its
-        anti-Hermitian part), so the second of the two reads the first's.
+        anti-Hermitian part). It is always computed on the representative
+        ``r = min(m, N - m)`` (built for it if the partner comes first), so that
+        the parameters do not depend on the order in which sectors are built.
         """
         u, m = divmod(row_m, self.N + 1)
         if self.doob:
             return cheb_params(Hc)
-        key = (u, min(m, self.N - m)) if not np.any(self.models[u].site_fields) else None
-        known = self._hranges.get(key)
-        if known is None:
+        r = min(m, self.N - m)
+        if np.any(self.models[u].site_fields):
             lo, hi = hermitian_range(Hc, symmetric=True)
-            if key is not None:
-                self._hranges[key] = (lo + shift, hi + shift)
+        elif (u, r) in self._hranges or r != m:
+            if (u, r) not in self._hranges:
+                Hr, sr = shifted_csr(self._heff(u, r), int(Hc.shape[0]))
+                self._hranges[(u, r)] = (*hermitian_range(Hr, symmetric=True), sr)
+            lo, hi, sr = self._hranges[(u, r)]
+            if r != m:  # the representative's range, moved to this sector's shift
+                lo, hi = lo + sr - shift, hi + sr - shift
         else:
-            lo, hi = known[0] - shift, known[1] - shift
+            lo, hi = hermitian_range(Hc, symmetric=True)
+            self._hranges[(u, m)] = (lo, hi, shift)
         return cheb_params(Hc, symmetric=True, hrange=(lo, hi))
 
     def _add_taylor(self, row: np.ndarray, Hc) -> None:
