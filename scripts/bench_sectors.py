@@ -68,13 +68,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=2, help="best of (default: 2)")
     args = ap.parse_args(argv)
     import thermospin_mc as tsm
-    from thermospin_mc.core.sector_build import assemble_csr, colex_subsets
+    from thermospin_mc.core.sector_build import colex_subsets
     from thermospin_mc.trajectories.sectorpack import SectorPack
 
     model = tsm.paper_model("pump", N=args.N, delta_T=2.0)
     colex_subsets(5, 2, 10)  # compile or load the kernels
-    assemble_csr(np.zeros(1, complex), np.zeros(0, np.int64), np.zeros(0, np.int64),
-                 np.zeros(0, complex), True)
+    tsm.SectorSpace(tsm.paper_model("pump", N=5)).sector(2).heff_sparse(np.ones(4))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"N = {args.N}, paper pump chain; cores: {os.cpu_count()}, load average {load:.2f}")
     print(f"{'m':>3} {'dim':>9} {'nnz':>10} {'basis [s]':>10} {'general':>9} "

@@ -12,11 +12,11 @@ entry for entry, in one pass each:
   part of a sector's ``H_eff`` for the trajectory engine, the same entries as
   scipy's sparse differences, without their sort-and-merge passes;
 - :func:`assemble_csr`: the canonical CSR (rows ascending, columns sorted within
-  a row) of a matrix given by its diagonal and its symmetric hop pairs, as
-  ``scipy.sparse`` builds it; entries equal to zero are dropped or kept on
-  request, to match the two ways :class:`~thermospin_mc.core.sectors.Sector`
-  used to build ``h`` (zeros kept) and ``H_eff`` (zeros dropped by the sparse
-  difference).
+  a row) of a sector's ``h`` or ``H_eff``, row by row from the basis, as
+  ``scipy.sparse`` builds it from the hop lists; entries equal to zero are
+  dropped or kept on request, to match the two ways
+  :class:`~thermospin_mc.core.sectors.Sector` used to build ``h`` (zeros
+  kept) and ``H_eff`` (zeros dropped by the sparse difference).
 
 ``tests/test_sectors.py`` holds both against the general constructions.
 """
@@ -53,60 +53,70 @@ def colex_subsets(N: int, m: int, dim: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def assemble_csr(diag, hop_to, hop_from, vals, drop_zeros: bool):
-    """Canonical CSR of ``A = diag(diag) + sum_j vals[j] (|to_j><from_j| + |from_j><to_j|)``.
+def assemble_csr(sites, N: int, a, diag, drop_zeros: bool):
+    """Canonical CSR of a sector's ``h`` (or ``H_eff``), row by row from its basis.
 
-    ``diag`` (real or complex) sets the dtype; ``vals`` are cast to it. The
-    pairs ``(to_j, from_j)`` must be distinct and off the diagonal (so no
-    entry is a sum). Returns ``(data, indices, indptr)``; with ``drop_zeros``
-    the entries equal to zero are left out.
+    ``sites``: the ``(dim, m)`` basis in colex order; ``a``: the hopping
+    amplitude of each bond (``N - 1``); ``diag``: the diagonal (real or
+    complex, it sets the dtype). Row ``i`` holds the diagonal and, for every
+    magnon that can hop to an empty neighbouring site across bond ``l``, the
+    entry ``a[l]`` at the colex rank of the state it hops to (the rank moves
+    by ``C(c', k + 1) - C(c, k + 1)`` for magnon ``k`` from site ``c`` to
+    ``c'``), columns sorted. With ``drop_zeros`` entries equal to zero are
+    left out. Returns ``(data, indices, indptr)``. Rows are written in order,
+    each from its own basis state, so the build streams through memory.
     """
-    d, nh = diag.size, hop_to.size
-    count = np.ones(d, dtype=np.int64)
-    for j in range(nh):
-        count[hop_to[j]] += 1
-        count[hop_from[j]] += 1
-    indptr = np.zeros(d + 1, dtype=np.int64)
-    for i in range(d):
-        indptr[i + 1] = indptr[i] + count[i]
-    fill = indptr[:-1].copy()
-    indices = np.empty(indptr[d], dtype=np.int64)
-    data = np.empty(indptr[d], dtype=diag.dtype)
-    for i in range(d):
-        indices[fill[i]] = i
-        data[fill[i]] = diag[i]
-        fill[i] += 1
-    for j in range(nh):
-        t, f = hop_to[j], hop_from[j]
-        indices[fill[t]] = f
-        data[fill[t]] = vals[j]
-        fill[t] += 1
-        indices[fill[f]] = t
-        data[fill[f]] = vals[j]
-        fill[f] += 1
-    # sort each (short) row by column, then squeeze out zeros if asked
-    n = 0
-    start = 0
-    for i in range(d):
-        end = indptr[i + 1]
-        for a in range(start + 1, end):
-            col, val = indices[a], data[a]
-            b = a - 1
-            while b >= start and indices[b] > col:
-                indices[b + 1] = indices[b]
-                data[b + 1] = data[b]
-                b -= 1
-            indices[b + 1] = col
-            data[b + 1] = val
-        for a in range(start, end):
-            if drop_zeros and data[a] == 0:
+    dim, m = sites.shape
+    C = np.zeros((N + 1, m + 2), dtype=np.int64)  # C[n, k] = binomial(n, k)
+    for n in range(N + 1):
+        C[n, 0] = 1
+        for k in range(1, min(n, m + 1) + 1):
+            C[n, k] = C[n - 1, k - 1] + (C[n - 1, k] if k <= n - 1 else 0)
+    # two passes, count then fill, so that the arrays are allocated (and first
+    # touched, which costs as much as the filling) at their final size
+    indptr = np.zeros(dim + 1, dtype=np.int64)
+    for fill in range(2):
+        if fill:
+            indices = np.empty(indptr[dim], dtype=np.int64)
+            data = np.empty(indptr[dim], dtype=diag.dtype)
+        for i in range(dim):
+            n = indptr[i]
+            if not (drop_zeros and diag[i] == 0):
+                if fill:
+                    indices[n] = i
+                    data[n] = diag[i]
+                n += 1
+            for k in range(m):
+                c = sites[i, k]
+                for side in range(2):  # hop left (across bond c - 1), then right (bond c)
+                    if side == 0:
+                        if c == 0 or (k > 0 and sites[i, k - 1] == c - 1):
+                            continue
+                        to, v = c - 1, a[c - 1]
+                    else:
+                        if c == N - 1 or (k < m - 1 and sites[i, k + 1] == c + 1):
+                            continue
+                        to, v = c + 1, a[c]
+                    if drop_zeros and v == 0:
+                        continue
+                    if fill:
+                        indices[n] = i - C[c, k + 1] + C[to, k + 1]
+                        data[n] = v
+                    n += 1
+            if not fill:
+                indptr[i + 1] = n
                 continue
-            indices[n] = indices[a]
-            data[n] = data[a]
-            n += 1
-        start = end
-        indptr[i + 1] = n
-    return data[:n].copy(), indices[:n].copy(), indptr
+            start = indptr[i]
+            for p in range(start + 1, n):  # insertion sort of the (short) row
+                col, val = indices[p], data[p]
+                q = p - 1
+                while q >= start and indices[q] > col:
+                    indices[q + 1] = indices[q]
+                    data[q + 1] = data[q]
+                    q -= 1
+                indices[q + 1] = col
+                data[q + 1] = val
+    return data, indices, indptr
 
 
 def shifted_csr(H, d: int):

@@ -54,8 +54,7 @@ class Sector:
 
     def h_sparse(self, a: np.ndarray) -> sp.csr_matrix:
         """Chain Hamiltonian ``h`` of this sector (sparse CSR, real; zeros kept)."""
-        return self._csr(self.diag.astype(float), np.asarray(a, dtype=float)[self.hop_bond],
-                         drop_zeros=False)
+        return self._csr(self.diag.astype(float), a, drop_zeros=False)
 
     def heff_sparse(self, a: np.ndarray) -> sp.csr_matrix:
         """``H_eff = h - (i/2) sum_k L_k^+ L_k`` (sparse CSR, complex; zeros dropped).
@@ -65,12 +64,13 @@ class Sector:
         """
         diag = self.diag.astype(complex)  # keeps the sign of a zero, as the difference does
         diag.imag = 0.0 - 0.5 * self.decay
-        vals = np.asarray(a, dtype=float)[self.hop_bond].astype(complex)
-        return self._csr(diag, vals, drop_zeros=True)
+        return self._csr(diag, a, drop_zeros=True)
 
-    def _csr(self, diag: np.ndarray, vals: np.ndarray, drop_zeros: bool) -> sp.csr_matrix:
-        data, indices, indptr = assemble_csr(diag, self.hop_to, self.hop_from, vals,
-                                             drop_zeros)
+    def _csr(self, diag: np.ndarray, a: np.ndarray, drop_zeros: bool) -> sp.csr_matrix:
+        """The sector's matrix with diagonal ``diag`` and hopping ``a[bond]``
+        (``sector_build.assemble_csr``: the hop lists' entries, row by row)."""
+        data, indices, indptr = assemble_csr(self.sites, self.N,
+                                             np.asarray(a, dtype=float), diag, drop_zeros)
         M = sp.csr_matrix((data, indices, indptr), shape=(self.dim, self.dim))
         M.has_sorted_indices = True
         M.has_canonical_format = True
