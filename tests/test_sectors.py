@@ -308,7 +308,7 @@ def test_shifted_and_off_diagonal_match_sparse_differences(case):
         mats = [sp.csr_matrix(A)]
     for H in mats:
         d = H.shape[0]
-        Hc, c = shifted_csr(H, d)
+        Hc, c = shifted_csr(H)
         assert (Hc.nnz < H.nnz) == (case == "zero-shifted")  # the entry 1 - 1 is dropped
         diag = H.diagonal().real
         ref = (H - (0.5 * (diag.max() + diag.min())) * sp.identity(d, format="csr")).tocsr()

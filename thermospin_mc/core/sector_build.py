@@ -3,8 +3,8 @@
 The sectors of long chains are large (N = 21, m = 10: 352,716 states, four
 million nonzeros), and building them with general tools (``itertools`` and a
 sort for the basis, COO -> CSR conversion and sparse sums for ``H_eff``) took
-most of the set-up of a run there. These loops produce the same arrays,
-entry for entry, in one pass each:
+most of the set-up of a run there. These functions produce the same arrays,
+entry for entry, in a pass or two each:
 
 - :func:`colex_subsets`: the ``m``-subsets of ``0..N-1`` in colexicographic
   order (the basis order of :mod:`~thermospin_mc.core.sectors`);
@@ -18,7 +18,7 @@ entry for entry, in one pass each:
   :class:`~thermospin_mc.core.sectors.Sector` used to build ``h`` (zeros
   kept) and ``H_eff`` (zeros dropped by the sparse difference).
 
-``tests/test_sectors.py`` holds both against the general constructions.
+``tests/test_sectors.py`` holds each against the general construction it replaced.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-__all__ = ["colex_subsets", "assemble_csr", "shifted_csr", "off_diagonal"]
+__all__ = ["colex_subsets", "assemble_csr", "shifted_csr", "off_diagonal", "csr_rows"]
 
 
 @njit(cache=True, nogil=True)
@@ -119,7 +119,12 @@ def assemble_csr(sites, N: int, a, diag, drop_zeros: bool):
     return data, indices, indptr
 
 
-def shifted_csr(H, d: int):
+def csr_rows(M) -> np.ndarray:
+    """The row of every stored entry of the CSR matrix ``M`` (aligned with ``M.indices``)."""
+    return np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
+
+
+def shifted_csr(H):
     """``(H - c, c)``: the sorted CSR ``H - c``, ``c`` the middle of the real diagonal's range.
 
     The shift is a global phase ``exp(-i c t)``, invisible to norms, jumps and
@@ -131,10 +136,11 @@ def shifted_csr(H, d: int):
     ``c`` in place of a copy (the difference's sorting and merging take most
     of the time in the large sectors).
     """
+    d = H.shape[0]
     diag = H.diagonal().real
     shift = 0.5 * (diag.max() + diag.min()) if d else 0.0
     H = sp.csr_matrix(H)
-    on = H.indices == np.repeat(np.arange(d), np.diff(H.indptr))
+    on = H.indices == csr_rows(H)
     if (H.has_sorted_indices and np.count_nonzero(on) == d
             and not np.any(H.data[on] - shift == 0) and np.all(H.data[~on] != 0)):
         data = H.data.copy()
@@ -150,7 +156,7 @@ def off_diagonal(Hc):
     """The off-diagonal entries of the sorted CSR ``Hc`` that are not zero: entry for
     entry ``(Hc - diags(Hc.diagonal())).eliminate_zeros()``, by selection."""
     d = Hc.shape[0]
-    rows = np.repeat(np.arange(d), np.diff(Hc.indptr))
+    rows = csr_rows(Hc)
     keep = (Hc.indices != rows) & (Hc.data != 0)
     indptr = np.zeros(d + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows[keep], minlength=d), out=indptr[1:])

@@ -14,6 +14,7 @@ import functools
 import numpy as np
 import scipy.sparse as sp
 
+from ..core.sector_build import csr_rows
 from . import kernels as K
 
 __all__ = ["cheb_params", "hermitian_range", "CHEB_BYTES", "CHEB_KMIN", "CHEB_KMAX", "CHEB_BH",
@@ -140,8 +141,7 @@ def cheb_params(H, symmetric: bool = False, hrange=None) -> np.ndarray:
     # Gershgorin bounds of the decay part (exact when it is diagonal, as it is
     # for a sector's H_eff: a real off-diagonal part, checked, gives zero sums)
     diag = Bd.diagonal().real
-    if symmetric and not np.any(Bd.data[Bd.indices != np.repeat(np.arange(d),
-                                                                 np.diff(Bd.indptr))]):
+    if symmetric and not np.any(Bd.data[Bd.indices != csr_rows(Bd)]):
         off = np.zeros(d)
     else:
         off = np.asarray(abs(Bd - sp.diags(Bd.diagonal())).sum(axis=1)).ravel()

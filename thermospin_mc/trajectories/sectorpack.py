@@ -177,7 +177,7 @@ class SectorPack:
             row[K.OFF_GAMMA] = self._add("r", _split(self.model.sector_gamma(m)))
         H = self._heff(u, m)
         mode = (K.MODE_EIGEN if self._build_eigen(row, H, d, u, m)
-                else self._build_sparse(row, row_m, H, d))
+                else self._build_sparse(row, row_m, H))
         row[K.MODE] = mode
         self.modes[m if len(self.models) == 1 else
                    f"{m}@t={self.stage_t[np.flatnonzero(self.stage_u == u)[0]]:g}"] = {
@@ -242,11 +242,11 @@ class SectorPack:
                 return True
         return False
 
-    def _build_sparse(self, row: np.ndarray, row_m: int, H, d: int) -> int:
+    def _build_sparse(self, row: np.ndarray, row_m: int, H) -> int:
         """Chebyshev (or Taylor) mode of the sector of stab row ``row_m``: stores the
         shifted sparse ``H_eff`` (and the Chebyshev parameters); returns the mode."""
         mode = K.MODE_CHEB if self.large == "chebyshev" else K.MODE_TAYLOR
-        Hc, shift = shifted_csr(H, d)  # shifted: a global phase, fewer Taylor substeps
+        Hc, shift = shifted_csr(H)  # shifted: a global phase, fewer Taylor substeps
         row[K.NNZ] = Hc.nnz
         row[[K.OFF_INDPTR, K.OFF_INDICES, K.OFF_DATA]] = -1
         self.hnorms[row_m] = float(np.abs(Hc).sum(axis=1).max()) if Hc.nnz else 0.0
@@ -284,19 +284,15 @@ class SectorPack:
         u, m = divmod(row_m, self.N + 1)
         if self.doob:
             return cheb_params(Hc)
+        if np.any(self.models[u].site_fields):  # no flip symmetry: a range of its own
+            return cheb_params(Hc, symmetric=True)
         r = min(m, self.N - m)
-        if np.any(self.models[u].site_fields):
-            lo, hi = hermitian_range(Hc, symmetric=True)
-        elif (u, r) in self._hranges or r != m:
-            if (u, r) not in self._hranges:
-                Hr, sr = shifted_csr(self._heff(u, r), int(Hc.shape[0]))
-                self._hranges[(u, r)] = (*hermitian_range(Hr, symmetric=True), sr)
-            lo, hi, sr = self._hranges[(u, r)]
-            if r != m:  # the representative's range, moved to this sector's shift
-                lo, hi = lo + sr - shift, hi + sr - shift
-        else:
-            lo, hi = hermitian_range(Hc, symmetric=True)
-            self._hranges[(u, m)] = (lo, hi, shift)
+        if (u, r) not in self._hranges:
+            Hr, sr = (Hc, shift) if r == m else shifted_csr(self._heff(u, r))
+            self._hranges[(u, r)] = (*hermitian_range(Hr, symmetric=True), sr)
+        lo, hi, sr = self._hranges[(u, r)]
+        if r != m:  # the representative's range, moved to this sector's shift
+            lo, hi = lo + sr - shift, hi + sr - shift
         return cheb_params(Hc, symmetric=True, hrange=(lo, hi))
 
     def _add_taylor(self, row: np.ndarray, Hc) -> None:
@@ -313,8 +309,7 @@ class SectorPack:
         (the shared no-jump path's rows; call under the pack's lock)."""
         row = self.stab[row_m]
         if row[K.MODE] == K.MODE_CHEB and row[K.OFF_INDPTR] < 0:
-            self._add_taylor(row, shifted_csr(self._heff(*divmod(row_m, self.N + 1)),
-                                           int(row[K.DIM]))[0])
+            self._add_taylor(row, shifted_csr(self._heff(*divmod(row_m, self.N + 1)))[0])
             self._snap = None
 
     def _heff(self, u: int, m: int):
